@@ -1,0 +1,3 @@
+from aidx.inference.cli import main
+
+main()

@@ -1,0 +1,65 @@
+"""The app factory. Nothing heavy happens at import; the lifespan loads the models."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from aidx.inference.audit import AuditLog
+from aidx.inference.auth import keyring_for
+from aidx.inference.handlers import install_error_handlers
+from aidx.inference.metrics import ServiceMetrics
+from aidx.inference.reports import ReportStore
+from aidx.inference.routes import cxr, health, models, reports, v2
+from aidx.inference.serving import ModelService
+from aidx.inference.settings import Settings
+from aidx.pipelines.cxr.pipeline import CxrPipeline
+from fastapi import FastAPI, Request, Response
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await app.state.models.start()
+        for served in app.state.models.models.values():
+            metrics.register_model(served.name, served.state == "ready")
+        yield
+        await app.state.models.stop()
+
+    app = FastAPI(
+        title="aidx",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="AI diagnostic assist. Demo weights are not for clinical use.",
+    )
+    metrics = ServiceMetrics()
+    service = ModelService(settings, observer=metrics)
+    store = ReportStore(settings.reports_dir)
+    app.state.settings = settings
+    app.state.keyring = keyring_for(settings)
+    app.state.metrics = metrics
+    app.state.models = service
+    app.state.reports = store
+    app.state.audit = AuditLog(settings.audit_log)
+    app.state.cxr = CxrPipeline(service, store)
+
+    install_error_handlers(app)
+    for router in (health.router, models.router, v2.router, cxr.router, reports.router):
+        app.include_router(router)
+
+    @app.middleware("http")
+    async def count_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(path, str(response.status_code)).inc()
+        return response
+
+    return app

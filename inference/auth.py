@@ -1,0 +1,71 @@
+"""API keys with roles. A key is presented as `Authorization: Bearer <key>` or
+`X-API-Key: <key>`; only its SHA-256 is ever compared or stored."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aidx.inference.errors import Forbidden, Unauthorized
+from aidx.inference.settings import ApiKey, Mode, Role, Settings, hash_key
+from fastapi import Request
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: Role
+
+
+class KeyRing:
+    def __init__(self, keys: list[ApiKey]) -> None:
+        self._by_hash = {k.key_sha256: k for k in keys}
+
+    def identify(self, presented: str | None) -> Principal:
+        if not presented:
+            raise Unauthorized(
+                "an API key is required (Authorization: Bearer <key>)", code="missing_api_key"
+            )
+        digest = hash_key(presented)
+        for known, key in self._by_hash.items():
+            if hmac.compare_digest(known, digest):
+                return Principal(key.name, key.role)
+        raise Unauthorized("the API key is not valid", code="invalid_api_key")
+
+
+def keyring_for(settings: Settings) -> KeyRing:
+    """The configured keys; in development mode also one admin key, printed once."""
+    keys = list(settings.api_keys)
+    if settings.mode is Mode.development:
+        dev_key = settings.dev_api_key or secrets.token_urlsafe(32)
+        keys.append(ApiKey(name="development", role=Role.admin, key_sha256=hash_key(dev_key)))
+        if settings.dev_api_key is None:
+            print(f"aidx development API key (admin, shown once): {dev_key}", file=sys.stderr)
+    return KeyRing(keys)
+
+
+def presented_key(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+def require(*roles: Role) -> Callable[[Request], Principal]:
+    """A FastAPI dependency: the caller's principal, if its role may use the route.
+    Admin may use every route."""
+    allowed = set(roles) | {Role.admin}
+
+    def dependency(request: Request) -> Principal:
+        principal = request.app.state.keyring.identify(presented_key(request))
+        if principal.role not in allowed:
+            raise Forbidden(
+                f"role {principal.role.value!r} may not use this route", code="role_not_allowed"
+            )
+        request.state.principal = principal
+        return principal
+
+    return dependency

@@ -1,0 +1,189 @@
+"""The `aidx` command: serve, inspect and verify models, analyze files."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from aidx.inference.repository import scan
+from aidx.inference.settings import Settings
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+app = typer.Typer(help="aidx: AI diagnostic assist (demo weights are not for clinical use)")
+models_app = typer.Typer(help="Inspect, verify and add models in the repository.")
+app.add_typer(models_app, name="models")
+console = Console()
+
+RepoOption = Annotated[Path | None, typer.Option(help="model repository (default: settings)")]
+
+
+def _settings(repository: Path | None = None, **overrides: object) -> Settings:
+    values: dict[str, object] = {k: v for k, v in overrides.items() if v is not None}
+    if repository is not None:
+        values["model_repository"] = repository
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+    log_level: str = "info",
+) -> None:
+    """Run the HTTP service (settings from AIDX_* environment variables)."""
+    import uvicorn
+    from aidx.inference.app import create_app
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    settings = _settings(host=host, port=port)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+    )
+
+
+def _device_of(settings: Settings) -> str:
+    from aidx.gpu.providers import device_name, select_providers
+
+    try:
+        first = select_providers(settings.device.value)[0]
+    except RuntimeError as exc:
+        return f"unavailable ({exc})"
+    return device_name(first[0] if isinstance(first, tuple) else first)
+
+
+def _models_table(repository: Path | None) -> tuple[Table, int]:
+    settings = _settings(repository, mode="development")
+    table = Table("model", "version", "backend", "device", "checksum", "status")
+    problems = 0
+    for entry in track(
+        scan(settings.model_repository), description="checking", transient=True, console=console
+    ):
+        checksum = {True: "ok", False: "MISMATCH", None: "not listed"}[entry.checks.get("sha256")]
+        status = entry.problem or "ok"
+        problems += entry.problem is not None
+        table.add_row(
+            entry.name, str(entry.version), "onnxruntime", _device_of(settings), checksum, status
+        )
+    return table, problems
+
+
+@models_app.command("list")
+def models_list(repository: RepoOption = None) -> None:
+    """Each model's version, backend, device and checksum status."""
+    table, _ = _models_table(repository)
+    console.print(table)
+
+
+@models_app.command("verify")
+def models_verify(repository: RepoOption = None) -> None:
+    """Check every model's checksum against its card and that it loads and runs.
+    Exits 1 if any model would stay out of service."""
+    from aidx.inference.serving import ModelService
+
+    table, problems = _models_table(repository)
+    console.print(table)
+    service = ModelService(_settings(repository, mode="development"))
+
+    async def load() -> None:
+        await service.start()
+        await service.stop()
+
+    asyncio.run(load())
+    for served in service.models.values():
+        if served.reason and served.reason != served.entry.problem:
+            console.print(f"[red]{served.name}[/red]: {served.reason}")
+            problems += 1
+    raise typer.Exit(code=1 if problems else 0)
+
+
+@models_app.command("export-xrv")
+def models_export_xrv(
+    repository: RepoOption = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="a local torchxrayvision weights file")
+    ] = None,
+    name: str = "xrv_densenet",
+) -> None:
+    """Write a torchxrayvision DenseNet into the repository layout (needs `aidx[xrv]`)."""
+    from aidx.pipelines.cxr.xrv_export import export_xrv
+
+    settings = _settings(repository, mode="development")
+    path = export_xrv(settings.model_repository / name, weights=weights)
+    console.print(f"wrote {path}")
+
+
+@app.command()
+def analyze(
+    files: Annotated[list[Path], typer.Argument(help="chest radiographs, DICOM")],
+    repository: RepoOption = None,
+) -> None:
+    """Run the chest X-ray pipeline on DICOM files and print the findings."""
+    from aidx.inference.errors import AidxError
+    from aidx.inference.reports import ReportStore
+    from aidx.inference.serving import ModelService
+    from aidx.pipelines.cxr.pipeline import CxrPipeline
+
+    settings = _settings(repository, mode="development")
+
+    async def run() -> int:
+        service = ModelService(settings)
+        await service.start()
+        failures = 0
+        with tempfile.TemporaryDirectory() as tmp:
+            pipeline = CxrPipeline(service, ReportStore(Path(tmp)))
+            for path in track(files, description="analyzing", console=console):
+                try:
+                    report = await pipeline.analyze(path.read_bytes())
+                except (AidxError, OSError) as exc:
+                    failures += 1
+                    code = getattr(exc, "code", "unreadable_file")
+                    console.print(f"[red]{path.name}: {code}: {exc}[/red]")
+                    continue
+                console.print(_findings_table(path.name, report))
+        await service.stop()
+        return failures
+
+    raise typer.Exit(code=1 if asyncio.run(run()) else 0)
+
+
+def _findings_table(title: str, report) -> Table:  # type: ignore[no-untyped-def]
+    table = Table(
+        "finding",
+        "code",
+        "probability",
+        "threshold",
+        "present",
+        "regions (x0,y0,x1,y1 px)",
+        title=f"{title} - {report.model.name} v{report.model.version}",
+        caption=report.disclaimer or "",
+    )
+    for f in report.findings:
+        boxes = "; ".join(
+            f"{r.x_min_px:.0f},{r.y_min_px:.0f},{r.x_max_px:.0f},{r.y_max_px:.0f}"
+            for r in f.regions
+        )
+        table.add_row(
+            f.concept.meaning,
+            f"{f.concept.scheme} {f.concept.code}",
+            f"{f.probability:.3f}",
+            f"{f.threshold:.3f}",
+            "yes" if f.present else "no",
+            boxes,
+        )
+    return table
+
+
+def main() -> None:
+    app()

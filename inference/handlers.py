@@ -1,0 +1,51 @@
+"""Every error becomes JSON with a stable `code` and a human `message`; the KServe
+routes also carry Triton's `error` field, which tritonclient reads."""
+
+from __future__ import annotations
+
+import logging
+
+from aidx.inference.errors import AidxError
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def error_response(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"code": code, "message": message}
+    if request.url.path.startswith("/v2"):
+        body["error"] = message
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AidxError)
+    async def on_aidx_error(request: Request, exc: AidxError) -> JSONResponse:
+        if exc.status >= 500:
+            log.warning("%s %s -> %s %s", request.method, request.url.path, exc.status, exc.code)
+        return error_response(request, exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        where = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        )
+        return error_response(request, 422, "invalid_request", f"invalid request: {where}")
+
+    @app.exception_handler(HTTPException)
+    async def on_http(request: Request, exc: HTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        return error_response(request, exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # The traceback goes to the server log only; the client gets a stable code.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(request, 500, "internal_error", "internal error; see the server log")

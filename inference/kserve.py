@@ -1,0 +1,173 @@
+"""Open Inference Protocol (KServe v2) codec, with Triton's binary tensor extension.
+
+A request body is a JSON header, optionally followed by raw tensor bytes; the JSON's
+length is then given by the `Inference-Header-Content-Length` header, and each
+binary input says its size in `parameters.binary_data_size`. Responses use the same
+framing for outputs that ask for `binary_data`.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from aidx.inference.dtypes import KSERVE_TO_NUMPY, kserve_of
+from aidx.inference.errors import BadRequest
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    id: str | None
+    inputs: dict[str, np.ndarray]
+    parameters: dict[str, Any]
+    outputs: list[dict[str, Any]] | None  # None: every output
+
+
+def _bad(message: str, code: str = "invalid_infer_request") -> BadRequest:
+    return BadRequest(message, code=code)
+
+
+def _decode_bytes_tensor(raw: bytes) -> list[bytes]:
+    items, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise _bad("BYTES tensor ends inside a length prefix")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise _bad("BYTES tensor element runs past the end of its data")
+        items.append(raw[offset : offset + length])
+        offset += length
+    return items
+
+
+def _encode_bytes_tensor(array: np.ndarray) -> bytes:
+    parts = []
+    for item in array.reshape(-1):
+        data = item if isinstance(item, bytes) else str(item).encode()
+        parts.append(struct.pack("<I", len(data)) + data)
+    return b"".join(parts)
+
+
+def _shape_of(spec: dict[str, Any]) -> tuple[int, ...]:
+    shape = spec.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise _bad(f"input {spec.get('name')!r} needs a shape of non-negative integers")
+    return tuple(shape)
+
+
+def _tensor(spec: dict[str, Any], blob: memoryview | None) -> np.ndarray:
+    name, datatype = spec.get("name"), spec.get("datatype")
+    shape = _shape_of(spec)
+    count = int(np.prod(shape)) if shape else 1
+    if datatype == "BYTES":
+        if blob is not None:
+            values: list[Any] = _decode_bytes_tensor(bytes(blob))
+        else:
+            values = [v.encode() if isinstance(v, str) else v for v in _flat(spec.get("data"))]
+        if len(values) != count:
+            raise _bad(f"input {name!r} has {len(values)} elements, shape says {count}")
+        return np.array(values, dtype=np.object_).reshape(shape)
+    dtype = KSERVE_TO_NUMPY.get(str(datatype))
+    if dtype is None:
+        raise _bad(f"input {name!r} has unknown datatype {datatype!r}", "invalid_datatype")
+    if blob is not None:
+        expected = count * np.dtype(dtype).itemsize
+        if len(blob) != expected:
+            raise _bad(f"input {name!r} has {len(blob)} bytes, shape and datatype need {expected}")
+        return np.frombuffer(blob, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
+    try:
+        array = np.asarray(_flat(spec.get("data")), dtype=dtype)
+    except (TypeError, ValueError):
+        raise _bad(f"input {name!r} has data that is not {datatype}") from None
+    if array.size != count:
+        raise _bad(f"input {name!r} has {array.size} elements, shape says {count}")
+    return array.reshape(shape)
+
+
+def _flat(data: Any) -> list[Any]:
+    if data is None:
+        raise _bad("an input has neither data nor binary_data_size")
+    if not isinstance(data, list):
+        return [data]
+    out: list[Any] = []
+    for item in data:
+        out.extend(_flat(item) if isinstance(item, list) else [item])
+    return out
+
+
+def parse_request(body: bytes, header_length: int | None) -> InferRequest:
+    json_end = len(body) if header_length is None else header_length
+    if json_end < 0 or json_end > len(body):
+        raise _bad(f"{HEADER_LENGTH} is outside the body")
+    try:
+        header = json.loads(body[:json_end])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise _bad("the inference request header is not valid JSON") from None
+    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
+        raise _bad("an inference request needs an 'inputs' list")
+    binary = memoryview(body)[json_end:]
+    offset, inputs = 0, {}
+    for spec in header["inputs"]:
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise _bad("each input needs a name")
+        size = (spec.get("parameters") or {}).get("binary_data_size")
+        blob = None
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise _bad(f"input {spec['name']!r}: binary_data_size runs past the body")
+            blob, offset = binary[offset : offset + size], offset + size
+        inputs[spec["name"]] = _tensor(spec, blob)
+    if offset != len(binary):
+        raise _bad("the body holds more binary data than the inputs claim")
+    outputs = header.get("outputs")
+    return InferRequest(header.get("id"), inputs, dict(header.get("parameters") or {}), outputs)
+
+
+def encode_response(
+    model: str, version: str, request: InferRequest, outputs: dict[str, np.ndarray]
+) -> tuple[bytes, int | None]:
+    """The response body and, when any output is binary, the JSON header's length."""
+    binary_default = bool(request.parameters.get("binary_data_output", False))
+    wanted = request.outputs
+    if wanted is None:
+        wanted = [{"name": name} for name in outputs]
+    entries, blobs = [], []
+    for spec in wanted:
+        name = spec.get("name")
+        if name not in outputs:
+            raise _bad(f"model {model!r} has no output {name!r}", "unknown_output")
+        array = outputs[name]
+        entry: dict[str, Any] = {
+            "name": name,
+            "datatype": kserve_of(array),
+            "shape": list(array.shape),
+        }
+        if (spec.get("parameters") or {}).get("binary_data", binary_default):
+            raw = (
+                _encode_bytes_tensor(array)
+                if array.dtype == np.object_
+                else np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+            )
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        elif array.dtype == np.object_:
+            entry["data"] = [
+                v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+                for v in array.reshape(-1)
+            ]
+        else:
+            entry["data"] = array.reshape(-1).tolist()
+        entries.append(entry)
+    document: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": entries}
+    if request.id is not None:
+        document["id"] = request.id
+    header = json.dumps(document, separators=(",", ":")).encode()
+    if not blobs:
+        return header, None
+    return header + b"".join(blobs), len(header)

@@ -1,0 +1,66 @@
+"""Prometheus metrics, one registry per app (no process-global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+_TIME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.queue_depth_gauge = Gauge(
+            "aidx_queue_depth", "Requests waiting in a model's queue", ["model"], registry=r
+        )
+        self.batch_size = Histogram(
+            "aidx_batch_size",
+            "Items per executed batch",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "aidx_queue_wait_seconds",
+            "Time a request waited for its batch",
+            ["model"],
+            buckets=_TIME_BUCKETS,
+            registry=r,
+        )
+        self.compute = Histogram(
+            "aidx_compute_seconds",
+            "Model execution time per batch",
+            ["model"],
+            buckets=_TIME_BUCKETS,
+            registry=r,
+        )
+        self.requests = Counter(
+            "aidx_requests_total",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=r,
+        )
+        self.model_ready = Gauge(
+            "aidx_model_ready", "1 when a model is loaded and warmed", ["model"], registry=r
+        )
+
+    def register_model(self, model: str, ready: bool) -> None:
+        """Expose a model's series from the start, before its first request."""
+        self.model_ready.labels(model).set(int(ready))
+        self.queue_depth_gauge.labels(model).set(0)
+        for histogram in (self.batch_size, self.queue_wait, self.compute):
+            histogram.labels(model)
+
+    # BatchObserver
+    def queue_depth(self, model: str, depth: int) -> None:
+        self.queue_depth_gauge.labels(model).set(depth)
+
+    def batch_done(
+        self, model: str, size: int, compute_s: float, queue_waits_s: list[float]
+    ) -> None:
+        self.batch_size.labels(model).observe(size)
+        self.compute.labels(model).observe(compute_s)
+        for wait in queue_waits_s:
+            self.queue_wait.labels(model).observe(wait)

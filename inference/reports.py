@@ -1,0 +1,139 @@
+"""The typed Report every pipeline returns, and where reports are kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aidx.inference.errors import NotFound
+from pydantic import BaseModel, Field
+
+# Report ids are deterministic (source instance + model), so a resend is idempotent.
+_REPORT_NAMESPACE = uuid.UUID("6f1c2a44-4b0e-4d53-9a43-8f3b1e7d2c10")
+DEMO_DISCLAIMER = "Demo weights trained on synthetic data: not for clinical use."
+
+
+class Coding(BaseModel):
+    scheme: str  # "SCT" (SNOMED CT), "LN" (LOINC), ...
+    code: str
+    meaning: str
+
+
+class Region(BaseModel):
+    """A hot region in the original image's pixel coordinates (x = column, y = row)."""
+
+    x_min_px: float
+    y_min_px: float
+    x_max_px: float
+    y_max_px: float
+    peak_x_px: float
+    peak_y_px: float
+    peak_heat: float = Field(description="heat at the peak, 0..1 relative to the map's range")
+
+
+class Finding(BaseModel):
+    concept: Coding
+    probability: float
+    threshold: float
+    present: bool
+    regions: list[Region] = Field(default_factory=list)
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: int
+    sha256: str | None
+    demo_weights: bool
+
+
+class Timings(BaseModel):
+    decode_ms: float = 0.0
+    preprocess_ms: float = 0.0
+    queue_ms: float = 0.0
+    compute_ms: float = 0.0
+    postprocess_ms: float = 0.0
+    total_ms: float = 0.0
+    batch_size: int = 1
+
+
+class SourceRef(BaseModel):
+    patient_id: str | None = None
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    sop_instance_uid: str | None = None
+    modality: str | None = None
+    rows: int | None = None
+    columns: int | None = None
+
+
+class Evidence(BaseModel):
+    kind: str  # "overlay"
+    media_type: str
+    url: str
+
+
+class Report(BaseModel):
+    id: str
+    pipeline: str
+    status: str = "preliminary"
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    source: SourceRef
+    model: ModelRef
+    findings: list[Finding]
+    evidence: list[Evidence] = Field(default_factory=list)
+    timings: Timings
+    warnings: list[str] = Field(default_factory=list)
+    disclaimer: str | None = None
+
+
+def report_id(pipeline: str, source_uid: str, model: ModelRef) -> str:
+    key = f"{pipeline}|{source_uid}|{model.name}|{model.version}|{model.sha256}"
+    return str(uuid.uuid5(_REPORT_NAMESPACE, key))
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ReportStore:
+    """Reports and their evidence files on disk: var/reports/<id>/."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, rid: str) -> Path:
+        try:
+            return self.root / str(uuid.UUID(rid))  # also refuses path tricks
+        except ValueError:
+            raise NotFound(f"no report {rid!r}", code="report_not_found") from None
+
+    def save(self, report: Report, files: dict[str, bytes]) -> None:
+        directory = self._dir(report.id)
+        directory.mkdir(exist_ok=True)
+        for name, data in files.items():
+            _atomic_write(directory / name, data)
+        _atomic_write(directory / "report.json", report.model_dump_json(indent=2).encode())
+
+    def load(self, rid: str) -> Report:
+        path = self._dir(rid) / "report.json"
+        if not path.is_file():
+            raise NotFound(f"no report {rid!r}", code="report_not_found")
+        return Report.model_validate(json.loads(path.read_text()))
+
+    def file(self, rid: str, name: str) -> Path:
+        path = self._dir(rid) / name
+        if not path.is_file():
+            raise NotFound(f"report {rid!r} has no {name}", code="evidence_not_found")
+        return path

@@ -1,0 +1,174 @@
+"""The model repository, in Triton's layout (data, not code):
+
+    models/<name>/config.pbtxt          Triton's ModelConfig, parsed by Triton's own proto
+    models/<name>/<version>/model.onnx
+    models/<name>/card.md               YAML front matter (labels, thresholds, sha256) + prose
+
+The same config.pbtxt serves aidx and a real Triton Inference Server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aidx.inference.errors import AidxError
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+ModelConfig = model_config_pb2.ModelConfig
+
+
+class RepositoryError(AidxError):
+    code = "model_repository_error"
+
+
+@dataclass(frozen=True)
+class Label:
+    name: str
+    scheme: str
+    code: str
+    meaning: str
+    threshold: float
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    version: int
+    pipeline: str | None
+    demo_weights: bool
+    files_sha256: dict[str, str]
+    labels: tuple[Label, ...]
+    outputs: dict[str, str]
+    metrics: dict[str, Any]
+    text: str
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model as found on disk; `problem` says why it cannot serve (None: it can)."""
+
+    name: str
+    directory: Path
+    config: Any  # model_config_pb2.ModelConfig
+    card: ModelCard | None
+    version: int
+    model_path: Path
+    sha256: str | None = None
+    problem: str | None = None
+    checks: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def max_batch_size(self) -> int:
+        return int(self.config.max_batch_size)
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parse_config(path: Path) -> Any:
+    try:
+        return text_format.Parse(path.read_text(), ModelConfig())
+    except (text_format.ParseError, UnicodeDecodeError) as exc:
+        raise RepositoryError(f"{path}: not a valid Triton model config: {exc}") from exc
+
+
+def parse_card(path: Path) -> ModelCard:
+    text = path.read_text()
+    parts = text.split("---", 2)
+    if not text.startswith("---") or len(parts) < 3:
+        raise RepositoryError(f"{path}: card has no YAML front matter")
+    meta = yaml.safe_load(parts[1]) or {}
+    try:
+        labels = tuple(Label(**{**lab, "code": str(lab["code"])}) for lab in meta.get("labels", []))
+        return ModelCard(
+            name=str(meta["name"]),
+            version=int(meta["version"]),
+            pipeline=meta.get("pipeline"),
+            demo_weights=bool(meta.get("demo_weights", False)),
+            files_sha256={str(k): str(v) for k, v in (meta.get("files") or {}).items()},
+            labels=labels,
+            outputs=dict(meta.get("outputs") or {}),
+            metrics=dict(meta.get("metrics") or {}),
+            text=parts[2].strip(),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RepositoryError(f"{path}: card front matter is incomplete: {exc}") from exc
+
+
+def _versions(directory: Path) -> list[int]:
+    return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _pick_version(directory: Path, config: Any) -> int:
+    versions = _versions(directory)
+    if not versions:
+        raise RepositoryError(f"{directory}: no numeric version folder")
+    policy = config.version_policy
+    if policy.WhichOneof("policy_choice") == "specific" and policy.specific.versions:
+        wanted = [v for v in versions if v in set(policy.specific.versions)]
+        if not wanted:
+            raise RepositoryError(f"{directory}: none of the versions the policy names exists")
+        return max(wanted)
+    return versions[-1]
+
+
+def _is_onnx(config: Any) -> bool:
+    return bool(config.platform == "onnxruntime_onnx" or config.backend == "onnxruntime")
+
+
+def load_entry(directory: Path, *, verify: bool = True) -> ModelEntry:
+    """Read one model folder. Problems become `problem`, so one bad model never
+    hides the others; only a missing config raises."""
+    config = parse_config(directory / "config.pbtxt")
+    name = config.name or directory.name
+    problem: str | None = None
+    card: ModelCard | None = None
+    card_path = directory / "card.md"
+    try:
+        card = parse_card(card_path) if card_path.exists() else None
+    except RepositoryError as exc:
+        problem = exc.message
+    version = _pick_version(directory, config)
+    filename = config.default_model_filename or "model.onnx"
+    model_path = directory / str(version) / filename
+    relative = f"{version}/{filename}"
+    if problem is None and not model_path.is_file():
+        problem = f"{relative} is missing"
+    if problem is None and not _is_onnx(config):
+        problem = f"platform {config.platform or config.backend!r} is not served in-process"
+    digest = sha256_file(model_path) if model_path.is_file() and verify else None
+    checks: dict[str, bool] = {}
+    if problem is None and card is None:
+        problem = "card.md is missing: every model needs a card with its sha256"
+    if problem is None and card is not None and digest is not None:
+        expected = card.files_sha256.get(relative)
+        checks["sha256"] = expected == digest
+        if expected is None:
+            problem = f"card.md lists no sha256 for {relative}"
+        elif expected != digest:
+            problem = (
+                f"checksum mismatch for {relative}: card says {expected[:12]}..., "
+                f"file is {digest[:12]}...; the model stays out of service"
+            )
+    return ModelEntry(name, directory, config, card, version, model_path, digest, problem, checks)
+
+
+def scan(root: Path, enabled: list[str] | None = None) -> list[ModelEntry]:
+    if not root.is_dir():
+        raise RepositoryError(f"model repository {root} does not exist")
+    entries = []
+    for directory in sorted(p for p in root.iterdir() if (p / "config.pbtxt").is_file()):
+        if enabled is not None and directory.name not in enabled:
+            continue
+        entries.append(load_entry(directory))
+    return entries

@@ -1,0 +1,30 @@
+"""Liveness, readiness and metrics: no API key, no patient data."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    models = request.app.state.models
+    body = {
+        "ready": models.ready,
+        "models": {m.name: {"state": m.state, "reason": m.reason} for m in models.models.values()},
+    }
+    return JSONResponse(body, status_code=200 if models.ready else 503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    data = generate_latest(request.app.state.metrics.registry)
+    return Response(data, media_type=CONTENT_TYPE_LATEST)

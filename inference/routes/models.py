@@ -1,0 +1,41 @@
+"""What models are in service: version, backend, device, checksum, card metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aidx.inference.auth import Principal, require
+from aidx.inference.serving import ServedModel
+from aidx.inference.settings import Role
+from fastapi import APIRouter, Depends, Request
+
+router = APIRouter(prefix="/v1")
+
+
+def describe(served: ServedModel) -> dict[str, Any]:
+    entry, card = served.entry, served.entry.card
+    runtime = served.runtime
+    return {
+        "name": served.name,
+        "version": entry.version,
+        "state": served.state,
+        "reason": served.reason,
+        "platform": entry.config.platform or entry.config.backend,
+        "backend": "onnxruntime",
+        "provider": runtime.provider if runtime else None,
+        "device": runtime.device if runtime else None,
+        "max_batch_size": entry.max_batch_size,
+        "sha256": entry.sha256,
+        "checksum_ok": entry.checks.get("sha256"),
+        "pipeline": card.pipeline if card else None,
+        "demo_weights": card.demo_weights if card else None,
+        "labels": [lab.__dict__ for lab in card.labels] if card else [],
+        "metrics": card.metrics if card else {},
+    }
+
+
+@router.get("/models")
+async def list_models(
+    request: Request, _: Principal = Depends(require(*Role))
+) -> list[dict[str, Any]]:
+    return [describe(m) for m in request.app.state.models.models.values()]

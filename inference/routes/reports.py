@@ -1,0 +1,34 @@
+"""Reports and their evidence. Reading one is an access to patient data: audited."""
+
+from __future__ import annotations
+
+from aidx.inference.auth import Principal, require
+from aidx.inference.reports import Report
+from aidx.inference.settings import Role
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse
+
+router = APIRouter(prefix="/v1/reports")
+readers = require(Role.radiologist, Role.pathologist, Role.lab)
+
+
+def _access(request: Request, who: Principal, action: str, rid: str):  # type: ignore[no-untyped-def]
+    return request.app.state.audit.access(
+        actor=who.name, role=who.role.value, action=action, resource=f"report/{rid}"
+    )
+
+
+@router.get("/{rid}", response_model=Report)
+async def get_report(rid: str, request: Request, who: Principal = Depends(readers)) -> Report:
+    with _access(request, who, "report.read", rid):
+        report: Report = request.app.state.reports.load(rid)
+    return report
+
+
+@router.get("/{rid}/overlay.png")
+async def get_overlay(
+    rid: str, request: Request, who: Principal = Depends(readers)
+) -> FileResponse:
+    with _access(request, who, "report.overlay", rid):
+        path = request.app.state.reports.file(rid, "overlay.png")
+    return FileResponse(path, media_type="image/png")

@@ -1,0 +1,163 @@
+"""The models in service: load from the repository, warm up, and batch.
+
+A model that cannot load (checksum mismatch, unreadable file, failing warm-up) stays
+out of service with its reason, and readiness says so; the others serve on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from aidx.inference.batcher import BatcherConfig, BatchObserver, BatchResult, DynamicBatcher
+from aidx.inference.dtypes import KSERVE_TO_NUMPY, config_to_kserve
+from aidx.inference.errors import ModelUnavailable, NotFound
+from aidx.inference.repository import ModelEntry, model_config_pb2, scan
+from aidx.inference.runtime import OnnxModel
+from aidx.inference.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_UNBOUNDED_QUEUE = 1024  # Triton's max_queue_size 0 means unbounded; we never are
+
+
+class ModelState(enum.StrEnum):
+    loading = "loading"
+    ready = "ready"
+    unavailable = "unavailable"
+
+
+@dataclass
+class ServedModel:
+    entry: ModelEntry
+    state: ModelState = ModelState.loading
+    reason: str | None = None
+    runtime: OnnxModel | None = None
+    batcher: DynamicBatcher | None = None
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+
+def batcher_config(config: Any) -> BatcherConfig:
+    dynamic = config.dynamic_batching
+    levels = max(int(dynamic.priority_levels), 1)
+    queue = dynamic.default_queue_policy
+    return BatcherConfig(
+        max_batch_size=int(config.max_batch_size),
+        max_queue_delay_us=int(dynamic.max_queue_delay_microseconds),
+        max_queue_size=int(queue.max_queue_size) or _UNBOUNDED_QUEUE,
+        priority_levels=levels,
+        default_priority=int(dynamic.default_priority_level) or levels,
+        instance_count=sum(int(g.count) or 1 for g in config.instance_group) or 1,
+    )
+
+
+def default_timeout_s(config: Any) -> float | None:
+    us = int(config.dynamic_batching.default_queue_policy.default_timeout_microseconds)
+    return us / 1e6 if us else None
+
+
+def warmup_inputs(config: Any) -> dict[str, np.ndarray]:
+    """Zeros shaped as the config says (batch 1; variable dims as 1)."""
+    inputs = {}
+    for spec in config.input:
+        dtype_name = model_config_pb2.DataType.Name(spec.data_type)
+        dtype = KSERVE_TO_NUMPY[config_to_kserve(dtype_name)]
+        dims = [d if d > 0 else 1 for d in spec.dims]
+        shape = ([1] if config.max_batch_size > 0 else []) + dims
+        inputs[spec.name] = np.zeros(shape, dtype=dtype)
+    return inputs
+
+
+class ModelService:
+    def __init__(self, settings: Settings, observer: BatchObserver | None = None) -> None:
+        self.settings = settings
+        self.observer = observer
+        self.models: dict[str, ServedModel] = {}
+
+    async def start(self) -> None:
+        entries = scan(self.settings.model_repository, self.settings.enabled_models)
+        for entry in entries:
+            self.models[entry.name] = ServedModel(entry)
+        for served in self.models.values():
+            await self._load(served)
+
+    async def _load(self, served: ServedModel) -> None:
+        entry = served.entry
+        if entry.problem is not None:
+            self._unavailable(served, entry.problem)
+            return
+        try:
+            runtime = await asyncio.to_thread(
+                OnnxModel,
+                entry,
+                device=self.settings.device.value,
+                threads=self.settings.cpu_threads_per_instance,
+            )
+            if self.settings.warmup:
+                await asyncio.to_thread(runtime.run, warmup_inputs(entry.config))
+        except Exception as exc:  # keep the others serving; readiness reports it
+            self._unavailable(served, f"failed to load: {type(exc).__name__}: {exc}")
+            return
+        served.runtime = runtime
+        served.batcher = DynamicBatcher(
+            entry.name, runtime.run, batcher_config(entry.config), self.observer
+        )
+        served.batcher.start()
+        served.state = ModelState.ready
+        log.info("model %s v%d ready on %s", entry.name, entry.version, runtime.provider)
+
+    def _unavailable(self, served: ServedModel, reason: str) -> None:
+        served.state = ModelState.unavailable
+        served.reason = reason
+        log.error("model %s is out of service: %s", served.name, reason)
+
+    async def stop(self) -> None:
+        for served in self.models.values():
+            if served.batcher is not None:
+                await served.batcher.stop()
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.models) and all(m.state is ModelState.ready for m in self.models.values())
+
+    def find(self, name: str) -> ServedModel:
+        served = self.models.get(name)
+        if served is None:
+            raise NotFound(f"no model named {name!r}", code="model_not_found")
+        return served
+
+    def get_ready(self, name: str) -> ServedModel:
+        served = self.find(name)
+        if served.state is not ModelState.ready:
+            raise ModelUnavailable(f"model {name!r} is not in service: {served.reason}")
+        return served
+
+    def for_pipeline(self, pipeline: str) -> ServedModel:
+        """The ready model whose card names this pipeline."""
+        for served in self.models.values():
+            card = served.entry.card
+            if card is not None and card.pipeline == pipeline:
+                return self.get_ready(served.name)
+        raise ModelUnavailable(f"no model for the {pipeline} pipeline is configured")
+
+    async def infer(
+        self,
+        name: str,
+        inputs: dict[str, np.ndarray],
+        *,
+        priority: int | None = None,
+        timeout_s: float | None = None,
+    ) -> BatchResult:
+        served = self.get_ready(name)
+        assert served.batcher is not None
+        timeout = timeout_s if timeout_s is not None else default_timeout_s(served.entry.config)
+        if timeout is None:
+            timeout = self.settings.default_deadline_ms / 1000
+        return await served.batcher.infer(inputs, priority=priority, timeout_s=timeout)

@@ -1,0 +1,94 @@
+"""Service settings, read once from the environment (prefix AIDX_) or a .env file."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from pathlib import Path
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Mode(enum.StrEnum):
+    development = "development"
+    production = "production"
+
+
+class Device(enum.StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Role(enum.StrEnum):
+    radiologist = "radiologist"
+    pathologist = "pathologist"
+    lab = "lab"
+    engineer = "engineer"
+    admin = "admin"
+
+
+# Keys that must never guard a hospital service: placeholders people paste from docs.
+_WEAK_KEYS = {"", "changeme", "change-me", "secret", "password", "aidx", "test", "dev", "admin"}
+_MIN_KEY_CHARS = 24
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiKey(BaseModel):
+    """One client's key. Only its SHA-256 is configured; the key itself never is."""
+
+    name: str
+    role: Role
+    key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AIDX_", env_file=".env", extra="ignore")
+
+    mode: Mode = Mode.production
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model_repository: Path = Path("models")
+    enabled_models: list[str] | None = None  # None: every model in the repository
+    device: Device = Device.auto
+    cpu_threads_per_instance: int = Field(default=0, ge=0)  # 0: onnxruntime decides
+    var_dir: Path = Path("var")
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    # A development-only plain key, e.g. for `make run` on a workstation.
+    dev_api_key: str | None = None
+    max_upload_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    default_deadline_ms: int = Field(default=30_000, gt=0)
+    warmup: bool = True
+
+    @model_validator(mode="after")
+    def _refuse_insecure_defaults(self) -> Settings:
+        if self.mode is Mode.development:
+            return self
+        if self.dev_api_key is not None:
+            raise ValueError("AIDX_DEV_API_KEY is for development mode only")
+        if not self.api_keys:
+            raise ValueError(
+                "no API keys configured: set AIDX_API_KEYS (name, role, key_sha256) "
+                "or run with AIDX_MODE=development"
+            )
+        weak = {hash_key(k) for k in _WEAK_KEYS}
+        if any(k.key_sha256 in weak for k in self.api_keys):
+            raise ValueError("a configured API key is a well-known default; choose a random key")
+        return self
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.var_dir / "reports"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.var_dir / "audit.log"
+
+
+def check_key_strength(key: str) -> None:
+    if key in _WEAK_KEYS or len(key) < _MIN_KEY_CHARS:
+        raise ValueError(f"API keys must be random and at least {_MIN_KEY_CHARS} characters")

@@ -1,0 +1,128 @@
+"""Model outputs -> findings, hot regions in original pixels, and the overlay PNG."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from aidx.inference.reports import Coding, Finding, Region
+from aidx.inference.repository import Label
+from aidx.pipelines.cxr.preprocess import MODEL_SIZE_PX, CropGeometry
+from PIL import Image, ImageDraw
+from scipy import ndimage
+
+REGION_FRACTION_OF_PEAK = 0.5  # a region is where heat >= half of the map's peak
+MAX_REGIONS = 3
+OVERLAY_MAX_SIDE_PX = 1024
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def normalised_heat(cam: np.ndarray) -> np.ndarray:
+    """One label's activation map scaled to 0..1 over its own range."""
+    lo, hi = float(cam.min()), float(cam.max())
+    return (cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)
+
+
+def hot_regions(heat: np.ndarray, geometry: CropGeometry) -> list[Region]:
+    """Connected areas of high heat, largest peak first, as boxes in original pixels."""
+    cell = MODEL_SIZE_PX / heat.shape[0]
+    labelled, count = ndimage.label(heat >= REGION_FRACTION_OF_PEAK)
+    regions = []
+    for index, box in enumerate(ndimage.find_objects(labelled), start=1):
+        if box is None:
+            continue
+        component = np.where(labelled[box] == index, heat[box], -1.0)
+        peak_r, peak_c = np.unravel_index(int(np.argmax(component)), component.shape)
+        y0, x0 = geometry.to_original(box[0].start * cell, box[1].start * cell)
+        y1, x1 = geometry.to_original(box[0].stop * cell, box[1].stop * cell)
+        py, px = geometry.to_original(
+            (box[0].start + peak_r + 0.5) * cell, (box[1].start + peak_c + 0.5) * cell
+        )
+        regions.append(
+            Region(
+                x_min_px=round(x0, 1),
+                y_min_px=round(y0, 1),
+                x_max_px=round(x1, 1),
+                y_max_px=round(y1, 1),
+                peak_x_px=round(px, 1),
+                peak_y_px=round(py, 1),
+                peak_heat=round(float(component.max()), 4),
+            )
+        )
+    regions.sort(key=lambda r: r.peak_heat, reverse=True)
+    return regions[:MAX_REGIONS]
+
+
+def findings(
+    logits: np.ndarray, cam: np.ndarray | None, labels: tuple[Label, ...], geometry: CropGeometry
+) -> list[Finding]:
+    """One finding per label; regions only for findings present at their threshold."""
+    probabilities = sigmoid(logits.astype(np.float64))
+    result = []
+    for i, label in enumerate(labels):
+        probability = float(probabilities[i])
+        present = probability >= label.threshold
+        regions = []
+        if present and cam is not None:
+            regions = hot_regions(normalised_heat(cam[i]), geometry)
+        result.append(
+            Finding(
+                concept=Coding(scheme=label.scheme, code=label.code, meaning=label.meaning),
+                probability=round(probability, 6),
+                threshold=label.threshold,
+                present=present,
+                regions=regions,
+            )
+        )
+    return result
+
+
+def _colormap(heat01: np.ndarray) -> np.ndarray:
+    """A perceptually ordered blue-to-red ramp (jet-like), uint8 RGB."""
+    x = np.clip(heat01, 0.0, 1.0)[..., None]
+    anchors = np.array([0.0, 0.35, 0.65, 1.0])
+    colours = np.array([[0, 0, 255], [0, 255, 255], [255, 255, 0], [255, 0, 0]], float)
+    rgb = np.stack([np.interp(x[..., 0], anchors, colours[:, c]) for c in range(3)], axis=-1)
+    return rgb.astype(np.uint8)
+
+
+def render_overlay(
+    image01: np.ndarray,
+    cam: np.ndarray | None,
+    probability: float,
+    geometry: CropGeometry,
+    regions: list[Region],
+) -> bytes:
+    """The original radiograph with the label's heatmap over the model's crop.
+
+    Opacity scales with the probability, so a confident negative shows almost no
+    colour instead of a misleading relative hot spot.
+    """
+    scale = min(1.0, OVERLAY_MAX_SIDE_PX / max(image01.shape))
+    size = (round(image01.shape[1] * scale), round(image01.shape[0] * scale))
+    grey = Image.fromarray((image01 * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
+    base = np.asarray(grey.convert("RGB"), dtype=np.float32)
+    if cam is None:
+        cam = np.zeros((1, 1), np.float32)
+    side = max(1, round(geometry.side_px * scale))
+    heat_img = Image.fromarray(normalised_heat(cam).astype(np.float32)).resize(
+        (side, side), Image.Resampling.BILINEAR
+    )
+    rows, cols = int(base.shape[0]), int(base.shape[1])
+    heat = np.zeros((rows, cols), np.float32)
+    r0, c0 = round(geometry.row0 * scale), round(geometry.col0 * scale)
+    patch = np.asarray(heat_img, dtype=np.float32)[: rows - r0, : cols - c0]
+    heat[r0 : r0 + patch.shape[0], c0 : c0 + patch.shape[1]] = patch
+    alpha = (0.55 * probability * heat)[..., None]
+    blended = base * (1 - alpha) + _colormap(heat).astype(np.float32) * alpha
+    out = Image.fromarray(blended.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(out)
+    for region in regions:
+        box = [region.x_min_px, region.y_min_px, region.x_max_px, region.y_max_px]
+        draw.rectangle([v * scale for v in box], outline=(255, 255, 255), width=2)
+    buffer = io.BytesIO()
+    out.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()

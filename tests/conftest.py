@@ -1,0 +1,105 @@
+"""Shared fixtures: the real demo model repository, real DICOM files, real servers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aidx.inference.app import create_app
+from aidx.inference.settings import ApiKey, Role, Settings, hash_key
+from fastapi.testclient import TestClient
+from pydicom.data import get_testdata_file
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = Path(__import__("os").environ.get("AIDX_TEST_MODELS", ROOT / "models"))
+KEYS = {role: f"test-{role.value}-key-0123456789abcdef" for role in Role}
+
+
+def auth(role: Role) -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEYS[role]}"}
+
+
+def make_settings(var_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "mode": "production",
+        "model_repository": MODELS,
+        "var_dir": var_dir,
+        "api_keys": [
+            ApiKey(name=f"{r.value}-1", role=r, key_sha256=hash_key(k)) for r, k in KEYS.items()
+        ],
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def dicom_bytes(name: str) -> bytes:
+    path = get_testdata_file(name)
+    assert path is not None, f"{name} is missing (pip install pydicom-data)"
+    return Path(path).read_bytes()
+
+
+@pytest.fixture(scope="session")
+def var_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("var")
+
+
+@pytest.fixture(scope="session")
+def client(var_dir: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings(var_dir))) as test_client:
+        yield test_client
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `aidx serve` process on loopback, for clients that need a socket."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    keys = [
+        {"name": f"{r.value}-1", "role": r.value, "key_sha256": hash_key(k)}
+        for r, k in KEYS.items()
+    ]
+    env = {
+        **os.environ,
+        "AIDX_MODE": "production",
+        "AIDX_API_KEYS": json.dumps(keys),
+        "AIDX_MODEL_REPOSITORY": str(MODELS),
+        "AIDX_VAR_DIR": str(tmp_path_factory.mktemp("srv")),
+        "AIDX_PORT": str(port),
+        "AIDX_HOST": "127.0.0.1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aidx.inference", "serve", "--log-level", "warning"], env=env
+    )
+    url = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, "aidx serve exited during start-up"
+            time.sleep(0.2)
+        else:
+            raise TimeoutError("aidx serve did not become ready in 60 s")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -1,0 +1,222 @@
+"""The dynamic batcher's contract, with a plain function as the model."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+from aidx.inference.batcher import BatcherConfig, DynamicBatcher
+from aidx.inference.errors import AidxError, BadRequest, DeadlineExceeded, QueueFull
+
+
+class Recorder:
+    """A model that doubles its input and records each batch it ran."""
+
+    def __init__(self, delay_s: float = 0.0, gate: threading.Event | None = None) -> None:
+        self.batches: list[list[float]] = []
+        self.delay_s = delay_s
+        self.gate = gate
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.gate is not None:
+            self.gate.wait(5)
+        time.sleep(self.delay_s)
+        x = inputs["x"]
+        self.batches.append(x[:, 0].tolist())
+        return {"y": x * 2}
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def one(value: float, n: int = 1) -> dict[str, np.ndarray]:
+    return {"x": np.full((n, 3), value, np.float32)}
+
+
+def test_sixteen_concurrent_requests_with_max_batch_8_run_in_at_most_3_batches() -> None:
+    model = Recorder(delay_s=0.02)
+
+    async def scenario() -> list:
+        batcher = DynamicBatcher(
+            "m", model, BatcherConfig(max_batch_size=8, max_queue_delay_us=50_000)
+        )
+        batcher.start()
+        results = await asyncio.gather(*(batcher.infer(one(i)) for i in range(16)))
+        await batcher.stop()
+        return results
+
+    results = run(scenario())
+    assert len(model.batches) <= 3
+    assert sum(len(b) for b in model.batches) == 16
+    for i, result in enumerate(results):  # each request gets its own rows back
+        np.testing.assert_array_equal(result.outputs["y"], np.full((1, 3), 2.0 * i))
+    assert max(r.batch_size for r in results) == 8
+
+
+def test_requests_of_several_rows_are_split_back_by_their_own_size() -> None:
+    model = Recorder()
+
+    async def scenario() -> list:
+        batcher = DynamicBatcher(
+            "m", model, BatcherConfig(max_batch_size=8, max_queue_delay_us=20_000)
+        )
+        batcher.start()
+        results = await asyncio.gather(batcher.infer(one(1, 3)), batcher.infer(one(2, 5)))
+        await batcher.stop()
+        return results
+
+    first, second = run(scenario())
+    assert first.outputs["y"].shape == (3, 3) and second.outputs["y"].shape == (5, 3)
+    assert (first.outputs["y"] == 2).all() and (second.outputs["y"] == 4).all()
+    assert model.batches == [[1, 1, 1, 2, 2, 2, 2, 2]]
+
+
+def test_a_lone_request_waits_at_most_the_queue_delay() -> None:
+    async def scenario() -> float:
+        batcher = DynamicBatcher(
+            "m", Recorder(), BatcherConfig(max_batch_size=8, max_queue_delay_us=30_000)
+        )
+        batcher.start()
+        t0 = time.perf_counter()
+        await batcher.infer(one(1))
+        elapsed = time.perf_counter() - t0
+        await batcher.stop()
+        return elapsed
+
+    assert 0.025 <= run(scenario()) < 0.5
+
+
+def test_full_queue_answers_429_with_retry_after() -> None:
+    gate = threading.Event()
+
+    async def scenario() -> QueueFull:
+        config = BatcherConfig(max_batch_size=1, max_queue_delay_us=0, max_queue_size=2)
+        batcher = DynamicBatcher("m", Recorder(gate=gate), config)
+        batcher.start()
+        running = asyncio.ensure_future(batcher.infer(one(0)))  # occupies the executor
+        await asyncio.sleep(0.05)
+        queued = [asyncio.ensure_future(batcher.infer(one(i))) for i in (1, 2)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFull) as caught:
+            await batcher.infer(one(3))
+        gate.set()
+        await asyncio.gather(running, *queued)
+        await batcher.stop()
+        return caught.value
+
+    error = run(scenario())
+    assert error.status == 429 and error.code == "queue_full"
+    assert int(error.headers["Retry-After"]) >= 1
+
+
+def test_a_request_past_its_deadline_is_answered_504_and_never_run() -> None:
+    gate = threading.Event()
+    model = Recorder(gate=gate)
+
+    async def scenario() -> DeadlineExceeded:
+        batcher = DynamicBatcher("m", model, BatcherConfig(max_batch_size=1, max_queue_delay_us=0))
+        batcher.start()
+        blocker = asyncio.ensure_future(batcher.infer(one(0)))
+        await asyncio.sleep(0.05)
+        t0 = time.perf_counter()
+        with pytest.raises(DeadlineExceeded) as caught:
+            await batcher.infer(one(99), timeout_s=0.1)
+        assert time.perf_counter() - t0 < 0.5
+        gate.set()
+        await blocker
+        await asyncio.sleep(0.05)
+        await batcher.stop()
+        return caught.value
+
+    error = run(scenario())
+    assert error.status == 504 and error.code == "deadline_exceeded"
+    assert [99.0] not in model.batches  # dropped, not computed
+
+
+def test_stat_overtakes_routine() -> None:
+    gate = threading.Event()
+    model = Recorder(gate=gate)
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher("m", model, BatcherConfig(max_batch_size=1, max_queue_delay_us=0))
+        batcher.start()
+        blocker = asyncio.ensure_future(batcher.infer(one(0)))
+        await asyncio.sleep(0.05)
+        routine = [asyncio.ensure_future(batcher.infer(one(i), priority=2)) for i in (1, 2, 3)]
+        await asyncio.sleep(0.01)
+        stat = asyncio.ensure_future(batcher.infer(one(9), priority=1))
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(blocker, stat, *routine)
+        await batcher.stop()
+
+    run(scenario())
+    assert model.batches == [[0], [9], [1], [2], [3]]
+
+
+def test_inputs_of_other_shapes_are_not_merged() -> None:
+    model = Recorder()
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(
+            "m", model, BatcherConfig(max_batch_size=8, max_queue_delay_us=20_000)
+        )
+        batcher.start()
+        wide = {"x": np.ones((1, 5), np.float32)}
+        results = await asyncio.gather(
+            batcher.infer(one(1)), batcher.infer(wide), batcher.infer(one(2))
+        )
+        assert results[1].outputs["y"].shape == (1, 5)
+        await batcher.stop()
+
+    run(scenario())
+    assert sorted(len(b) for b in model.batches) == [1, 2]
+
+
+def test_a_model_that_breaks_the_batch_contract_fails_its_requests_and_serving_goes_on() -> None:
+    calls = {"n": 0}
+
+    def flaky(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return {"y": inputs["x"][:1]}  # drops rows: sizes no longer add up
+        if calls["n"] == 2:
+            raise RuntimeError("kernel failed")
+        return {"y": inputs["x"]}
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(
+            "m", flaky, BatcherConfig(max_batch_size=4, max_queue_delay_us=20_000)
+        )
+        batcher.start()
+        mismatch = await asyncio.gather(
+            batcher.infer(one(1)), batcher.infer(one(2)), return_exceptions=True
+        )
+        assert all(isinstance(e, AidxError) and e.code == "batch_size_mismatch" for e in mismatch)
+        with pytest.raises(AidxError) as failed:
+            await batcher.infer(one(3))
+        assert failed.value.code == "model_execution_failed"
+        ok = await batcher.infer(one(4))
+        assert (ok.outputs["y"] == 4).all()
+        await batcher.stop()
+
+    run(scenario())
+
+
+def test_oversized_and_inconsistent_requests_are_refused() -> None:
+    async def scenario() -> None:
+        batcher = DynamicBatcher("m", Recorder(), BatcherConfig(max_batch_size=4))
+        with pytest.raises(BadRequest, match="max_batch_size"):
+            await batcher.infer(one(1, 5))
+        with pytest.raises(BadRequest) as caught:
+            await batcher.infer({"x": np.ones((2, 3)), "z": np.ones((3, 3))})
+        assert caught.value.code == "inconsistent_batch_size"
+        with pytest.raises(BadRequest):
+            await batcher.infer(one(1), priority=3)
+        await batcher.stop()
+
+    run(scenario())

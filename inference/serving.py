@@ -140,7 +140,10 @@ class ModelService:
         return served
 
     def for_pipeline(self, pipeline: str) -> ServedModel:
-        """The ready model whose card names this pipeline."""
+        """The configured model for a pipeline, else the first whose card names it."""
+        chosen = self.settings.pipeline_models.get(pipeline)
+        if chosen is not None:
+            return self.get_ready(chosen)
         for served in self.models.values():
             card = served.entry.card
             if card is not None and card.pipeline == pipeline:

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     port: int = 8000
     model_repository: Path = Path("models")
     enabled_models: list[str] | None = None  # None: every model in the repository
+    # Which model serves a pipeline when several could, e.g. {"cxr": "xrv_densenet"}.
+    pipeline_models: dict[str, str] = Field(default_factory=dict)
     device: Device = Device.auto
     cpu_threads_per_instance: int = Field(default=0, ge=0)  # 0: onnxruntime decides
     var_dir: Path = Path("var")

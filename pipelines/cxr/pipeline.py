@@ -20,11 +20,12 @@ from aidx.inference.reports import (
 )
 from aidx.inference.serving import ModelService, ServedModel
 from aidx.pipelines.cxr.decode import Radiograph, decode_radiograph
-from aidx.pipelines.cxr.postprocess import findings, render_overlay
+from aidx.pipelines.cxr.postprocess import findings, render_overlay, sigmoid
 from aidx.pipelines.cxr.preprocess import CropGeometry, to_model_input
 
 PIPELINE = "cxr"
 OVERLAY_FILE = "overlay.png"
+PNEUMONIA_SCT = "233604007"  # the overlay shows this finding's map when the model has it
 
 
 @dataclass(frozen=True)
@@ -92,17 +93,20 @@ class CxrPipeline:
         card = served.entry.card
         assert card is not None  # a model without a card never reaches ready
         names = card.outputs
-        logits = outputs[names.get("logits", "logits")][0]
+        if "probabilities" in names:  # a model that applies its own sigmoid
+            probabilities = outputs[names["probabilities"]][0]
+        else:
+            probabilities = sigmoid(outputs[names.get("logits", "logits")][0].astype(np.float64))
         # A drop-in model without an activation map (e.g. torchxrayvision) has no regions.
         cam = outputs[names["cam"]][0] if "cam" in names else None
-        found = findings(logits, cam, card.labels, prepared.geometry)
-        primary = found[0]
+        found = findings(probabilities, cam, card.labels, prepared.geometry)
+        index = next((i for i, f in enumerate(found) if f.concept.code == PNEUMONIA_SCT), 0)
         overlay = render_overlay(
             prepared.radiograph.image01,
-            None if cam is None else cam[0],
-            primary.probability,
+            None if cam is None else cam[index],
+            found[index].probability,
             prepared.geometry,
-            primary.regions,
+            found[index].regions,
         )
         ref = model_ref(served)
         source = prepared.radiograph.source

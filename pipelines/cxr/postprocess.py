@@ -57,10 +57,16 @@ def hot_regions(heat: np.ndarray, geometry: CropGeometry) -> list[Region]:
 
 
 def findings(
-    logits: np.ndarray, cam: np.ndarray | None, labels: tuple[Label, ...], geometry: CropGeometry
+    probabilities: np.ndarray,
+    cam: np.ndarray | None,
+    labels: tuple[Label, ...],
+    geometry: CropGeometry,
 ) -> list[Finding]:
     """One finding per label; regions only for findings present at their threshold."""
-    probabilities = sigmoid(logits.astype(np.float64))
+    if len(probabilities) != len(labels):
+        raise ValueError(
+            f"model gave {len(probabilities)} outputs; its card has {len(labels)} labels"
+        )
     result = []
     for i, label in enumerate(labels):
         probability = float(probabilities[i])

@@ -20,6 +20,32 @@ from fastapi import FastAPI, Request, Response
 log = logging.getLogger(__name__)
 
 
+class RequestCounter:
+    """Counts responses by route template and status (a plain ASGI middleware:
+    Starlette's BaseHTTPMiddleware costs too much per request on the hot /v2 path)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = {"code": 500}
+
+        async def send_counting(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counting)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(path, str(status["code"])).inc()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -52,14 +78,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.router, models.router, v2.router, cxr.router, reports.router):
         app.include_router(router)
 
-    @app.middleware("http")
-    async def count_requests(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        return response
-
+    app.add_middleware(RequestCounter, metrics=metrics)
     return app

@@ -26,11 +26,19 @@ _ORT_DTYPES = {
 }
 
 
+def session_options(threads: int = 0) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle worker threads must not spin: the event loop and the HTTP parsing share
+    # these cores, and a spinning pool starves them (long tail latencies).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OnnxModel:
     def __init__(self, entry: ModelEntry, *, device: str, threads: int = 0) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options = session_options(threads)
         requested = select_providers(device)
         self.session = ort.InferenceSession(
             str(entry.model_path), sess_options=options, providers=requested

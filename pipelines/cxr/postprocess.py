@@ -86,13 +86,15 @@ def findings(
     return result
 
 
-def _colormap(heat01: np.ndarray) -> np.ndarray:
-    """A perceptually ordered blue-to-red ramp (jet-like), uint8 RGB."""
-    x = np.clip(heat01, 0.0, 1.0)[..., None]
+def _jet_lut() -> np.ndarray:
+    """A blue-cyan-yellow-red ramp as a 256 x 3 uint8 lookup table."""
+    x = np.linspace(0.0, 1.0, 256)
     anchors = np.array([0.0, 0.35, 0.65, 1.0])
     colours = np.array([[0, 0, 255], [0, 255, 255], [255, 255, 0], [255, 0, 0]], float)
-    rgb = np.stack([np.interp(x[..., 0], anchors, colours[:, c]) for c in range(3)], axis=-1)
-    return rgb.astype(np.uint8)
+    return np.stack([np.interp(x, anchors, colours[:, c]) for c in range(3)], axis=-1)
+
+
+JET = _jet_lut().astype(np.float32)
 
 
 def render_overlay(
@@ -123,12 +125,13 @@ def render_overlay(
     patch = np.asarray(heat_img, dtype=np.float32)[: rows - r0, : cols - c0]
     heat[r0 : r0 + patch.shape[0], c0 : c0 + patch.shape[1]] = patch
     alpha = (0.55 * probability * heat)[..., None]
-    blended = base * (1 - alpha) + _colormap(heat).astype(np.float32) * alpha
+    colour = JET[(np.clip(heat, 0.0, 1.0) * 255).astype(np.uint8)]
+    blended = base * (1 - alpha) + colour * alpha
     out = Image.fromarray(blended.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(out)
     for region in regions:
         box = [region.x_min_px, region.y_min_px, region.x_max_px, region.y_max_px]
         draw.rectangle([v * scale for v in box], outline=(255, 255, 255), width=2)
     buffer = io.BytesIO()
-    out.save(buffer, format="PNG", optimize=False)
+    out.save(buffer, format="PNG", compress_level=1)  # speed over size: it is a preview
     return buffer.getvalue()

@@ -1,0 +1,273 @@
+"""Batching benchmark: raw onnxruntime vs the service's /v2 (tritonclient, binary
+tensors) vs /v1/cxr (DICOM end to end), at several concurrencies.
+
+    python benchmarks/batching.py                    # starts its own service
+    python benchmarks/batching.py --url 127.0.0.1:8000 --key KEY
+    python benchmarks/batching.py --smoke            # seconds; proves it still works
+
+Prints one table and saves JSON (benchmarks/results/batching.json by default).
+Closed loop: each of C clients sends its next request when the last one returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import tritonclient.http.aio as triton_aio
+from pydicom.data import get_testdata_file
+from tritonclient.http import InferInput, InferRequestedOutput
+
+from aidx.inference.runtime import session_options
+
+ROOT = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(os.environ.get("AIDX_MODEL_REPOSITORY", ROOT / "models"))
+MODEL = "cxr_pneumonia"
+DEV_KEY = "benchmark-development-key-0123456789"
+
+
+@dataclass
+class Row:
+    path: str
+    concurrency: int
+    requests: int
+    throughput_rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_batch: float
+    extra: dict[str, float]
+
+
+def percentiles(latencies_s: list[float]) -> tuple[float, float, float]:
+    p = np.percentile(np.asarray(latencies_s) * 1e3, [50, 95, 99])
+    return float(p[0]), float(p[1]), float(p[2])
+
+
+def raw_onnxruntime(model_path: Path, batch_sizes: list[int], seconds: float) -> list[Row]:
+    """The ceiling: one session, no server, fixed batch sizes."""
+    # the service's own session options, so the gap measured is the serving overhead
+    session = ort.InferenceSession(str(model_path), sess_options=session_options(),
+                                   providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    rows = []
+    for batch in batch_sizes:
+        x = np.random.default_rng(0).uniform(-1024, 1024, (batch, 1, 224, 224)).astype(np.float32)
+        session.run(names, {"image": x})  # warm
+        latencies, start = [], time.perf_counter()
+        while time.perf_counter() - start < seconds or len(latencies) < 3:
+            t0 = time.perf_counter()
+            session.run(names, {"image": x})
+            latencies.append(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - start
+        p50, p95, p99 = percentiles(latencies)
+        rows.append(Row("raw onnxruntime", 1, len(latencies) * batch,
+                        len(latencies) * batch / elapsed, p50, p95, p99, batch, {}))
+    return rows
+
+
+def batch_counters(url: str) -> tuple[float, float]:
+    text = httpx.get(f"http://{url}/metrics").text
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith(f'aidx_batch_size_sum{{model="{MODEL}"}}'):
+            total = float(line.split()[-1])
+        elif line.startswith(f'aidx_batch_size_count{{model="{MODEL}"}}'):
+            count = float(line.split()[-1])
+    return total, count
+
+
+async def closed_loop(
+    concurrency: int, seconds: float, send: Callable[[], Awaitable[dict[str, float]]]
+) -> tuple[list[float], float, dict[str, float]]:
+    latencies: list[float] = []
+    extras: dict[str, list[float]] = {}
+    stop_at = time.perf_counter() + seconds
+
+    async def client() -> None:
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            extra = await send()
+            latencies.append(time.perf_counter() - t0)
+            for key, value in extra.items():
+                extras.setdefault(key, []).append(value)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    means = {k: float(np.mean(v)) for k, v in extras.items()}
+    return latencies, time.perf_counter() - start, means
+
+
+async def sweep_v2(url: str, key: str, concurrency: int, seconds: float) -> Row:
+    client = triton_aio.InferenceServerClient(url=url, conn_limit=concurrency)
+    x = np.random.default_rng(1).uniform(-1024, 1024, (1, 1, 224, 224)).astype(np.float32)
+    tensor = InferInput("image", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x, binary_data=True)
+    outputs = [InferRequestedOutput(n, binary_data=True) for n in ("logits", "cam")]
+    headers = {"Authorization": f"Bearer {key}"}
+
+    async def send() -> dict[str, float]:
+        result = await client.infer(MODEL, [tensor], outputs=outputs, headers=headers)
+        result.as_numpy("logits")
+        return {}
+
+    await send()
+    before = batch_counters(url)
+    latencies, elapsed, _ = await closed_loop(concurrency, seconds, send)
+    after = batch_counters(url)
+    await client.close()
+    mean_batch = (after[0] - before[0]) / max(after[1] - before[1], 1)
+    p50, p95, p99 = percentiles(latencies)
+    return Row("/v2 infer (tritonclient, binary)", concurrency, len(latencies),
+               len(latencies) / elapsed, p50, p95, p99, mean_batch, {})
+
+
+async def sweep_v1(url: str, key: str, dicom: bytes, concurrency: int, seconds: float) -> Row:
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/dicom"}
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=f"http://{url}", limits=limits, timeout=120) as client:
+
+        async def send() -> dict[str, float]:
+            response = await client.post("/v1/cxr", content=dicom, headers=headers)
+            response.raise_for_status()
+            timings = response.json()["timings"]
+            return {k: timings[k] for k in ("decode_ms", "preprocess_ms", "queue_ms",
+                                             "compute_ms", "postprocess_ms")}
+
+        await send()
+        before = batch_counters(url)
+        latencies, elapsed, extras = await closed_loop(concurrency, seconds, send)
+        after = batch_counters(url)
+    mean_batch = (after[0] - before[0]) / max(after[1] - before[1], 1)
+    p50, p95, p99 = percentiles(latencies)
+    return Row("/v1/cxr (DICOM end to end)", concurrency, len(latencies),
+               len(latencies) / elapsed, p50, p95, p99, mean_batch, extras)
+
+
+@contextmanager
+def service() -> Iterator[str]:
+    port = 18000 + os.getpid() % 1000
+    with tempfile.TemporaryDirectory() as var:
+        env = {**os.environ, "AIDX_MODE": "development", "AIDX_DEV_API_KEY": DEV_KEY,
+               "AIDX_VAR_DIR": var, "AIDX_PORT": str(port), "AIDX_HOST": "127.0.0.1",
+               "AIDX_MODEL_REPOSITORY": str(REPOSITORY)}
+        process = subprocess.Popen([sys.executable, "-m", "aidx.inference", "serve",
+                                    "--log-level", "warning"], env=env)
+        url = f"127.0.0.1:{port}"
+        try:
+            for _ in range(300):
+                try:
+                    if httpx.get(f"http://{url}/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            else:
+                raise RuntimeError("the service did not become ready")
+            yield url
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+def max_queue_delay_us() -> int:
+    text = (REPOSITORY / MODEL / "config.pbtxt").read_text()
+    match = re.search(r"max_queue_delay_microseconds:\s*(\d+)", text)
+    return int(match.group(1)) if match else 0
+
+
+def print_table(rows: list[Row]) -> None:
+    print(f"\n{'path':34} {'conc':>5} {'reqs':>6} {'items/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
+          f"{'p99 ms':>8} {'batch':>6}")
+    for r in rows:
+        print(f"{r.path:34} {r.concurrency:>5} {r.requests:>6} {r.throughput_rps:>8.1f} "
+              f"{r.p50_ms:>8.1f} {r.p95_ms:>8.1f} {r.p99_ms:>8.1f} {r.mean_batch:>6.1f}")
+
+
+def verdict(raw: list[Row], v2: list[Row], v1: list[Row], concurrency: int) -> dict[str, object]:
+    best = max(raw, key=lambda r: r.throughput_rps)
+    at = next((r for r in v2 if r.concurrency == concurrency), v2[-1])
+    batch_row = min(raw, key=lambda r: abs(r.mean_batch - at.mean_batch))
+    p99_bar = 2 * (max_queue_delay_us() / 1e3 + batch_row.p50_ms)
+    summary: dict[str, object] = {
+        "raw_best_batch": best.mean_batch,
+        "raw_best_items_per_s": round(best.throughput_rps, 1),
+        "v2_concurrency": at.concurrency,
+        "v2_items_per_s": round(at.throughput_rps, 1),
+        "v2_fraction_of_raw": round(at.throughput_rps / best.throughput_rps, 3),
+        "v2_p99_ms": round(at.p99_ms, 1),
+        "p99_bar_ms": round(p99_bar, 1),
+        "throughput_bar_met": at.throughput_rps >= 0.9 * best.throughput_rps,
+        "p99_bar_met": at.p99_ms <= p99_bar,
+    }
+    v1_at = next((r for r in v1 if r.concurrency == at.concurrency), None)
+    if v1_at is not None:
+        summary["v1_minus_v2_p50_ms"] = round(v1_at.p50_ms - at.p50_ms, 1)
+        summary["v1_decode_plus_preprocess_ms"] = round(
+            v1_at.extra.get("decode_ms", 0) + v1_at.extra.get("preprocess_ms", 0)
+            + v1_at.extra.get("postprocess_ms", 0), 1)
+    return summary
+
+
+async def run_sweeps(url: str, key: str, args: argparse.Namespace) -> tuple[list[Row], list[Row]]:
+    dicom = Path(get_testdata_file("RG1_UNCR.dcm")).read_bytes()
+    v2 = [await sweep_v2(url, key, c, args.seconds) for c in args.concurrency]
+    v1 = [await sweep_v1(url, key, dicom, c, args.seconds) for c in args.v1_concurrency]
+    return v2, v1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--url", help="a running service (host:port); default: start one")
+    parser.add_argument("--key", default=DEV_KEY)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[1, 4, 16, 32, 64])
+    parser.add_argument("--v1-concurrency", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[1, 4, 16, 32, 64])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "batching.json")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds, to prove it runs")
+    args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.concurrency, args.v1_concurrency = 0.5, [1, 4], [1, 2]
+    model_path = REPOSITORY / MODEL / "1" / "model.onnx"
+    raw = raw_onnxruntime(model_path, [1, 8, 32] if args.smoke else [1, 4, 8, 16, 32],
+                          args.seconds / 2)
+    if args.url:
+        v2, v1 = asyncio.run(run_sweeps(args.url, args.key, args))
+    else:
+        with service() as url:
+            v2, v1 = asyncio.run(run_sweeps(url, args.key, args))
+    rows = raw + v2 + v1
+    print_table(rows)
+    summary = verdict(raw, v2, v1, 32)
+    print("\n" + "\n".join(f"{k}: {v}" for k, v in summary.items()))
+    for r in v1:
+        print(f"/v1/cxr c={r.concurrency} mean ms: " + ", ".join(f"{k}={v:.1f}" for k, v in r.extra.items()))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "onnxruntime": ort.__version__},
+        "seconds_per_point": args.seconds,
+        "rows": [asdict(r) for r in rows],
+        "summary": summary,
+    }, indent=2))
+    print(f"\nsaved {args.out}")
+
+
+if __name__ == "__main__":
+    main()

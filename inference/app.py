@@ -14,6 +14,7 @@ from aidx.inference.reports import ReportStore
 from aidx.inference.routes import cxr, health, models, reports, v2
 from aidx.inference.serving import ModelService
 from aidx.inference.settings import Settings
+from aidx.inference.store import create_store, init_store
 from aidx.pipelines.cxr.pipeline import CxrPipeline
 from fastapi import FastAPI, Request, Response
 
@@ -51,11 +52,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        init_store(app.state.db)
         await app.state.models.start()
         for served in app.state.models.models.values():
             metrics.register_model(served.name, served.state == "ready")
         yield
         await app.state.models.stop()
+        app.state.db.dispose()
 
     app = FastAPI(
         title="aidx",
@@ -65,14 +68,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     metrics = ServiceMetrics()
     service = ModelService(settings, observer=metrics)
-    store = ReportStore(settings.reports_dir)
+    report_store = ReportStore(settings.reports_dir)
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
     app.state.settings = settings
+    app.state.db = create_store(settings.store_url)
     app.state.keyring = keyring_for(settings)
     app.state.metrics = metrics
     app.state.models = service
-    app.state.reports = store
+    app.state.reports = report_store
     app.state.audit = AuditLog(settings.audit_log)
-    app.state.cxr = CxrPipeline(service, store)
+    app.state.cxr = CxrPipeline(service, report_store)
 
     install_error_handlers(app)
     for router in (health.router, models.router, v2.router, cxr.router, reports.router):

@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     default_deadline_ms: int = Field(default=30_000, gt=0)
     warmup: bool = True
+    database_url: str | None = None  # default: SQLite at var/aidx.db
 
     @model_validator(mode="after")
     def _refuse_insecure_defaults(self) -> Settings:
@@ -81,6 +82,10 @@ class Settings(BaseSettings):
         if any(k.key_sha256 in weak for k in self.api_keys):
             raise ValueError("a configured API key is a well-known default; choose a random key")
         return self
+
+    @property
+    def store_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.var_dir / 'aidx.db'}"
 
     @property
     def reports_dir(self) -> Path:

@@ -62,8 +62,9 @@ def percentiles(latencies_s: list[float]) -> tuple[float, float, float]:
 def raw_onnxruntime(model_path: Path, batch_sizes: list[int], seconds: float) -> list[Row]:
     """The ceiling: one session, no server, fixed batch sizes."""
     # the service's own session options, so the gap measured is the serving overhead
-    session = ort.InferenceSession(str(model_path), sess_options=session_options(),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(model_path), sess_options=session_options(), providers=["CPUExecutionProvider"]
+    )
     names = [o.name for o in session.get_outputs()]
     rows = []
     for batch in batch_sizes:
@@ -76,8 +77,19 @@ def raw_onnxruntime(model_path: Path, batch_sizes: list[int], seconds: float) ->
             latencies.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - start
         p50, p95, p99 = percentiles(latencies)
-        rows.append(Row("raw onnxruntime", 1, len(latencies) * batch,
-                        len(latencies) * batch / elapsed, p50, p95, p99, batch, {}))
+        rows.append(
+            Row(
+                "raw onnxruntime",
+                1,
+                len(latencies) * batch,
+                len(latencies) * batch / elapsed,
+                p50,
+                p95,
+                p99,
+                batch,
+                {},
+            )
+        )
     return rows
 
 
@@ -133,8 +145,17 @@ async def sweep_v2(url: str, key: str, concurrency: int, seconds: float) -> Row:
     await client.close()
     mean_batch = (after[0] - before[0]) / max(after[1] - before[1], 1)
     p50, p95, p99 = percentiles(latencies)
-    return Row("/v2 infer (tritonclient, binary)", concurrency, len(latencies),
-               len(latencies) / elapsed, p50, p95, p99, mean_batch, {})
+    return Row(
+        "/v2 infer (tritonclient, binary)",
+        concurrency,
+        len(latencies),
+        len(latencies) / elapsed,
+        p50,
+        p95,
+        p99,
+        mean_batch,
+        {},
+    )
 
 
 async def sweep_v1(url: str, key: str, dicom: bytes, concurrency: int, seconds: float) -> Row:
@@ -146,8 +167,10 @@ async def sweep_v1(url: str, key: str, dicom: bytes, concurrency: int, seconds: 
             response = await client.post("/v1/cxr", content=dicom, headers=headers)
             response.raise_for_status()
             timings = response.json()["timings"]
-            return {k: timings[k] for k in ("decode_ms", "preprocess_ms", "queue_ms",
-                                             "compute_ms", "postprocess_ms")}
+            return {
+                k: timings[k]
+                for k in ("decode_ms", "preprocess_ms", "queue_ms", "compute_ms", "postprocess_ms")
+            }
 
         await send()
         before = batch_counters(url)
@@ -155,19 +178,35 @@ async def sweep_v1(url: str, key: str, dicom: bytes, concurrency: int, seconds: 
         after = batch_counters(url)
     mean_batch = (after[0] - before[0]) / max(after[1] - before[1], 1)
     p50, p95, p99 = percentiles(latencies)
-    return Row("/v1/cxr (DICOM end to end)", concurrency, len(latencies),
-               len(latencies) / elapsed, p50, p95, p99, mean_batch, extras)
+    return Row(
+        "/v1/cxr (DICOM end to end)",
+        concurrency,
+        len(latencies),
+        len(latencies) / elapsed,
+        p50,
+        p95,
+        p99,
+        mean_batch,
+        extras,
+    )
 
 
 @contextmanager
 def service() -> Iterator[str]:
     port = 18000 + os.getpid() % 1000
     with tempfile.TemporaryDirectory() as var:
-        env = {**os.environ, "AIDX_MODE": "development", "AIDX_DEV_API_KEY": DEV_KEY,
-               "AIDX_VAR_DIR": var, "AIDX_PORT": str(port), "AIDX_HOST": "127.0.0.1",
-               "AIDX_MODEL_REPOSITORY": str(REPOSITORY)}
-        process = subprocess.Popen([sys.executable, "-m", "aidx.inference", "serve",
-                                    "--log-level", "warning"], env=env)
+        env = {
+            **os.environ,
+            "AIDX_MODE": "development",
+            "AIDX_DEV_API_KEY": DEV_KEY,
+            "AIDX_VAR_DIR": var,
+            "AIDX_PORT": str(port),
+            "AIDX_HOST": "127.0.0.1",
+            "AIDX_MODEL_REPOSITORY": str(REPOSITORY),
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "aidx.inference", "serve", "--log-level", "warning"], env=env
+        )
         url = f"127.0.0.1:{port}"
         try:
             for _ in range(300):
@@ -191,11 +230,15 @@ def max_queue_delay_us() -> int:
 
 
 def print_table(rows: list[Row]) -> None:
-    print(f"\n{'path':34} {'conc':>5} {'reqs':>6} {'items/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
-          f"{'p99 ms':>8} {'batch':>6}")
+    print(
+        f"\n{'path':34} {'conc':>5} {'reqs':>6} {'items/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'p99 ms':>8} {'batch':>6}"
+    )
     for r in rows:
-        print(f"{r.path:34} {r.concurrency:>5} {r.requests:>6} {r.throughput_rps:>8.1f} "
-              f"{r.p50_ms:>8.1f} {r.p95_ms:>8.1f} {r.p99_ms:>8.1f} {r.mean_batch:>6.1f}")
+        print(
+            f"{r.path:34} {r.concurrency:>5} {r.requests:>6} {r.throughput_rps:>8.1f} "
+            f"{r.p50_ms:>8.1f} {r.p95_ms:>8.1f} {r.p99_ms:>8.1f} {r.mean_batch:>6.1f}"
+        )
 
 
 def verdict(raw: list[Row], v2: list[Row], v1: list[Row], concurrency: int) -> dict[str, object]:
@@ -218,8 +261,11 @@ def verdict(raw: list[Row], v2: list[Row], v1: list[Row], concurrency: int) -> d
     if v1_at is not None:
         summary["v1_minus_v2_p50_ms"] = round(v1_at.p50_ms - at.p50_ms, 1)
         summary["v1_decode_plus_preprocess_ms"] = round(
-            v1_at.extra.get("decode_ms", 0) + v1_at.extra.get("preprocess_ms", 0)
-            + v1_at.extra.get("postprocess_ms", 0), 1)
+            v1_at.extra.get("decode_ms", 0)
+            + v1_at.extra.get("preprocess_ms", 0)
+            + v1_at.extra.get("postprocess_ms", 0),
+            1,
+        )
     return summary
 
 
@@ -231,22 +277,31 @@ async def run_sweeps(url: str, key: str, args: argparse.Namespace) -> tuple[list
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--url", help="a running service (host:port); default: start one")
     parser.add_argument("--key", default=DEV_KEY)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[1, 4, 16, 32, 64])
-    parser.add_argument("--v1-concurrency", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[1, 4, 16, 32, 64])
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "batching.json")
+    parser.add_argument(
+        "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16, 32, 64]
+    )
+    parser.add_argument(
+        "--v1-concurrency",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[1, 4, 16, 32, 64],
+    )
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "batching.json"
+    )
     parser.add_argument("--smoke", action="store_true", help="a few seconds, to prove it runs")
     args = parser.parse_args()
     if args.smoke:
         args.seconds, args.concurrency, args.v1_concurrency = 0.5, [1, 4], [1, 2]
     model_path = REPOSITORY / MODEL / "1" / "model.onnx"
-    raw = raw_onnxruntime(model_path, [1, 8, 32] if args.smoke else [1, 4, 8, 16, 32],
-                          args.seconds / 2)
+    raw = raw_onnxruntime(
+        model_path, [1, 8, 32] if args.smoke else [1, 4, 8, 16, 32], args.seconds / 2
+    )
     if args.url:
         v2, v1 = asyncio.run(run_sweeps(args.url, args.key, args))
     else:
@@ -257,15 +312,26 @@ def main() -> None:
     summary = verdict(raw, v2, v1, 32)
     print("\n" + "\n".join(f"{k}: {v}" for k, v in summary.items()))
     for r in v1:
-        print(f"/v1/cxr c={r.concurrency} mean ms: " + ", ".join(f"{k}={v:.1f}" for k, v in r.extra.items()))
+        print(
+            f"/v1/cxr c={r.concurrency} mean ms: "
+            + ", ".join(f"{k}={v:.1f}" for k, v in r.extra.items())
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "onnxruntime": ort.__version__},
-        "seconds_per_point": args.seconds,
-        "rows": [asdict(r) for r in rows],
-        "summary": summary,
-    }, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": {
+                    "cpu_count": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "onnxruntime": ort.__version__,
+                },
+                "seconds_per_point": args.seconds,
+                "rows": [asdict(r) for r in rows],
+                "summary": summary,
+            },
+            indent=2,
+        )
+    )
     print(f"\nsaved {args.out}")
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aidx.inference.audit import AuditLog
 from aidx.inference.auth import keyring_for
@@ -16,7 +19,6 @@ from aidx.inference.serving import ModelService
 from aidx.inference.settings import Settings
 from aidx.inference.store import create_store, init_store
 from aidx.pipelines.cxr.pipeline import CxrPipeline
-from fastapi import FastAPI, Request, Response
 
 log = logging.getLogger(__name__)
 

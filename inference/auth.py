@@ -9,9 +9,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fastapi import Request
+
 from aidx.inference.errors import Forbidden, Unauthorized
 from aidx.inference.settings import ApiKey, Mode, Role, Settings, hash_key
-from fastapi import Request
 
 
 @dataclass(frozen=True)

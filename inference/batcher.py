@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+
 from aidx.inference.errors import AidxError, BadRequest, DeadlineExceeded, QueueFull
 
 Tensors = Mapping[str, np.ndarray]

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from aidx.inference.repository import scan
-from aidx.inference.settings import Settings
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
+
+from aidx.inference.repository import scan
+from aidx.inference.settings import Settings
 
 app = typer.Typer(help="aidx: AI diagnostic assist (demo weights are not for clinical use)")
 models_app = typer.Typer(help="Inspect, verify and add models in the repository.")
@@ -38,6 +39,7 @@ def serve(
 ) -> None:
     """Run the HTTP service (settings from AIDX_* environment variables)."""
     import uvicorn
+
     from aidx.inference.app import create_app
 
     logging.basicConfig(

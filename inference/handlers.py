@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 
-from aidx.inference.errors import AidxError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+
+from aidx.inference.errors import AidxError
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from aidx.inference.dtypes import KSERVE_TO_NUMPY, kserve_of
 from aidx.inference.errors import BadRequest
 

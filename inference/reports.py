@@ -9,8 +9,9 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aidx.inference.errors import NotFound
 from pydantic import BaseModel, Field
+
+from aidx.inference.errors import NotFound
 
 # Report ids are deterministic (source instance + model), so a resend is idempotent.
 _REPORT_NAMESPACE = uuid.UUID("6f1c2a44-4b0e-4d53-9a43-8f3b1e7d2c10")

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aidx.inference.errors import AidxError
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
+
+from aidx.inference.errors import AidxError
 
 ModelConfig = model_config_pb2.ModelConfig
 

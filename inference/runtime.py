@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import onnxruntime as ort
+
 from aidx.gpu.providers import CPU, active_provider, device_name, select_providers
 from aidx.inference.errors import BadRequest
 from aidx.inference.repository import ModelEntry

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from aidx.inference.batcher import BatcherConfig, BatchObserver, BatchResult, DynamicBatcher
 from aidx.inference.dtypes import KSERVE_TO_NUMPY, config_to_kserve
 from aidx.inference.errors import ModelUnavailable, NotFound

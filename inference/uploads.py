@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import zlib
 
-from aidx.inference.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from fastapi import Request
+
+from aidx.inference.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

@@ -6,10 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aidx.inference.app import create_app
-from aidx.inference.settings import ApiKey, Role, Settings, hash_key
 from fastapi.testclient import TestClient
 from pydicom.data import get_testdata_file
+
+from aidx.inference.app import create_app
+from aidx.inference.settings import ApiKey, Role, Settings, hash_key
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = Path(__import__("os").environ.get("AIDX_TEST_MODELS", ROOT / "models"))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from fastapi import APIRouter, Depends, Header, Request
+
 from aidx.inference.auth import Principal, require
 from aidx.inference.errors import BadRequest
 from aidx.inference.reports import Report
 from aidx.inference.settings import Role
 from aidx.inference.uploads import read_body, require_media_type
-from fastapi import APIRouter, Depends, Header, Request
 
 router = APIRouter(prefix="/v1")
 PRIORITIES = {"stat": 1, "routine": 2}

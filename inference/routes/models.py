@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import APIRouter, Depends, Request
+
 from aidx.inference.auth import Principal, require
 from aidx.inference.serving import ServedModel
 from aidx.inference.settings import Role
-from fastapi import APIRouter, Depends, Request
 
 router = APIRouter(prefix="/v1")
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse
+
 from aidx.inference.auth import Principal, require
 from aidx.inference.reports import Report
 from aidx.inference.settings import Role
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse
 
 router = APIRouter(prefix="/v1/reports")
 readers = require(Role.radiologist, Role.pathologist, Role.lab)

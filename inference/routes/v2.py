@@ -7,6 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from fastapi import APIRouter, Depends, Request, Response
+from google.protobuf import json_format
+
 from aidx.inference import kserve
 from aidx.inference.auth import Principal, require
 from aidx.inference.dtypes import config_to_kserve, kserve_of
@@ -15,8 +18,6 @@ from aidx.inference.repository import model_config_pb2
 from aidx.inference.serving import ModelState, ServedModel
 from aidx.inference.settings import Role
 from aidx.inference.uploads import read_body
-from fastapi import APIRouter, Depends, Request, Response
-from google.protobuf import json_format
 
 router = APIRouter(prefix="/v2")
 engineers = require(Role.engineer)

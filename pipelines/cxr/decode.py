@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pydicom
-from aidx.inference.errors import BadRequest, Unprocessable
-from aidx.inference.reports import SourceRef
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import (
@@ -22,6 +20,9 @@ from pydicom.uid import (
     DigitalXRayImageStorageForPresentation,
     DigitalXRayImageStorageForProcessing,
 )
+
+from aidx.inference.errors import BadRequest, Unprocessable
+from aidx.inference.reports import SourceRef
 
 RADIOGRAPH_MODALITIES = {"CR", "DX"}
 CHEST_BODY_PARTS = {"CHEST", "THORAX", "LUNG", "PORTABLE CHEST"}

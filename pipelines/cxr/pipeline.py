@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+
 from aidx.inference.reports import (
     DEMO_DISCLAIMER,
     Evidence,

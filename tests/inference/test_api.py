@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from aidx.inference.app import create_app
-from aidx.inference.settings import Role
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from aidx.inference.app import create_app
+from aidx.inference.settings import Role
 from tests.conftest import auth, dicom_bytes, make_settings
 
 DICOM = {"Content-Type": "application/dicom"}

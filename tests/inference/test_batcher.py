@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+
 from aidx.inference.batcher import BatcherConfig, DynamicBatcher
 from aidx.inference.errors import AidxError, BadRequest, DeadlineExceeded, QueueFull
 

@@ -13,9 +13,14 @@ from tests.conftest import MODELS, dicom_bytes
 
 
 def aidx(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "aidx.inference", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300,
-                          env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "AIDX_VAR_DIR": str(cwd / "var")})
+    return subprocess.run(
+        [sys.executable, "-m", "aidx.inference", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "AIDX_VAR_DIR": str(cwd / "var")},
+    )
 
 
 def test_models_list_and_verify_show_version_backend_device_and_checksum(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import struct
 
 import numpy as np
 import pytest
+
 from aidx.inference.errors import BadRequest
 from aidx.inference.kserve import encode_response, parse_request
 

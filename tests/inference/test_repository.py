@@ -8,7 +8,6 @@ from pathlib import Path
 
 from aidx.inference.repository import load_entry, scan
 from aidx.inference.serving import ModelService, ModelState, batcher_config
-
 from tests.conftest import MODELS, make_settings
 
 

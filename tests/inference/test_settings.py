@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
+
 from aidx.inference.auth import keyring_for
 from aidx.inference.errors import Unauthorized
 from aidx.inference.settings import ApiKey, Role, Settings, hash_key
-from pydantic import ValidationError
 
 
 def test_production_without_keys_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

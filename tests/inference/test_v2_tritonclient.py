@@ -6,9 +6,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.http as httpclient
-from aidx.inference.settings import Role
 from tritonclient.utils import InferenceServerException
 
+from aidx.inference.settings import Role
 from tests.conftest import MODELS, auth
 
 pytestmark = pytest.mark.integration

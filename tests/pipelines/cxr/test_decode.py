@@ -20,7 +20,9 @@ def phantom(seed: int = 3) -> synthetic.SyntheticCxr:
 
 
 @pytest.mark.parametrize("window", [True, False])
-def test_monochrome1_and_monochrome2_decode_to_the_same_display_image(tmp_path: Path, window: bool) -> None:
+def test_monochrome1_and_monochrome2_decode_to_the_same_display_image(
+    tmp_path: Path, window: bool
+) -> None:
     sample = phantom()
     images = []
     for photometric in ("MONOCHROME1", "MONOCHROME2"):
@@ -36,7 +38,9 @@ def test_the_real_radiograph_is_bright_where_dense() -> None:
     image = decode_radiograph(dicom_bytes("RG1_UNCR.dcm")).image01
     rows, cols = image.shape
     # the mediastinum (centre column band) is denser than the lateral lung fields
-    centre = image[rows // 3 : 2 * rows // 3, cols // 2 - cols // 20 : cols // 2 + cols // 20].mean()
+    centre = image[
+        rows // 3 : 2 * rows // 3, cols // 2 - cols // 20 : cols // 2 + cols // 20
+    ].mean()
     lungs = image[rows // 3 : 2 * rows // 3, cols // 5 : cols // 3].mean()
     assert centre > lungs
 

@@ -24,7 +24,9 @@ def test_a_hot_cell_maps_back_to_the_original_pixels() -> None:
     geometry = CropGeometry(row0=100, col0=0, side_px=1000)
     (region,) = hot_regions(heat, geometry)
     scale = 1000 / 224
-    assert region.y_min_px == round(100 + 56 * scale, 1) and region.y_max_px == round(100 + 64 * scale, 1)
+    assert region.y_min_px == round(100 + 56 * scale, 1) and region.y_max_px == round(
+        100 + 64 * scale, 1
+    )
     assert region.x_min_px == round(112 * scale, 1) and region.x_max_px == round(120 * scale, 1)
     assert region.y_min_px < region.peak_y_px < region.y_max_px
 

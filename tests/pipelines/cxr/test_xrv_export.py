@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from aidx.inference.repository import load_entry
 from aidx.inference.reports import ReportStore
+from aidx.inference.repository import load_entry
 from aidx.inference.serving import ModelService
 from aidx.pipelines.cxr.pipeline import CxrPipeline
 from aidx.pipelines.cxr.xrv_export import XRV_LABELS, export_xrv
@@ -28,7 +28,9 @@ def test_an_exported_densenet_serves_the_cxr_pipeline(tmp_path: Path) -> None:
     async def run() -> list:
         service = ModelService(make_settings(tmp_path, model_repository=repo))
         await service.start()
-        report = await CxrPipeline(service, ReportStore(tmp_path / "r")).analyze(dicom_bytes("RG1_UNCR.dcm"))
+        report = await CxrPipeline(service, ReportStore(tmp_path / "r")).analyze(
+            dicom_bytes("RG1_UNCR.dcm")
+        )
         await service.stop()
         return report.findings
 

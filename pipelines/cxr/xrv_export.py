@@ -72,6 +72,7 @@ def _card(name: str, digest: str, weights: Path | None) -> str:
         for n, s, c in XRV_LABELS
     )
     origin = f"local weights file `{weights.name}`" if weights else "NO weights (untrained)"
+    warning = "UNTRAINED: outputs are meaningless; use it only to check the plumbing. "
     return f"""---
 name: {name}
 version: 1
@@ -87,7 +88,7 @@ metrics: {{}}
 # {name}: torchxrayvision DenseNet-121
 
 Exported by `aidx models export-xrv` from {origin}.
-{"UNTRAINED: outputs are meaningless; use it only to check the plumbing. " if weights is None else ""}\
+{warning if weights is None else ""}\
 Not validated by aidx: measure AUROC and calibrate each threshold (0.5 here) on your
 own data before any use. Inputs follow torchxrayvision's contract, which aidx's CXR
 preprocessing produces: 1 x 224 x 224, centre crop, values in [-1024, 1024].

@@ -15,6 +15,7 @@ from aidx.pipelines.cxr.preprocess import MODEL_SIZE_PX, CropGeometry
 REGION_FRACTION_OF_PEAK = 0.5  # a region is where heat >= half of the map's peak
 MAX_REGIONS = 3
 OVERLAY_MAX_SIDE_PX = 1024
+HEAT_FLOOR = 0.35
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -125,7 +126,9 @@ def render_overlay(
     r0, c0 = round(geometry.row0 * scale), round(geometry.col0 * scale)
     patch = np.asarray(heat_img, dtype=np.float32)[: rows - r0, : cols - c0]
     heat[r0 : r0 + patch.shape[0], c0 : c0 + patch.shape[1]] = patch
-    alpha = (0.55 * probability * heat)[..., None]
+    # Below HEAT_FLOOR the map stays transparent: a tinted lung everywhere hides detail.
+    visible = np.clip((heat - HEAT_FLOOR) / (1.0 - HEAT_FLOOR), 0.0, 1.0)
+    alpha = (0.6 * probability * visible)[..., None]
     colour = JET[(np.clip(heat, 0.0, 1.0) * 255).astype(np.uint8)]
     blended = base * (1 - alpha) + colour * alpha
     out = Image.fromarray(blended.clip(0, 255).astype(np.uint8))

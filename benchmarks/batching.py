@@ -4,6 +4,9 @@ tensors) vs /v1/cxr (DICOM end to end), at several concurrencies.
     python benchmarks/batching.py                    # starts its own service
     python benchmarks/batching.py --url 127.0.0.1:8000 --key KEY
     python benchmarks/batching.py --smoke            # seconds; proves it still works
+    # a production-sized model: torchxrayvision's DenseNet-121 (untrained weights)
+    aidx models export-xrv --repository /tmp/xrv && \
+      AIDX_MODEL_REPOSITORY=/tmp/xrv python benchmarks/batching.py --model xrv_densenet
 
 Prints one table and saves JSON (benchmarks/results/batching.json by default).
 Closed loop: each of C clients sends its next request when the last one returns.
@@ -37,7 +40,6 @@ from aidx.inference.runtime import session_options
 
 ROOT = Path(__file__).resolve().parents[1]
 REPOSITORY = Path(os.environ.get("AIDX_MODEL_REPOSITORY", ROOT / "models"))
-MODEL = "cxr_pneumonia"
 DEV_KEY = "benchmark-development-key-0123456789"
 
 
@@ -59,6 +61,11 @@ def percentiles(latencies_s: list[float]) -> tuple[float, float, float]:
     return float(p[0]), float(p[1]), float(p[2])
 
 
+def sample_input(shape: list[int], batch: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-1024, 1024, (batch, *shape)).astype(np.float32)
+
+
 def raw_onnxruntime(model_path: Path, batch_sizes: list[int], seconds: float) -> list[Row]:
     """The ceiling: one session, no server, fixed batch sizes."""
     # the service's own session options, so the gap measured is the serving overhead
@@ -66,14 +73,15 @@ def raw_onnxruntime(model_path: Path, batch_sizes: list[int], seconds: float) ->
         str(model_path), sess_options=session_options(), providers=["CPUExecutionProvider"]
     )
     names = [o.name for o in session.get_outputs()]
+    (spec,) = session.get_inputs()
     rows = []
     for batch in batch_sizes:
-        x = np.random.default_rng(0).uniform(-1024, 1024, (batch, 1, 224, 224)).astype(np.float32)
-        session.run(names, {"image": x})  # warm
+        feed = {spec.name: sample_input(list(spec.shape[1:]), batch)}
+        session.run(names, feed)  # warm
         latencies, start = [], time.perf_counter()
         while time.perf_counter() - start < seconds or len(latencies) < 3:
             t0 = time.perf_counter()
-            session.run(names, {"image": x})
+            session.run(names, feed)
             latencies.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - start
         p50, p95, p99 = percentiles(latencies)
@@ -93,13 +101,13 @@ def raw_onnxruntime(model_path: Path, batch_sizes: list[int], seconds: float) ->
     return rows
 
 
-def batch_counters(url: str) -> tuple[float, float]:
+def batch_counters(url: str, model: str) -> tuple[float, float]:
     text = httpx.get(f"http://{url}/metrics").text
     total = count = 0.0
     for line in text.splitlines():
-        if line.startswith(f'aidx_batch_size_sum{{model="{MODEL}"}}'):
+        if line.startswith(f'aidx_batch_size_sum{{model="{model}"}}'):
             total = float(line.split()[-1])
-        elif line.startswith(f'aidx_batch_size_count{{model="{MODEL}"}}'):
+        elif line.startswith(f'aidx_batch_size_count{{model="{model}"}}'):
             count = float(line.split()[-1])
     return total, count
 
@@ -125,23 +133,27 @@ async def closed_loop(
     return latencies, time.perf_counter() - start, means
 
 
-async def sweep_v2(url: str, key: str, concurrency: int, seconds: float) -> Row:
+async def sweep_v2(url: str, key: str, model: str, concurrency: int, seconds: float) -> Row:
+    """KServe v2 through tritonclient, shapes and names read from the model's metadata."""
     client = triton_aio.InferenceServerClient(url=url, conn_limit=concurrency)
-    x = np.random.default_rng(1).uniform(-1024, 1024, (1, 1, 224, 224)).astype(np.float32)
-    tensor = InferInput("image", list(x.shape), "FP32")
-    tensor.set_data_from_numpy(x, binary_data=True)
-    outputs = [InferRequestedOutput(n, binary_data=True) for n in ("logits", "cam")]
     headers = {"Authorization": f"Bearer {key}"}
+    meta = await client.get_model_metadata(model, headers=headers)
+    (spec,) = meta["inputs"]
+    x = sample_input(spec["shape"][1:], 1, seed=1)
+    tensor = InferInput(spec["name"], list(x.shape), spec["datatype"])
+    tensor.set_data_from_numpy(x, binary_data=True)
+    names = [o["name"] for o in meta["outputs"]]
+    outputs = [InferRequestedOutput(n, binary_data=True) for n in names]
 
     async def send() -> dict[str, float]:
-        result = await client.infer(MODEL, [tensor], outputs=outputs, headers=headers)
-        result.as_numpy("logits")
+        result = await client.infer(model, [tensor], outputs=outputs, headers=headers)
+        result.as_numpy(names[0])
         return {}
 
     await send()
-    before = batch_counters(url)
+    before = batch_counters(url, model)
     latencies, elapsed, _ = await closed_loop(concurrency, seconds, send)
-    after = batch_counters(url)
+    after = batch_counters(url, model)
     await client.close()
     mean_batch = (after[0] - before[0]) / max(after[1] - before[1], 1)
     p50, p95, p99 = percentiles(latencies)
@@ -158,7 +170,9 @@ async def sweep_v2(url: str, key: str, concurrency: int, seconds: float) -> Row:
     )
 
 
-async def sweep_v1(url: str, key: str, dicom: bytes, concurrency: int, seconds: float) -> Row:
+async def sweep_v1(
+    url: str, key: str, model: str, dicom: bytes, concurrency: int, seconds: float
+) -> Row:
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/dicom"}
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=f"http://{url}", limits=limits, timeout=120) as client:
@@ -173,9 +187,9 @@ async def sweep_v1(url: str, key: str, dicom: bytes, concurrency: int, seconds: 
             }
 
         await send()
-        before = batch_counters(url)
+        before = batch_counters(url, model)
         latencies, elapsed, extras = await closed_loop(concurrency, seconds, send)
-        after = batch_counters(url)
+        after = batch_counters(url, model)
     mean_batch = (after[0] - before[0]) / max(after[1] - before[1], 1)
     p50, p95, p99 = percentiles(latencies)
     return Row(
@@ -192,7 +206,7 @@ async def sweep_v1(url: str, key: str, dicom: bytes, concurrency: int, seconds: 
 
 
 @contextmanager
-def service() -> Iterator[str]:
+def service(model: str) -> Iterator[str]:
     port = 18000 + os.getpid() % 1000
     with tempfile.TemporaryDirectory() as var:
         env = {
@@ -223,8 +237,8 @@ def service() -> Iterator[str]:
             process.wait(30)
 
 
-def max_queue_delay_us() -> int:
-    text = (REPOSITORY / MODEL / "config.pbtxt").read_text()
+def max_queue_delay_us(model: str) -> int:
+    text = (REPOSITORY / model / "config.pbtxt").read_text()
     match = re.search(r"max_queue_delay_microseconds:\s*(\d+)", text)
     return int(match.group(1)) if match else 0
 
@@ -241,11 +255,13 @@ def print_table(rows: list[Row]) -> None:
         )
 
 
-def verdict(raw: list[Row], v2: list[Row], v1: list[Row], concurrency: int) -> dict[str, object]:
+def verdict(
+    model: str, raw: list[Row], v2: list[Row], v1: list[Row], concurrency: int
+) -> dict[str, object]:
     best = max(raw, key=lambda r: r.throughput_rps)
     at = next((r for r in v2 if r.concurrency == concurrency), v2[-1])
     batch_row = min(raw, key=lambda r: abs(r.mean_batch - at.mean_batch))
-    p99_bar = 2 * (max_queue_delay_us() / 1e3 + batch_row.p50_ms)
+    p99_bar = 2 * (max_queue_delay_us(model) / 1e3 + batch_row.p50_ms)
     summary: dict[str, object] = {
         "raw_best_batch": best.mean_batch,
         "raw_best_items_per_s": round(best.throughput_rps, 1),
@@ -271,8 +287,8 @@ def verdict(raw: list[Row], v2: list[Row], v1: list[Row], concurrency: int) -> d
 
 async def run_sweeps(url: str, key: str, args: argparse.Namespace) -> tuple[list[Row], list[Row]]:
     dicom = Path(get_testdata_file("RG1_UNCR.dcm")).read_bytes()
-    v2 = [await sweep_v2(url, key, c, args.seconds) for c in args.concurrency]
-    v1 = [await sweep_v1(url, key, dicom, c, args.seconds) for c in args.v1_concurrency]
+    v2 = [await sweep_v2(url, key, args.model, c, args.seconds) for c in args.concurrency]
+    v1 = [await sweep_v1(url, key, args.model, dicom, c, args.seconds) for c in args.v1_concurrency]
     return v2, v1
 
 
@@ -282,6 +298,7 @@ def main() -> None:
     )
     parser.add_argument("--url", help="a running service (host:port); default: start one")
     parser.add_argument("--key", default=DEV_KEY)
+    parser.add_argument("--model", default="cxr_pneumonia", help="a CXR-pipeline model")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(
         "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16, 32, 64]
@@ -296,20 +313,21 @@ def main() -> None:
     )
     parser.add_argument("--smoke", action="store_true", help="a few seconds, to prove it runs")
     args = parser.parse_args()
+    args.out = args.out or ROOT / "benchmarks" / "results" / f"batching-{args.model}.json"
     if args.smoke:
         args.seconds, args.concurrency, args.v1_concurrency = 0.5, [1, 4], [1, 2]
-    model_path = REPOSITORY / MODEL / "1" / "model.onnx"
+    model_path = REPOSITORY / args.model / "1" / "model.onnx"
     raw = raw_onnxruntime(
         model_path, [1, 8, 32] if args.smoke else [1, 4, 8, 16, 32], args.seconds / 2
     )
     if args.url:
         v2, v1 = asyncio.run(run_sweeps(args.url, args.key, args))
     else:
-        with service() as url:
+        with service(args.model) as url:
             v2, v1 = asyncio.run(run_sweeps(url, args.key, args))
     rows = raw + v2 + v1
     print_table(rows)
-    summary = verdict(raw, v2, v1, 32)
+    summary = verdict(args.model, raw, v2, v1, 32)
     print("\n" + "\n".join(f"{k}: {v}" for k, v in summary.items()))
     for r in v1:
         print(
@@ -320,6 +338,7 @@ def main() -> None:
     args.out.write_text(
         json.dumps(
             {
+                "model": args.model,
                 "machine": {
                     "cpu_count": os.cpu_count(),
                     "platform": platform.platform(),

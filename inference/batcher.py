@@ -51,6 +51,9 @@ class BatcherConfig:
     priority_levels: int = 2
     default_priority: int = 2
     instance_count: int = 1
+    # Triton's preferred_batch_size: cut a batch as soon as one of these sizes can form
+    # (e.g. where a CPU model is most efficient), instead of waiting for the maximum.
+    preferred_batch_sizes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -218,9 +221,8 @@ class DynamicBatcher:
     def _compatible_size(self, head: _Pending) -> int:
         return sum(p.size for q in self._queues for p in q if p.signature == head.signature)
 
-    def _take(self, head: _Pending) -> list[_Pending]:
-        """Cut a batch: priority order, FIFO within a level, same signature, <= max."""
-        limit = self.config.max_batch_size if self.batched else 1
+    def _take(self, head: _Pending, limit: int) -> list[_Pending]:
+        """Cut a batch: priority order, FIFO within a level, same signature, <= limit."""
         taken: list[_Pending] = []
         total = 0
         for queue in self._queues:
@@ -242,10 +244,18 @@ class DynamicBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            full = not self.batched or self._compatible_size(head) >= self.config.max_batch_size
+            if not self.batched:
+                return self._take(head, 1)
+            available = self._compatible_size(head)
+            limit = self.config.max_batch_size
+            preferred = [n for n in self.config.preferred_batch_sizes if n <= available]
+            if preferred:  # Triton: a preferred size wins over the maximum
+                return self._take(head, max(preferred))
+            if available >= limit:
+                return self._take(head, limit)
             wait_s = self._oldest_enqueue_time() + self.config.max_queue_delay_us / 1e6 - now
-            if full or wait_s <= 0:
-                return self._take(head)
+            if wait_s <= 0:
+                return self._take(head, limit)
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), wait_s)

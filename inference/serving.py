@@ -56,6 +56,7 @@ def batcher_config(config: Any) -> BatcherConfig:
         priority_levels=levels,
         default_priority=int(dynamic.default_priority_level) or levels,
         instance_count=sum(int(g.count) or 1 for g in config.instance_group) or 1,
+        preferred_batch_sizes=tuple(sorted(int(n) for n in dynamic.preferred_batch_size)),
     )
 
 

@@ -221,3 +221,21 @@ def test_oversized_and_inconsistent_requests_are_refused() -> None:
         await batcher.stop()
 
     run(scenario())
+
+
+def test_a_preferred_batch_size_is_cut_without_waiting_for_the_maximum() -> None:
+    model = Recorder()
+
+    async def scenario() -> None:
+        config = BatcherConfig(
+            max_batch_size=32, max_queue_delay_us=2_000_000, preferred_batch_sizes=(4,)
+        )
+        batcher = DynamicBatcher("m", model, config)
+        batcher.start()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(batcher.infer(one(i)) for i in range(8)))
+        assert time.perf_counter() - t0 < 1.0  # never waited out the 2 s delay
+        await batcher.stop()
+
+    run(scenario())
+    assert [len(b) for b in model.batches] == [4, 4]

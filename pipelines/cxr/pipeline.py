@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aidx.inference.cpu_stage import CpuStage
+from aidx.inference.errors import DeadlineExceeded
 from aidx.inference.reports import (
     DEMO_DISCLAIMER,
     Evidence,
@@ -49,6 +51,16 @@ def prepare(data: bytes) -> Prepared:
     return Prepared(radiograph, tensor, geometry, (t1 - t0) * 1e3, (t2 - t1) * 1e3, digest)
 
 
+def remaining_s(started: float, timeout_s: float | None) -> float | None:
+    """What is left of the request's deadline for the model (decode took its share)."""
+    if timeout_s is None:
+        return None
+    left = timeout_s - (time.perf_counter() - started)
+    if left <= 0:
+        raise DeadlineExceeded("the deadline passed while the image was being decoded")
+    return left
+
+
 def model_ref(served: ServedModel) -> ModelRef:
     card = served.entry.card
     return ModelRef(
@@ -60,21 +72,27 @@ def model_ref(served: ServedModel) -> ModelRef:
 
 
 class CxrPipeline:
-    def __init__(self, models: ModelService, store: ReportStore) -> None:
+    def __init__(self, models: ModelService, store: ReportStore, cpu: CpuStage) -> None:
         self.models = models
         self.store = store
+        self.cpu = cpu
 
     async def analyze(
         self, data: bytes, *, priority: int | None = None, timeout_s: float | None = None
     ) -> Report:
         started = time.perf_counter()
         served = self.models.for_pipeline(PIPELINE)
-        prepared = await asyncio.to_thread(prepare, data)
+        prepared = await self.cpu.run(prepare, data, priority=priority)
         result = await self.models.infer(
-            served.name, {"image": prepared.tensor[None]}, priority=priority, timeout_s=timeout_s
+            served.name,
+            {"image": prepared.tensor[None]},
+            priority=priority,
+            timeout_s=remaining_s(started, timeout_s),
         )
         t0 = time.perf_counter()
-        report, overlay = await asyncio.to_thread(self._report, served, prepared, result.outputs)
+        report, overlay = await self.cpu.run(
+            self._report, served, prepared, result.outputs, priority=priority
+        )
         post_ms = (time.perf_counter() - t0) * 1e3
         report.timings = Timings(
             decode_ms=round(prepared.decode_ms, 2),

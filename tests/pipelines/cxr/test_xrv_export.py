@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.reports import ReportStore
 from aidx.inference.repository import load_entry
 from aidx.inference.serving import ModelService
@@ -28,7 +29,7 @@ def test_an_exported_densenet_serves_the_cxr_pipeline(tmp_path: Path) -> None:
     async def run() -> list:
         service = ModelService(make_settings(tmp_path, model_repository=repo))
         await service.start()
-        report = await CxrPipeline(service, ReportStore(tmp_path / "r")).analyze(
+        report = await CxrPipeline(service, ReportStore(tmp_path / "r"), CpuStage(1)).analyze(
             dicom_bytes("RG1_UNCR.dcm")
         )
         await service.stop()

@@ -1,3 +1,6 @@
+"""`python -m aidx.inference`: the same as the `aidx` command."""
+
 from aidx.inference.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

@@ -45,9 +45,7 @@ async def analyze_cxr(
     timeout_s = request_timeout_s(x_aidx_deadline_ms)
     data = await read_body(request, request.app.state.settings.max_upload_bytes)
     audit = request.app.state.audit
-    with audit.access(
-        actor=who.name, role=who.role.value, action="cxr.analyze", resource="upload"
-    ) as _:
+    with audit.access(actor=who.name, role=who.role.value, action="cxr.analyze", resource="upload"):
         report: Report = await request.app.state.cxr.analyze(
             data, priority=priority, timeout_s=timeout_s
         )

@@ -73,6 +73,18 @@ def check_inputs(served: ServedModel, inputs: dict[str, np.ndarray]) -> None:
             )
 
 
+def _int_parameter(parameters: dict[str, Any], name: str) -> int | None:
+    """Triton's request parameters `priority` and `timeout` (us): integers or absent."""
+    value = parameters.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadRequest(
+            f"parameter {name!r} must be a non-negative integer", code="invalid_parameter"
+        )
+    return value
+
+
 @router.get("")
 async def server_metadata() -> dict[str, Any]:
     return {
@@ -139,13 +151,12 @@ async def infer(
         raise BadRequest(f"{kserve.HEADER_LENGTH} must be an integer", code="invalid_infer_request")
     parsed = kserve.parse_request(body, int(length) if length is not None else None)
     check_inputs(served, parsed.inputs)
-    params = parsed.parameters
-    timeout_us = params.get("timeout")
+    timeout_us = _int_parameter(parsed.parameters, "timeout")
     result = await request.app.state.models.infer(
         served.name,
         parsed.inputs,
-        priority=params.get("priority") or None,
-        timeout_s=timeout_us / 1e6 if isinstance(timeout_us, int) and timeout_us > 0 else None,
+        priority=_int_parameter(parsed.parameters, "priority") or None,
+        timeout_s=timeout_us / 1e6 if timeout_us else None,
     )
     content, header_length = kserve.encode_response(
         served.name, str(served.entry.version), parsed, result.outputs

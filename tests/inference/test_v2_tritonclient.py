@@ -61,3 +61,27 @@ def test_errors_reach_tritonclient_as_messages(triton: httpclient.InferenceServe
         triton.infer(MODEL, [ok])
     with pytest.raises(InferenceServerException, match="no model"):
         triton.infer("no_such_model", [ok], headers=auth(Role.engineer))
+
+
+def test_a_malformed_priority_parameter_is_400_not_500(live_server: str) -> None:
+    import json
+
+    import httpx
+
+    body = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "FP32",
+                "shape": [1, 1, 224, 224],
+                "data": [0.0] * (224 * 224),
+            }
+        ],
+        "parameters": {"priority": "urgent"},
+    }
+    response = httpx.post(
+        f"http://{live_server}/v2/models/{MODEL}/infer",
+        content=json.dumps(body),
+        headers=auth(Role.engineer),
+    )
+    assert response.status_code == 400 and response.json()["code"] == "invalid_parameter"

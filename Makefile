@@ -34,7 +34,7 @@ lint: install
 	$(BIN)/ruff check .
 
 typecheck: install
-	$(BIN)/mypy inference gpu pipelines
+	$(BIN)/mypy inference gpu pipelines integrations
 
 unit: install
 	$(NETNS) bash -c 'if [ -n "$(NETNS)" ]; then ip link set lo up; fi; $(BIN)/python -m pytest $(PYTEST_ARGS)'

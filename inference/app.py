@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,14 +13,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aidx.inference.audit import AuditLog
 from aidx.inference.auth import keyring_for
+from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.handlers import install_error_handlers
 from aidx.inference.metrics import ServiceMetrics
 from aidx.inference.reports import ReportStore
-from aidx.inference.routes import cxr, health, models, reports, v2
+from aidx.inference.routes import cxr, health, labs, models, reports, v2, wsi
 from aidx.inference.serving import ModelService
 from aidx.inference.settings import Settings
 from aidx.inference.store import create_store, init_store
 from aidx.pipelines.cxr.pipeline import CxrPipeline
+from aidx.pipelines.labs.service import LabsService
+from aidx.pipelines.wsi.jobs import JobRunner, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +60,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         init_store(app.state.db)
+        app.state.wsi_jobs.start()  # jobs a previous process left running: failed
         await app.state.models.start()
+        app.state.cpu.start()
         for served in app.state.models.models.values():
             metrics.register_model(served.name, served.state == "ready")
+        await app.state.labs.start()  # the MLLP listener, when a port is configured
+        # Start-up objects (torch, pydicom, models) live as long as the process: keep
+        # them out of the collector's full passes, which otherwise stall requests.
+        gc.freeze()
         yield
+        await app.state.labs.stop()
+        await app.state.wsi_jobs.stop()
+        await app.state.cpu.stop()
         await app.state.models.stop()
         app.state.db.dispose()
 
@@ -79,10 +93,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.models = service
     app.state.reports = report_store
     app.state.audit = AuditLog(settings.audit_log)
-    app.state.cxr = CxrPipeline(service, report_store)
+    app.state.cpu = CpuStage(settings.cpu_workers or os.cpu_count() or 1)
+    app.state.cxr = CxrPipeline(service, report_store, app.state.cpu)
+    app.state.labs = LabsService(
+        service, app.state.db, app.state.audit,
+        catalogue=settings.labs_catalogue, mllp_port=settings.labs_mllp_port,
+    )  # fmt: skip
+    app.state.wsi_jobs = JobRunner(
+        JobStore(app.state.db),
+        service,
+        report_store,
+        max_running=settings.wsi_max_running_jobs,
+        readers=settings.wsi_readers,
+        links=wsi.job_links,
+    )
 
     install_error_handlers(app)
-    for router in (health.router, models.router, v2.router, cxr.router, reports.router):
+    routers = (health.router, models.router, v2.router, cxr.router, reports.router, wsi.router)
+    for router in (*routers, labs.router):
         app.include_router(router)
 
     app.add_middleware(RequestCounter, metrics=metrics)

@@ -15,10 +15,12 @@ from rich.table import Table
 
 from aidx.inference.repository import scan
 from aidx.inference.settings import Settings
+from aidx.pipelines.wsi.cli import wsi_app
 
 app = typer.Typer(help="aidx: AI diagnostic assist (demo weights are not for clinical use)")
 models_app = typer.Typer(help="Inspect, verify and add models in the repository.")
 app.add_typer(models_app, name="models")
+app.add_typer(wsi_app, name="wsi")
 console = Console()
 
 RepoOption = Annotated[Path | None, typer.Option(help="model repository (default: settings)")]
@@ -52,6 +54,8 @@ def serve(
         port=settings.port,
         log_level=log_level,
         access_log=False,
+        # open live feeds (SSE) must not hold a shutdown forever
+        timeout_graceful_shutdown=10,
     )
 
 
@@ -132,6 +136,7 @@ def analyze(
     repository: RepoOption = None,
 ) -> None:
     """Run the chest X-ray pipeline on DICOM files and print the findings."""
+    from aidx.inference.cpu_stage import CpuStage
     from aidx.inference.errors import AidxError
     from aidx.inference.reports import ReportStore
     from aidx.inference.serving import ModelService
@@ -144,7 +149,7 @@ def analyze(
         await service.start()
         failures = 0
         with tempfile.TemporaryDirectory() as tmp:
-            pipeline = CxrPipeline(service, ReportStore(Path(tmp)))
+            pipeline = CxrPipeline(service, ReportStore(Path(tmp)), CpuStage(1))
             for path in track(files, description="analyzing", console=console):
                 try:
                     report = await pipeline.analyze(path.read_bytes())

@@ -34,6 +34,11 @@ class Region(BaseModel):
     peak_x_px: float
     peak_y_px: float
     peak_heat: float = Field(description="heat at the peak, 0..1 relative to the map's range")
+    # Outlined regions (whole slides): closed ring of [x, y], mean score, area, rank.
+    polygon_px: list[list[float]] | None = None
+    score: float | None = None
+    area_mm2: float | None = None
+    rank: int | None = None
 
 
 class Finding(BaseModel):

@@ -31,7 +31,6 @@ class Role(enum.StrEnum):
 
 # Keys that must never guard a hospital service: placeholders people paste from docs.
 _WEAK_KEYS = {"", "changeme", "change-me", "secret", "password", "aidx", "test", "dev", "admin"}
-_MIN_KEY_CHARS = 24
 
 
 def hash_key(key: str) -> str:
@@ -58,6 +57,7 @@ class Settings(BaseSettings):
     pipeline_models: dict[str, str] = Field(default_factory=dict)
     device: Device = Device.auto
     cpu_threads_per_instance: int = Field(default=0, ge=0)  # 0: onnxruntime decides
+    cpu_workers: int = Field(default=0, ge=0)  # decode/render pool; 0: one per core
     var_dir: Path = Path("var")
     api_keys: list[ApiKey] = Field(default_factory=list)
     # A development-only plain key, e.g. for `make run` on a workstation.
@@ -66,6 +66,16 @@ class Settings(BaseSettings):
     default_deadline_ms: int = Field(default=30_000, gt=0)
     warmup: bool = True
     database_url: str | None = None  # default: SQLite at var/aidx.db
+    # Lab screening: the HL7 v2 MLLP listener's port on 127.0.0.1 (None: no listener)
+    # and the analyte catalogue (None: the one shipped in aidx.pipelines.labs).
+    labs_mllp_port: int | None = Field(default=None, ge=0, le=65535)
+    labs_catalogue: Path | None = None
+    # Whole slides: submitted paths must lie under one of these (after resolving links).
+    wsi_slide_roots: list[Path] = Field(default_factory=list)
+    wsi_max_upload_bytes: int = Field(default=8 * 1024**3, gt=0)
+    wsi_max_regions: int = Field(default=10, ge=1, le=1000)
+    wsi_readers: int = Field(default=0, ge=0)  # tile reader threads per job; 0: cores / 2
+    wsi_max_running_jobs: int = Field(default=1, ge=1)
 
     @model_validator(mode="after")
     def _refuse_insecure_defaults(self) -> Settings:
@@ -95,7 +105,3 @@ class Settings(BaseSettings):
     def audit_log(self) -> Path:
         return self.var_dir / "audit.log"
 
-
-def check_key_strength(key: str) -> None:
-    if key in _WEAK_KEYS or len(key) < _MIN_KEY_CHARS:
-        raise ValueError(f"API keys must be random and at least {_MIN_KEY_CHARS} characters")

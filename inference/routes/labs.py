@@ -1,0 +1,225 @@
+"""Lab screening for lab technicians:
+
+POST /v1/labs/screen                 JSON, FHIR R4 Bundle or HL7 v2 ORU^R01 in;
+                                     JSON (default), FHIR Bundle or ORU^R01 out (Accept)
+GET  /v1/labs/alerts                 alerts (open by default), oldest first
+GET  /v1/labs/alerts/stream          Server-Sent Events, one `alert` event per new alert
+GET  /v1/labs/alerts/{id}            one alert with its evidence
+POST /v1/labs/alerts/{id}/ack        acknowledge with a reason
+GET  /v1/labs/catalogue              the analyte catalogue in force
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field, ValidationError
+
+from aidx.inference.auth import Principal, require
+from aidx.inference.errors import BadRequest
+from aidx.inference.reports import DEMO_DISCLAIMER
+from aidx.inference.routes.cxr import request_priority, request_timeout_s
+from aidx.inference.settings import Role
+from aidx.inference.uploads import read_body, require_media_type
+from aidx.integrations.hl7.oru import build_oru, parse_oru
+from aidx.pipelines.labs.catalogue import Catalogue
+from aidx.pipelines.labs.fhir import parse_bundle, to_bundle
+from aidx.pipelines.labs.service import LabsService
+from aidx.pipelines.labs.store import Alert
+from aidx.pipelines.labs.types import ScreenRequest, ScreenResponse, SpecimenIn
+
+router = APIRouter(prefix="/v1/labs")
+JSON = "application/json"
+FHIR = "application/fhir+json"
+HL7 = "x-application/hl7-v2+er7"
+KEEPALIVE_S = 15.0
+STREAM_MAX_S = 300.0  # a stream ends after this; EventSource reconnects with Last-Event-ID
+REPLAY_MAX = 1000
+
+
+class AckRequest(BaseModel):
+    reason: str = Field(min_length=3, max_length=1000)
+
+
+class AlertList(BaseModel):
+    alerts: list[Alert]
+    next_after: int | None = None
+
+
+def _labs(request: Request) -> LabsService:
+    labs: LabsService = request.app.state.labs
+    return labs
+
+
+def _parse(media_type: str, body: bytes) -> list[SpecimenIn]:
+    if media_type == HL7:
+        return parse_oru(body).specimens
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest("the body is not valid JSON", code="invalid_json") from None
+    if media_type == FHIR or (isinstance(data, dict) and data.get("resourceType") == "Bundle"):
+        if not isinstance(data, dict):
+            raise BadRequest("a FHIR body must be a Bundle object", code="invalid_fhir")
+        return parse_bundle(data)
+    try:
+        return ScreenRequest.model_validate(data).specimens
+    except ValidationError as exc:
+        where = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise BadRequest(f"invalid screening request: {where}", code="invalid_request") from None
+
+
+@router.post("/screen", response_model=ScreenResponse)
+async def screen(
+    request: Request,
+    who: Principal = Depends(require(Role.lab)),
+    x_aidx_priority: str | None = Header(default=None),
+    x_aidx_deadline_ms: int | None = Header(default=None),
+) -> Any:
+    require_media_type(request, JSON, FHIR, HL7)
+    media_type = request.headers["content-type"].split(";")[0].strip().lower()
+    priority = request_priority(x_aidx_priority)
+    timeout_s = request_timeout_s(x_aidx_deadline_ms)
+    body = await read_body(request, request.app.state.settings.max_upload_bytes)
+    labs = _labs(request)
+    specimens = _parse(media_type, body)
+    audit = request.app.state.audit
+    with audit.access(actor=who.name, role=who.role.value, action="labs.screen", resource="upload"):
+        outcomes = await labs.screener.screen(specimens, priority=priority, timeout_s=timeout_s)
+    for outcome in outcomes:
+        audit.record(
+            actor=who.name,
+            role=who.role.value,
+            action="labs.screen",
+            resource=f"specimen/{outcome.specimen_id}",
+            outcome=outcome.verdict.value,
+        )
+    accept = request.headers.get("accept", "")
+    if FHIR in accept:
+        return Response(json.dumps(to_bundle(outcomes)), media_type=FHIR)
+    if HL7 in accept:
+        control = f"AIDX{outcomes[0].specimen_id}"[:20] if outcomes else "AIDX"
+        return Response(build_oru(outcomes, control_id=control), media_type=HL7)
+    demo = any(o.anomaly is not None and o.anomaly.model.demo_weights for o in outcomes)
+    return ScreenResponse(
+        catalogue_version=labs.catalogue.version,
+        specimens=outcomes,
+        disclaimer=DEMO_DISCLAIMER if demo else None,
+    )
+
+
+@router.get("/alerts", response_model=AlertList)
+async def list_alerts(
+    request: Request,
+    who: Principal = Depends(require(Role.lab)),
+    state: str = Query(default="open", pattern="^(open|acknowledged|all)$"),
+    after: int = Query(default=0, ge=0),
+    limit: int = Query(default=100, ge=1, le=1000),
+    specimen_id: str | None = Query(default=None, max_length=128),
+) -> AlertList:
+    labs = _labs(request)
+    alerts = await asyncio.to_thread(
+        labs.store.alerts,
+        state=None if state == "all" else state,
+        after_seq=after,
+        limit=limit,
+        specimen_id=specimen_id,
+    )
+    request.app.state.audit.record(
+        actor=who.name, role=who.role.value, action="labs.alerts.list",
+        resource="labs/alerts", outcome="ok",
+    )  # fmt: skip
+    return AlertList(alerts=alerts, next_after=alerts[-1].seq if len(alerts) == limit else None)
+
+
+def _event(alert: Alert) -> str:
+    return f"id: {alert.seq}\nevent: alert\ndata: {alert.model_dump_json()}\n\n"
+
+
+@router.get("/alerts/stream")
+async def stream_alerts(
+    request: Request,
+    who: Principal = Depends(require(Role.lab)),
+    last_event_id: str | None = Header(default=None),
+) -> StreamingResponse:
+    """New alerts as Server-Sent Events. With Last-Event-ID (as EventSource sends on
+    reconnecting), the alerts stored since that event are replayed first."""
+    labs = _labs(request)
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+    request.app.state.audit.record(
+        actor=who.name, role=who.role.value, action="labs.alerts.stream",
+        resource="labs/alerts", outcome="ok",
+    )  # fmt: skip
+
+    async def events() -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + STREAM_MAX_S
+        async with labs.hub.subscribe() as queue:  # subscribe first: no gap
+            sent = 0
+            yield "retry: 1000\n: connected\n\n"
+            if after is not None:
+                replay = await asyncio.to_thread(
+                    labs.store.alerts, state=None, after_seq=after, limit=REPLAY_MAX
+                )
+                for alert in replay:
+                    sent = alert.seq
+                    yield _event(alert)
+            while (left := ends - loop.time()) > 0:
+                try:
+                    alert = await asyncio.wait_for(queue.get(), min(KEEPALIVE_S, left))
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                if alert is None:  # lagged, or the service is stopping
+                    yield "event: reconnect\ndata: {}\n\n"
+                    return
+                if alert.seq > sent:
+                    sent = alert.seq
+                    yield _event(alert)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/alerts/{alert_id}", response_model=Alert)
+async def get_alert(
+    alert_id: str, request: Request, who: Principal = Depends(require(Role.lab))
+) -> Alert:
+    audit = request.app.state.audit
+    with audit.access(
+        actor=who.name, role=who.role.value, action="labs.alert.read", resource=f"alert/{alert_id}"
+    ):
+        alert: Alert = await asyncio.to_thread(_labs(request).store.alert, alert_id)
+    return alert
+
+
+@router.post("/alerts/{alert_id}/ack", response_model=Alert)
+async def acknowledge_alert(
+    alert_id: str,
+    body: AckRequest,
+    request: Request,
+    who: Principal = Depends(require(Role.lab)),
+) -> Alert:
+    audit = request.app.state.audit
+    with audit.access(
+        actor=who.name, role=who.role.value, action="labs.alert.ack", resource=f"alert/{alert_id}"
+    ):
+        alert: Alert = await asyncio.to_thread(
+            _labs(request).store.acknowledge, alert_id, by=who.name, reason=body.reason
+        )
+    return alert
+
+
+@router.get("/catalogue", response_model=Catalogue)
+async def catalogue(request: Request, _: Principal = Depends(require(Role.lab))) -> Catalogue:
+    return _labs(request).catalogue

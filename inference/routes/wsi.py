@@ -1,0 +1,232 @@
+"""Whole-slide jobs: submit a slide (a path under a slide root, or an upload), follow
+its progress, cancel it, and fetch the Report, regions GeoJSON and heatmap."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field, ValidationError
+
+from aidx.inference.auth import Principal, require
+from aidx.inference.errors import BadRequest, NotFound, UnsupportedMediaType
+from aidx.inference.reports import Report
+from aidx.inference.settings import Role
+from aidx.pipelines.wsi.analysis import GEOJSON_FILE, HEATMAP_FILE, tile_model
+from aidx.pipelines.wsi.intake import resolve_slide_path, save_upload, upload_suffix
+from aidx.pipelines.wsi.jobs import Job, JobRunner, JobState
+from aidx.pipelines.wsi.slide import describe
+
+router = APIRouter(prefix="/v1/wsi")
+pathologist = require(Role.pathologist)
+UPLOAD_TYPES = ("application/octet-stream", "image/tiff", "image/x-aperio-svs")
+
+
+class SlideRequest(BaseModel):
+    slide_path: str = Field(description="a path under one of the configured slide roots")
+    mpp: float | None = Field(default=None, gt=0, description="um/px, if the slide lacks it")
+    max_regions: int | None = Field(default=None, ge=1, le=1000)
+    min_tissue_fraction: float = Field(default=0.25, ge=0.0, le=1.0)
+
+
+class Progress(BaseModel):
+    tiles_done: int
+    tiles_total: int | None
+    fraction: float | None
+    rate_tiles_per_s: float | None
+    eta_s: float | None
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class WsiJob(BaseModel):
+    id: str
+    state: JobState
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    slide: dict[str, Any] | None
+    progress: Progress
+    error: JobError | None = None
+    report: Report | None = None
+    links: dict[str, str]
+
+
+def job_links(job_id: str) -> dict[str, str]:
+    base = f"/v1/wsi/jobs/{job_id}"
+    return {
+        "self": base,
+        "cancel": f"{base}/cancel",
+        "geojson": f"{base}/{GEOJSON_FILE}",
+        "heatmap": f"{base}/heatmap.png",
+    }
+
+
+def _view(request: Request, job: Job) -> WsiJob:
+    total = job.tiles_total
+    report = None
+    if job.state is JobState.succeeded and job.report_id:
+        report = request.app.state.reports.load(job.report_id)
+    return WsiJob(
+        id=job.id,
+        state=job.state,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        slide=job.slide,
+        progress=Progress(
+            tiles_done=job.tiles_done,
+            tiles_total=total,
+            fraction=round(job.tiles_done / total, 4) if total else None,
+            rate_tiles_per_s=round(job.rate_tiles_s, 1) if job.rate_tiles_s else None,
+            eta_s=round(job.eta_s, 1) if job.eta_s is not None else None,
+        ),
+        error=JobError(code=job.error_code, message=job.error_message or "")
+        if job.error_code
+        else None,
+        report=report,
+        links=job_links(job.id),
+    )
+
+
+def _runner(request: Request) -> JobRunner:
+    runner: JobRunner = request.app.state.wsi_jobs
+    return runner
+
+
+def _audit(request: Request, who: Principal, action: str, resource: str):  # type: ignore[no-untyped-def]
+    return request.app.state.audit.access(
+        actor=who.name, role=who.role.value, action=action, resource=resource
+    )
+
+
+async def _slide_request(request: Request) -> tuple[SlideRequest | None, Path]:
+    """JSON names a slide under a root; any other accepted type is the slide itself."""
+    settings = request.app.state.settings
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "application/json":
+        try:
+            body = SlideRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise BadRequest(f"invalid job request: {exc.errors()[0]['msg']}") from None
+        return body, resolve_slide_path(body.slide_path, settings.wsi_slide_roots)
+    if media_type not in UPLOAD_TYPES:
+        raise UnsupportedMediaType(
+            "send application/json naming a slide_path, or the slide itself as "
+            f"{', '.join(UPLOAD_TYPES)}"
+        )
+    if request.headers.get("content-encoding", "identity") != "identity":
+        raise UnsupportedMediaType("slides are uploaded without content encoding")
+    suffix = upload_suffix(request.query_params.get("filename"))
+    target = settings.var_dir / "wsi" / "uploads" / f"{uuid.uuid4()}{suffix}"
+    declared = request.headers.get("content-length")
+    await save_upload(
+        request.stream(),
+        target,
+        settings.wsi_max_upload_bytes,
+        int(declared) if declared and declared.isdigit() else None,
+    )
+    return None, target
+
+
+@router.post("/jobs", status_code=202, response_model=WsiJob)
+async def submit_job(
+    request: Request,
+    response: Response,
+    who: Principal = Depends(pathologist),
+    mpp: float | None = Query(default=None, gt=0, description="um/px, for uploads"),
+) -> WsiJob:
+    """Submit a slide; the job id comes back at once and the work goes on in the
+    background. A slide OpenSlide cannot open, or without an MPP, is refused here."""
+    body, path = await _slide_request(request)
+    uploaded = body is None
+    wanted_mpp = body.mpp if body is not None else mpp
+    settings = request.app.state.settings
+    with _audit(request, who, "wsi.submit", "upload" if uploaded else "slide"):
+        try:
+            tile_model(request.app.state.models)  # 503 now rather than a failed job
+            info = await asyncio.to_thread(describe, path, wanted_mpp)
+        except Exception:
+            if uploaded:
+                path.unlink(missing_ok=True)
+            raise
+        params = {
+            "max_regions": (body.max_regions if body and body.max_regions else None)
+            or settings.wsi_max_regions,
+            "min_tissue_fraction": body.min_tissue_fraction if body else 0.25,
+        }
+        job = request.app.state.wsi_jobs.store.create(
+            slide_path=path,
+            uploaded=uploaded,
+            mpp=wanted_mpp,
+            slide=info.summary(),
+            params=params,
+            submitted_by=who.name,
+        )
+    _runner(request).submit(job)
+    response.headers["Location"] = f"/v1/wsi/jobs/{job.id}"
+    return _view(request, job)
+
+
+@router.get("/jobs", response_model=list[WsiJob])
+async def list_jobs(
+    request: Request,
+    who: Principal = Depends(pathologist),
+    limit: int = Query(default=20, ge=1, le=200),
+) -> list[WsiJob]:
+    jobs = await asyncio.to_thread(_runner(request).store.recent, limit)
+    return [_view(request, job).model_copy(update={"report": None}) for job in jobs]
+
+
+@router.get("/jobs/{job_id}", response_model=WsiJob)
+async def get_job(job_id: str, request: Request, who: Principal = Depends(pathologist)) -> WsiJob:
+    with _audit(request, who, "wsi.job.read", f"wsi-job/{job_id}"):
+        job = await asyncio.to_thread(_runner(request).store.get, job_id)
+        return _view(request, job)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=WsiJob)
+async def cancel_job(
+    job_id: str, request: Request, who: Principal = Depends(pathologist)
+) -> WsiJob:
+    """Cancel a queued or running job; a finished one is returned unchanged."""
+    with _audit(request, who, "wsi.job.cancel", f"wsi-job/{job_id}"):
+        job = _runner(request).cancel(job_id)
+    return _view(request, job)
+
+
+def _finished_file(request: Request, job_id: str, name: str) -> Path:
+    job = _runner(request).store.get(job_id)
+    if job.state is not JobState.succeeded or job.report_id is None:
+        raise NotFound(
+            f"job {job_id} has no results (state: {job.state.value})", code="job_not_finished"
+        )
+    path: Path = request.app.state.reports.file(job.report_id, name)
+    return path
+
+
+@router.get("/jobs/{job_id}/regions.geojson")
+async def get_geojson(
+    job_id: str, request: Request, who: Principal = Depends(pathologist)
+) -> FileResponse:
+    """The suggested regions as a QuPath-importable GeoJSON FeatureCollection."""
+    with _audit(request, who, "wsi.regions", f"wsi-job/{job_id}"):
+        path = _finished_file(request, job_id, GEOJSON_FILE)
+    return FileResponse(path, media_type="application/geo+json")
+
+
+@router.get("/jobs/{job_id}/heatmap.png")
+async def get_heatmap(
+    job_id: str, request: Request, who: Principal = Depends(pathologist)
+) -> FileResponse:
+    with _audit(request, who, "wsi.heatmap", f"wsi-job/{job_id}"):
+        path = _finished_file(request, job_id, HEATMAP_FILE)
+    return FileResponse(path, media_type="image/png")

@@ -1,0 +1,1 @@
+"""Integrations with hospital systems (HL7 v2, ...)."""

@@ -1,0 +1,1 @@
+"""HL7 v2: ORU^R01 parsing and building, ACKs, an MLLP listener."""

@@ -1,0 +1,1 @@
+"""Lab result anomaly screening: catalogue, rules, anomaly model, history, alerts."""

@@ -1,0 +1,136 @@
+"""Step 3: the anomaly model through the service's dynamic batcher.
+
+Which analytes the model reads, in which order, comes from its card (`features`);
+the alarm threshold from its label. A model that is not in service leaves the rules
+screening alone, with a warning on each specimen."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import yaml
+
+from aidx.inference.errors import AidxError
+from aidx.inference.reports import ModelRef
+from aidx.inference.serving import ModelService, ServedModel
+from aidx.pipelines.labs.anomaly import anomaly_score, tail_probability, to_features
+from aidx.pipelines.labs.catalogue import Catalogue
+
+PIPELINE = "labs"
+MIN_ANALYTES = 4  # fewer observed model analytes: no multivariate score
+IMPLICATED_SHARE = 0.25  # an analyte with this share of d2 is named as a contributor
+
+
+@dataclass
+class AnomalyResult:
+    scored: np.ndarray  # [S] bool: enough analytes to score
+    d2: np.ndarray  # [S]
+    p: np.ndarray  # [S] tail probability
+    analytes_used: np.ndarray  # [S] int
+    contributions: np.ndarray  # [S, K] catalogue columns, 0 where not a feature
+    implicated: np.ndarray  # [S, K] bool, only on alarmed rows
+    alarm: np.ndarray  # [S] bool
+    p_threshold: float
+    model: ModelRef
+
+    def score(self, i: int) -> float:
+        return float(anomaly_score(self.p[i : i + 1])[0])
+
+
+@dataclass(frozen=True)
+class _Binding:
+    name: str
+    columns: np.ndarray  # catalogue column of each model feature
+    p_threshold: float
+    max_batch: int
+    model: ModelRef
+
+
+def _front_matter(served: ServedModel) -> dict[str, Any]:
+    text = (served.entry.directory / "card.md").read_text()
+    return dict(yaml.safe_load(text.split("---", 2)[1]) or {})
+
+
+class AnomalyClient:
+    def __init__(self, models: ModelService | None, catalogue: Catalogue) -> None:
+        self.models = models
+        self.catalogue = catalogue
+        self._binding: _Binding | None = None
+
+    def _bind(self) -> _Binding:
+        if self.models is None:
+            raise AidxError("no model service", code="model_unavailable")
+        served = self.models.for_pipeline(PIPELINE)
+        if self._binding is not None and self._binding.name == served.name:
+            return self._binding
+        card = served.entry.card
+        meta = _front_matter(served)
+        unknown = [f for f in meta.get("features", []) if f not in self.catalogue.index]
+        if card is None or not card.labels or not meta.get("features") or unknown:
+            raise AidxError(
+                f"model {served.name} does not fit the catalogue (unknown features {unknown})",
+                code="model_unavailable",
+            )
+        self._binding = _Binding(
+            name=served.name,
+            columns=np.array([self.catalogue.index[f] for f in meta["features"]]),
+            p_threshold=1.0 - float(card.labels[0].threshold),
+            max_batch=max(served.entry.max_batch_size, 1),
+            model=ModelRef(
+                name=served.name,
+                version=served.entry.version,
+                sha256=served.entry.sha256,
+                demo_weights=card.demo_weights,
+            ),
+        )
+        return self._binding
+
+    def available(self) -> str | None:
+        """None when the model can score; else why not."""
+        try:
+            self._bind()
+        except AidxError as exc:
+            return exc.message
+        return None
+
+    async def score(
+        self, values: np.ndarray, *, priority: int | None = None, timeout_s: float | None = None
+    ) -> AnomalyResult | None:
+        """`values` [S, K] canonical (NaN: absent). None when the model is not in service."""
+        try:
+            b = self._bind()
+        except AidxError:
+            return None
+        assert self.models is not None
+        s, k = values.shape
+        x = to_features(values[:, b.columns])
+        used = (~np.isnan(x)).sum(axis=1)
+        scored = used >= MIN_ANALYTES
+        rows = np.flatnonzero(scored)
+        d2 = np.zeros(s)
+        contributions = np.zeros((s, k))
+        if rows.size:
+            chunks = [rows[i : i + b.max_batch] for i in range(0, rows.size, b.max_batch)]
+            results = await asyncio.gather(
+                *(
+                    self.models.infer(
+                        b.name, {"values": x[c]}, priority=priority, timeout_s=timeout_s
+                    )
+                    for c in chunks
+                )
+            )
+            for c, result in zip(chunks, results, strict=True):
+                d2[c] = result.outputs["d2"][:, 0]
+                contributions[np.ix_(c, b.columns)] = result.outputs["contributions"]
+        p = np.where(scored, tail_probability(d2, used), 1.0)
+        alarm = scored & (p < b.p_threshold)
+        share = contributions / np.maximum(d2, 1e-9)[:, None]
+        top = np.zeros_like(share, dtype=bool)
+        top[np.arange(s), np.argmax(contributions, axis=1)] = True
+        implicated = alarm[:, None] & ((share >= IMPLICATED_SHARE) | top)
+        return AnomalyResult(
+            scored, d2, p, used, contributions, implicated, alarm, b.p_threshold, b.model
+        )

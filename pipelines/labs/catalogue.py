@@ -1,0 +1,256 @@
+"""The analyte catalogue: LOINC codes, canonical UCUM units and conversions, reference
+intervals by sex and age band, critical and delta limits, validity periods.
+
+The limits are data (`catalogue.yaml`, versioned, each limit citing its source);
+this module only reads, checks and indexes them. `Catalogue.tables` turns the file
+into arrays (one column per analyte) so that the rules run vectorised over a batch.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from aidx.inference.errors import AidxError
+
+
+class CatalogueError(AidxError):
+    code = "catalogue_invalid"
+
+
+class Sex(enum.IntEnum):
+    """Index into the reference tables; `unknown` takes the union of the intervals."""
+
+    female = 0
+    male = 1
+    unknown = 2
+
+    @classmethod
+    def parse(cls, value: str | Sex | None) -> Sex:
+        if isinstance(value, Sex):
+            return value
+        text = (value or "").strip().lower()
+        return {
+            "f": cls.female,
+            "female": cls.female,
+            "m": cls.male,
+            "male": cls.male,
+        }.get(text, cls.unknown)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Interval(_Strict):
+    low: float | None = None
+    high: float | None = None
+    sex: str = "any"
+    age_y: tuple[float, float] = (0.0, 150.0)
+    source: str
+
+    @field_validator("sex")
+    @classmethod
+    def _sex(cls, value: str) -> str:
+        if value not in ("any", "male", "female"):
+            raise ValueError("sex must be any, male or female")
+        return value
+
+
+class Limits(_Strict):
+    low: float | None = None
+    high: float | None = None
+    source: str
+
+
+class Rcv(_Strict):
+    cv_i: float = Field(gt=0)  # within-subject biological variation, %
+    cv_a: float = Field(ge=0)  # analytical, %
+
+    @property
+    def percent(self) -> float:
+        return math.sqrt(2) * 1.96 * math.hypot(self.cv_i, self.cv_a)
+
+
+class Delta(_Strict):
+    abs: float | None = Field(default=None, gt=0)
+    percent: float | None = Field(default=None, gt=0)
+    rcv: Rcv | None = None
+    window_h: float = Field(gt=0)
+    source: str
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Delta:
+        if sum(x is not None for x in (self.abs, self.percent, self.rcv)) != 1:
+            raise ValueError("a delta limit is exactly one of abs, percent or rcv")
+        return self
+
+    @property
+    def percent_limit(self) -> float | None:
+        if self.percent is not None:
+            return self.percent
+        return self.rcv.percent if self.rcv is not None else None
+
+
+class Analyte(_Strict):
+    key: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    loinc: list[str] = Field(min_length=1)
+    name: str
+    unit: str
+    units: dict[str, float | tuple[float, float]] = Field(default_factory=dict)
+    plausible: tuple[float, float]
+    reference: list[Interval] = Field(default_factory=list)
+    critical: Limits | None = None
+    delta: Delta | None = None
+    validity_h: float = Field(ge=0)
+    model: bool = False
+    wbit: float | None = Field(default=None, gt=0)  # per-analyte scale of the WBIT index
+
+    def to_canonical(self, value: float, unit: str) -> float | None:
+        """`value` in `unit` in the canonical unit; None when the unit is not listed."""
+        if unit == self.unit:
+            return value
+        conversion = self.units.get(unit)
+        if conversion is None:
+            return None
+        if isinstance(conversion, tuple):
+            factor, offset = conversion
+            return value * factor + offset
+        return value * conversion
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The catalogue as arrays, analytes along the last axis (index = `Catalogue.index`).
+
+    NaN marks 'no such limit'. Reference tables are [sex (3), age band, analyte]."""
+
+    age_edges_y: np.ndarray  # band b is [edges[b], edges[b+1])
+    ref_low: np.ndarray
+    ref_high: np.ndarray
+    crit_low: np.ndarray
+    crit_high: np.ndarray
+    plausible_low: np.ndarray
+    plausible_high: np.ndarray
+    delta_abs: np.ndarray
+    delta_percent: np.ndarray
+    delta_window_h: np.ndarray
+    validity_h: np.ndarray
+    wbit_scale: np.ndarray
+
+    def age_band(self, age_y: np.ndarray) -> np.ndarray:
+        bands = np.searchsorted(self.age_edges_y, age_y, side="right") - 1
+        return np.clip(bands, 0, len(self.age_edges_y) - 2)
+
+
+class Catalogue(_Strict):
+    version: str
+    sources: dict[str, str]
+    analytes: list[Analyte]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Catalogue:
+        seen_keys: set[str] = set()
+        seen_codes: set[str] = set()
+        for a in self.analytes:
+            if a.key in seen_keys:
+                raise ValueError(f"analyte {a.key!r} is listed twice")
+            seen_keys.add(a.key)
+            for code in a.loinc:
+                if code in seen_codes:
+                    raise ValueError(f"code {code!r} is listed for two analytes")
+                seen_codes.add(code)
+            cited = [i.source for i in a.reference]
+            cited += [x.source for x in (a.critical, a.delta) if x is not None]
+            missing = [s for s in cited if s not in self.sources]
+            if missing:
+                raise ValueError(f"{a.key}: unknown source(s) {missing}")
+            if a.plausible[0] >= a.plausible[1]:
+                raise ValueError(f"{a.key}: plausible range is empty")
+        return self
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        return {a.key: i for i, a in enumerate(self.analytes)}
+
+    @cached_property
+    def by_code(self) -> dict[str, Analyte]:
+        return {code: a for a in self.analytes for code in a.loinc}
+
+    def analyte(self, key: str) -> Analyte:
+        return self.analytes[self.index[key]]
+
+    @property
+    def size(self) -> int:
+        return len(self.analytes)
+
+    @cached_property
+    def tables(self) -> Tables:
+        return _build_tables(self.analytes)
+
+
+def _build_tables(analytes: list[Analyte]) -> Tables:
+    k = len(analytes)
+    edges = sorted({0.0, 150.0} | {e for a in analytes for i in a.reference for e in i.age_y})
+    bands = len(edges) - 1
+    ref_low = np.full((3, bands, k), np.nan)
+    ref_high = np.full((3, bands, k), np.nan)
+    for j, analyte in enumerate(analytes):
+        for b in range(bands):
+            mid = (edges[b] + edges[b + 1]) / 2
+            for sex in (Sex.female, Sex.male):
+                fits = [
+                    i
+                    for i in analyte.reference
+                    if i.sex in ("any", sex.name) and i.age_y[0] <= mid < i.age_y[1]
+                ]
+                if fits:  # the most specific interval wins: sex-specific over 'any'
+                    chosen = sorted(fits, key=lambda i: i.sex == "any")[0]
+                    ref_low[sex, b, j] = -np.inf if chosen.low is None else chosen.low
+                    ref_high[sex, b, j] = np.inf if chosen.high is None else chosen.high
+            # sex unknown: the union of both sexes' intervals (flags only what is
+            # abnormal for either), NaN where either has none
+            ref_low[Sex.unknown, b, j] = np.fmin(ref_low[0, b, j], ref_low[1, b, j])
+            ref_high[Sex.unknown, b, j] = np.fmax(ref_high[0, b, j], ref_high[1, b, j])
+            if np.isnan(ref_low[0, b, j]) or np.isnan(ref_low[1, b, j]):
+                ref_low[Sex.unknown, b, j] = ref_high[Sex.unknown, b, j] = np.nan
+
+    def column(get: Any) -> np.ndarray:
+        return np.array([np.nan if (v := get(a)) is None else v for a in analytes], dtype=float)
+
+    return Tables(
+        age_edges_y=np.asarray(edges),
+        ref_low=ref_low,
+        ref_high=ref_high,
+        crit_low=column(lambda a: a.critical.low if a.critical else None),
+        crit_high=column(lambda a: a.critical.high if a.critical else None),
+        plausible_low=column(lambda a: a.plausible[0]),
+        plausible_high=column(lambda a: a.plausible[1]),
+        delta_abs=column(lambda a: a.delta.abs if a.delta else None),
+        delta_percent=column(lambda a: a.delta.percent_limit if a.delta else None),
+        delta_window_h=column(lambda a: a.delta.window_h if a.delta else None),
+        validity_h=column(lambda a: a.validity_h),
+        wbit_scale=column(lambda a: a.wbit),
+    )
+
+
+def default_catalogue_path() -> Path:
+    return Path(str(resources.files("aidx.pipelines.labs").joinpath("catalogue.yaml")))
+
+
+def load_catalogue(path: Path | None = None) -> Catalogue:
+    path = path or default_catalogue_path()
+    try:
+        data = yaml.safe_load(path.read_text())
+        return Catalogue.model_validate(data)
+    except (OSError, yaml.YAMLError, ValueError) as exc:
+        raise CatalogueError(f"analyte catalogue {path} is not valid: {exc}") from exc

@@ -1,0 +1,239 @@
+"""FHIR R4 for lab screening, with `fhir.resources` R4B models.
+
+In: a Bundle of Observations (with their Patient and, when present, Specimen), each
+validated as R4; Observations are grouped into specimens by Observation.specimen,
+else by subject and effective time.
+Out: a Bundle with one Observation per screened result (interpretation from the v3
+ObservationInterpretation code system, reference range, reasons as notes) and one
+DetectedIssue per alert, implicating its Observations.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import UTC, date, datetime
+from typing import Any
+
+from fhir.resources.R4B.bundle import Bundle
+from pydantic import ValidationError
+
+from aidx.inference.errors import Unprocessable
+from aidx.pipelines.labs.types import LabResultIn, SpecimenIn, SpecimenOutcome
+
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+DETECTED_ISSUE_CATEGORY = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+_FHIR_NAMESPACE = uuid.UUID("7d0c5c9e-3f4b-4d1a-8f7e-2b6a9c1d4e53")
+_INTERPRETATION_TEXT = {
+    "N": "Normal",
+    "H": "High",
+    "L": "Low",
+    "HH": "Critical high",
+    "LL": "Critical low",
+    "A": "Abnormal",
+    "AA": "Critical abnormal",
+}
+_STATUS = {"F": "final", "C": "corrected", "P": "preliminary", "A": "amended"}
+
+
+class FhirError(Unprocessable):
+    code = "invalid_fhir"
+
+
+def _age_y(birth: date | None, at: datetime) -> float | None:
+    if birth is None:
+        return None
+    days = (at.date() - birth).days
+    return days / 365.25 if days >= 0 else None
+
+
+def _ref_id(reference: Any) -> str | None:
+    text = getattr(reference, "reference", None)
+    return str(text).rsplit("/", 1)[-1] if text else None
+
+
+def parse_bundle(data: dict[str, Any]) -> list[SpecimenIn]:
+    try:
+        bundle = Bundle.model_validate(data)
+    except ValidationError as exc:
+        where = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise FhirError(f"not a valid FHIR R4 Bundle: {where}") from None
+    patients: dict[str, Any] = {}
+    specimens: dict[str, Any] = {}
+    observations: list[Any] = []
+    for entry in bundle.entry or []:
+        resource: Any = entry.resource
+        kind = type(resource).__name__
+        if kind == "Patient":
+            patients[str(resource.id)] = resource
+        elif kind == "Specimen":
+            specimens[str(resource.id)] = resource
+        elif kind == "Observation":
+            observations.append(resource)
+    if not observations:
+        raise FhirError("the Bundle holds no Observation")
+    groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for obs in observations:
+        patient_id = _ref_id(obs.subject)
+        if patient_id is None:
+            raise FhirError(f"Observation {obs.id or '?'} has no subject")
+        specimen_id = _ref_id(obs.specimen) or f"{patient_id}@{obs.effectiveDateTime}"
+        groups[(patient_id, specimen_id)].append(obs)
+    return [
+        _specimen(patient_id, specimen_id, obs_list, patients, specimens)
+        for (patient_id, specimen_id), obs_list in groups.items()
+    ]
+
+
+def _collected(obs_list: list[Any], specimen: Any) -> datetime:
+    when = None
+    if specimen is not None and specimen.collection is not None:
+        when = specimen.collection.collectedDateTime
+    when = when or obs_list[0].effectiveDateTime or obs_list[0].issued
+    if when is None:
+        raise FhirError("an Observation has no effectiveDateTime and its Specimen no collection")
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when)
+    if not isinstance(when, datetime):  # a date only
+        when = datetime(when.year, when.month, when.day)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _specimen(
+    patient_id: str,
+    specimen_id: str,
+    obs_list: list[Any],
+    patients: dict[str, Any],
+    specimens: dict[str, Any],
+) -> SpecimenIn:
+    patient = patients.get(patient_id)
+    collected = _collected(obs_list, specimens.get(specimen_id))
+    results = []
+    for obs in obs_list:
+        coding = next(
+            (c for c in (obs.code.coding or []) if c.system == LOINC),
+            (obs.code.coding or [None])[0],
+        )
+        if coding is None or not coding.code:
+            raise FhirError(f"Observation {obs.id or '?'} has no code")
+        value: float | str | None = None
+        unit = None
+        if obs.valueQuantity is not None:
+            q = obs.valueQuantity
+            value = float(q.value) if q.value is not None else None
+            unit = q.code or q.unit
+        elif obs.valueString is not None:
+            value = obs.valueString
+        status = {v: k for k, v in _STATUS.items()}.get(str(obs.status), str(obs.status))
+        results.append(
+            LabResultIn(
+                code=str(coding.code), value=value, unit=unit, status=status, observation_id=obs.id
+            )
+        )
+    birth = patient.birthDate if patient is not None else None
+    return SpecimenIn(
+        specimen_id=specimen_id,
+        patient_id=patient_id,
+        sex=str(patient.gender) if patient is not None and patient.gender else None,
+        age_y=_age_y(birth, collected) if isinstance(birth, date) else None,
+        collected_at=collected,
+        results=results,
+    )
+
+
+def _uuid(*parts: str) -> str:
+    return str(uuid.uuid5(_FHIR_NAMESPACE, "|".join(parts)))
+
+
+def to_bundle(outcomes: list[SpecimenOutcome]) -> dict[str, Any]:
+    """A collection Bundle of Observations and DetectedIssues, validated as R4."""
+    entries: list[dict[str, Any]] = []
+    for o in outcomes:
+        patient_ref = {"reference": f"Patient/{o.patient_id}"}
+        by_analyte: dict[str, str] = {}
+        for i, r in enumerate(o.results):
+            if r.concept is None:
+                continue
+            obs_id = _uuid(o.specimen_id, r.code, str(i))
+            if r.analyte:
+                by_analyte[r.analyte] = obs_id
+            obs: dict[str, Any] = {
+                "resourceType": "Observation",
+                "id": obs_id,
+                "status": _STATUS.get(r.result_status, "final"),
+                "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "laboratory"}]}],
+                "code": {
+                    "coding": [
+                        {"system": LOINC, "code": r.concept.code, "display": r.concept.meaning}
+                    ]
+                },
+                "subject": patient_ref,
+                "effectiveDateTime": o.collected_at.isoformat(),
+            }
+            if r.value_canonical is not None:
+                obs["valueQuantity"] = {
+                    "value": r.value_canonical,
+                    "unit": r.unit_canonical,
+                    "system": UCUM,
+                    "code": r.unit_canonical,
+                }
+            else:
+                obs["valueString"] = str(r.value)
+            if r.interpretation:
+                obs["interpretation"] = [
+                    {
+                        "coding": [
+                            {
+                                "system": INTERPRETATION,
+                                "code": r.interpretation,
+                                "display": _INTERPRETATION_TEXT[r.interpretation],
+                            }
+                        ]
+                    }
+                ]
+            if r.reference_low is not None or r.reference_high is not None:
+                rng: dict[str, Any] = {}
+                if r.reference_low is not None:
+                    rng["low"] = {
+                        "value": r.reference_low,
+                        "system": UCUM,
+                        "code": r.unit_canonical,
+                    }
+                if r.reference_high is not None:
+                    rng["high"] = {
+                        "value": r.reference_high,
+                        "system": UCUM,
+                        "code": r.unit_canonical,
+                    }
+                obs["referenceRange"] = [rng]
+            if r.reasons:
+                obs["note"] = [{"text": f"{x.rule}: {x.message}"} for x in r.reasons]
+            entries.append({"fullUrl": f"urn:uuid:{obs_id}", "resource": obs})
+        for reason in o.reasons:
+            issue_id = _uuid(o.specimen_id, reason.rule, reason.message)
+            implicated = [
+                {"reference": f"urn:uuid:{by_analyte[r.analyte]}"}
+                for r in o.results
+                if r.analyte in by_analyte and reason.rule in r.flags
+            ]
+            issue: dict[str, Any] = {
+                "resourceType": "DetectedIssue",
+                "id": issue_id,
+                "status": "preliminary",
+                "code": {"text": reason.rule},
+                "severity": "high" if o.verdict.value == "critical" else "moderate",
+                "patient": patient_ref,
+                "identifiedDateTime": datetime.now(UTC).isoformat(),
+                "detail": reason.message,
+            }
+            if implicated:
+                issue["implicated"] = implicated
+            entries.append({"fullUrl": f"urn:uuid:{issue_id}", "resource": issue})
+    data = {"resourceType": "Bundle", "type": "collection", "entry": entries}
+    Bundle.model_validate(data)  # what leaves is valid R4
+    return data

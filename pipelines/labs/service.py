@@ -1,0 +1,120 @@
+"""Lab screening as the service runs it: the screener, its store and live feed, and
+the HL7 v2 MLLP listener that feeds it (on loopback, when a port is configured)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from sqlalchemy import Engine
+
+from aidx.inference.audit import AuditLog
+from aidx.inference.serving import ModelService
+from aidx.integrations.hl7.mllp import MllpServer
+from aidx.integrations.hl7.oru import Hl7Error, build_ack, error_code_for, parse_oru
+from aidx.pipelines.labs.catalogue import load_catalogue
+from aidx.pipelines.labs.explain import summary
+from aidx.pipelines.labs.hub import AlertHub
+from aidx.pipelines.labs.screening import LabScreener
+from aidx.pipelines.labs.store import LabStore
+
+log = logging.getLogger(__name__)
+MLLP_HOST = "127.0.0.1"
+
+
+class LabsService:
+    def __init__(
+        self,
+        models: ModelService,
+        engine: Engine,
+        audit: AuditLog,
+        *,
+        catalogue: Path | None = None,
+        mllp_port: int | None = None,
+    ) -> None:
+        self.catalogue = load_catalogue(catalogue)
+        self.store = LabStore(engine)
+        self.hub = AlertHub()
+        self.screener = LabScreener(self.catalogue, self.store, models, self.hub)
+        self.audit = audit
+        self._restore: list[tuple[int, Any]] = []
+        self.mllp = (
+            MllpServer(self.handle_hl7, host=MLLP_HOST, port=mllp_port)
+            if mllp_port is not None
+            else None
+        )
+
+    async def start(self) -> None:
+        self._end_streams_on_exit()
+        if self.mllp is not None:
+            await self.mllp.start()
+
+    async def stop(self) -> None:
+        for sig, previous in self._restore:
+            signal.signal(sig, previous)
+        self._restore.clear()
+        if self.mllp is not None:
+            await self.mllp.stop()
+        self.hub.close()
+
+    def _end_streams_on_exit(self) -> None:
+        """uvicorn waits for open responses before it shuts the app down, and a live
+        alert stream never ends by itself: when the server is told to exit, end the
+        streams first (clients reconnect elsewhere with Last-Event-ID)."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # e.g. under a test client: no signals to chain
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(sig)
+            if not callable(previous):
+                continue
+
+            def on_exit(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+                loop.call_soon_threadsafe(self.hub.close)
+                previous(signum, frame)
+
+            signal.signal(sig, on_exit)
+            self._restore.append((sig, previous))
+
+    async def handle_hl7(self, data: bytes) -> bytes:
+        """One ORU^R01 in, its ACK out: AA when screened, AE/AR with the reason."""
+        try:
+            message = parse_oru(data)
+        except Hl7Error as exc:
+            return build_ack(
+                exc.ack_code,
+                control_id=exc.control_id,
+                text=exc.message,
+                error_code=error_code_for(exc),
+            )
+        try:
+            outcomes = await self.screener.screen(message.specimens)
+        except Exception as exc:  # keep listening; the sender retries on AE
+            log.exception("screening an HL7 message failed")
+            return build_ack(
+                "AE",
+                control_id=message.control_id,
+                text=f"screening failed: {getattr(exc, 'code', 'internal_error')}",
+                version=message.version,
+            )
+        for outcome in outcomes:
+            self.audit.record(
+                actor=f"mllp:{message.sending_application or 'unknown'}",
+                role="lab",
+                action="labs.screen",
+                resource=f"specimen/{outcome.specimen_id}",
+                outcome=outcome.verdict.value,
+            )
+        log.info("HL7 %s: %s", message.control_id, "; ".join(summary(o) for o in outcomes))
+        return build_ack(
+            "AA",
+            control_id=message.control_id,
+            version=message.version,
+            sending=(message.receiving_application or "AIDX", message.receiving_facility or "AIDX"),
+            receiving=(message.sending_application, message.sending_facility),
+        )

@@ -1,0 +1,375 @@
+"""The whole-slide analysis, wired in one place:
+
+    describe -> low-resolution view + tissue mask -> tile plan -> tiles streamed
+    (bounded reader pool -> dynamic batcher) into a heatmap -> regions -> Report,
+    GeoJSON and heatmap PNG.
+
+Memory stays flat whatever the slide's size: tile positions come from a generator,
+at most `inflight_chunks` chunks of tiles exist at a time, and what grows with the
+slide is only the heatmap (one float per tile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from aidx.inference.errors import AidxError, DeadlineExceeded, QueueFull, Unprocessable
+from aidx.inference.reports import (
+    DEMO_DISCLAIMER,
+    Coding,
+    Evidence,
+    Finding,
+    ModelRef,
+    Region,
+    Report,
+    SourceRef,
+    Timings,
+    report_id,
+)
+from aidx.inference.serving import ModelService, ServedModel
+from aidx.pipelines.wsi import regions as regions_mod
+from aidx.pipelines.wsi.regions import SuspiciousRegion
+from aidx.pipelines.wsi.slide import SlideInfo, SlideReader
+from aidx.pipelines.wsi.tiling import TilePlan, plan_tiles, tissue_fractions, tissue_tiles
+from aidx.pipelines.wsi.tissue import LowRes, read_low_res
+
+PIPELINE = "wsi"
+HEATMAP_FILE = "overlay.png"  # also what GET /v1/reports/{id}/overlay.png serves
+GEOJSON_FILE = "regions.geojson"
+ROUTINE = 2  # batcher priority: slides are background work next to STAT requests
+MAX_RETRIES = 20
+
+ProgressFn = Callable[[int, int], None]  # (tiles done, tiles total)
+
+
+@dataclass(frozen=True)
+class AnalysisParams:
+    max_regions: int = 10
+    min_tissue_fraction: float = 0.25
+    min_region_tiles: int = 2
+    readers: int = 0  # 0: half the CPU cores, at least 1
+    chunk_tiles: int = 16  # tiles per read and per batcher request
+    inflight_chunks: int = 0  # 0: enough to keep readers and model busy
+    timeout_s: float = 120.0  # per chunk, in the batcher
+
+    def reader_count(self) -> int:
+        return self.readers or max(1, (os.cpu_count() or 2) // 2)
+
+
+@dataclass(frozen=True)
+class TileModel:
+    """What the pipeline needs to know of the served tile model."""
+
+    served: ServedModel
+    input_name: str
+    output_name: str
+    tile_px: int
+    mpp: float
+    label_index: int
+    coding: Coding
+    threshold: float
+    max_batch: int
+
+    @property
+    def name(self) -> str:
+        return self.served.name
+
+
+def tile_model(models: ModelService) -> TileModel:
+    served = models.for_pipeline(PIPELINE)
+    card, config = served.entry.card, served.entry.config
+    assert card is not None  # a model without a card never reaches ready
+    if not card.labels:
+        raise Unprocessable(f"{served.name}'s card lists no labels", code="model_card_invalid")
+    (spec,) = config.input
+    dims = [int(d) for d in spec.dims]
+    extra = _card_extra(served.entry.directory / "card.md")
+    label = card.labels[0]
+    return TileModel(
+        served=served,
+        input_name=spec.name,
+        output_name=card.outputs.get("probabilities", "probabilities"),
+        tile_px=int(extra.get("tile_px", dims[0])),
+        mpp=float(extra.get("mpp", 0.5)),
+        label_index=0,
+        coding=Coding(scheme=label.scheme, code=label.code, meaning=label.meaning),
+        threshold=label.threshold,
+        max_batch=max(1, int(config.max_batch_size)),
+    )
+
+
+def _card_extra(path: Path) -> dict[str, Any]:
+    """The card's `wsi:` section (tile_px, mpp), which the generic card parser skips."""
+    try:
+        meta = yaml.safe_load(path.read_text().split("---", 2)[1]) or {}
+    except (OSError, IndexError, yaml.YAMLError):
+        return {}
+    extra = meta.get("wsi") or {}
+    return extra if isinstance(extra, dict) else {}
+
+
+@dataclass
+class Tally:
+    """Counters while tiles stream; read from the progress callback."""
+
+    total: int = 0
+    done: int = 0
+    read_s: float = 0.0
+    queue_s: float = 0.0
+    compute_s: float = 0.0
+    batches: int = 0
+    batch_tiles: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class SlideAnalysis:
+    info: SlideInfo
+    plan: TilePlan
+    low: LowRes
+    heat: np.ndarray  # float32 [rows, cols], NaN where not analysed
+    regions: list[SuspiciousRegion]
+    tally: Tally
+    tissue_s: float
+    stream_s: float
+    regions_s: float
+
+
+def _chunks(cells: Iterator[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
+    chunk: list[tuple[int, int]] = []
+    for cell in cells:
+        chunk.append(cell)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+async def _infer(models: ModelService, model: TileModel, tiles: np.ndarray, timeout_s: float):  # type: ignore[no-untyped-def]
+    """One chunk through the batcher; a full queue or a missed deadline is waited
+    out and retried (a slide is background work), anything else fails the job."""
+    for attempt in range(MAX_RETRIES):
+        try:
+            return await models.infer(
+                model.name, {model.input_name: tiles}, priority=ROUTINE, timeout_s=timeout_s
+            )
+        except QueueFull as exc:
+            await asyncio.sleep(float(exc.headers.get("Retry-After", "1")))
+        except DeadlineExceeded:
+            await asyncio.sleep(min(2**attempt * 0.1, 5.0))
+    raise AidxError(
+        f"{model.name} stayed overloaded; the slide could not be analysed",
+        code="model_overloaded",
+    )
+
+
+async def stream_tiles(
+    models: ModelService,
+    model: TileModel,
+    reader: SlideReader,
+    plan: TilePlan,
+    cells: Iterator[tuple[int, int]],
+    heat: np.ndarray,
+    params: AnalysisParams,
+    tally: Tally,
+    on_progress: ProgressFn | None = None,
+) -> None:
+    """Read the tiles at `cells` with a bounded pool of readers, run them through the
+    batcher, and write each probability into `heat` as it arrives."""
+    readers = params.reader_count()
+    chunk = max(1, min(params.chunk_tiles, model.max_batch))
+    inflight = params.inflight_chunks or readers * 2 + math.ceil(model.max_batch / chunk) + 1
+    slots = asyncio.Semaphore(inflight)
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="aidx-wsi-read")
+
+    def read(batch: list[tuple[int, int]]) -> tuple[np.ndarray, float]:
+        t0 = time.perf_counter()
+        origins = [plan.origin(r, c) for r, c in batch]
+        tiles = reader.read_tiles(origins, plan.level, plan.read_px, plan.tile_px)
+        return tiles, time.perf_counter() - t0
+
+    async def one(batch: list[tuple[int, int]]) -> None:
+        try:
+            tiles, read_s = await loop.run_in_executor(pool, read, batch)
+            result = await _infer(models, model, tiles, params.timeout_s)
+            del tiles
+            probabilities = result.outputs[model.output_name][:, model.label_index]
+            rows, cols = zip(*batch, strict=True)
+            heat[list(rows), list(cols)] = probabilities
+            tally.done += len(batch)
+            tally.read_s += read_s
+            tally.queue_s += result.queue_s
+            tally.compute_s += result.compute_s * len(batch) / max(result.batch_size, 1)
+            tally.batches += 1
+            tally.batch_tiles += result.batch_size
+            if on_progress is not None:
+                on_progress(tally.done, tally.total)
+        finally:
+            slots.release()
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for batch in _chunks(cells, chunk):
+                await slots.acquire()
+                group.create_task(one(batch))
+    except BaseExceptionGroup as failed:  # the first failure is the job's error
+        raise failed.exceptions[0] from None
+    finally:
+        # readers still running finish their chunk; nothing waits on them after
+        await asyncio.shield(asyncio.to_thread(pool.shutdown, wait=True))
+
+
+async def analyze(
+    models: ModelService,
+    info: SlideInfo,
+    params: AnalysisParams,
+    on_progress: ProgressFn | None = None,
+    model: TileModel | None = None,
+) -> SlideAnalysis:
+    model = model or tile_model(models)
+    plan = plan_tiles(info, model.mpp, model.tile_px)
+    reader = SlideReader(info)
+    try:
+        t0 = time.perf_counter()
+        # a view fine enough for four mask pixels per tile side, if the pyramid has it
+        low = await asyncio.to_thread(read_low_res, reader, plan.stride_px / 4)
+        fractions = tissue_fractions(plan, low)
+        keep = fractions >= params.min_tissue_fraction
+        tally = Tally(total=int(keep.sum()))
+        heat = np.full((plan.rows, plan.cols), np.nan, dtype=np.float32)
+        t1 = time.perf_counter()
+        if on_progress is not None:
+            on_progress(0, tally.total)
+        tally.started = time.perf_counter()
+        cells = tissue_tiles(fractions, params.min_tissue_fraction)
+        await stream_tiles(models, model, reader, plan, cells, heat, params, tally, on_progress)
+        t2 = time.perf_counter()
+        found = regions_mod.find_regions(
+            heat,
+            plan,
+            mpp_x=info.mpp_x,
+            mpp_y=info.mpp_y,
+            threshold=model.threshold,
+            max_regions=params.max_regions,
+            min_tiles=params.min_region_tiles,
+        )
+        t3 = time.perf_counter()
+    finally:
+        # waits for reads still running in threads whose awaiting task was cancelled
+        await asyncio.shield(asyncio.to_thread(reader.close))
+    return SlideAnalysis(info, plan, low, heat, found, tally, t1 - t0, t2 - t1, t3 - t2)
+
+
+# --- the Report ---------------------------------------------------------------------
+
+
+def model_ref(served: ServedModel) -> ModelRef:
+    card = served.entry.card
+    return ModelRef(
+        name=served.name,
+        version=served.entry.version,
+        sha256=served.entry.sha256,
+        demo_weights=bool(card and card.demo_weights),
+    )
+
+
+def _region(region: SuspiciousRegion) -> Region:
+    x0, y0, x1, y1 = region.bbox_px
+    return Region(
+        x_min_px=x0,
+        y_min_px=y0,
+        x_max_px=x1,
+        y_max_px=y1,
+        peak_x_px=region.peak_x_px,
+        peak_y_px=region.peak_y_px,
+        peak_heat=region.peak,
+        polygon_px=[list(p) for p in region.polygon_px],
+        score=region.score,
+        area_mm2=region.area_mm2,
+        rank=region.rank,
+    )
+
+
+def build_report(
+    result: SlideAnalysis, model: TileModel, *, links: dict[str, str] | None = None
+) -> tuple[Report, dict[str, bytes]]:
+    """The Report and its files (heatmap PNG, GeoJSON). `links` gives the URLs the
+    evidence is served at (default: the generic report routes)."""
+    t0 = time.perf_counter()
+    info, tally = result.info, result.tally
+    ref = model_ref(model.served)
+    plan = result.plan
+    source_uid = "|".join(
+        [info.quickhash or str(info.path), f"{plan.target_mpp:g}", f"{plan.tile_px}"]
+    )
+    rid = report_id(PIPELINE, source_uid, ref)
+    analysed = result.heat[~np.isnan(result.heat)]
+    top = float(analysed.max()) if analysed.size else 0.0
+    warnings = []
+    if info.mpp_source == "request":
+        warnings.append("the MPP was given with the request, not read from the slide")
+    if tally.total == 0:
+        warnings.append("no tissue was detected on the slide; nothing was analysed")
+    if plan.resized:
+        warnings.append(
+            f"tiles were read at level {plan.level} ({plan.read_px} px) and resized to "
+            f"{plan.tile_px} px for the model's {plan.target_mpp:g} um/px"
+        )
+    geojson = regions_mod.to_geojson(result.regions, namespace=rid)
+    heatmap = regions_mod.render_heatmap(
+        result.low.rgb, result.low.downsample, result.heat, plan, result.regions
+    )
+    links = links or {
+        "heatmap": f"/v1/reports/{rid}/{HEATMAP_FILE}",
+        "geojson": f"/v1/reports/{rid}/{GEOJSON_FILE}",
+    }
+    post_ms = (time.perf_counter() - t0 + result.regions_s) * 1e3
+    report = Report(
+        id=rid,
+        pipeline=PIPELINE,
+        source=SourceRef(modality="SM", rows=info.height_px, columns=info.width_px),
+        model=ref,
+        findings=[
+            Finding(
+                concept=model.coding,
+                probability=round(top, 4),
+                threshold=model.threshold,
+                present=bool(result.regions),
+                regions=[_region(r) for r in result.regions],
+            )
+        ],
+        evidence=[
+            Evidence(kind="heatmap", media_type="image/png", url=links["heatmap"]),
+            Evidence(kind="regions", media_type="application/geo+json", url=links["geojson"]),
+        ],
+        timings=Timings(
+            decode_ms=round(tally.read_s * 1e3, 2),
+            preprocess_ms=round(result.tissue_s * 1e3, 2),
+            queue_ms=round(tally.queue_s * 1e3, 2),
+            compute_ms=round(tally.compute_s * 1e3, 2),
+            postprocess_ms=round(post_ms, 2),
+            total_ms=round((result.tissue_s + result.stream_s) * 1e3 + post_ms, 2),
+            batch_size=round(tally.batch_tiles / tally.batches) if tally.batches else 0,
+        ),
+        warnings=warnings,
+        disclaimer=DEMO_DISCLAIMER if ref.demo_weights else None,
+    )
+    files = {
+        HEATMAP_FILE: heatmap,
+        GEOJSON_FILE: json.dumps(geojson, separators=(",", ":")).encode(),
+    }
+    return report, files

@@ -1,0 +1,81 @@
+"""Where a slide comes from: a path under a configured slide root, or an upload
+streamed to disk with a size limit."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aidx.inference.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
+
+# Single-file formats OpenSlide reads; an upload keeps its extension (some readers
+# look at it). Multi-file formats (MRXS, VMS) can only be given as paths.
+UPLOAD_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".scn", ".svslide", ".bif"}
+_SAFE_NAME = re.compile(r"^[\w .()+-]{1,200}$")
+
+
+def resolve_slide_path(given: str, roots: list[Path]) -> Path:
+    """The real path of `given` if it lies under a slide root once `..` and links
+    are resolved; a relative path is taken against each root in turn."""
+    if not roots:
+        raise Forbidden(
+            "no slide roots are configured (AIDX_WSI_SLIDE_ROOTS); upload the slide instead",
+            code="slide_roots_not_configured",
+        )
+    if not given or "\x00" in given:
+        raise BadRequest("slide_path must be a non-empty path", code="invalid_slide_path")
+    real_roots = [root.resolve() for root in roots]
+    path = Path(given)
+    candidates = [path] if path.is_absolute() else [root / path for root in real_roots]
+    for candidate in candidates:
+        real = candidate.resolve()  # follows every link, removes every `..`
+        if any(real.is_relative_to(root) for root in real_roots):
+            if not real.is_file():
+                raise NotFound("no slide at that path", code="slide_not_found")
+            return real
+    raise Forbidden("the path lies outside the configured slide roots", code="slide_path_forbidden")
+
+
+def upload_suffix(filename: str | None) -> str:
+    if filename is None:
+        return ".tiff"
+    name = Path(filename).name
+    suffix = Path(name).suffix.lower()
+    if not _SAFE_NAME.match(name) or suffix not in UPLOAD_SUFFIXES:
+        raise BadRequest(
+            f"the upload's filename must end in one of {', '.join(sorted(UPLOAD_SUFFIXES))}",
+            code="invalid_filename",
+        )
+    return suffix
+
+
+async def save_upload(
+    chunks: AsyncIterator[bytes], target: Path, limit_bytes: int, declared: int | None = None
+) -> int:
+    """Stream `chunks` to `target` (written under a temporary name, then renamed);
+    past `limit_bytes` the partial file is removed and 413 raised."""
+    if declared is not None and declared > limit_bytes:
+        raise PayloadTooLarge(
+            f"the slide exceeds the upload limit of {limit_bytes} bytes", limit_bytes=limit_bytes
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.part")
+    total = 0
+    try:
+        with partial.open("wb") as fh:
+            async for chunk in chunks:
+                total += len(chunk)
+                if total > limit_bytes:
+                    raise PayloadTooLarge(
+                        f"the slide exceeds the upload limit of {limit_bytes} bytes",
+                        limit_bytes=limit_bytes,
+                    )
+                fh.write(chunk)
+        if total == 0:
+            raise BadRequest("the upload is empty", code="empty_upload")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return total

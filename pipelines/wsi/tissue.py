@@ -1,0 +1,96 @@
+"""Tissue detection on a low-resolution view of the slide.
+
+Stained tissue is coloured, glass is grey-white: Otsu's threshold on the HSV
+saturation (never below `MIN_SATURATION`, so bare glass with a little noise finds
+nothing), with near-black pixels (pen marks, folds, dust) left out; then specks
+smaller than `MIN_OBJECT_MM2` are removed and holes smaller than `MAX_HOLE_MM2`
+filled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from skimage.filters import threshold_otsu
+from skimage.morphology import remove_small_holes, remove_small_objects
+
+from aidx.pipelines.wsi.slide import SlideInfo, SlideReader
+
+MIN_SATURATION = 0.08
+DARK_RGB = 40  # max channel below this: pen or debris, not tissue
+MIN_OBJECT_MM2 = 0.02
+MAX_HOLE_MM2 = 0.02
+MAX_VIEW_PX = 2048  # the low-resolution view's longer side, at most
+STRIP_PX = 512  # rows read at a time when the view is made from a large level
+
+
+@dataclass(frozen=True)
+class LowRes:
+    """A low-resolution RGB view of the slide and its tissue mask."""
+
+    rgb: np.ndarray  # uint8 [h, w, 3]
+    mask: np.ndarray  # bool [h, w]
+    downsample: float  # level-0 pixels per view pixel
+
+    @property
+    def tissue_fraction(self) -> float:
+        return float(self.mask.mean()) if self.mask.size else 0.0
+
+
+def saturation(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.float32)
+    high, low = rgb.max(axis=-1), rgb.min(axis=-1)
+    return np.where(high > 0, (high - low) / np.maximum(high, 1), 0).astype(np.float32)
+
+
+def tissue_mask(rgb: np.ndarray, pixel_mm2: float) -> np.ndarray:
+    """Boolean tissue mask of an RGB view whose pixels cover `pixel_mm2` each."""
+    sat = saturation(rgb)
+    if sat.size == 0:
+        return np.zeros(sat.shape, dtype=bool)
+    threshold = MIN_SATURATION
+    if float(sat.max()) > float(sat.min()):
+        threshold = max(float(threshold_otsu(sat)), MIN_SATURATION)
+    mask = (sat > threshold) & (rgb.max(axis=-1) >= DARK_RGB)
+    min_px = max(1, round(MIN_OBJECT_MM2 / pixel_mm2))
+    hole_px = max(1, round(MAX_HOLE_MM2 / pixel_mm2))
+    mask = remove_small_objects(mask, max_size=min_px)
+    return np.asarray(remove_small_holes(mask, max_size=hole_px))
+
+
+def view_level(info: SlideInfo, finest_downsample: float) -> int:
+    """The coarsest level no coarser than `finest_downsample`; level 0 if none."""
+    best = 0
+    for i, level in enumerate(info.levels):
+        if level.downsample <= finest_downsample * 1.001:
+            best = i
+    return best
+
+
+def read_low_res(reader: SlideReader, max_downsample: float) -> LowRes:
+    """A view with at most MAX_VIEW_PX on its longer side and at least the
+    resolution `max_downsample` (level-0 px per view px) asks for when it fits,
+    read strip by strip so that memory stays small whatever the level's size."""
+    info = reader.info
+    level = view_level(info, max_downsample)
+    lv = info.levels[level]
+    scale = max(1.0, max(lv.width_px, lv.height_px) / MAX_VIEW_PX)
+    out_w, out_h = max(1, math.floor(lv.width_px / scale)), max(1, math.floor(lv.height_px / scale))
+    rgb = np.empty((out_h, out_w, 3), dtype=np.uint8)
+    rows_per_strip = max(1, math.floor(STRIP_PX / scale))  # output rows per strip
+    for out_y in range(0, out_h, rows_per_strip):
+        n = min(rows_per_strip, out_h - out_y)
+        src_y0 = round(out_y * scale)
+        src_y1 = min(lv.height_px, round((out_y + n) * scale))
+        strip = reader.read_region(
+            0, round(src_y0 * lv.downsample), level, lv.width_px, max(1, src_y1 - src_y0)
+        )
+        if strip.shape[:2] != (n, out_w):
+            strip = np.asarray(Image.fromarray(strip).resize((out_w, n), Image.Resampling.BOX))
+        rgb[out_y : out_y + n] = strip
+    downsample = lv.downsample * lv.width_px / out_w
+    pixel_mm2 = (downsample * info.mpp_x / 1000) * (downsample * info.mpp_y / 1000)
+    return LowRes(rgb, tissue_mask(rgb, pixel_mm2), downsample)

@@ -17,6 +17,7 @@ import numpy as np
 from aidx.inference.batcher import BatcherConfig, BatchObserver, BatchResult, DynamicBatcher
 from aidx.inference.dtypes import KSERVE_TO_NUMPY, config_to_kserve
 from aidx.inference.errors import ModelUnavailable, NotFound
+from aidx.inference.reports import ModelRef
 from aidx.inference.repository import ModelEntry, model_config_pb2, scan
 from aidx.inference.runtime import OnnxModel
 from aidx.inference.settings import Settings
@@ -43,6 +44,17 @@ class ServedModel:
     @property
     def name(self) -> str:
         return self.entry.name
+
+    @property
+    def ref(self) -> ModelRef:
+        """How reports name the model: name, version, checksum, demo or not."""
+        card = self.entry.card
+        return ModelRef(
+            name=self.name,
+            version=self.entry.version,
+            sha256=self.entry.sha256,
+            demo_weights=bool(card and card.demo_weights),
+        )
 
 
 def batcher_config(config: Any) -> BatcherConfig:

@@ -15,7 +15,6 @@ from aidx.inference.errors import DeadlineExceeded
 from aidx.inference.reports import (
     DEMO_DISCLAIMER,
     Evidence,
-    ModelRef,
     Report,
     ReportStore,
     Timings,
@@ -59,16 +58,6 @@ def remaining_s(started: float, timeout_s: float | None) -> float | None:
     if left <= 0:
         raise DeadlineExceeded("the deadline passed while the image was being decoded")
     return left
-
-
-def model_ref(served: ServedModel) -> ModelRef:
-    card = served.entry.card
-    return ModelRef(
-        name=served.name,
-        version=served.entry.version,
-        sha256=served.entry.sha256,
-        demo_weights=bool(card and card.demo_weights),
-    )
 
 
 class CxrPipeline:
@@ -127,7 +116,7 @@ class CxrPipeline:
             prepared.geometry,
             found[index].regions,
         )
-        ref = model_ref(served)
+        ref = served.ref
         source = prepared.radiograph.source
         rid = report_id(PIPELINE, source.sop_instance_uid or prepared.content_sha256, ref)
         report = Report(

@@ -31,7 +31,6 @@ from aidx.inference.reports import (
     Coding,
     Evidence,
     Finding,
-    ModelRef,
     Region,
     Report,
     SourceRef,
@@ -277,16 +276,6 @@ async def analyze(
 # --- the Report ---------------------------------------------------------------------
 
 
-def model_ref(served: ServedModel) -> ModelRef:
-    card = served.entry.card
-    return ModelRef(
-        name=served.name,
-        version=served.entry.version,
-        sha256=served.entry.sha256,
-        demo_weights=bool(card and card.demo_weights),
-    )
-
-
 def _region(region: SuspiciousRegion) -> Region:
     x0, y0, x1, y1 = region.bbox_px
     return Region(
@@ -311,7 +300,7 @@ def build_report(
     evidence is served at (default: the generic report routes)."""
     t0 = time.perf_counter()
     info, tally = result.info, result.tally
-    ref = model_ref(model.served)
+    ref = model.served.ref
     plan = result.plan
     source_uid = "|".join(
         [info.quickhash or str(info.path), f"{plan.target_mpp:g}", f"{plan.tile_px}"]

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from aidx.pipelines.metrics import auroc, sensitivity_specificity
 from aidx.pipelines.wsi import synthetic
 from aidx.pipelines.wsi.model import (
     INPUT,
@@ -119,28 +120,6 @@ def make_set(seed_: int, n: int, workers: int = 1) -> tuple[np.ndarray, np.ndarr
 
 
 # --- metrics ----------------------------------------------------------------------
-
-
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U, ties counted half)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    positive = np.asarray(labels).astype(bool)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("AUROC needs both positive and negative cases")
-    order = np.argsort(scores, kind="mergesort")
-    _, first, counts = np.unique(scores[order], return_index=True, return_counts=True)
-    ranks = np.empty(len(scores), dtype=np.float64)
-    ranks[order] = np.repeat(first + (counts - 1) / 2.0 + 1.0, counts)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def sensitivity_specificity(
-    probabilities: np.ndarray, labels: np.ndarray, threshold: float
-) -> tuple[float, float]:
-    positive = np.asarray(labels).astype(bool)
-    called = np.asarray(probabilities) >= threshold
-    return float(called[positive].mean()), float((~called[~positive]).mean())
 
 
 def pick_threshold(probabilities: np.ndarray, labels: np.ndarray, min_specificity: float) -> float:

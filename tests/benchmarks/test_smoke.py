@@ -1,0 +1,45 @@
+"""Benchmarks measure; the suite only proves each still runs (a few seconds each)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def smoke(script: str, out: Path, *extra: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--smoke", "--out", str(out), *extra],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+def test_batching_benchmark_runs(tmp_path: Path) -> None:
+    saved = smoke("batching.py", tmp_path / "batching.json")
+    paths = {row["path"] for row in saved["rows"]}
+    assert paths == {
+        "raw onnxruntime",
+        "/v2 infer (tritonclient, binary)",
+        "/v1/cxr (DICOM end to end)",
+    }
+    assert all(row["requests"] > 0 for row in saved["rows"])
+
+
+def test_labs_benchmark_runs(tmp_path: Path) -> None:
+    smoke("labs.py", tmp_path / "labs.json")
+
+
+def test_wsi_benchmark_runs(tmp_path: Path) -> None:
+    smoke("wsi.py", tmp_path / "wsi.json", "--sizes", "8192")

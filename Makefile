@@ -11,7 +11,7 @@ PYFILES := $(shell find $(PKG_DIRS) -name '*.py' 2>/dev/null | sort)
 # Tests run inside a private network namespace with only loopback: no network at all.
 NETNS := $(shell unshare -n true 2>/dev/null && echo "unshare -n")
 
-.PHONY: install run test lint typecheck unit bench clean
+.PHONY: install peers run test lint typecheck unit bench clean
 
 install: $(VENV)/.linked
 
@@ -36,7 +36,23 @@ lint: install
 typecheck: install
 	$(BIN)/mypy inference gpu pipelines integrations
 
-unit: install
+# Real peers for the integration tests (see tests/peers): Orthanc + DICOMweb, dcmtk and
+# dicom3tools from Debian (installed only when missing), and the Medplum FHIR engine
+# (pinned in integrations/fhir/peer/package.json) into the ignored .peers/fhir.
+PEERS_FHIR := .peers/fhir
+peers: $(PEERS_FHIR)/node_modules/.installed
+	@if [ ! -x /usr/sbin/Orthanc ] || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] \
+	    || ! command -v dciodvfy >/dev/null || ! command -v dsrdump >/dev/null; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+	    --no-install-recommends orthanc orthanc-dicomweb dcmtk dicom3tools; fi
+
+$(PEERS_FHIR)/node_modules/.installed: integrations/fhir/peer/package.json integrations/fhir/peer/package-lock.json
+	mkdir -p $(PEERS_FHIR)
+	cp integrations/fhir/peer/package.json integrations/fhir/peer/package-lock.json $(PEERS_FHIR)/
+	cd $(PEERS_FHIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+unit: install peers
 	$(NETNS) bash -c 'if [ -n "$(NETNS)" ]; then ip link set lo up; fi; $(BIN)/python -m pytest $(PYTEST_ARGS)'
 
 test: lint typecheck unit

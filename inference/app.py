@@ -17,10 +17,12 @@ from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.handlers import install_error_handlers
 from aidx.inference.metrics import ServiceMetrics
 from aidx.inference.reports import ReportStore
-from aidx.inference.routes import cxr, health, labs, models, reports, v2, wsi
+from aidx.inference.routes import cxr, health, labs, models, outbox, reports, v2, wsi
 from aidx.inference.serving import ModelService
 from aidx.inference.settings import Settings
 from aidx.inference.store import create_store, init_store
+from aidx.integrations.dicom.scp import scp_from
+from aidx.integrations.outbox.writeback import Writeback, WritebackPipeline
 from aidx.pipelines.cxr.pipeline import CxrPipeline
 from aidx.pipelines.labs.service import LabsService
 from aidx.pipelines.wsi.jobs import JobRunner, JobStore
@@ -66,10 +68,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for served in app.state.models.models.values():
             metrics.register_model(served.name, served.state == "ready")
         await app.state.labs.start()  # the MLLP listener, when a port is configured
+        app.state.writeback.start()  # the outbox worker: delivers what earlier runs left
+        if app.state.dicom_scp is not None:
+            app.state.dicom_scp.start()  # C-STORE intake; studies left on disk resume
         # Start-up objects (torch, pydicom, models) live as long as the process: keep
         # them out of the collector's full passes, which otherwise stall requests.
         gc.freeze()
         yield
+        if app.state.dicom_scp is not None:
+            await app.state.dicom_scp.stop()
+        await app.state.writeback.stop()
         await app.state.labs.stop()
         await app.state.wsi_jobs.stop()
         await app.state.cpu.stop()
@@ -95,6 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.audit = AuditLog(settings.audit_log)
     app.state.cpu = CpuStage(settings.cpu_workers or os.cpu_count() or 1)
     app.state.cxr = CxrPipeline(service, report_store, app.state.cpu)
+    app.state.writeback = Writeback(settings, app.state.db, report_store, app.state.audit)
+    if settings.writeback:  # every CXR report goes to the outbox before it is answered
+        app.state.cxr = WritebackPipeline(app.state.cxr, app.state.writeback)
+    app.state.dicom_scp = scp_from(settings, {"cxr": app.state.cxr})
     app.state.labs = LabsService(
         service, app.state.db, app.state.audit,
         catalogue=settings.labs_catalogue, mllp_port=settings.labs_mllp_port,
@@ -110,7 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     routers = (health.router, models.router, v2.router, cxr.router, reports.router, wsi.router)
-    for router in (*routers, labs.router):
+    for router in (*routers, labs.router, outbox.router):
         app.include_router(router)
 
     app.add_middleware(RequestCounter, metrics=metrics)

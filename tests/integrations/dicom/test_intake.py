@@ -1,0 +1,109 @@
+"""Studies in from the PACS: Orthanc C-STOREs a real chest CR (and things aidx must
+not analyse) to aidx's SCP; once the study is stable the CR is routed, analysed, and
+the SR + overlay appear in Orthanc in the same study."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import httpx
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+
+from aidx.inference.app import create_app
+from aidx.integrations.dicom.routing import load_rules, route
+
+from ...conftest import dicom_bytes, free_port, make_settings
+from ...peers import OrthancPeer
+from ..outbox.test_end_to_end import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_routing_rules_are_data(tmp_path: Path) -> None:
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(
+        "rules:\n"
+        "  - name: thin-chest-ct\n    pipeline: ct\n"
+        "    match: {Modality: CT, ImageType: [AXIAL], SliceThickness: {max: 3}}\n"
+        "  - name: chest-xr\n    pipeline: cxr\n    match: {Modality: [cr, dx]}\n"
+    )
+    rules = load_rules(rules_file)
+    ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))  # 5 mm slices, AXIAL
+    assert route(rules, ct) is None
+    ct.SliceThickness = 1.25
+    assert route(rules, ct).name == "thin-chest-ct"  # type: ignore[union-attr]
+    cr = pydicom.dcmread(io.BytesIO(dicom_bytes("RG1_UNCR.dcm")), stop_before_pixels=True)
+    assert route(rules, cr).pipeline == "cxr"  # type: ignore[union-attr]
+    assert route(load_rules(None), cr).pipeline == "cxr"  # type: ignore[union-attr]
+
+
+def _bad_instance() -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    ds.SOPInstanceUID = "not a uid"
+    ds.StudyInstanceUID = generate_uid()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
+
+
+def test_pacs_routes_a_study_to_aidx(tmp_path: Path, orthanc: OrthancPeer) -> None:
+    orthanc.clear()
+    port = free_port()
+    settings = make_settings(
+        tmp_path, enabled_models=["cxr_pneumonia"], pacs_dicomweb_url=orthanc.dicomweb,
+        dicom_scp_port=port, dicom_stable_s=1.0, outbox_poll_s=0.05,
+    )  # fmt: skip
+    cr = dicom_bytes("RG1_UNCR.dcm")
+    ct = Path(get_testdata_file("CT_small.dcm")).read_bytes()  # type: ignore[arg-type]
+    source = pydicom.dcmread(io.BytesIO(cr), stop_before_pixels=True)
+    with TestClient(create_app(settings)):
+        ids = [httpx.post(f"{orthanc.url}/instances", content=d, timeout=30).json()["ID"]
+               for d in (cr, ct)]  # fmt: skip
+        modality = {"AET": "AIDX", "Host": "127.0.0.1", "Port": port}
+        assert httpx.put(f"{orthanc.url}/modalities/AIDX", json=modality).is_success
+        sent = httpx.post(f"{orthanc.url}/modalities/AIDX/store", json=ids, timeout=60)
+        assert sent.is_success, sent.text  # Orthanc got C-STORE success for both
+
+        # Garbage in the same kind of association: refused, the SCP keeps serving.
+        ae = AE(ae_title="TESTSCU")
+        ae.add_requested_context("1.2.840.10008.5.1.4.1.1.1", ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", port, ae_title="AIDX")
+        assert assoc.is_established
+        status = assoc.send_c_store(_bad_instance())
+        assoc.release()
+        assert status.Status == 0xC210
+
+        def ours() -> list[dict[str, object]]:
+            return [i for i in orthanc.instances()
+                    if i["MainDicomTags"]["SOPInstanceUID"] != source.SOPInstanceUID  # type: ignore[index]
+                    and i["ParentSeries"] in series]  # fmt: skip
+
+        orthanc_study = httpx.get(f"{orthanc.url}/instances/{ids[0]}/study").json()["ID"]
+
+        def series_of_study() -> set[str]:
+            return set(httpx.get(f"{orthanc.url}/studies/{orthanc_study}").json()["Series"])
+
+        series: set[str] = set()
+
+        def ours_now() -> list[dict[str, object]]:
+            series.update(series_of_study())
+            return ours()
+
+        results = wait_for(lambda: len(ours_now()) == 2 and ours(), timeout_s=60, what="SR + SC")
+        modalities = sorted(
+            str(pydicom.dcmread(io.BytesIO(orthanc.file(str(i["ID"]))), stop_before_pixels=True)
+                .Modality) for i in results
+        )  # fmt: skip
+        assert modalities == ["OT", "SR"]
+    # The CT matched no rule: quarantined with its reason, not lost, not analysed.
+    reasons = list((tmp_path / "quarantine").rglob("*.reason.txt"))
+    assert [r.read_text().strip() for r in reasons] == ["no routing rule matches"]
+    assert not any((tmp_path / "incoming").rglob("*.dcm"))

@@ -18,6 +18,7 @@ COPY pyproject.toml README.md ./
 COPY inference inference
 COPY gpu gpu
 COPY pipelines pipelines
+COPY integrations integrations
 RUN pip install --upgrade pip \
  && pip install torch==2.14.1 torchvision==0.29.1 \
  && pip install .

@@ -36,8 +36,8 @@ lint: install
 typecheck: install
 	$(BIN)/mypy inference gpu pipelines integrations
 
-# Real peers for the integration tests (see tests/peers): Orthanc + DICOMweb, dcmtk and
-# dicom3tools from Debian (installed only when missing), and the Medplum FHIR engine
+# Real peers for the integration tests (see tests/peers): Orthanc + DICOMweb, dcmtk,
+# dicom3tools and PostgreSQL from Debian (installed only when missing), and the Medplum FHIR engine
 # (pinned in integrations/fhir/peer/package.json) into the ignored .peers/fhir.
 PEERS_FHIR := .peers/fhir
 peers: $(PEERS_FHIR)/node_modules/.installed
@@ -45,6 +45,14 @@ peers: $(PEERS_FHIR)/node_modules/.installed
 	    || ! command -v dciodvfy >/dev/null || ! command -v dsrdump >/dev/null; then \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
 	    --no-install-recommends orthanc orthanc-dicomweb dcmtk dicom3tools; fi
+	@# PostgreSQL server binaries for tests/peers/postgres.py (each run makes its own
+	@# cluster in a temp dir). Debian's install makes and starts a default cluster:
+	@# stop and drop it, nothing of ours listens on 5432.
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+	    --no-install-recommends postgresql && \
+	  pg_lsclusters -h | while read -r version cluster _; do \
+	    pg_dropcluster --stop "$$version" "$$cluster"; done; fi
 
 $(PEERS_FHIR)/node_modules/.installed: integrations/fhir/peer/package.json integrations/fhir/peer/package-lock.json
 	mkdir -p $(PEERS_FHIR)

@@ -1,16 +1,23 @@
-"""Execution-provider selection: CUDA only when it is really usable, else CPU.
+"""Execution-provider selection: CUDA (and TensorRT) only when really usable, else CPU.
 
 onnxruntime-gpu lists CUDAExecutionProvider whenever the wheel has it, even on a
 machine without a GPU or without the CUDA libraries; a session created with it then
 silently falls back to CPU. So "auto" probes the driver, and every caller checks
 which provider a session really got (`active_provider`).
+
+Provider options come from settings (`GpuOptions`): device id, TensorRT with fp16 and
+an engine cache, cuDNN's convolution algorithm search, and a CUDA memory arena cap.
+A model's `instance_group` pins it: KIND_CPU keeps it on the CPU, KIND_GPU with
+`gpus: [n]` puts it on GPU n (`placement`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
@@ -19,6 +26,37 @@ log = logging.getLogger(__name__)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+_GPU_PROVIDERS = (CUDA, TENSORRT)
+
+
+@dataclass(frozen=True)
+class GpuOptions:
+    device_id: int = 0
+    tensorrt: bool = False
+    fp16: bool = False
+    trt_engine_cache_dir: Path | None = None
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"
+    gpu_mem_limit_bytes: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> GpuOptions:
+        return cls(
+            device_id=settings.gpu_device_id,
+            tensorrt=settings.gpu_tensorrt,
+            fp16=settings.gpu_fp16,
+            trt_engine_cache_dir=settings.gpu_trt_engine_cache_dir,
+            cudnn_conv_algo_search=str(settings.gpu_cudnn_conv_algo_search),
+            gpu_mem_limit_bytes=settings.gpu_mem_limit_bytes,
+        )
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a model's instance_group puts it: `device` cpu/auto/cuda, on `device_id`."""
+
+    device: str
+    device_id: int
 
 
 @lru_cache(maxsize=1)
@@ -44,17 +82,70 @@ def _preload_cuda_libraries() -> None:
             log.warning("onnxruntime.preload_dlls failed: %s", exc)
 
 
-def select_providers(device: str, device_id: int = 0) -> list[Any]:
+def cuda_options(options: GpuOptions, device_id: int) -> dict[str, str]:
+    values = {
+        "device_id": str(device_id),
+        "cudnn_conv_algo_search": options.cudnn_conv_algo_search,
+        "arena_extend_strategy": "kSameAsRequested",  # grow by what is asked, not 2x
+    }
+    if options.gpu_mem_limit_bytes is not None:
+        values["gpu_mem_limit"] = str(options.gpu_mem_limit_bytes)
+    return values
+
+
+def tensorrt_options(options: GpuOptions, device_id: int) -> dict[str, str]:
+    values = {"device_id": str(device_id), "trt_fp16_enable": str(options.fp16)}
+    if options.trt_engine_cache_dir is not None:
+        cache = str(options.trt_engine_cache_dir)
+        values.update(
+            trt_engine_cache_enable="True",
+            trt_engine_cache_path=cache,
+            trt_timing_cache_enable="True",
+            trt_timing_cache_path=cache,
+        )
+    if options.gpu_mem_limit_bytes is not None:
+        values["trt_max_workspace_size"] = str(options.gpu_mem_limit_bytes)
+    return values
+
+
+def placement(config: Any, device: str, default_device_id: int = 0) -> Placement:
+    """The device a model's instance_group asks for, within what settings allow:
+    KIND_CPU -> cpu; KIND_GPU -> the first of `gpus` (all instances of a model share
+    one session here: Triton would make `count` instances on each listed GPU)."""
+    groups = list(getattr(config, "instance_group", []))
+    kinds = {int(g.kind) for g in groups}
+    # model_config_pb2.ModelInstanceGroup.Kind: KIND_AUTO 0, KIND_GPU 1, KIND_CPU 2
+    if device == "cpu" or (kinds and kinds <= {2}):
+        return Placement("cpu", 0)
+    gpus = [int(n) for g in groups if int(g.kind) == 1 for n in g.gpus]
+    return Placement(device, gpus[0] if gpus else default_device_id)
+
+
+def select_providers(
+    device: str, device_id: int = 0, options: GpuOptions | None = None
+) -> list[Any]:
     """Providers for an InferenceSession, in preference order."""
     if device == "cpu":
         return [CPU]
-    usable = CUDA in ort.get_available_providers() and cuda_device_count() > 0
+    options = options or GpuOptions(device_id=device_id)
+    available = ort.get_available_providers()
+    count = cuda_device_count()
+    usable = CUDA in available and count > 0
     if device == "cuda" and not usable:
         raise RuntimeError("AIDX_DEVICE=cuda but no usable CUDA device was found")
     if not usable:
         return [CPU]
+    if device_id >= count:
+        raise RuntimeError(f"GPU {device_id} was asked for; this machine has {count}")
     _preload_cuda_libraries()
-    return [(CUDA, {"device_id": device_id}), CPU]
+    providers: list[Any] = []
+    if options.tensorrt:
+        if TENSORRT in available:
+            providers.append((TENSORRT, tensorrt_options(options, device_id)))
+        else:
+            log.warning("AIDX_GPU_TENSORRT is set but this onnxruntime has no TensorRT EP")
+    providers += [(CUDA, cuda_options(options, device_id)), CPU]
+    return providers
 
 
 def active_provider(session: ort.InferenceSession) -> str:
@@ -62,4 +153,9 @@ def active_provider(session: ort.InferenceSession) -> str:
 
 
 def device_name(provider: str) -> str:
-    return "cuda" if provider == CUDA else "cpu"
+    return "cuda" if provider in _GPU_PROVIDERS else "cpu"
+
+
+def requested_gpu(providers: list[Any]) -> bool:
+    first = providers[0]
+    return (first[0] if isinstance(first, tuple) else first) in _GPU_PROVIDERS

@@ -17,7 +17,7 @@ from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.handlers import install_error_handlers
 from aidx.inference.metrics import ServiceMetrics
 from aidx.inference.reports import ReportStore
-from aidx.inference.routes import cxr, health, labs, models, outbox, reports, v2, wsi
+from aidx.inference.routes import cxr, health, labs, models, outbox, reports, studies, v2, wsi
 from aidx.inference.serving import ModelService
 from aidx.inference.settings import Settings
 from aidx.inference.store import create_store, init_store
@@ -122,7 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     routers = (health.router, models.router, v2.router, cxr.router, reports.router, wsi.router)
-    for router in (*routers, labs.router, outbox.router):
+    for router in (*routers, labs.router, outbox.router, studies.router):
         app.include_router(router)
 
     app.add_middleware(RequestCounter, metrics=metrics)

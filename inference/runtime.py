@@ -4,11 +4,20 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from aidx.gpu.providers import CPU, active_provider, device_name, select_providers
+from aidx.gpu.providers import (
+    CPU,
+    GpuOptions,
+    active_provider,
+    device_name,
+    placement,
+    requested_gpu,
+    select_providers,
+)
 from aidx.inference.errors import BadRequest
 from aidx.inference.repository import ModelEntry
 
@@ -38,15 +47,21 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
 
 
 class OnnxModel:
-    def __init__(self, entry: ModelEntry, *, device: str, threads: int = 0) -> None:
+    backend = "onnxruntime"
+
+    def __init__(
+        self, entry: ModelEntry, *, device: str, threads: int = 0, settings: Any = None
+    ) -> None:
         options = session_options(threads)
-        requested = select_providers(device)
+        gpu = GpuOptions.from_settings(settings) if settings is not None else GpuOptions()
+        where = placement(entry.config, device, gpu.device_id)  # instance_group pinning
+        requested = select_providers(where.device, where.device_id, gpu)
         self.session = ort.InferenceSession(
             str(entry.model_path), sess_options=options, providers=requested
         )
         self.provider = active_provider(self.session)
-        if requested[0] != CPU and self.provider == CPU:
-            log.warning("%s: CUDA was requested but the session fell back to CPU", entry.name)
+        if requested_gpu(requested) and self.provider == CPU:
+            log.warning("%s: a GPU was requested but the session fell back to CPU", entry.name)
         self.device = device_name(self.provider)
         self.input_dtypes = {i.name: _ORT_DTYPES.get(i.type) for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]

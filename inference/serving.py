@@ -7,6 +7,7 @@ out of service with its reason, and readiness says so; the others serve on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from aidx.inference.errors import ModelUnavailable, NotFound
 from aidx.inference.reports import ModelRef
 from aidx.inference.repository import ModelEntry, model_config_pb2, scan
 from aidx.inference.runtime import OnnxModel
-from aidx.inference.settings import Settings
+from aidx.inference.runtime_triton import TritonModel, TritonOptions, follow_readiness
+from aidx.inference.settings import Backend, Settings
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,8 @@ class ServedModel:
     entry: ModelEntry
     state: ModelState = ModelState.loading
     reason: str | None = None
-    runtime: OnnxModel | None = None
+    code: str | None = None  # the stable error code while unavailable
+    runtime: OnnxModel | TritonModel | None = None
     batcher: DynamicBatcher | None = None
 
     @property
@@ -57,17 +60,25 @@ class ServedModel:
         )
 
 
-def batcher_config(config: Any) -> BatcherConfig:
+def batcher_config(config: Any, settings: Settings | None = None) -> BatcherConfig:
     dynamic = config.dynamic_batching
     levels = max(int(dynamic.priority_levels), 1)
     queue = dynamic.default_queue_policy
+    delay_us = int(dynamic.max_queue_delay_microseconds)
+    instances = sum(int(g.count) or 1 for g in config.instance_group) or 1
+    if settings is not None and settings.backend is Backend.triton:
+        # Triton batches on the server: pass requests through (no added delay by
+        # default), with enough in flight for the server to form its own batches.
+        if settings.triton_max_queue_delay_us is not None:
+            delay_us = settings.triton_max_queue_delay_us
+        instances = max(instances, settings.triton_concurrency)
     return BatcherConfig(
         max_batch_size=int(config.max_batch_size),
-        max_queue_delay_us=int(dynamic.max_queue_delay_microseconds),
+        max_queue_delay_us=delay_us,
         max_queue_size=int(queue.max_queue_size) or _UNBOUNDED_QUEUE,
         priority_levels=levels,
         default_priority=int(dynamic.default_priority_level) or levels,
-        instance_count=sum(int(g.count) or 1 for g in config.instance_group) or 1,
+        instance_count=instances,
         preferred_batch_sizes=tuple(sorted(int(n) for n in dynamic.preferred_batch_size)),
     )
 
@@ -94,45 +105,64 @@ class ModelService:
         self.settings = settings
         self.observer = observer
         self.models: dict[str, ServedModel] = {}
+        self._follower: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         entries = scan(self.settings.model_repository, self.settings.enabled_models)
         for entry in entries:
             self.models[entry.name] = ServedModel(entry)
         for served in self.models.values():
-            await self._load(served)
+            await self.load(served)
+        if self.settings.backend is Backend.triton:
+            self._follower = asyncio.create_task(
+                follow_readiness(self, self.settings.triton_poll_s), name="triton-readiness"
+            )
 
-    async def _load(self, served: ServedModel) -> None:
+    def _runtime(self, entry: ModelEntry) -> OnnxModel | TritonModel:
+        if self.settings.backend is Backend.triton:
+            return TritonModel(entry, TritonOptions.from_settings(self.settings))
+        return OnnxModel(
+            entry,
+            device=self.settings.device.value,
+            threads=self.settings.cpu_threads_per_instance,
+            settings=self.settings,
+        )
+
+    async def load(self, served: ServedModel) -> None:
         entry = served.entry
         if entry.problem is not None:
-            self._unavailable(served, entry.problem)
+            self.mark_unavailable(served, entry.problem)
             return
         try:
-            runtime = await asyncio.to_thread(
-                OnnxModel,
-                entry,
-                device=self.settings.device.value,
-                threads=self.settings.cpu_threads_per_instance,
-            )
+            runtime = await asyncio.to_thread(self._runtime, entry)
             if self.settings.warmup:
                 await asyncio.to_thread(runtime.run, warmup_inputs(entry.config))
         except Exception as exc:  # keep the others serving; readiness reports it
-            self._unavailable(served, f"failed to load: {type(exc).__name__}: {exc}")
+            code = getattr(exc, "code", None) if isinstance(exc, ModelUnavailable) else None
+            reason = str(exc) if code else f"failed to load: {type(exc).__name__}: {exc}"
+            self.mark_unavailable(served, reason, code=code)
             return
         served.runtime = runtime
         served.batcher = DynamicBatcher(
-            entry.name, runtime.run, batcher_config(entry.config), self.observer
+            entry.name, runtime.run, batcher_config(entry.config, self.settings), self.observer
         )
         served.batcher.start()
-        served.state = ModelState.ready
+        served.state, served.reason, served.code = ModelState.ready, None, None
         log.info("model %s v%d ready on %s", entry.name, entry.version, runtime.provider)
 
-    def _unavailable(self, served: ServedModel, reason: str) -> None:
+    def mark_unavailable(
+        self, served: ServedModel, reason: str, *, code: str | None = None
+    ) -> None:
         served.state = ModelState.unavailable
         served.reason = reason
+        served.code = code
         log.error("model %s is out of service: %s", served.name, reason)
 
     async def stop(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
         for served in self.models.values():
             if served.batcher is not None:
                 await served.batcher.stop()
@@ -150,7 +180,9 @@ class ModelService:
     def get_ready(self, name: str) -> ServedModel:
         served = self.find(name)
         if served.state is not ModelState.ready:
-            raise ModelUnavailable(f"model {name!r} is not in service: {served.reason}")
+            raise ModelUnavailable(
+                f"model {name!r} is not in service: {served.reason}", code=served.code
+            )
         return served
 
     def for_pipeline(self, pipeline: str) -> ServedModel:

@@ -21,6 +21,22 @@ class Device(enum.StrEnum):
     cuda = "cuda"
 
 
+class Backend(enum.StrEnum):
+    onnxruntime = "onnxruntime"  # in-process (the embedded default)
+    triton = "triton"  # a Triton Inference Server through tritonclient
+
+
+class TritonProtocol(enum.StrEnum):
+    http = "http"
+    grpc = "grpc"
+
+
+class CudnnConvAlgoSearch(enum.StrEnum):
+    exhaustive = "EXHAUSTIVE"
+    heuristic = "HEURISTIC"
+    default = "DEFAULT"
+
+
 class Role(enum.StrEnum):
     radiologist = "radiologist"
     pathologist = "pathologist"
@@ -56,6 +72,26 @@ class Settings(BaseSettings):
     # Which model serves a pipeline when several could, e.g. {"cxr": "xrv_densenet"}.
     pipeline_models: dict[str, str] = Field(default_factory=dict)
     device: Device = Device.auto
+    # GPU execution (gpu/providers.py): onnxruntime's CUDA and TensorRT providers.
+    gpu_device_id: int = Field(default=0, ge=0)  # the default; instance_group `gpus` pins
+    gpu_tensorrt: bool = False  # TensorRT EP first when the wheel and libraries have it
+    gpu_fp16: bool = False  # TensorRT fp16 kernels
+    gpu_trt_engine_cache_dir: Path | None = None  # built engines kept across restarts
+    gpu_cudnn_conv_algo_search: CudnnConvAlgoSearch = CudnnConvAlgoSearch.exhaustive
+    gpu_mem_limit_bytes: int | None = Field(default=None, gt=0)  # CUDA arena cap per session
+    # Where models run: in-process, or on a Triton Inference Server (runtime_triton.py).
+    backend: Backend = Backend.onnxruntime
+    triton_url: str | None = None  # host:port (HTTP 8000, gRPC 8001), no scheme
+    triton_protocol: TritonProtocol = TritonProtocol.http
+    triton_headers: dict[str, str] = Field(default_factory=dict)  # e.g. an API key; never logged
+    triton_timeout_s: float = Field(default=30.0, gt=0)  # connect and network timeout
+    triton_retries: int = Field(default=2, ge=0)  # on UNAVAILABLE and connection errors
+    triton_retry_backoff_s: float = Field(default=0.2, ge=0)
+    triton_poll_s: float = Field(default=5.0, gt=0)  # how often model readiness is re-read
+    # Triton batches itself: aidx's batcher passes requests through without waiting
+    # (0 us); None keeps config.pbtxt's max_queue_delay_microseconds.
+    triton_max_queue_delay_us: int | None = Field(default=0, ge=0)
+    triton_concurrency: int = Field(default=4, ge=1)  # requests in flight per model
     cpu_threads_per_instance: int = Field(default=0, ge=0)  # 0: onnxruntime decides
     cpu_workers: int = Field(default=0, ge=0)  # decode/render pool; 0: one per core
     var_dir: Path = Path("var")
@@ -95,6 +131,18 @@ class Settings(BaseSettings):
     dicom_scp_port: int | None = Field(default=None, ge=0, le=65535)
     dicom_stable_s: float = Field(default=10.0, gt=0)
     dicom_routing_rules: Path | None = None  # YAML; None: the shipped chest rules
+    # HL7 v2 ORU^R01 of each report to the EMR over MLLP (None: not sent).
+    emr_mllp_host: str | None = None
+    emr_mllp_port: int | None = Field(default=None, ge=1, le=65535)
+    emr_mllp_ack_timeout_s: float = Field(default=30.0, gt=0)
+    emr_hl7_receiving_application: str = "EMR"
+    emr_hl7_receiving_facility: str = "HOSPITAL"
+
+    @model_validator(mode="after")
+    def _triton_needs_a_url(self) -> Settings:
+        if self.backend is Backend.triton and not self.triton_url:
+            raise ValueError("AIDX_BACKEND=triton needs AIDX_TRITON_URL (host:port)")
+        return self
 
     @model_validator(mode="after")
     def _refuse_insecure_defaults(self) -> Settings:

@@ -1,17 +1,26 @@
 """The service's store: SQLAlchemy Core over SQLite (embedded default, under var/)
 or PostgreSQL (AIDX_DATABASE_URL), behind one interface.
 
-Each feature declares its tables on `metadata` in its own module; the app creates
-them at start-up.
+Each feature declares its tables on `metadata` in its own module; Alembic revisions
+(aidx.inference.migrations) create and change them, and `init_store` applies them at
+start-up on either database.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event, inspect, text
 
 metadata = MetaData()
+
+# The tables of the first revision: a store made by `create_all` before migrations
+# existed holds them without an alembic_version table and is adopted at that revision.
+BASELINE_REVISION = "0001"
+BASELINE_TABLES = ("outbox", "lab_history", "lab_alerts", "wsi_jobs")
+_MIGRATION_LOCK = 0x616964780001  # pg_advisory_xact_lock key: "aidx" + 1
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -24,11 +33,39 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_store(url: str) -> Engine:
+    if url.startswith(("postgresql://", "postgres://")):  # psycopg 3 is the driver
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
     engine = create_engine(url, future=True, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
 
+def alembic_config(connection: Connection) -> Config:
+    from aidx.inference.migrations import SCRIPT_LOCATION
+
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPT_LOCATION))
+    config.attributes["connection"] = connection
+    return config
+
+
 def init_store(engine: Engine) -> None:
-    metadata.create_all(engine)
+    """`alembic upgrade head`, in one transaction; replicas starting together on
+    PostgreSQL take turns (an advisory lock), the later ones find nothing to do."""
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        config = alembic_config(connection)
+        present = set(inspect(connection).get_table_names())
+        if "alembic_version" not in present and present & set(BASELINE_TABLES):
+            _adopt_unversioned(connection, present)
+            command.stamp(config, BASELINE_REVISION)
+        command.upgrade(config, "head")
+
+
+def _adopt_unversioned(connection: Connection, present: set[str]) -> None:
+    wanted = [n for n in BASELINE_TABLES if n not in present and n in metadata.tables]
+    missing = [metadata.tables[n] for n in wanted]
+    if missing:  # an older embedded store: add what it lacks, then it is the baseline
+        metadata.create_all(connection, tables=missing)

@@ -22,7 +22,7 @@ def describe(served: ServedModel) -> dict[str, Any]:
         "state": served.state,
         "reason": served.reason,
         "platform": entry.config.platform or entry.config.backend,
-        "backend": "onnxruntime",
+        "backend": runtime.backend if runtime else None,
         "provider": runtime.provider if runtime else None,
         "device": runtime.device if runtime else None,
         "max_batch_size": entry.max_batch_size,

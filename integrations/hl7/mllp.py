@@ -1,8 +1,10 @@
-"""An MLLP listener (asyncio): <VT> message <FS><CR> in, one ACK per frame out.
+"""MLLP (<VT> message <FS><CR>): a listener (asyncio) and a client (blocking).
 
-Every frame gets an answer: the handler's ACK, or a NAK (AR) for bytes outside a
-frame, a frame over the size limit, or a frame without an end block within the
-frame timeout (then the connection closes). A handler that raises gets AE.
+Listener: every frame gets an answer: the handler's ACK, or a NAK (AR) for bytes
+outside a frame, a frame over the size limit, or a frame without an end block within
+the frame timeout (then the connection closes). A handler that raises gets AE.
+
+Client (`send_message`): one message per connection, then wait for the answer frame.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import time
 from collections.abc import Awaitable, Callable
 
 from aidx.integrations.hl7.oru import build_ack
@@ -23,6 +27,33 @@ Handler = Callable[[bytes], Awaitable[bytes]]
 
 def frame(message: bytes) -> bytes:
     return START + message + END
+
+
+def send_message(
+    host: str, port: int, message: bytes, *, timeout_s: float = 30.0, max_bytes: int = 1 << 20
+) -> bytes:
+    """Send one framed message and return the peer's answer (unframed). OSError (and
+    TimeoutError) when the peer is unreachable, closes early or does not answer within
+    `timeout_s` (for the whole exchange)."""
+    deadline = time.monotonic() + timeout_s
+    with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        sock.sendall(frame(message))
+        buffer = b""
+        while END not in buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no answer within {timeout_s:g} s")
+            sock.settimeout(left)
+            chunk = sock.recv(65536)
+            if not chunk:
+                if buffer.endswith(b"\x1c"):  # <FS> and a close: lenient, as the listener
+                    buffer += b"\r"
+                    break
+                raise ConnectionError("the peer closed the connection before answering")
+            buffer += chunk
+            if len(buffer) > max_bytes:
+                raise ConnectionError(f"the answer exceeds {max_bytes} bytes")
+    return buffer.partition(END)[0].rpartition(START)[2]
 
 
 class MllpServer:

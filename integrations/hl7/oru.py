@@ -1,4 +1,5 @@
-"""HL7 v2 ORU^R01: parse lab results (python-hl7), build ACKs and result messages.
+"""HL7 v2 ORU^R01: parse lab results (python-hl7), build ACKs and result messages
+(screened lab results, and aidx's imaging Reports for the EMR), read ACKs.
 
 One message may carry several patients (PID), orders (OBR) and results (OBX) per
 order; each OBR is one specimen (its filler order number, or SPM-2 when present).
@@ -9,6 +10,7 @@ with a bad segment or a missing field).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 from collections.abc import Sequence
@@ -19,6 +21,7 @@ from typing import Any
 import hl7
 
 from aidx.inference.errors import BadRequest
+from aidx.inference.reports import Report
 from aidx.pipelines.labs.types import LabResultIn, SpecimenIn, SpecimenOutcome
 
 SUPPORTED_VERSIONS = {"2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8"}
@@ -359,3 +362,95 @@ def build_oru(
             for k, reason in enumerate(r.reasons, start=1):
                 lines.append(f"NTE|{k}|L|{_escape(reason.rule)}: {_escape(reason.message)[:400]}")
     return ("\r".join(lines) + "\r").encode("utf-8")
+
+
+# --- imaging reports (aidx's own findings) as ORU^R01 ----------------------------------
+
+# DICOM's "Study Instance UID" concept (DCM 110180), as IHE maps it into HL7 v2.
+_STUDY_UID_CODE = "110180^Study Instance UID^DCM"
+_SCHEMES = {"SCT": "SCT", "LN": "LN", "DCM": "DCM", "SRT": "SCT"}
+
+
+def report_control_id(report_id: str, destination: str) -> str:
+    """MSH-10 for `report_id` sent to `destination`: the same every time (a resend is
+    recognisably the same message), 20 characters (MSH-10's length in v2.5.1)."""
+    digest = hashlib.sha256(f"{report_id}|{destination}".encode()).hexdigest()
+    return f"AIDX{digest[:16].upper()}"
+
+
+def build_report_oru(
+    report: Report,
+    *,
+    control_id: str,
+    version: str = "2.5.1",
+    receiving: tuple[str, str] = ("EMR", "HOSPITAL"),
+) -> bytes:
+    """An imaging Report as ORU^R01: OBR for the analysed study (OBR-25 P: preliminary),
+    one OBX per finding (OBX-3 the coded concept, OBX-5 the probability as NM in UCUM
+    "1", OBX-8 A when present / N when absent, OBX-11 P, OBX-17 the model), the study
+    as an OBX with its Study Instance UID, and NTEs for the threshold and disclaimer.
+    Every timestamp comes from the report, so the same report gives the same bytes."""
+    at = report.created_at.astimezone(UTC).strftime("%Y%m%d%H%M%S")
+    src = report.source
+    model = report.model
+    method = f"{_escape(model.name)}^{_escape(model.name)} v{model.version}^99AIDX"
+    lines = [
+        f"MSH|^~\\&|AIDX|AIDX|{_escape(receiving[0])}|{_escape(receiving[1])}|{at}||"
+        f"ORU^R01^ORU_R01|{_escape(control_id)}|P|{version}",
+        f'PID|1||{_escape(src.patient_id) if src.patient_id else chr(34) * 2}||""',
+    ]
+    obr = [""] * 26
+    obr[0], obr[1], obr[3] = "OBR", "1", f"{report.id}^AIDX"
+    obr[4] = f"AIDX-{report.pipeline.upper()}^AI {_escape(report.pipeline)} analysis^99AIDX"
+    obr[7], obr[22], obr[24], obr[25] = at, at, _modality(src.modality), "P"
+    lines.append("|".join(obr))
+    if report.disclaimer:
+        lines.append(f"NTE|1|L|{_escape(report.disclaimer)}")
+    n = 0
+    if src.study_instance_uid:
+        n += 1
+        lines.append(
+            f"OBX|{n}|ST|{_STUDY_UID_CODE}||{_escape(src.study_instance_uid)}||||||P|||{at}"
+        )
+    for finding in report.findings:
+        n += 1
+        concept = finding.concept
+        scheme = _SCHEMES.get(concept.scheme.upper(), "99AIDX")
+        lines.append(
+            f"OBX|{n}|NM|{_escape(concept.code)}^{_escape(concept.meaning)}^{scheme}||"
+            f"{finding.probability:.4f}|1^^UCUM||{'A' if finding.present else 'N'}|||P|||"
+            f"{at}|||{method}"
+        )
+        verdict = "present" if finding.present else "absent"
+        lines.append(
+            f"NTE|1|L|probability {finding.probability:.4f}; {verdict} at the calibrated "
+            f"threshold {finding.threshold:.4f}; model {_escape(model.name)} v{model.version}"
+        )
+    return ("\r".join(lines) + "\r").encode("utf-8")
+
+
+def _modality(modality: str | None) -> str:
+    """OBR-24 diagnostic service section (HL7 table 0074): RX for radiographs, CT..."""
+    return {"CR": "RX", "DX": "RX", "CT": "CT", "MR": "MR", "US": "US"}.get(
+        (modality or "").upper(), "RAD"
+    )
+
+
+def parse_ack(data: bytes) -> tuple[str, str, str, str]:
+    """(MSA-1 code, MSA-2 control id, ERR-3 error code, text) of an ACK; Hl7Error when
+    it is not one."""
+    text = _decode(data).replace("\r\n", "\r").replace("\n", "\r").strip("\r\x00 ")
+    if not text.startswith("MSH"):
+        raise Hl7Error("the answer is not an HL7 message", ack_code="AR")
+    try:
+        msg = hl7.parse(text)
+        msa = msg.segment("MSA")
+    except Exception:
+        raise Hl7Error("the answer holds no MSA segment", ack_code="AR") from None
+    error_code = ""
+    note = _whole(msa, 3)
+    for segment in msg:
+        if str(segment[0]) == "ERR":
+            error_code = error_code or _get(segment, 3, 1)
+            note = note or _whole(segment, 8)
+    return _get(msa, 1).upper(), _whole(msa, 2), error_code, note

@@ -177,7 +177,10 @@ class OutboxStore:
 
     def claim_due(self, *, lease_s: float, limit: int, now: float | None = None) -> list[Entry]:
         """Pending entries that are due and not leased, each leased to the caller.
-        The conditional UPDATE makes a claim exclusive among workers and replicas."""
+        The conditional UPDATE makes a claim exclusive among workers and replicas; on
+        PostgreSQL the SELECT also locks its rows and skips rows another worker holds
+        (FOR UPDATE SKIP LOCKED), so concurrent claimers neither wait on nor deadlock
+        with each other. SQLite ignores the clause: it has one writer at a time."""
         now = time.time() if now is None else now
         due = and_(
             outbox.c.state == State.pending.value,
@@ -187,7 +190,11 @@ class OutboxStore:
         claimed: list[Entry] = []
         with self.engine.begin() as conn:
             ids = conn.execute(
-                select(outbox.c.id).where(due).order_by(outbox.c.next_attempt_at).limit(limit)
+                select(outbox.c.id)
+                .where(due)
+                .order_by(outbox.c.next_attempt_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
             ).scalars()
             for eid in list(ids):
                 won = conn.execute(

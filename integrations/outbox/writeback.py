@@ -1,7 +1,8 @@
 """Reports to outgoing objects, and the outbox wired from settings.
 
 For each report: the TID 1500 SR and (CXR) the overlay secondary capture for the
-PACS, the FHIR transaction bundle for the EMR. Objects are built once, when the
+PACS, the FHIR transaction bundle for the EMR, and (when an MLLP peer is configured)
+an HL7 v2 ORU^R01 for the EMR. Objects are built once, when the
 report is made, and stored with their deterministic UIDs/identifiers; the worker
 delivers them. Destinations come from settings; without a PACS or an EMR the objects
 go to a folder sink (var/outbox/<destination>/).
@@ -27,8 +28,10 @@ from aidx.integrations.outbox.worker import Backoff, OutboxWorker
 log = logging.getLogger(__name__)
 PACS = "pacs"
 EMR = "emr"
+HL7 = "hl7"  # the EMR over HL7 v2 / MLLP
 DICOM = "application/dicom"
 FHIR_JSON = "application/fhir+json"
+HL7_V2 = "x-application/hl7-v2+er7"
 
 
 def dicom_bytes(ds: pydicom.Dataset) -> bytes:
@@ -63,7 +66,17 @@ def destinations_from(settings: Settings) -> dict[str, Destination]:
         emr = FhirDestination(EMR, settings.fhir_base_url, settings.fhir_bearer_token)
     else:
         emr = FolderSink(EMR, sink_root)
-    return {PACS: pacs, EMR: emr}
+    destinations = {PACS: pacs, EMR: emr}
+    if settings.emr_mllp_host and settings.emr_mllp_port:
+        from aidx.integrations.hl7.sender import MllpDestination
+
+        destinations[HL7] = MllpDestination(
+            HL7,
+            settings.emr_mllp_host,
+            settings.emr_mllp_port,
+            ack_timeout_s=settings.emr_mllp_ack_timeout_s,
+        )
+    return destinations
 
 
 def objects_for(
@@ -72,8 +85,10 @@ def objects_for(
     *,
     overlay_png: bytes | None,
     patient_system: str,
+    hl7_receiving: tuple[str, str] | None = None,
 ) -> list[OutgoingObject]:
-    """Everything that `report` sends: SR (+ overlay SC) to the PACS, FHIR to the EMR."""
+    """Everything that `report` sends: SR (+ overlay SC) to the PACS, FHIR to the EMR,
+    and an ORU^R01 to the HL7 destination when `hl7_receiving` (MSH-5, MSH-6) is given."""
     from aidx.integrations.dicom.sc import build_overlay_sc, overlay_pixels
     from aidx.integrations.dicom.sr import build_sr
     from aidx.integrations.fhir.resources import build_bundle, bundle_json
@@ -104,6 +119,12 @@ def objects_for(
             report.id,
         )
     )
+    if hl7_receiving is not None:
+        from aidx.integrations.hl7.oru import build_report_oru, report_control_id
+
+        control_id = report_control_id(report.id, HL7)
+        oru = build_report_oru(report, control_id=control_id, receiving=hl7_receiving)
+        objects.append(OutgoingObject(HL7, control_id, "hl7v2", HL7_V2, oru, report.id))
     return objects
 
 
@@ -151,7 +172,14 @@ class Writeback:
             [ds],
             overlay_png=overlay,
             patient_system=self.settings.fhir_patient_identifier_system,
+            hl7_receiving=self._hl7_receiving(),
         )
+
+    def _hl7_receiving(self) -> tuple[str, str] | None:
+        if HL7 not in self.worker.destinations:
+            return None
+        s = self.settings
+        return (s.emr_hl7_receiving_application, s.emr_hl7_receiving_facility)
 
 
 class Analyzer(Protocol):

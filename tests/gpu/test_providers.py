@@ -1,0 +1,125 @@
+"""Execution providers: options from settings, instance_group pinning, and, on a
+machine with a CUDA device, CUDA against CPU for every model with stated tolerances.
+
+The `gpu` tests run whenever the CUDA driver reports a device and are skipped only
+when it reports none; a device whose CUDA provider fails to load fails them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from fastapi.testclient import TestClient
+from google.protobuf import text_format
+
+from aidx.gpu.providers import (
+    CPU,
+    CUDA,
+    TENSORRT,
+    GpuOptions,
+    cuda_device_count,
+    cuda_options,
+    device_name,
+    placement,
+    select_providers,
+    tensorrt_options,
+)
+from aidx.inference.app import create_app
+from aidx.inference.repository import ModelConfig, scan
+from aidx.inference.settings import Role
+
+from ..conftest import MODELS, auth, make_settings
+
+needs_cuda = pytest.mark.skipif(cuda_device_count() == 0, reason="no CUDA device present")
+CUDA_TOLERANCE = 1e-3  # max|cuda - cpu| / max(max|cpu|, 1), as benchmarks/gpu_check.py
+
+
+def config(text: str) -> ModelConfig:
+    return text_format.Parse(text, ModelConfig())
+
+
+def test_provider_options_come_from_settings(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path,
+        gpu_device_id=1,
+        gpu_tensorrt=True,
+        gpu_fp16=True,
+        gpu_trt_engine_cache_dir=tmp_path / "trt",
+        gpu_cudnn_conv_algo_search="HEURISTIC",
+        gpu_mem_limit_bytes=2 * 1024**3,
+    )
+    options = GpuOptions.from_settings(settings)
+    assert cuda_options(options, 1) == {
+        "device_id": "1",
+        "cudnn_conv_algo_search": "HEURISTIC",
+        "arena_extend_strategy": "kSameAsRequested",
+        "gpu_mem_limit": str(2 * 1024**3),
+    }
+    trt = tensorrt_options(options, 1)
+    assert trt["trt_fp16_enable"] == "True" and trt["trt_engine_cache_enable"] == "True"
+    assert trt["trt_engine_cache_path"] == str(tmp_path / "trt")
+
+
+def test_instance_group_pins_a_model() -> None:
+    on_cpu = config("instance_group [ { count: 1 kind: KIND_CPU } ]")
+    assert placement(on_cpu, "auto").device == "cpu"
+    on_gpu1 = config("instance_group [ { count: 2 kind: KIND_GPU gpus: [ 1 ] } ]")
+    assert placement(on_gpu1, "auto", 0).device_id == 1
+    assert placement(on_gpu1, "cuda", 0).device_id == 1
+    assert placement(config("instance_group [ { kind: KIND_AUTO } ]"), "auto", 3).device_id == 3
+    assert placement(on_gpu1, "cpu").device == "cpu"  # AIDX_DEVICE=cpu wins
+
+
+def test_cpu_is_chosen_when_asked_and_names_the_device() -> None:
+    assert select_providers("cpu") == [CPU]
+    assert device_name(CPU) == "cpu"
+    assert device_name(CUDA) == device_name(TENSORRT) == "cuda"
+
+
+@pytest.mark.skipif(cuda_device_count() > 0, reason="this machine has a CUDA device")
+def test_without_a_gpu_auto_serves_on_cpu_and_cuda_is_refused(tmp_path: Path) -> None:
+    assert select_providers("auto") == [CPU]
+    with pytest.raises(RuntimeError, match="no usable CUDA device"):
+        select_providers("cuda")
+    settings = make_settings(tmp_path, enabled_models=["cxr_pneumonia"], writeback=False)
+    with TestClient(create_app(settings)) as client:
+        (model,) = client.get("/v1/models", headers=auth(Role.engineer)).json()
+    assert (model["provider"], model["device"]) == (CPU, "cpu")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("entry", scan(MODELS), ids=lambda e: e.name)
+def test_cuda_outputs_match_cpu(entry: object) -> None:
+    from aidx.inference.runtime import session_options
+
+    path = str(entry.model_path)  # type: ignore[attr-defined]
+    cpu = ort.InferenceSession(path, session_options(), providers=[CPU])
+    gpu = ort.InferenceSession(path, session_options(), providers=select_providers("cuda")[-2:])
+    assert gpu.get_providers()[0] == CUDA  # no silent fallback
+    rng = np.random.default_rng(0)
+    feed = {}
+    for i in cpu.get_inputs():
+        shape = [4 if not isinstance(d, int) else d for d in i.shape]
+        if "uint8" in i.type:
+            feed[i.name] = rng.integers(0, 256, shape).astype(np.uint8)
+        else:
+            feed[i.name] = rng.standard_normal(shape).astype(np.float32)
+    for ref, got in zip(cpu.run(None, feed), gpu.run(None, feed), strict=True):
+        scale = max(float(np.max(np.abs(ref))), 1.0)
+        assert float(np.max(np.abs(got - ref))) / scale <= CUDA_TOLERANCE
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_models_report_the_gpu_provider_actually_in_use(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, device="cuda", writeback=False)
+    with TestClient(create_app(settings)) as client:
+        models = {
+            m["name"]: m for m in client.get("/v1/models", headers=auth(Role.engineer)).json()
+        }
+    assert models["cxr_pneumonia"]["provider"] == CUDA
+    assert models["cxr_pneumonia"]["device"] == "cuda"
+    assert models["labs_anomaly"]["provider"] == CPU  # its instance_group says KIND_CPU

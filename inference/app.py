@@ -17,12 +17,13 @@ from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.handlers import install_error_handlers
 from aidx.inference.metrics import ServiceMetrics
 from aidx.inference.reports import ReportStore
-from aidx.inference.routes import cxr, health, labs, models, outbox, reports, studies, v2, wsi
+from aidx.inference.routes import ct, cxr, health, labs, models, outbox, reports, studies, v2, wsi
 from aidx.inference.serving import ModelService
 from aidx.inference.settings import Settings
 from aidx.inference.store import create_store, init_store
 from aidx.integrations.dicom.scp import scp_from
 from aidx.integrations.outbox.writeback import Writeback, WritebackPipeline
+from aidx.pipelines.ct.pipeline import CtPipeline
 from aidx.pipelines.cxr.pipeline import CxrPipeline
 from aidx.pipelines.labs.service import LabsService
 from aidx.pipelines.wsi.jobs import JobRunner, JobStore
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.audit = AuditLog(settings.audit_log)
     app.state.cpu = CpuStage(settings.cpu_workers or os.cpu_count() or 1)
     app.state.cxr = CxrPipeline(service, report_store, app.state.cpu)
+    app.state.ct = CtPipeline(service, report_store, app.state.cpu)
     app.state.writeback = Writeback(settings, app.state.db, report_store, app.state.audit)
     if settings.writeback:  # every CXR report goes to the outbox before it is answered
         app.state.cxr = WritebackPipeline(app.state.cxr, app.state.writeback)
@@ -122,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     routers = (health.router, models.router, v2.router, cxr.router, reports.router, wsi.router)
-    for router in (*routers, labs.router, outbox.router, studies.router):
+    for router in (*routers, labs.router, outbox.router, ct.router, studies.router):
         app.include_router(router)
 
     app.add_middleware(RequestCounter, metrics=metrics)

@@ -1,0 +1,147 @@
+"""POST /v1/ct: a chest CT series (multipart instances or a zip) in, a CtReport out."""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import FileResponse
+from starlette.datastructures import UploadFile
+
+from aidx.inference.auth import Principal, require
+from aidx.inference.errors import BadRequest, NotFound, PayloadTooLarge
+from aidx.inference.routes.cxr import request_priority, request_timeout_s
+from aidx.inference.routes.reports import readers
+from aidx.inference.settings import Role
+from aidx.inference.uploads import read_body, require_media_type
+from aidx.pipelines.ct.pipeline import LABEL_MAP_FILE
+from aidx.pipelines.ct.report import CtReport
+
+router = APIRouter(prefix="/v1")
+CT_MAX_UPLOAD_BYTES = 1 << 30  # a 512 x 512 x 600 series is about 315 MB uncompressed
+CT_MAX_INSTANCES = 4096
+ZIP_MEDIA_TYPES = ("application/zip", "application/x-zip-compressed")
+KEY_SLICE = re.compile(r"keyslice_[0-9]{1,3}\.png")
+
+
+def _too_large() -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the series exceeds the limit of {CT_MAX_UPLOAD_BYTES} bytes",
+        limit_bytes=CT_MAX_UPLOAD_BYTES,
+    )
+
+
+def _skipped(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return name.endswith("/") or base.startswith(".") or "__MACOSX" in name or base == "DICOMDIR"
+
+
+def unzip_instances(data: bytes) -> list[bytes]:
+    """The members of a zip (folders, dot files and DICOMDIR skipped), with a limit
+    on the unpacked size so a zip bomb is refused before it is inflated."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise BadRequest("the body is not a valid zip archive", code="invalid_zip") from None
+    members = [m for m in archive.infolist() if not _skipped(m.filename)]
+    if len(members) > CT_MAX_INSTANCES:
+        raise BadRequest(f"more than {CT_MAX_INSTANCES} instances", code="too_many_instances")
+    if sum(m.file_size for m in members) > CT_MAX_UPLOAD_BYTES:
+        raise _too_large()
+    try:
+        return [archive.read(m) for m in members]
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
+        raise BadRequest(f"a zip member cannot be read: {exc}", code="invalid_zip") from None
+
+
+async def multipart_instances(request: Request) -> list[bytes]:
+    form = await request.form(max_files=CT_MAX_INSTANCES, max_fields=16)
+    blobs: list[bytes] = []
+    total = 0
+    try:
+        for _, value in form.multi_items():
+            if not isinstance(value, UploadFile):
+                continue
+            blob = await value.read()
+            total += len(blob)
+            if total > CT_MAX_UPLOAD_BYTES:
+                raise _too_large()
+            blobs.append(blob)
+    finally:
+        await form.close()
+    if not blobs:
+        raise BadRequest("the multipart body holds no files", code="empty_series")
+    return blobs
+
+
+async def series_blobs(request: Request) -> list[bytes]:
+    require_media_type(request, "multipart/form-data", *ZIP_MEDIA_TYPES)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > CT_MAX_UPLOAD_BYTES:
+        raise _too_large()
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type in ZIP_MEDIA_TYPES:
+        return unzip_instances(await read_body(request, CT_MAX_UPLOAD_BYTES))
+    return await multipart_instances(request)
+
+
+def _evidence_media_type(name: str) -> str:
+    if name == LABEL_MAP_FILE:
+        return "application/x-npz"
+    if KEY_SLICE.fullmatch(name):
+        return "image/png"
+    raise NotFound(f"no CT evidence named {name!r}", code="evidence_not_found")
+
+
+@router.get("/ct/reports/{rid}", response_model=CtReport)
+async def get_ct_report(rid: str, request: Request, who: Principal = Depends(readers)) -> CtReport:
+    """The whole CT report (GET /v1/reports/{id} gives its common part only)."""
+    audit = request.app.state.audit
+    with audit.access(
+        actor=who.name, role=who.role.value, action="report.read", resource=f"report/{rid}"
+    ):
+        path = request.app.state.reports.file(rid, "report.json")
+        report = CtReport.model_validate_json(path.read_bytes())
+    if report.pipeline != "ct":
+        raise NotFound(f"report {rid!r} is not a CT report", code="report_not_found")
+    return report
+
+
+@router.get("/ct/reports/{rid}/{name}")
+async def get_ct_evidence(
+    rid: str, name: str, request: Request, who: Principal = Depends(readers)
+) -> FileResponse:
+    media_type = _evidence_media_type(name)
+    audit = request.app.state.audit
+    with audit.access(
+        actor=who.name, role=who.role.value, action="report.evidence", resource=f"report/{rid}"
+    ):
+        path = request.app.state.reports.file(rid, name)
+    return FileResponse(path, media_type=media_type)
+
+
+@router.post("/ct", response_model=CtReport)
+async def analyze_ct(
+    request: Request,
+    who: Principal = Depends(require(Role.radiologist)),
+    x_aidx_priority: str | None = Header(default=None),
+    x_aidx_deadline_ms: int | None = Header(default=None),
+) -> CtReport:
+    priority = request_priority(x_aidx_priority)
+    timeout_s = request_timeout_s(x_aidx_deadline_ms)
+    blobs = await series_blobs(request)
+    audit = request.app.state.audit
+    with audit.access(actor=who.name, role=who.role.value, action="ct.analyze", resource="upload"):
+        report: CtReport = await request.app.state.ct.analyze(
+            blobs, priority=priority, timeout_s=timeout_s
+        )
+    audit.record(
+        actor=who.name,
+        role=who.role.value,
+        action="report.create",
+        resource=f"report/{report.id}",
+        outcome="ok",
+    )
+    return report

@@ -1,0 +1,1 @@
+"""Chest CT pneumonia: series assembly, preprocessing, inference, lesions."""

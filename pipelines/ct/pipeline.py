@@ -1,0 +1,297 @@
+"""Chest CT pipeline, wired in one place: series assembly -> MONAI preprocessing ->
+sliding-window inference through the batcher -> lungs and lesions -> label map and
+key-slice overlays -> CtReport. Each step is a function tested on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from aidx.inference.cpu_stage import CpuStage
+from aidx.inference.errors import DeadlineExceeded
+from aidx.inference.reports import (
+    DEMO_DISCLAIMER,
+    Coding,
+    Evidence,
+    Finding,
+    ModelRef,
+    ReportStore,
+    Timings,
+    report_id,
+)
+from aidx.inference.serving import ModelService, ServedModel
+from aidx.pipelines.ct import evidence, postprocess
+from aidx.pipelines.ct.inference import WindowConfig, probability_map
+from aidx.pipelines.ct.preprocess import ModelGrid, to_model_grid
+from aidx.pipelines.ct.report import (
+    BoxLps,
+    BoxVoxel,
+    CtReport,
+    LabelMapRef,
+    Lesion,
+    LungInvolvement,
+)
+from aidx.pipelines.ct.series import CtVolume, assemble_bytes
+
+PIPELINE = "ct"
+LABEL_MAP_FILE = "labelmap.npz"
+EVIDENCE_PREFIX = "/v1/ct/reports"  # the full CtReport and its files (inference/routes/ct.py)
+MAX_KEY_SLICES = 3
+DEFAULT_MIN_LESION_ML = 0.5
+
+
+@dataclass
+class InferenceStats:
+    queue_s: float = 0.0
+    compute_s: float = 0.0
+    requests: int = 0
+    max_batch: int = 0
+    wall_s: float = 0.0
+
+
+@dataclass
+class Analysis:
+    """Everything the report is made of, in the pipeline's own types."""
+
+    volume: CtVolume
+    grid: ModelGrid
+    probability: np.ndarray
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def window_config(served: ServedModel) -> tuple[WindowConfig, float]:
+    """Window size from the input dims; spacing, overlap, windows per request and the
+    minimum lesion volume from config.pbtxt `parameters`."""
+    config = served.entry.config
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    roi = int(config.input[0].dims[-1])
+    sw_batch = int(params.get("sw_batch_size", 4))
+    if config.max_batch_size > 0:
+        sw_batch = min(sw_batch, int(config.max_batch_size))
+    window = WindowConfig(
+        roi_voxels=roi,
+        overlap=float(params.get("overlap", 0.25)),
+        sw_batch_size=max(sw_batch, 1),
+        spacing_mm=float(params.get("spacing_mm", 3.0)),
+    )
+    return window, float(params.get("min_lesion_ml", DEFAULT_MIN_LESION_ML))
+
+
+def decode(blobs: Sequence[bytes]) -> tuple[CtVolume, float, str]:
+    t0 = time.perf_counter()
+    digest = hashlib.sha256()
+    for blob in blobs:
+        digest.update(hashlib.sha256(blob).digest())
+    volume = assemble_bytes(blobs)
+    return volume, (time.perf_counter() - t0) * 1e3, digest.hexdigest()
+
+
+def preprocess(volume: CtVolume, spacing_mm: float) -> tuple[ModelGrid, float]:
+    t0 = time.perf_counter()
+    grid = to_model_grid(volume.hu, volume.affine_lps, spacing_mm)
+    return grid, (time.perf_counter() - t0) * 1e3
+
+
+def lps_box(
+    volume: CtVolume, grid: ModelGrid, m: postprocess.LesionMeasure
+) -> tuple[BoxLps, BoxVoxel]:
+    lo, hi = np.asarray(m.bbox_xyz[0]) - 0.5, np.asarray(m.bbox_xyz[1]) + 0.5
+    corners = np.array([[a[0], b[1], c[2]] for a in (lo, hi) for b in (lo, hi) for c in (lo, hi)])
+    lps = grid.to_lps(corners)
+    to_ijk = np.linalg.inv(volume.affine_lps)
+    ijk = lps @ to_ijk[:3, :3].T + to_ijk[:3, 3]
+    top = np.array(volume.shape[::-1]) - 1
+    ijk_lo = np.clip(np.ceil(ijk.min(axis=0) - 0.5), 0, top).astype(int)
+    ijk_hi = np.clip(np.floor(ijk.max(axis=0) + 0.5), 0, top).astype(int)
+    box = BoxLps(min_mm=_r(lps.min(axis=0)), max_mm=_r(lps.max(axis=0)))
+    return box, BoxVoxel(min_ijk=ijk_lo.tolist(), max_ijk=ijk_hi.tolist())
+
+
+def _r(values: Any, digits: int = 2) -> list[float]:
+    return [round(float(v), digits) for v in values]
+
+
+def lesion_entries(
+    volume: CtVolume, grid: ModelGrid, measures: list[postprocess.LesionMeasure]
+) -> list[Lesion]:
+    to_ijk = np.linalg.inv(volume.affine_lps)
+    out = []
+    for m in measures:
+        centroid = grid.to_lps(np.asarray(m.centroid_xyz))[0]
+        k = int(np.clip(round(float((to_ijk[:3, :3] @ centroid + to_ijk[:3, 3])[2])), 0,
+                        volume.shape[0] - 1))  # fmt: skip
+        box, voxels = lps_box(volume, grid, m)
+        out.append(
+            Lesion(
+                number=m.label,
+                volume_ml=round(m.volume_ml, 3),
+                side=m.side,
+                zone=m.zone,
+                centroid_lps_mm=_r(centroid),
+                bbox_lps=box,
+                bbox_voxel=voxels,
+                mean_hu=round(m.mean_hu, 1),
+                max_probability=round(m.max_probability, 4),
+                key_slice_k=k,
+                key_slice_sop_instance_uid=volume.sop_instance_uids[k],
+            )
+        )
+    return out
+
+
+def model_ref(served: ServedModel) -> ModelRef:
+    card = served.entry.card
+    return ModelRef(
+        name=served.name,
+        version=served.entry.version,
+        sha256=served.entry.sha256,
+        demo_weights=bool(card and card.demo_weights),
+    )
+
+
+def build_report(
+    served: ServedModel, analysis: Analysis, min_lesion_ml: float, content_sha256: str
+) -> tuple[CtReport, dict[str, bytes]]:
+    """Lungs, lesions, label map and overlays -> (report, evidence files)."""
+    card = served.entry.card
+    assert card is not None and card.labels  # a model without a card never reaches ready
+    label = card.labels[0]
+    volume, grid, probability = analysis.volume, analysis.grid, analysis.probability
+    lungs = postprocess.lung_mask(grid.hu, grid.voxel_ml)
+    labels_xyz, measures = postprocess.lesions(
+        grid, probability, lungs, threshold=label.threshold, min_volume_ml=min_lesion_ml
+    )
+    warnings = list(volume.warnings)
+    if len(measures) > evidence.MAX_LABELS:
+        warnings.append(f"{len(measures)} lesions; the label map holds the largest 255")
+    ref = model_ref(served)
+    source_uid = volume.source.series_instance_uid or content_sha256
+    rid = report_id(PIPELINE, source_uid, ref)
+    lesions = lesion_entries(volume, grid, measures)
+    labels_kji = evidence.label_map_on_series(labels_xyz, volume, grid)
+    files: dict[str, bytes] = {}
+    evidences = [Evidence(kind="label_map", media_type="application/x-npz",
+                          url=f"{EVIDENCE_PREFIX}/{rid}/{LABEL_MAP_FILE}")]  # fmt: skip
+    for lesion in lesions[:MAX_KEY_SLICES]:
+        name = f"keyslice_{lesion.number}.png"
+        files[name] = evidence.key_slice_png(volume, labels_kji, lesion.key_slice_k, lesion.number)
+        lesion.overlay_url = f"{EVIDENCE_PREFIX}/{rid}/{name}"
+        evidences.append(Evidence(kind="overlay", media_type="image/png", url=lesion.overlay_url))
+    segments = [{"label": x.number, "description": f"lesion {x.number}, {x.side} {x.zone}"}
+                for x in lesions]  # fmt: skip
+    files[LABEL_MAP_FILE] = evidence.label_map_npz(labels_kji, volume, segments)
+    lung_rows = [
+        LungInvolvement(
+            side=side,
+            lung_volume_ml=round(part.lung_ml, 1),
+            involved_ml=round(part.involved_ml, 3),
+            involvement_percent=round(part.percent, 2),
+        )
+        for side, part in postprocess.involvement(labels_xyz, lungs, grid.voxel_ml).items()
+    ]
+    in_lung = probability[lungs.region]
+    peak = float(in_lung.max()) if in_lung.size else 0.0
+    finding = Finding(
+        concept=Coding(scheme=label.scheme, code=label.code, meaning=label.meaning),
+        probability=round(peak, 4),
+        threshold=label.threshold,
+        present=bool(lesions),
+    )
+    report = CtReport(
+        id=rid,
+        pipeline=PIPELINE,
+        source=volume.source,
+        model=ref,
+        findings=[finding],
+        evidence=evidences,
+        timings=Timings(),
+        warnings=warnings,
+        disclaimer=DEMO_DISCLAIMER if ref.demo_weights else None,
+        lesions=lesions,
+        lungs=lung_rows,
+        label_map=LabelMapRef(url=evidences[0].url, shape_kji=list(volume.shape)),
+        slices=volume.shape[0],
+        spacing_mm=_r(volume.spacing_mm, 4),
+    )
+    return report, files
+
+
+class CtPipeline:
+    def __init__(self, models: ModelService, store: ReportStore, cpu: CpuStage) -> None:
+        self.models = models
+        self.store = store
+        self.cpu = cpu
+
+    async def analyze(
+        self,
+        blobs: Sequence[bytes],
+        *,
+        priority: int | None = None,
+        timeout_s: float | None = None,
+    ) -> CtReport:
+        started = time.perf_counter()
+        served = self.models.for_pipeline(PIPELINE)
+        window, min_lesion_ml = window_config(served)
+        volume, decode_ms, digest = await self.cpu.run(decode, blobs, priority=priority)
+        grid, preprocess_ms = await self.cpu.run(
+            preprocess, volume, window.spacing_mm, priority=priority
+        )
+        stats = InferenceStats()
+        predict = self._predictor(served, stats, started, timeout_s, priority)
+        t0 = time.perf_counter()
+        probability = await asyncio.to_thread(probability_map, grid.image, predict, window)
+        stats.wall_s = time.perf_counter() - t0
+        analysis = Analysis(volume, grid, probability)
+        t1 = time.perf_counter()
+        report, files = await self.cpu.run(
+            build_report, served, analysis, min_lesion_ml, digest, priority=priority
+        )
+        post_ms = (time.perf_counter() - t1) * 1e3
+        report.timings = Timings(
+            decode_ms=round(decode_ms, 2),
+            preprocess_ms=round(preprocess_ms, 2),
+            queue_ms=round(stats.queue_s * 1e3, 2),
+            compute_ms=round(stats.compute_s * 1e3, 2),
+            postprocess_ms=round(post_ms, 2),
+            total_ms=round((time.perf_counter() - started) * 1e3, 2),
+            batch_size=stats.max_batch,
+        )
+        report.inference_ms = round(stats.wall_s * 1e3, 2)
+        await asyncio.to_thread(self.store.save, report, files)
+        return report
+
+    def _predictor(
+        self,
+        served: ServedModel,
+        stats: InferenceStats,
+        started: float,
+        timeout_s: float | None,
+        priority: int | None,
+    ) -> Any:
+        """A blocking predictor for MONAI (it runs in a worker thread) that sends each
+        window batch through the model's dynamic batcher on the event loop."""
+        loop = asyncio.get_running_loop()
+
+        def predict(batch: np.ndarray) -> np.ndarray:
+            left = None
+            if timeout_s is not None:
+                left = timeout_s - (time.perf_counter() - started)
+                if left <= 0:
+                    raise DeadlineExceeded("the deadline passed during sliding-window inference")
+            call = self.models.infer(
+                served.name, {"image": batch}, priority=priority, timeout_s=left
+            )
+            result = asyncio.run_coroutine_threadsafe(call, loop).result()
+            stats.queue_s += result.queue_s
+            stats.compute_s += result.compute_s
+            stats.requests += 1
+            stats.max_batch = max(stats.max_batch, result.batch_size)
+            return result.outputs["logits"]
+
+        return predict

@@ -1,0 +1,299 @@
+"""Chest CT series assembly: DICOM instances (single- or multi-frame) in, one
+geometry-checked volume in Hounsfield units out.
+
+Slices are ordered by their position along the slice normal (ImagePositionPatient
+projected on ImageOrientationPatient's normal), never by InstanceNumber. Whatever
+cannot make one regular axial volume is refused with a 422 and a code that says why.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from aidx.inference.errors import BadRequest, Unprocessable
+from aidx.inference.reports import SourceRef
+
+MIN_SLICES = 8  # fewer cannot be a chest CT series
+ORIENTATION_TOL = 1e-3  # direction cosines
+SPACING_REL_TOL = 1e-3  # pixel spacing
+DUPLICATE_TOL_MM = 0.01
+GAP_FACTOR = 1.5  # a step this many times the median step means a missing slice
+UNIFORM_REL_TOL = 0.05  # steps may differ from the median by 5 % (at least 0.1 mm)
+TILT_TOL_MM = 0.5  # in-plane drift of the slice origins (gantry tilt / shear)
+AXIAL_MIN_COS = 0.8  # |normal . z| below this (about 37 degrees) is not axial
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One image plane: its geometry and where its pixels are."""
+
+    dataset: Dataset
+    frame_index: int | None  # None: a single-frame instance
+    position_mm: np.ndarray  # ImagePositionPatient (LPS)
+    orientation: np.ndarray  # ImageOrientationPatient, 6 cosines
+    pixel_spacing_mm: tuple[float, float]  # (between rows, between columns)
+    rows: int
+    columns: int
+    slope: float
+    intercept: float
+    image_type: tuple[str, ...]
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return str(self.dataset.get("SOPInstanceUID", ""))
+
+    @property
+    def series_uid(self) -> str:
+        return str(self.dataset.get("SeriesInstanceUID", ""))
+
+    def pixels(self) -> np.ndarray:
+        array = self.dataset.pixel_array
+        return array if self.frame_index is None else array[self.frame_index]
+
+
+@dataclass
+class CtVolume:
+    """HU voxels indexed [slice k, row j, column i]; `affine_lps` maps (i, j, k, 1)
+    to patient coordinates (DICOM LPS, mm)."""
+
+    hu: np.ndarray
+    affine_lps: np.ndarray
+    spacing_mm: tuple[float, float, float]  # (column step, row step, slice step)
+    source: SourceRef
+    sop_instance_uids: list[str]  # per slice k (frame number in `frame_numbers`)
+    frame_numbers: list[int | None]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        k, j, i = self.hu.shape
+        return (k, j, i)
+
+    def voxel_to_lps(self, ijk: np.ndarray) -> np.ndarray:
+        ijk = np.atleast_2d(np.asarray(ijk, dtype=np.float64))
+        return ijk @ self.affine_lps[:3, :3].T + self.affine_lps[:3, 3]
+
+
+def _refuse(code: str, message: str, **details: Any) -> Unprocessable:
+    return Unprocessable(message, code=code, **details)
+
+
+def read_dataset(data: bytes) -> Dataset:
+    try:
+        return pydicom.dcmread(io.BytesIO(data))
+    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError) as exc:
+        raise BadRequest(
+            f"an instance is not readable DICOM: {type(exc).__name__}", code="invalid_dicom"
+        ) from None
+
+
+def _floats(value: Any, n: int, what: str) -> np.ndarray:
+    try:
+        out = np.asarray([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        out = np.zeros(0)
+    if out.shape != (n,) or not np.all(np.isfinite(out)):
+        raise _refuse("missing_geometry", f"{what} is missing or malformed")
+    return out
+
+
+def _item(ds: Dataset, sequence: str) -> Dataset | None:
+    seq = ds.get(sequence)
+    return seq[0] if seq else None
+
+
+def _frame_geometry(groups: list[Dataset]) -> dict[str, Any]:
+    """Merge per-frame and shared functional groups (per-frame wins)."""
+    found: dict[str, Any] = {}
+    for group in groups:
+        for seq, attrs in (
+            ("PlanePositionSequence", ("ImagePositionPatient",)),
+            ("PlaneOrientationSequence", ("ImageOrientationPatient",)),
+            ("PixelMeasuresSequence", ("PixelSpacing",)),
+            ("PixelValueTransformationSequence", ("RescaleSlope", "RescaleIntercept")),
+            ("CTImageFrameTypeSequence", ("FrameType",)),
+        ):
+            item = _item(group, seq)
+            for attr in attrs:
+                if item is not None and attr in item and attr not in found:
+                    found[attr] = item.get(attr)
+    return found
+
+
+def _make_frame(ds: Dataset, index: int | None, attrs: dict[str, Any]) -> Frame:
+    iop = _floats(attrs.get("ImageOrientationPatient"), 6, "ImageOrientationPatient")
+    ipp = _floats(attrs.get("ImagePositionPatient"), 3, "ImagePositionPatient")
+    spacing = _floats(attrs.get("PixelSpacing"), 2, "PixelSpacing")
+    if np.any(spacing <= 0):
+        raise _refuse("missing_geometry", "PixelSpacing must be positive")
+    slope = attrs.get("RescaleSlope")
+    intercept = attrs.get("RescaleIntercept")
+    kinds = attrs.get("ImageType") or attrs.get("FrameType") or ()
+    return Frame(
+        dataset=ds,
+        frame_index=index,
+        position_mm=ipp,
+        orientation=iop,
+        pixel_spacing_mm=(float(spacing[0]), float(spacing[1])),
+        rows=int(ds.Rows),
+        columns=int(ds.Columns),
+        slope=1.0 if slope is None else float(slope),
+        intercept=0.0 if intercept is None else float(intercept),
+        image_type=tuple(str(t).strip().upper() for t in kinds),
+    )
+
+
+def frames_of(ds: Dataset) -> list[Frame]:
+    """The image planes of one instance, checked to be CT with pixels."""
+    modality = str(ds.get("Modality", "")).upper()
+    if modality != "CT":
+        raise _refuse(
+            "unsupported_modality", f"modality {modality or 'none'!r} is not CT", modality=modality
+        )
+    if "PixelData" not in ds or "Rows" not in ds or "Columns" not in ds:
+        raise _refuse("no_pixel_data", "an instance has no pixel data")
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if "PerFrameFunctionalGroupsSequence" in ds:  # enhanced (multi-frame) CT
+        shared = list(ds.get("SharedFunctionalGroupsSequence") or [])
+        per_frame = ds.PerFrameFunctionalGroupsSequence
+        if len(per_frame) != n_frames:
+            raise _refuse("missing_geometry", "per-frame functional groups do not match frames")
+        frames = []
+        for index, group in enumerate(per_frame):
+            attrs = _frame_geometry([group, *shared])
+            attrs.setdefault("ImageType", ds.get("ImageType"))
+            frames.append(_make_frame(ds, index if n_frames > 1 else None, attrs))
+        return frames
+    if n_frames != 1:
+        raise _refuse("missing_geometry", "a multi-frame instance without functional groups")
+    attrs = {name: ds.get(name) for name in (
+        "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing",
+        "RescaleSlope", "RescaleIntercept", "ImageType",
+    )}  # fmt: skip
+    return [_make_frame(ds, None, attrs)]
+
+
+def _check_uniform(frames: list[Frame]) -> None:
+    first = frames[0]
+    for frame in frames[1:]:
+        if np.max(np.abs(frame.orientation - first.orientation)) > ORIENTATION_TOL:
+            raise _refuse("inconsistent_orientation", "slices have different orientations")
+        if (frame.rows, frame.columns) != (first.rows, first.columns):
+            raise _refuse("inconsistent_size", "slices have different matrix sizes")
+        a, b = np.asarray(frame.pixel_spacing_mm), np.asarray(first.pixel_spacing_mm)
+        if np.max(np.abs(a - b) / b) > SPACING_REL_TOL:
+            raise _refuse("inconsistent_pixel_spacing", "slices have different pixel spacing")
+
+
+def slice_normal(orientation: np.ndarray) -> np.ndarray:
+    row, col = orientation[:3], orientation[3:]
+    normal = np.cross(row, col)
+    norm = float(np.linalg.norm(normal))
+    if norm < 0.5:
+        raise _refuse("missing_geometry", "ImageOrientationPatient is degenerate")
+    return normal / norm
+
+
+def _check_steps(frames: list[Frame], normal: np.ndarray) -> float:
+    """The slice step (mm) of frames sorted along the normal, or a refusal."""
+    positions = np.stack([f.position_mm for f in frames])
+    along = positions @ normal
+    steps = np.diff(along)
+    if np.any(steps < DUPLICATE_TOL_MM):
+        k = int(np.argmax(steps < DUPLICATE_TOL_MM))
+        raise _refuse(
+            "duplicate_slice_position",
+            f"two slices share the position {along[k]:.2f} mm along the normal",
+        )
+    step = float(np.median(steps))
+    if np.any(steps > GAP_FACTOR * step):
+        k = int(np.argmax(steps > GAP_FACTOR * step))
+        raise _refuse(
+            "slice_gap",
+            f"a gap of {steps[k]:.2f} mm between slices {k} and {k + 1} (step {step:.2f} mm)",
+        )
+    if np.max(np.abs(steps - step)) > max(0.1, UNIFORM_REL_TOL * step):
+        raise _refuse("nonuniform_slice_spacing", "the slice spacing is not uniform")
+    drift = positions - positions[0] - np.outer(along - along[0], normal)
+    if np.max(np.linalg.norm(drift, axis=1)) > TILT_TOL_MM:
+        raise _refuse("gantry_tilt", "slice origins drift in-plane (tilted gantry or sheared)")
+    return step
+
+
+def _source(ds: Dataset, frame: Frame) -> SourceRef:
+    def text(name: str) -> str | None:
+        value = ds.get(name)
+        return None if value is None else str(value)
+
+    return SourceRef(
+        patient_id=text("PatientID"),
+        study_instance_uid=text("StudyInstanceUID"),
+        series_instance_uid=text("SeriesInstanceUID"),
+        modality="CT",
+        rows=frame.rows,
+        columns=frame.columns,
+    )
+
+
+def assemble(datasets: Iterable[Dataset], *, min_slices: int = MIN_SLICES) -> CtVolume:
+    frames = [frame for ds in datasets for frame in frames_of(ds)]
+    if not frames:
+        raise BadRequest("the upload holds no DICOM instances", code="empty_series")
+    series = {f.series_uid for f in frames}
+    if len(series) > 1:
+        raise _refuse("mixed_series", f"the upload mixes {len(series)} series; send one")
+    if any("LOCALIZER" in f.image_type for f in frames):
+        raise _refuse("localizer", "a localizer (scout) image is not a CT volume")
+    if len(frames) < min_slices:
+        raise _refuse(
+            "too_few_slices",
+            f"{len(frames)} slice(s); a chest CT series needs at least {min_slices}",
+            slices=len(frames),
+        )
+    _check_uniform(frames)
+    normal = slice_normal(frames[0].orientation)
+    if abs(normal[2]) < AXIAL_MIN_COS:
+        raise _refuse("not_axial", "the series is not axial (slice normal far from head-foot)")
+    frames.sort(key=lambda f: float(f.position_mm @ normal))
+    first = frames[0]
+    if len(frames) > 1:
+        step = _check_steps(frames, normal)
+    else:  # a one-slice volume (only when min_slices allows it): its nominal thickness
+        step = float(first.dataset.get("SliceThickness") or 1.0)
+    row_mm, col_mm = first.pixel_spacing_mm
+    affine = np.eye(4)
+    affine[:3, 0] = first.orientation[:3] * col_mm  # i: along a row (next column)
+    affine[:3, 1] = first.orientation[3:] * row_mm  # j: down a column (next row)
+    affine[:3, 2] = normal * step
+    affine[:3, 3] = first.position_mm
+    hu = np.empty((len(frames), first.rows, first.columns), dtype=np.float32)
+    for k, frame in enumerate(frames):
+        try:
+            pixels = frame.pixels()
+        except Exception as exc:  # a codec failure is the client's data, not our crash
+            raise BadRequest(
+                f"pixel data of slice {k} cannot be decoded: {type(exc).__name__}",
+                code="undecodable_pixel_data",
+            ) from None
+        np.multiply(pixels, frame.slope, out=hu[k], casting="unsafe")
+        hu[k] += frame.intercept
+    return CtVolume(
+        hu=hu,
+        affine_lps=affine,
+        spacing_mm=(col_mm, row_mm, step),
+        source=_source(first.dataset, first),
+        sop_instance_uids=[f.sop_instance_uid for f in frames],
+        frame_numbers=[None if f.frame_index is None else f.frame_index + 1 for f in frames],
+    )
+
+
+def assemble_bytes(blobs: Iterable[bytes], *, min_slices: int = MIN_SLICES) -> CtVolume:
+    return assemble((read_dataset(b) for b in blobs), min_slices=min_slices)

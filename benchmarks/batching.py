@@ -183,7 +183,14 @@ async def sweep_v1(
             timings = response.json()["timings"]
             return {
                 k: timings[k]
-                for k in ("decode_ms", "preprocess_ms", "queue_ms", "compute_ms", "postprocess_ms")
+                for k in (
+                    "decode_ms",
+                    "preprocess_ms",
+                    "cpu_wait_ms",
+                    "queue_ms",
+                    "compute_ms",
+                    "postprocess_ms",
+                )
             }
 
         await send()
@@ -276,12 +283,11 @@ def verdict(
     v1_at = next((r for r in v1 if r.concurrency == at.concurrency), None)
     if v1_at is not None:
         summary["v1_minus_v2_p50_ms"] = round(v1_at.p50_ms - at.p50_ms, 1)
-        summary["v1_decode_plus_preprocess_ms"] = round(
-            v1_at.extra.get("decode_ms", 0)
-            + v1_at.extra.get("preprocess_ms", 0)
-            + v1_at.extra.get("postprocess_ms", 0),
-            1,
+        extra = v1_at.extra
+        summary["v1_decode_preprocess_postprocess_ms"] = round(
+            sum(extra.get(k, 0.0) for k in ("decode_ms", "preprocess_ms", "postprocess_ms")), 1
         )
+        summary["v1_cpu_wait_ms"] = round(extra.get("cpu_wait_ms", 0.0), 1)
     return summary
 
 
@@ -308,9 +314,7 @@ def main() -> None:
         type=lambda s: [int(x) for x in s.split(",")],
         default=[1, 4, 16, 32, 64],
     )
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "batching.json"
-    )
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results/batching-MODEL.json")
     parser.add_argument("--smoke", action="store_true", help="a few seconds, to prove it runs")
     args = parser.parse_args()
     args.out = args.out or ROOT / "benchmarks" / "results" / f"batching-{args.model}.json"

@@ -62,6 +62,7 @@ class Timings(BaseModel):
     queue_ms: float = 0.0
     compute_ms: float = 0.0
     postprocess_ms: float = 0.0
+    cpu_wait_ms: float = 0.0  # waiting for a free core (decode and render pool)
     total_ms: float = 0.0
     batch_size: int = 1
 

@@ -39,6 +39,10 @@ class Prepared:
     preprocess_ms: float
     content_sha256: str
 
+    @property
+    def work_s(self) -> float:
+        return (self.decode_ms + self.preprocess_ms) / 1e3
+
 
 def prepare(data: bytes) -> Prepared:
     t0 = time.perf_counter()
@@ -72,6 +76,7 @@ class CxrPipeline:
         started = time.perf_counter()
         served = self.models.for_pipeline(PIPELINE)
         prepared = await self.cpu.run(prepare, data, priority=priority)
+        waited_s = time.perf_counter() - started - prepared.work_s
         result = await self.models.infer(
             served.name,
             {"image": prepared.tensor[None]},
@@ -79,21 +84,29 @@ class CxrPipeline:
             timeout_s=remaining_s(started, timeout_s),
         )
         t0 = time.perf_counter()
-        report, overlay = await self.cpu.run(
-            self._report, served, prepared, result.outputs, priority=priority
+        report, overlay, post_s = await self.cpu.run(
+            self._timed_report, served, prepared, result.outputs, priority=priority
         )
-        post_ms = (time.perf_counter() - t0) * 1e3
+        waited_s += time.perf_counter() - t0 - post_s
         report.timings = Timings(
             decode_ms=round(prepared.decode_ms, 2),
             preprocess_ms=round(prepared.preprocess_ms, 2),
             queue_ms=round(result.queue_s * 1e3, 2),
             compute_ms=round(result.compute_s * 1e3, 2),
-            postprocess_ms=round(post_ms, 2),
+            postprocess_ms=round(post_s * 1e3, 2),
+            cpu_wait_ms=round(waited_s * 1e3, 2),
             total_ms=round((time.perf_counter() - started) * 1e3, 2),
             batch_size=result.batch_size,
         )
         await asyncio.to_thread(self.store.save, report, {OVERLAY_FILE: overlay})
         return report
+
+    def _timed_report(
+        self, served: ServedModel, prepared: Prepared, outputs: dict[str, np.ndarray]
+    ) -> tuple[Report, bytes, float]:
+        t0 = time.perf_counter()
+        report, overlay = self._report(served, prepared, outputs)
+        return report, overlay, time.perf_counter() - t0
 
     def _report(
         self, served: ServedModel, prepared: Prepared, outputs: dict[str, np.ndarray]

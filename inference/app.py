@@ -22,7 +22,7 @@ from aidx.inference.serving import ModelService
 from aidx.inference.settings import Settings
 from aidx.inference.store import create_store, init_store
 from aidx.integrations.dicom.scp import scp_from
-from aidx.integrations.outbox.writeback import Writeback, WritebackPipeline
+from aidx.integrations.outbox.writeback import CtWritebackPipeline, Writeback, WritebackPipeline
 from aidx.pipelines.ct.pipeline import CtPipeline
 from aidx.pipelines.cxr.pipeline import CxrPipeline
 from aidx.pipelines.labs.service import LabsService
@@ -106,8 +106,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cxr = CxrPipeline(service, report_store, app.state.cpu)
     app.state.ct = CtPipeline(service, report_store, app.state.cpu)
     app.state.writeback = Writeback(settings, app.state.db, report_store, app.state.audit)
-    if settings.writeback:  # every CXR report goes to the outbox before it is answered
+    if settings.writeback:  # every CXR and CT report goes to the outbox before it is answered
         app.state.cxr = WritebackPipeline(app.state.cxr, app.state.writeback)
+        app.state.ct = CtWritebackPipeline(app.state.ct, app.state.writeback)
     app.state.dicom_scp = scp_from(settings, {"cxr": app.state.cxr})
     app.state.labs = LabsService(
         service, app.state.db, app.state.audit,

@@ -20,6 +20,7 @@ from pydicom.sr.codedict import codes
 
 from aidx.inference.reports import Finding, Region, Report
 from aidx.integrations.dicom.uids import derived_uid
+from aidx.pipelines.ct.report import CtReport, Lesion
 
 MANUFACTURER = "aidx"
 SR_SERIES_NUMBER = 9901
@@ -66,18 +67,28 @@ def _box(region: Region) -> np.ndarray:
     return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float32)
 
 
-def _evaluations(report: Report, finding: Finding) -> dict[str, object]:
+def _evaluations(
+    report: Report,
+    finding: Finding,
+    *,
+    probability: float | None = None,
+    more: Sequence[hd.sr.Measurement] = (),
+) -> dict[str, object]:
+    """Finding type, algorithm, the probability (the finding's unless given) and any
+    `more` measurements, and the qualitative evaluation present/absent."""
     name = concept(finding)
+    value = finding.probability if probability is None else probability
     return {
         "finding_type": name,
         "algorithm_id": algorithm(report),
         "measurements": [
             hd.sr.Measurement(
                 name=codes.DCM.Probability,
-                value=round(float(finding.probability), 6),
+                value=round(float(value), 6),
                 unit=codes.UCUM.NoUnits,
                 algorithm_id=algorithm(report),
-            )
+            ),
+            *more,
         ],
         "qualitative_evaluations": [
             hd.sr.QualitativeEvaluation(
@@ -128,17 +139,25 @@ def measurement_groups(
     return groups
 
 
-def build_sr(report: Report, sources: Sequence[pydicom.Dataset]) -> hd.sr.Comprehensive3DSR:
-    """The SR for `report`, in the study of `sources` (the analysed instances)."""
+def build_sr(
+    report: Report,
+    sources: Sequence[pydicom.Dataset],
+    *,
+    more_groups: Sequence[hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations] = (),
+    more_evidence: Sequence[pydicom.Dataset] = (),
+) -> hd.sr.Comprehensive3DSR:
+    """The SR for `report`, in the study of `sources` (the analysed instances), with
+    `more_groups` after the findings' groups (CT lesions) and `more_evidence` (the SEG
+    they reference)."""
     source = sources[0]
     content = hd.sr.MeasurementReport(
         observation_context=observation_context(report),
         procedure_reported=CT_CHEST if report.source.modality == "CT" else XR_CHEST,
-        imaging_measurements=measurement_groups(report, source),
+        imaging_measurements=[*measurement_groups(report, source), *more_groups],
         title=codes.DCM.ImagingMeasurementReport,
     )
     sr = hd.sr.Comprehensive3DSR(
-        evidence=list(sources),
+        evidence=[*sources, *more_evidence],
         content=content,
         series_instance_uid=derived_uid("sr-series", report.id),
         series_number=SR_SERIES_NUMBER,
@@ -153,3 +172,83 @@ def build_sr(report: Report, sources: Sequence[pydicom.Dataset]) -> hd.sr.Compre
     sr.ContentDate = report.created_at.strftime("%Y%m%d")
     sr.ContentTime = report.created_at.strftime("%H%M%S")
     return sr
+
+
+# --- CT: one volumetric group (TID 1411) per lesion, its region the lesion's segment ---
+
+LUNG_ZONES = {
+    "upper": hd.sr.CodedConcept("281392002", "SCT", "Upper zone of lung"),
+    "middle": hd.sr.CodedConcept("281393007", "SCT", "Middle zone of lung"),
+    "lower": hd.sr.CodedConcept("281394001", "SCT", "Lower zone of lung"),
+}
+MILLILITER = hd.sr.CodedConcept("mL", "UCUM", "milliliter")
+
+
+def _lesion_site(lesion: Lesion) -> list[hd.sr.FindingSite]:
+    zone = LUNG_ZONES.get(lesion.zone)
+    if zone is None:
+        return []
+    side = {"right": codes.SCT.Right, "left": codes.SCT.Left}.get(lesion.side)
+    return [hd.sr.FindingSite(anatomic_location=zone, laterality=side)]
+
+
+def lesion_groups(
+    report: CtReport, seg: hd.seg.Segmentation, segment_of: dict[int, int]
+) -> list[hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations]:
+    """Per lesion with a segment: tracking identifier + UID (the segment's), the
+    finding, present, its maximum probability, its volume (mL), its finding site and
+    the region as a reference to its segment in `seg`."""
+    from aidx.integrations.dicom.seg import tracking_uid
+
+    (finding,) = report.findings
+    series = hd.sr.SourceSeriesForSegmentation(str(report.source.series_instance_uid))
+    groups = []
+    for lesion in report.lesions:
+        segment = segment_of.get(lesion.number)
+        if segment is None:  # too small to survive on the series grid: no region
+            continue
+        volume = hd.sr.Measurement(
+            name=codes.SCT.Volume,
+            value=round(float(lesion.volume_ml), 3),
+            unit=MILLILITER,
+            algorithm_id=algorithm(report),
+        )
+        evaluations = _evaluations(
+            report, finding, probability=lesion.max_probability, more=[volume]
+        )
+        evaluations["qualitative_evaluations"] = [
+            hd.sr.QualitativeEvaluation(name=concept(finding), value=codes.SCT.Present)
+        ]
+        groups.append(
+            hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    identifier=f"Pneumonia-pattern opacity {lesion.number}",
+                    uid=tracking_uid(report.id, lesion.number),
+                ),
+                referenced_segment=hd.sr.ReferencedSegment(
+                    sop_class_uid=str(seg.SOPClassUID),
+                    sop_instance_uid=str(seg.SOPInstanceUID),
+                    segment_number=segment,
+                    source_series=series,
+                ),
+                finding_sites=_lesion_site(lesion),
+                **evaluations,  # type: ignore[arg-type]
+            )
+        )
+    return groups
+
+
+def build_ct_sr(
+    report: CtReport,
+    sources: Sequence[pydicom.Dataset],
+    seg: hd.seg.Segmentation | None,
+    segment_of: dict[int, int],
+) -> hd.sr.Comprehensive3DSR:
+    """The CT SR: the finding's image-level group (present/absent, the peak
+    probability) and, when there is a SEG, one group per lesion referencing its
+    segment. No lesion: no SEG and no lesion group; the finding group says Absent."""
+    if seg is None:
+        return build_sr(report, sources)
+    return build_sr(
+        report, sources, more_groups=lesion_groups(report, seg, segment_of), more_evidence=[seg]
+    )

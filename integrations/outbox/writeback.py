@@ -1,8 +1,8 @@
 """Reports to outgoing objects, and the outbox wired from settings.
 
-For each report: the TID 1500 SR and (CXR) the overlay secondary capture for the
-PACS, the FHIR transaction bundle for the EMR, and (when an MLLP peer is configured)
-an HL7 v2 ORU^R01 for the EMR. Objects are built once, when the
+For each report: the TID 1500 SR and (CXR) the overlay secondary capture or (CT) the
+lesion SEG for the PACS, the FHIR transaction bundle for the EMR, and (when an MLLP
+peer is configured) an HL7 v2 ORU^R01 for the EMR. Objects are built once, when the
 report is made, and stored with their deterministic UIDs/identifiers; the worker
 delivers them. Destinations come from settings; without a PACS or an EMR the objects
 go to a folder sink (var/outbox/<destination>/).
@@ -24,6 +24,7 @@ from aidx.inference.settings import Settings
 from aidx.integrations.outbox.destinations import Destination, FolderSink
 from aidx.integrations.outbox.store import OutboxStore, OutgoingObject
 from aidx.integrations.outbox.worker import Backoff, OutboxWorker
+from aidx.pipelines.ct.report import CtReport
 
 log = logging.getLogger(__name__)
 PACS = "pacs"
@@ -91,7 +92,6 @@ def objects_for(
     and an ORU^R01 to the HL7 destination when `hl7_receiving` (MSH-5, MSH-6) is given."""
     from aidx.integrations.dicom.sc import build_overlay_sc, overlay_pixels
     from aidx.integrations.dicom.sr import build_sr
-    from aidx.integrations.fhir.resources import build_bundle, bundle_json
 
     objects = []
     if sources:
@@ -108,6 +108,16 @@ def objects_for(
                     PACS, str(sc.SOPInstanceUID), "dicom-sc", DICOM, dicom_bytes(sc), report.id
                 )
             )
+    return objects + emr_objects(report, patient_system=patient_system, hl7_receiving=hl7_receiving)
+
+
+def emr_objects(
+    report: Report, *, patient_system: str, hl7_receiving: tuple[str, str] | None
+) -> list[OutgoingObject]:
+    """The FHIR bundle for the EMR and, when `hl7_receiving` is given, the ORU^R01."""
+    from aidx.integrations.fhir.resources import build_bundle, bundle_json
+
+    objects = []
     bundle = build_bundle(report, patient_system=patient_system)
     objects.append(
         OutgoingObject(
@@ -126,6 +136,36 @@ def objects_for(
         oru = build_report_oru(report, control_id=control_id, receiving=hl7_receiving)
         objects.append(OutgoingObject(HL7, control_id, "hl7v2", HL7_V2, oru, report.id))
     return objects
+
+
+def ct_objects_for(
+    report: CtReport,
+    sources: Sequence[pydicom.Dataset],
+    *,
+    label_map_npz: bytes,
+    patient_system: str,
+    hl7_receiving: tuple[str, str] | None = None,
+) -> list[OutgoingObject]:
+    """A CT report's objects: the SEG of its lesions (none when there is no lesion)
+    and the SR referencing it to the PACS, then what `emr_objects` sends."""
+    from aidx.integrations.dicom.seg import LabelMap, build_seg, segment_numbers, with_type2
+    from aidx.integrations.dicom.sr import build_ct_sr
+
+    sources = with_type2(sources)
+    label_map = LabelMap.from_npz(label_map_npz)
+    seg = build_seg(report, sources, label_map)
+    sr = build_ct_sr(report, sources, seg, segment_numbers(label_map))
+    objects = []
+    if seg is not None:
+        objects.append(
+            OutgoingObject(
+                PACS, str(seg.SOPInstanceUID), "dicom-seg", DICOM, dicom_bytes(seg), report.id
+            )
+        )
+    objects.append(
+        OutgoingObject(PACS, str(sr.SOPInstanceUID), "dicom-sr", DICOM, dicom_bytes(sr), report.id)
+    )
+    return objects + emr_objects(report, patient_system=patient_system, hl7_receiving=hl7_receiving)
 
 
 class Writeback:
@@ -175,6 +215,26 @@ class Writeback:
             hl7_receiving=self._hl7_receiving(),
         )
 
+    async def submit_series(self, report: CtReport, blobs: Sequence[bytes]) -> int:
+        """Enqueue a CT report's objects (SEG, SR, EMR); the number newly added."""
+        objects = await asyncio.to_thread(self._series_objects, report, blobs)
+        return await self.worker.enqueue(objects)
+
+    def _series_objects(self, report: CtReport, blobs: Sequence[bytes]) -> list[OutgoingObject]:
+        # The uploaded instances, without their pixels: the SEG and the SR reference
+        # them (UIDs, geometry, patient and study); the label map is the pipeline's.
+        from aidx.pipelines.ct.pipeline import LABEL_MAP_FILE
+
+        sources = [pydicom.dcmread(io.BytesIO(b), stop_before_pixels=True) for b in blobs]
+        label_map = self.reports.file(report.id, LABEL_MAP_FILE).read_bytes()
+        return ct_objects_for(
+            report,
+            sources,
+            label_map_npz=label_map,
+            patient_system=self.settings.fhir_patient_identifier_system,
+            hl7_receiving=self._hl7_receiving(),
+        )
+
     def _hl7_receiving(self) -> tuple[str, str] | None:
         if HL7 not in self.worker.destinations:
             return None
@@ -202,6 +262,39 @@ class WritebackPipeline:
     ) -> Report:
         report = await self.inner.analyze(data, priority=priority, timeout_s=timeout_s)
         await self.writeback.submit(report, data)
+        return report
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class SeriesAnalyzer(Protocol):
+    async def analyze(
+        self,
+        blobs: Sequence[bytes],
+        *,
+        priority: int | None = ...,
+        timeout_s: float | None = ...,
+    ) -> CtReport: ...
+
+
+class CtWritebackPipeline:
+    """Wraps the CT pipeline like `WritebackPipeline` wraps CXR: the SEG, the SR and
+    the EMR objects are in the outbox before the report is returned."""
+
+    def __init__(self, inner: SeriesAnalyzer, writeback: Writeback) -> None:
+        self.inner = inner
+        self.writeback = writeback
+
+    async def analyze(
+        self,
+        blobs: Sequence[bytes],
+        *,
+        priority: int | None = None,
+        timeout_s: float | None = None,
+    ) -> CtReport:
+        report = await self.inner.analyze(blobs, priority=priority, timeout_s=timeout_s)
+        await self.writeback.submit_series(report, blobs)
         return report
 
     def __getattr__(self, name: str) -> Any:

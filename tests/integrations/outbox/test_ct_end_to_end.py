@@ -1,0 +1,112 @@
+"""A CT series posted to /v1/ct: its lesion SEG and SR reach a real Orthanc
+(STOW-RS) in the source study, and the FHIR bundle a real FHIR R4 server, through
+the outbox; a resend duplicates nothing."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import highdicom as hd
+import httpx
+import numpy as np
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+
+from aidx.inference.app import create_app
+from aidx.inference.settings import Role
+from aidx.integrations.dicom.seg import LabelMap
+from aidx.integrations.outbox.writeback import destinations_from
+
+from ...conftest import auth, make_settings
+from ...peers import FhirPeer, OrthancPeer
+from ..dicom.test_seg import ct_series, post_series
+from .test_end_to_end import SR_CLASS, outbox, wait_for
+
+pytestmark = pytest.mark.integration
+SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+@pytest.fixture()
+def client(tmp_path: Path, orthanc: OrthancPeer, fhir_server: FhirPeer) -> Iterator[TestClient]:
+    orthanc.clear()
+    settings = make_settings(
+        tmp_path,
+        enabled_models=["ct_pneumonia"],
+        pacs_dicomweb_url=orthanc.dicomweb,
+        fhir_base_url=fhir_server.base_url,
+        outbox_poll_s=0.05,
+        outbox_backoff_base_s=0.1,
+        outbox_backoff_max_s=0.5,
+    )
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def test_ct_seg_and_sr_reach_the_pacs_in_the_study_once(
+    client: TestClient, orthanc: OrthancPeer, fhir_server: FhirPeer, tmp_path: Path
+) -> None:
+    blobs = ct_series(tmp_path / "series", seed=11)
+    for blob in blobs:  # the PACS holds the study, as it would in a hospital
+        httpx.post(f"{orthanc.url}/instances", content=blob, timeout=30).raise_for_status()
+    source = pydicom.dcmread(io.BytesIO(blobs[0]), stop_before_pixels=True)
+
+    answer = post_series(client, blobs)
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert report["lesions"]
+    # Queued before the answer: SEG + SR for the PACS, the bundle for the EMR.
+    queued = outbox(client)["destinations"]
+    assert queued["pacs"]["pending"] + queued["pacs"]["delivered"] == 2
+    wait_for(
+        lambda: (
+            (d := outbox(client)["destinations"])["pacs"]["delivered"] == 2
+            and d["emr"]["delivered"] == 1
+        ),
+        what="delivery",
+    )
+
+    # A resubmission adds nothing; a forced resend of every entry changes nothing.
+    again = post_series(client, blobs[::-1])
+    assert again.json()["id"] == report["id"]
+    assert sum(d["delivered"] for d in outbox(client)["destinations"].values()) == 3
+    store = client.app.state.writeback.store  # type: ignore[attr-defined]
+    destinations = destinations_from(client.app.state.settings)  # type: ignore[attr-defined]
+    for entry in store.list():
+        destinations[entry.destination].deliver(entry)
+
+    instances = orthanc.instances()
+    assert len(instances) == len(blobs) + 2
+    sources = {
+        pydicom.dcmread(io.BytesIO(b), stop_before_pixels=True).SOPInstanceUID for b in blobs
+    }
+    ours = [i for i in instances if i["MainDicomTags"]["SOPInstanceUID"] not in sources]
+    objects = {
+        (ds := pydicom.dcmread(io.BytesIO(orthanc.file(str(i["ID"]))))).SOPClassUID: ds
+        for i in ours
+    }
+    assert set(objects) == {SR_CLASS, SEG_CLASS}
+    studies = httpx.get(f"{orthanc.url}/studies", timeout=30).json()
+    assert len(studies) == 1  # one study: the CT, the SEG and the SR
+    series = httpx.get(f"{orthanc.url}/studies/{studies[0]}/series", timeout=30).json()
+    assert sorted(s["MainDicomTags"]["Modality"] for s in series) == ["CT", "SEG", "SR"]
+    for ds in objects.values():
+        assert ds.StudyInstanceUID == source.StudyInstanceUID
+
+    # The SEG from Orthanc is the label map the report links to.
+    npz = client.get(
+        f"/v1/ct/reports/{report['id']}/labelmap.npz", headers=auth(Role.radiologist)
+    ).content
+    label_map = LabelMap.from_npz(npz)
+    seg = hd.seg.Segmentation.from_dataset(objects[SEG_CLASS])
+    pixels = seg.get_pixels_by_source_instance(
+        label_map.sop_instance_uids, combine_segments=True, assert_missing_frames_are_empty=True
+    )
+    assert np.array_equal(pixels, label_map.labels)
+
+    # The EMR: one DiagnosticReport with the CT finding.
+    reports = fhir_server.search("DiagnosticReport", identifier=report["id"])
+    assert len(reports) == 1
+    assert reports[0]["status"] == "preliminary"

@@ -109,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.writeback:  # every CXR and CT report goes to the outbox before it is answered
         app.state.cxr = WritebackPipeline(app.state.cxr, app.state.writeback)
         app.state.ct = CtWritebackPipeline(app.state.ct, app.state.writeback)
-    app.state.dicom_scp = scp_from(settings, {"cxr": app.state.cxr})
+    app.state.dicom_scp = scp_from(settings, {"cxr": app.state.cxr, "ct": app.state.ct})
     app.state.labs = LabsService(
         service, app.state.db, app.state.audit,
         catalogue=settings.labs_catalogue, mllp_port=settings.labs_mllp_port,

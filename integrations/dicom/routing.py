@@ -31,7 +31,16 @@ DEFAULT_RULES: dict[str, Any] = {
                 "Modality": ["CR", "DX"],
                 "BodyPartExamined": ["CHEST", "THORAX", "LUNG", "PORTABLE CHEST"],
             },
-        }
+        },
+        {  # whole axial chest CT series (the CT pipeline checks their geometry)
+            "name": "chest-ct",
+            "pipeline": "ct",
+            "match": {
+                "Modality": ["CT"],
+                "BodyPartExamined": ["CHEST", "THORAX", "LUNG"],
+                "ImageType": ["AXIAL"],
+            },
+        },
     ]
 }
 

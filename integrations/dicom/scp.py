@@ -39,7 +39,9 @@ _UID = re.compile(r"^[0-9.]{1,64}$")
 CANNOT_UNDERSTAND = 0xC210
 OUT_OF_RESOURCES = 0xA700
 
-Analyze = Callable[[str, bytes], Awaitable[Any]]  # (pipeline, instance bytes) -> report
+# (pipeline, an instance's bytes or a whole series' instances) -> report
+Analyze = Callable[[str, "bytes | list[bytes]"], Awaitable[Any]]
+SERIES_PIPELINES = {"ct"}  # pipelines that take a whole series, not one instance
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -152,22 +154,36 @@ class StoreScp:
 
     async def process_study(self, study: str) -> None:
         folder = self.incoming / study
+        series: dict[tuple[str, str], list[Path]] = {}
         for path in sorted(folder.glob("*.dcm")) if folder.is_dir() else []:
             data = await asyncio.to_thread(path.read_bytes)
             ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
             rule = route(self.rules, ds)
             if rule is None:
                 await asyncio.to_thread(self._quarantine, path, "no routing rule matches")
-                continue
-            try:
-                await self.analyze(rule.pipeline, data)
-            except AidxError as exc:  # the pipeline refused it: a clear, final reason
-                await asyncio.to_thread(self._quarantine, path, f"{rule.pipeline}: {exc.code}")
-                continue
-            path.unlink()
+            elif rule.pipeline in SERIES_PIPELINES:  # analysed once its series is gathered
+                key = (rule.pipeline, str(ds.get("SeriesInstanceUID", "")))
+                series.setdefault(key, []).append(path)
+            else:
+                await self._analyze(rule.pipeline, [path], data)
+        for (pipeline, _), paths in series.items():
+            blobs = [await asyncio.to_thread(p.read_bytes) for p in paths]
+            await self._analyze(pipeline, paths, blobs)
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
         self.processed.append(study)
+
+    async def _analyze(self, pipeline: str, paths: list[Path], data: bytes | list[bytes]) -> None:
+        """Run one instance (or one whole series) through its pipeline; what the
+        pipeline refuses is quarantined with the reason, the rest leaves incoming/."""
+        try:
+            await self.analyze(pipeline, data)
+        except AidxError as exc:  # the pipeline refused it: a clear, final reason
+            for path in paths:
+                await asyncio.to_thread(self._quarantine, path, f"{pipeline}: {exc.code}")
+            return
+        for path in paths:
+            path.unlink()
 
     def _quarantine(self, path: Path, reason: str) -> None:
         target = self.quarantine / path.parent.name
@@ -189,7 +205,7 @@ def scp_from(settings: Any, pipelines: dict[str, Any]) -> StoreScp | None:
     if unknown:
         raise ValueError(f"routing rules name unknown pipelines: {sorted(unknown)}")
 
-    async def analyze(pipeline: str, data: bytes) -> Any:
+    async def analyze(pipeline: str, data: bytes | list[bytes]) -> Any:
         return await pipelines[pipeline].analyze(data)
 
     return StoreScp(settings.var_dir, ae_title=settings.dicom_ae_title,

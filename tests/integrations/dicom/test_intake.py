@@ -107,3 +107,35 @@ def test_pacs_routes_a_study_to_aidx(tmp_path: Path, orthanc: OrthancPeer) -> No
     reasons = list((tmp_path / "quarantine").rglob("*.reason.txt"))
     assert [r.read_text().strip() for r in reasons] == ["no routing rule matches"]
     assert not any((tmp_path / "incoming").rglob("*.dcm"))
+
+
+def test_a_chest_ct_series_is_gathered_and_analysed_as_one_series(
+    tmp_path: Path, orthanc: OrthancPeer
+) -> None:
+    from .test_seg import ct_series
+
+    orthanc.clear()
+    port = free_port()
+    settings = make_settings(
+        tmp_path, enabled_models=["ct_pneumonia"], pacs_dicomweb_url=orthanc.dicomweb,
+        dicom_scp_port=port, dicom_stable_s=1.0, outbox_poll_s=0.05,
+    )  # fmt: skip
+    blobs = ct_series(tmp_path / "series", seed=11)
+    with TestClient(create_app(settings)):
+        ids = [httpx.post(f"{orthanc.url}/instances", content=b, timeout=30).json()["ID"]
+               for b in blobs]  # fmt: skip
+        modality = {"AET": "AIDX", "Host": "127.0.0.1", "Port": port}
+        assert httpx.put(f"{orthanc.url}/modalities/AIDX", json=modality).is_success
+        sent = httpx.post(f"{orthanc.url}/modalities/AIDX/store", json=ids, timeout=60)
+        assert sent.is_success, sent.text
+        study = httpx.get(f"{orthanc.url}/instances/{ids[0]}/study").json()["ID"]
+
+        def derived_modalities() -> list[str]:
+            series = httpx.get(f"{orthanc.url}/studies/{study}/series").json()
+            return sorted(s["MainDicomTags"]["Modality"] for s in series)
+
+        found = wait_for(lambda: derived_modalities() == ["CT", "SEG", "SR"] and True,
+                         timeout_s=90, what="SEG + SR from the C-STOREd CT series")  # fmt: skip
+        assert found
+    assert not list((tmp_path / "quarantine").rglob("*.reason.txt"))
+    assert not any((tmp_path / "incoming").rglob("*.dcm"))

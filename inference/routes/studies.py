@@ -23,7 +23,7 @@ async def analyze_study(
     who: Principal = Depends(require(Role.radiologist, Role.engineer)),
 ) -> dict[str, Any]:
     state = request.app.state
-    puller = puller_from(state.settings, {"cxr": state.cxr})
+    puller = puller_from(state.settings, {"cxr": state.cxr, "ct": state.ct})
     with state.audit.access(
         actor=who.name, role=who.role.value, action="study.analyze", resource=f"study/{study_uid}"
     ):

@@ -29,7 +29,7 @@ from pydicom.errors import InvalidDicomError
 
 from aidx.inference.errors import AidxError, BadRequest, NotFound, Unprocessable
 from aidx.inference.reports import Report
-from aidx.integrations.dicom.routing import Rule, route
+from aidx.integrations.dicom.routing import SERIES_PIPELINES, Rule, route
 
 log = logging.getLogger(__name__)
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -60,7 +60,7 @@ class PullUnavailable(AidxError):
 
 
 class Analyzer(Protocol):
-    async def analyze(self, data: bytes) -> Report: ...
+    async def analyze(self, data: Any) -> Report: ...  # bytes, or a series' list of bytes
 
 
 @dataclass
@@ -228,19 +228,14 @@ class DicomwebPuller:
                 )
             elif _UID.match(sop):
                 wanted.append((sop, rule))
+        whole = [(sop, rule) for sop, rule in wanted if rule.pipeline in SERIES_PIPELINES]
         for sop, rule in wanted:
-            outcome.rule, outcome.pipeline = rule.name, rule.pipeline
-            data = await self._fetch(client, study_uid, series_uid, sop)
-            try:
-                report = await self.pipelines[rule.pipeline].analyze(data)
-            except AidxError as exc:
-                if exc.status >= 500 or exc.status == 429:  # the service, not the input
-                    raise
-                outcome.skipped_instances.append(
-                    {"sop_instance_uid": sop, "reason": f"{rule.pipeline}: {exc.code}"}
-                )
-                continue
-            outcome.reports.append(report.id)
+            if rule.pipeline not in SERIES_PIPELINES:
+                data = await self._fetch(client, study_uid, series_uid, sop)
+                await self._run(outcome, rule, data, [sop])
+        if whole:  # e.g. CT: every wanted instance of the series, analysed together
+            blobs = [await self._fetch(client, study_uid, series_uid, sop) for sop, _ in whole]
+            await self._run(outcome, whole[0][1], blobs, [sop for sop, _ in whole])
         if outcome.reports:
             outcome.status = "analysed"
         reasons = sorted({s["reason"] for s in outcome.skipped_instances})
@@ -248,6 +243,21 @@ class DicomwebPuller:
             outcome.reason = "; ".join(reasons)
         elif not outcome.reports:
             outcome.reason = "the series has no instances"
+
+    async def _run(
+        self, outcome: SeriesOutcome, rule: Rule, data: bytes | list[bytes], sops: list[str]
+    ) -> None:
+        outcome.rule, outcome.pipeline = rule.name, rule.pipeline
+        try:
+            report = await self.pipelines[rule.pipeline].analyze(data)
+        except AidxError as exc:
+            if exc.status >= 500 or exc.status == 429:  # the service, not the input
+                raise
+            outcome.skipped_instances.extend(
+                {"sop_instance_uid": sop, "reason": f"{rule.pipeline}: {exc.code}"} for sop in sops
+            )
+            return
+        outcome.reports.append(report.id)
 
     async def _fetch(
         self, client: DICOMwebClient, study_uid: str, series_uid: str, sop: str

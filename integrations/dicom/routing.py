@@ -22,6 +22,8 @@ from typing import Any
 import pydicom
 import yaml
 
+SERIES_PIPELINES = {"ct"}  # pipelines that take a whole series, not one instance
+
 DEFAULT_RULES: dict[str, Any] = {
     "rules": [
         {

@@ -32,7 +32,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from aidx.inference.errors import AidxError
-from aidx.integrations.dicom.routing import Rule, route
+from aidx.integrations.dicom.routing import SERIES_PIPELINES, Rule, route
 
 log = logging.getLogger(__name__)
 _UID = re.compile(r"^[0-9.]{1,64}$")
@@ -41,7 +41,6 @@ OUT_OF_RESOURCES = 0xA700
 
 # (pipeline, an instance's bytes or a whole series' instances) -> report
 Analyze = Callable[[str, "bytes | list[bytes]"], Awaitable[Any]]
-SERIES_PIPELINES = {"ct"}  # pipelines that take a whole series, not one instance
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -195,3 +195,28 @@ def test_pacs_failures_answer_clear_codes(
             server.server_close()
     assert answer.status_code == status, answer.text
     assert answer.json()["code"] == code
+
+
+def test_pull_analyses_a_chest_ct_series_as_one_series(
+    tmp_path: Path, orthanc: OrthancPeer
+) -> None:
+    from .test_seg import ct_series
+
+    orthanc.clear()
+    settings = make_settings(
+        tmp_path, enabled_models=["ct_pneumonia"], pacs_dicomweb_url=orthanc.dicomweb,
+        outbox_poll_s=0.05,
+    )  # fmt: skip
+    blobs = ct_series(tmp_path / "series", seed=11)
+    stow(orthanc, *(pydicom.dcmread(io.BytesIO(b)) for b in blobs))
+    study_uid = str(pydicom.dcmread(io.BytesIO(blobs[0]), stop_before_pixels=True).StudyInstanceUID)
+    with TestClient(create_app(settings)) as client:
+        answer = analyze(client, study_uid)
+        assert answer.status_code == 200, answer.text
+        summary = answer.json()
+        (series,) = summary["series"]
+        assert series["pipeline"] == "ct" and series["instances"] == len(blobs)
+        assert series["status"] == "analysed" and len(summary["reports"]) == 1
+
+        wait_for(lambda: len(orthanc.instances()) == len(blobs) + 2, timeout_s=60,
+                 what="SEG + SR in the PACS")  # fmt: skip

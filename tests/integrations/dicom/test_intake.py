@@ -54,6 +54,25 @@ def _bad_instance() -> Dataset:
     return ds
 
 
+def _text_sr_in(study: pydicom.Dataset) -> bytes:
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = study.StudyInstanceUID
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientID, ds.PatientName = study.PatientID, study.PatientName
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "SR", 50, 1
+    ds.ValueType, ds.CompletionFlag, ds.VerificationFlag = "CONTAINER", "COMPLETE", "UNVERIFIED"
+    ds.ContinuityOfContent = "SEPARATE"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
 def test_pacs_routes_a_study_to_aidx(tmp_path: Path, orthanc: OrthancPeer) -> None:
     orthanc.clear()
     port = free_port()
@@ -64,9 +83,11 @@ def test_pacs_routes_a_study_to_aidx(tmp_path: Path, orthanc: OrthancPeer) -> No
     cr = dicom_bytes("RG1_UNCR.dcm")
     ct = Path(get_testdata_file("CT_small.dcm")).read_bytes()  # type: ignore[arg-type]
     source = pydicom.dcmread(io.BytesIO(cr), stop_before_pixels=True)
+    note = _text_sr_in(source)  # a non-image object in the same study and association
+    note_uid = pydicom.dcmread(io.BytesIO(note)).SOPInstanceUID
     with TestClient(create_app(settings)):
         ids = [httpx.post(f"{orthanc.url}/instances", content=d, timeout=30).json()["ID"]
-               for d in (cr, ct)]  # fmt: skip
+               for d in (cr, ct, note)]  # fmt: skip
         modality = {"AET": "AIDX", "Host": "127.0.0.1", "Port": port}
         assert httpx.put(f"{orthanc.url}/modalities/AIDX", json=modality).is_success
         sent = httpx.post(f"{orthanc.url}/modalities/AIDX/store", json=ids, timeout=60)
@@ -82,8 +103,9 @@ def test_pacs_routes_a_study_to_aidx(tmp_path: Path, orthanc: OrthancPeer) -> No
         assert status.Status == 0xC210
 
         def ours() -> list[dict[str, object]]:
+            theirs = {source.SOPInstanceUID, note_uid}
             return [i for i in orthanc.instances()
-                    if i["MainDicomTags"]["SOPInstanceUID"] != source.SOPInstanceUID  # type: ignore[index]
+                    if i["MainDicomTags"]["SOPInstanceUID"] not in theirs  # type: ignore[index]
                     and i["ParentSeries"] in series]  # fmt: skip
 
         orthanc_study = httpx.get(f"{orthanc.url}/instances/{ids[0]}/study").json()["ID"]
@@ -103,9 +125,10 @@ def test_pacs_routes_a_study_to_aidx(tmp_path: Path, orthanc: OrthancPeer) -> No
                 .Modality) for i in results
         )  # fmt: skip
         assert modalities == ["OT", "SR"]
-    # The CT matched no rule: quarantined with its reason, not lost, not analysed.
+    # The CT and the text SR matched no rule: quarantined with their reason, not lost,
+    # not analysed; the good CR of the same association was.
     reasons = list((tmp_path / "quarantine").rglob("*.reason.txt"))
-    assert [r.read_text().strip() for r in reasons] == ["no routing rule matches"]
+    assert [r.read_text().strip() for r in reasons] == ["no routing rule matches"] * 2
     assert not any((tmp_path / "incoming").rglob("*.dcm"))
 
 

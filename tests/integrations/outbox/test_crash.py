@@ -1,0 +1,94 @@
+"""A real `aidx serve` process killed with SIGKILL while reports wait in the outbox
+for a PACS that is down: after a restart everything arrives once, nothing twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aidx.inference.settings import Role
+
+from ...conftest import KEYS, MODELS, auth, dicom_bytes, free_port, hash_key
+from ...peers import OrthancPeer
+from .test_end_to_end import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def service_env(tmp_path: Path, orthanc: OrthancPeer, port: int) -> dict[str, str]:
+    keys = [{"name": f"{r.value}-1", "role": r.value, "key_sha256": hash_key(k)}
+            for r, k in KEYS.items()]  # fmt: skip
+    return {
+        **os.environ, "AIDX_MODE": "production", "AIDX_API_KEYS": json.dumps(keys),
+        "AIDX_MODEL_REPOSITORY": str(MODELS), "AIDX_ENABLED_MODELS": '["cxr_pneumonia"]',
+        "AIDX_VAR_DIR": str(tmp_path / "var"), "AIDX_HOST": "127.0.0.1", "AIDX_PORT": str(port),
+        "AIDX_PACS_DICOMWEB_URL": orthanc.dicomweb, "AIDX_OUTBOX_POLL_S": "0.05",
+        "AIDX_OUTBOX_BACKOFF_BASE_S": "0.1", "AIDX_OUTBOX_BACKOFF_MAX_S": "0.3",
+    }  # fmt: skip
+
+
+@contextmanager
+def aidx_process(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen([sys.executable, "-m", "aidx.inference", "serve",
+                                "--log-level", "warning"], env=env)  # fmt: skip
+    url = f"http://127.0.0.1:{env['AIDX_PORT']}/readyz"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, "aidx serve exited during start-up"
+            time.sleep(0.2)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def test_sigkill_while_the_pacs_is_down_loses_and_duplicates_nothing(
+    tmp_path: Path, orthanc: OrthancPeer
+) -> None:
+    orthanc.clear()
+    port = free_port()
+    env = service_env(tmp_path, orthanc, port)
+    base = f"http://127.0.0.1:{port}"
+    headers = {**auth(Role.radiologist), "Content-Type": "application/dicom"}
+    orthanc.stop()
+    try:
+        with aidx_process(env) as first:
+            answer = httpx.post(f"{base}/v1/cxr", content=dicom_bytes("RG1_UNCR.dcm"),
+                                headers=headers, timeout=60)  # fmt: skip
+            assert answer.status_code == 200, answer.text
+            report_id = answer.json()["id"]
+
+            def pending() -> int:
+                state = httpx.get(f"{base}/v1/outbox", headers=auth(Role.engineer)).json()
+                counts = state["destinations"].get("pacs", {})
+                return int(counts.get("pending", 0))
+
+            wait_for(lambda: pending() >= 2, timeout_s=10, what="SR + SC pending")
+            first.send_signal(signal.SIGKILL)  # no shutdown hooks, no goodbye
+            first.wait(timeout=10)
+    finally:
+        orthanc.start()
+    with aidx_process(env):
+        wait_for(lambda: len(orthanc.instances()) == 2, timeout_s=60, what="SR + SC delivered")
+        again = httpx.post(f"{base}/v1/cxr", content=dicom_bytes("RG1_UNCR.dcm"),
+                           headers=headers, timeout=60)  # fmt: skip
+        assert again.json()["id"] == report_id
+        time.sleep(2)  # give a duplicate every chance to show up
+        assert len(orthanc.instances()) == 2

@@ -39,8 +39,13 @@ typecheck: install
 # Real peers for the integration tests (see tests/peers): Orthanc + DICOMweb, dcmtk,
 # dicom3tools and PostgreSQL from Debian (installed only when missing), and the Medplum FHIR engine
 # (pinned in integrations/fhir/peer/package.json) into the ignored .peers/fhir.
+# NVIDIA Triton for the AIDX_BACKEND=triton tests and benchmarks/triton.py: nvidia-pytriton
+# bundles Triton 2.51's tritonserver with the Python backend; it wants numpy<2, so it gets
+# its own venv in the ignored .peers/pytriton (a test peer, not a dependency of aidx).
 PEERS_FHIR := .peers/fhir
-peers: $(PEERS_FHIR)/node_modules/.installed
+PEERS_PYTRITON := .peers/pytriton
+PYTRITON_PKGS := nvidia-pytriton==0.7.0 "numpy<2" onnxruntime
+peers: $(PEERS_FHIR)/node_modules/.installed $(PEERS_PYTRITON)/.installed
 	@if [ ! -x /usr/sbin/Orthanc ] || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] \
 	    || ! command -v dciodvfy >/dev/null || ! command -v dsrdump >/dev/null; then \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
@@ -58,6 +63,12 @@ $(PEERS_FHIR)/node_modules/.installed: integrations/fhir/peer/package.json integ
 	mkdir -p $(PEERS_FHIR)
 	cp integrations/fhir/peer/package.json integrations/fhir/peer/package-lock.json $(PEERS_FHIR)/
 	cd $(PEERS_FHIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(PEERS_PYTRITON)/.installed:
+	test -x $(PEERS_PYTRITON)/bin/python || $(PYTHON) -m venv $(PEERS_PYTRITON)
+	$(PEERS_PYTRITON)/bin/pip install --quiet $(PYTRITON_PKGS)
+	$(PEERS_PYTRITON)/bin/python -c "import pytriton.triton, onnxruntime, numpy; assert numpy.__version__ < '2'"
 	touch $@
 
 unit: install peers

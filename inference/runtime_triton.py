@@ -5,6 +5,8 @@ batcher and the pipelines do not know where a model runs. At load, the server's
 model metadata and config are read and checked against the local repository entry
 (config.pbtxt and card): input and output names, datatypes, shapes and
 max_batch_size must agree, or the model stays out of service with the reason. The
+platform/backend is not compared: the same tensors served by another backend (e.g.
+PyTriton's `python`, as in the tests) are the same model to aidx. The
 server's model readiness is re-read every `triton_poll_s` (`follow_readiness`).
 
 Failures: a connection error, a timeout or UNAVAILABLE (gRPC) / 503 (HTTP) is retried
@@ -17,6 +19,7 @@ not implemented (tensors travel in the request body, binary over HTTP).
 from __future__ import annotations
 
 import asyncio
+import http.client
 import logging
 import threading
 import time
@@ -199,7 +202,9 @@ class TritonModel:
                         f"Triton refused {what} for {self.name!r} ({status}): {exc.message()}"
                     ) from None
                 reason = f"{status} {exc.message()}"
-            except (OSError, TimeoutError) as exc:  # refused, reset, timed out
+            # refused, reset, timed out; HTTPException: e.g. geventhttpclient's
+            # HTTPConnectionClosed when the server drops a pooled keep-alive connection.
+            except (OSError, TimeoutError, http.client.HTTPException) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             self._drop_client()
             if attempt < attempts:
@@ -301,7 +306,11 @@ async def follow_readiness(service: ModelService, interval_s: float) -> None:
                 continue
             if not isinstance(runtime, TritonModel):
                 continue
-            ready = await asyncio.to_thread(runtime.ready)
+            try:
+                ready = await asyncio.to_thread(runtime.ready)
+            except Exception:  # never let one odd failure end the loop for every model
+                log.exception("reading %s's readiness from Triton failed", served.name)
+                ready = False
             if ready and served.state is not ModelState.ready:
                 served.state, served.reason, served.code = ModelState.ready, None, None
                 log.info("model %s is ready again on Triton", served.name)

@@ -43,3 +43,17 @@ def test_labs_benchmark_runs(tmp_path: Path) -> None:
 
 def test_wsi_benchmark_runs(tmp_path: Path) -> None:
     smoke("wsi.py", tmp_path / "wsi.json", "--sizes", "8192")
+
+
+def test_triton_benchmark_runs(tmp_path: Path) -> None:
+    """aidx in-process vs aidx -> a real Triton (the .peers/pytriton peer): ~20 s."""
+    saved = smoke("triton.py", tmp_path / "triton.json")
+    paths = {row["path"] for row in saved["rows"]}
+    assert paths == {
+        "/v1/cxr · aidx in-process",
+        "/v2 infer · aidx in-process",
+        "/v1/cxr · aidx → Triton",
+        "/v2 infer · aidx → Triton",
+        "Triton alone (tritonclient)",
+    }
+    assert all(row["requests"] > 0 for row in saved["rows"])

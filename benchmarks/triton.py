@@ -1,0 +1,253 @@
+"""Triton benchmark: the same model (cxr_pneumonia) through aidx with the in-process
+onnxruntime backend vs aidx with AIDX_BACKEND=triton on a real Triton Inference
+Server, at concurrency 1/8/32; plus the Triton server alone (tritonclient straight to
+it, no aidx) as the floor of the remote path.
+
+    python benchmarks/triton.py            # ~2 minutes on 2 cores
+    python benchmarks/triton.py --smoke    # seconds; proves it still works
+
+The Triton server is tests/peers/pytriton_peer.py under `.peers/pytriton` (`make
+peers`): Triton 2.51 from nvidia-pytriton 0.7.0, Python backend, an onnxruntime
+session per model, Triton's dynamic batcher with config.pbtxt's delay. The two aidx
+services run one after the other (never both at once), each the only user of the
+cores while measured; the Triton server stays up (idle during the in-process run).
+
+Rows: "/v1/cxr" is DICOM end to end (decode, preprocess, model, findings);
+"/v2 infer" is one 1x1x224x224 tensor per request through aidx's KServe endpoint
+(tritonclient, binary). `batch` is aidx's mean batch (its /metrics); `triton batch`
+is Triton's mean executed batch (nv_inference_count / nv_inference_exec_count).
+Closed loop: each of C clients sends its next request when the last one returns.
+Prints one table and saves JSON (benchmarks/results/triton.json; with --smoke only
+when --out is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import tritonclient.http.aio as triton_aio
+from pydicom.data import get_testdata_file
+from tritonclient.http import InferInput, InferRequestedOutput
+
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
+from batching import (  # noqa: E402  (a script beside this one)
+    DEV_KEY,
+    REPOSITORY,
+    Row,
+    closed_loop,
+    percentiles,
+    sample_input,
+    service,
+    sweep_v1,
+    sweep_v2,
+)
+
+from tests.peers.triton import TritonPeer, pytriton_missing  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def triton_counters(peer: TritonPeer, model: str) -> tuple[float, float]:
+    """(inferences, executions) of `model` from Triton's Prometheus metrics."""
+    text = httpx.get(f"http://127.0.0.1:{peer.metrics_port}/metrics", timeout=10).text
+    inferences = executions = 0.0
+    for line in text.splitlines():
+        if f'model="{model}"' not in line:
+            continue
+        if line.startswith("nv_inference_count{"):
+            inferences += float(line.split()[-1])
+        elif line.startswith("nv_inference_exec_count{"):
+            executions += float(line.split()[-1])
+    return inferences, executions
+
+
+@contextmanager
+def environment(**values: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+async def sweep_triton_direct(
+    peer: TritonPeer, model: str, concurrency: int, seconds: float
+) -> Row:
+    """tritonclient straight to Triton: the remote path without aidx."""
+    client = triton_aio.InferenceServerClient(url=peer.url, conn_limit=concurrency)
+    meta = await client.get_model_metadata(model)
+    (spec,) = meta["inputs"]
+    x = sample_input(spec["shape"][1:], 1, seed=1)
+    tensor = InferInput(spec["name"], list(x.shape), spec["datatype"])
+    tensor.set_data_from_numpy(x, binary_data=True)
+    names = [o["name"] for o in meta["outputs"]]
+    outputs = [InferRequestedOutput(n, binary_data=True) for n in names]
+
+    async def send() -> dict[str, float]:
+        result = await client.infer(model, [tensor], outputs=outputs)
+        result.as_numpy(names[0])
+        return {}
+
+    await send()
+    latencies, elapsed, _ = await closed_loop(concurrency, seconds, send)
+    await client.close()
+    p50, p95, p99 = percentiles(latencies)
+    return Row(
+        "Triton alone (tritonclient)",
+        concurrency,
+        len(latencies),
+        len(latencies) / elapsed,
+        p50,
+        p95,
+        p99,
+        0.0,
+        {},
+    )
+
+
+async def measure(
+    url: str, backend: str, peer: TritonPeer, args: argparse.Namespace, dicom: bytes
+) -> list[Row]:
+    rows = []
+    for concurrency in args.concurrency:
+        for path, sweep in (
+            ("/v1/cxr", lambda c: sweep_v1(url, DEV_KEY, args.model, dicom, c, args.seconds)),
+            ("/v2 infer", lambda c: sweep_v2(url, DEV_KEY, args.model, c, args.seconds)),
+        ):
+            before = triton_counters(peer, args.model)
+            row = await sweep(concurrency)
+            after = triton_counters(peer, args.model)
+            extra = dict(row.extra)
+            if after[1] > before[1]:
+                extra["triton_mean_batch"] = (after[0] - before[0]) / (after[1] - before[1])
+            rows.append(replace(row, path=f"{path} · aidx {backend}", extra=extra))
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    print(
+        f"\n{'path':34} {'conc':>5} {'reqs':>6} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'p99 ms':>8} {'batch':>6} {'triton batch':>12}"
+    )
+    for r in rows:
+        triton_batch = r.extra.get("triton_mean_batch")
+        shown = f"{triton_batch:>12.1f}" if triton_batch is not None else f"{'':>12}"
+        print(
+            f"{r.path:34} {r.concurrency:>5} {r.requests:>6} {r.throughput_rps:>8.1f} "
+            f"{r.p50_ms:>8.1f} {r.p95_ms:>8.1f} {r.p99_ms:>8.1f} {r.mean_batch:>6.1f} {shown}"
+        )
+
+
+def summarize(rows: list[Row]) -> dict[str, object]:
+    """Remote over in-process, per path and concurrency: throughput ratio, p50 added."""
+    summary: dict[str, object] = {}
+    by_key = {(r.path, r.concurrency): r for r in rows}
+    for path in ("/v1/cxr", "/v2 infer"):
+        for concurrency in sorted({r.concurrency for r in rows}):
+            local = by_key.get((f"{path} · aidx in-process", concurrency))
+            remote = by_key.get((f"{path} · aidx → Triton", concurrency))
+            if local is None or remote is None:
+                continue
+            summary[f"{path} c={concurrency} triton/in-process throughput"] = round(
+                remote.throughput_rps / local.throughput_rps, 2
+            )
+            summary[f"{path} c={concurrency} p50 added by Triton ms"] = round(
+                remote.p50_ms - local.p50_ms, 1
+            )
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--model", default="cxr_pneumonia", help="a CXR-pipeline model")
+    parser.add_argument("--seconds", type=float, default=8.0, help="per point")
+    parser.add_argument(
+        "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32]
+    )
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results/triton.json")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds, to prove it runs")
+    args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.concurrency = 0.3, [1, 4]
+    out = args.out or (None if args.smoke else ROOT / "benchmarks" / "results" / "triton.json")
+    missing = pytriton_missing()
+    if missing:
+        raise SystemExit(missing)
+    dicom = Path(get_testdata_file("RG1_UNCR.dcm")).read_bytes()
+
+    peer = TritonPeer(REPOSITORY, only=[args.model]).start()
+    try:
+        with environment(AIDX_ENABLED_MODELS=json.dumps([args.model])):
+            with service(args.model) as url:
+                local = asyncio.run(measure(url, "in-process", peer, args, dicom))
+            with (
+                environment(
+                    AIDX_BACKEND="triton", AIDX_TRITON_URL=peer.url, AIDX_TRITON_POLL_S="1"
+                ),
+                service(args.model) as url,
+            ):
+                remote = asyncio.run(measure(url, "→ Triton", peer, args, dicom))
+        alone = []
+        for concurrency in args.concurrency:
+            before = triton_counters(peer, args.model)
+            row = asyncio.run(sweep_triton_direct(peer, args.model, concurrency, args.seconds))
+            after = triton_counters(peer, args.model)
+            if after[1] > before[1]:
+                row.extra["triton_mean_batch"] = (after[0] - before[0]) / (after[1] - before[1])
+            alone.append(row)
+    finally:
+        peer.stop()
+        shutil.rmtree(peer.workdir, ignore_errors=True)
+    rows = local + remote + alone
+    print_table(rows)
+    summary = summarize(rows)
+    print("\n" + "\n".join(f"{k}: {v}" for k, v in summary.items()))
+    if out is None:
+        print("\n(--smoke: nothing saved; give --out to save)")
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "model": args.model,
+                "machine": {
+                    "cpu_count": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "onnxruntime": ort.__version__,
+                    "numpy": np.__version__,
+                    "triton": "2.51 (nvidia-pytriton 0.7.0, Python backend + onnxruntime)",
+                },
+                "seconds_per_point": args.seconds,
+                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "rows": [asdict(r) for r in rows],
+                "summary": summary,
+            },
+            indent=2,
+        )
+    )
+    print(f"\nsaved {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""AIDX_BACKEND=triton against a real NVIDIA Triton Inference Server.
+
+The server is Triton 2.51's `tritonserver` from PyPI's nvidia-pytriton 0.7.0 (in
+`.peers/pytriton`, made by `make peers`), serving the demo model through its Python
+backend: tests/peers/pytriton_peer.py binds cxr_pneumonia with the names, datatypes,
+dims and max_batch_size of its config.pbtxt, Triton's dynamic batcher on, and an
+onnxruntime session inside. What is not covered here: Triton's own onnxruntime
+backend (not in that wheel), so Triton loading `models/` directly from config.pbtxt.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+from fastapi.testclient import TestClient
+
+from aidx.inference.app import create_app
+from aidx.inference.errors import ModelUnavailable
+from aidx.inference.repository import load_entry
+from aidx.inference.runtime_triton import TritonModel, TritonOptions
+from aidx.inference.settings import Role, Settings, TritonProtocol
+
+from ..conftest import MODELS, auth, dicom_bytes, make_settings
+from ..peers.triton import TritonPeer
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+MODEL = "cxr_pneumonia"
+CXR = "RG1_UNCR.dcm"
+
+
+@pytest.fixture(scope="module")
+def triton_peer() -> Iterator[TritonPeer]:
+    peer = TritonPeer(MODELS, only=[MODEL]).start()
+    try:
+        yield peer
+    finally:
+        peer.stop()
+        shutil.rmtree(peer.workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def triton(triton_peer: TritonPeer) -> TritonPeer:
+    """The module's peer, started again if a failed test left it stopped."""
+    if triton_peer.process is None or triton_peer.process.poll() is not None:
+        triton_peer.stop()
+        triton_peer.start()
+    return triton_peer
+
+
+def triton_settings(var_dir: Path, peer: TritonPeer, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "enabled_models": [MODEL],
+        "writeback": False,
+        "backend": "triton",
+        "triton_url": peer.url,
+        "triton_timeout_s": 10.0,
+        "triton_retries": 1,
+        "triton_retry_backoff_s": 0.05,
+        "triton_poll_s": 0.2,
+        **overrides,
+    }
+    return make_settings(var_dir, **values)
+
+
+def reference(x: np.ndarray) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(
+        str(MODELS / MODEL / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, {"image": x}), strict=True))
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{what}: not within {timeout_s} s")
+
+
+def cxr(front: TestClient) -> httpx.Response:
+    headers = {**auth(Role.radiologist), "Content-Type": "application/dicom"}
+    return front.post("/v1/cxr", content=dicom_bytes(CXR), headers=headers)
+
+
+def test_real_triton_gives_the_in_process_findings_and_follows_an_outage(
+    triton: TritonPeer, tmp_path: Path
+) -> None:
+    # The in-process onnxruntime backend: the findings to match.
+    local_settings = make_settings(tmp_path / "local", enabled_models=[MODEL], writeback=False)
+    with TestClient(create_app(local_settings)) as local:
+        expected = cxr(local)
+    assert expected.status_code == 200, expected.text
+
+    with TestClient(create_app(triton_settings(tmp_path / "triton", triton))) as front:
+        (model,) = front.get("/v1/models", headers=auth(Role.engineer)).json()
+        assert (model["state"], model["backend"], model["provider"]) == (
+            "ready",
+            "triton",
+            "triton",
+        )
+        assert front.get("/readyz").status_code == 200
+
+        remote = cxr(front)
+        assert remote.status_code == 200, remote.text
+        want, got = expected.json()["findings"], remote.json()["findings"]
+        assert want and len(got) == len(want)
+        for a, b in zip(got, want, strict=True):
+            assert (a["concept"], a["present"]) == (b["concept"], b["present"])
+            assert a["probability"] == pytest.approx(b["probability"], abs=1e-4)
+            assert a["regions"] == b["regions"]
+
+        # Several at once: Triton's dynamic batcher forms the batches, answers agree.
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda _: cxr(front), range(6)))
+        for answer in answers:
+            assert answer.status_code == 200, answer.text
+            for a, b in zip(answer.json()["findings"], want, strict=True):
+                assert a["probability"] == pytest.approx(b["probability"], abs=1e-4)
+
+        # Triton goes away: 503 with a stable code, and /readyz follows.
+        triton.stop()
+        down = cxr(front)
+        assert down.status_code == 503, down.text
+        assert down.json()["code"] == "triton_unavailable"
+        wait_until(lambda: front.get("/readyz").status_code == 503, "/readyz 503 while down")
+        again_down = cxr(front)
+        assert (again_down.status_code, again_down.json()["code"]) == (503, "triton_unavailable")
+
+        # ... and comes back on the same address: aidx serves again without a restart.
+        triton.start()
+        wait_until(lambda: front.get("/readyz").status_code == 200, "/readyz 200 once back")
+        back = cxr(front)
+        assert back.status_code == 200, back.text
+        for a, b in zip(back.json()["findings"], want, strict=True):
+            assert a["probability"] == pytest.approx(b["probability"], abs=1e-4)
+
+
+@pytest.mark.parametrize("protocol", [TritonProtocol.http, TritonProtocol.grpc])
+def test_raw_tensors_through_real_triton_match_onnxruntime(
+    triton: TritonPeer, protocol: TritonProtocol
+) -> None:
+    url = triton.url if protocol is TritonProtocol.http else triton.grpc_url
+    model = TritonModel(load_entry(MODELS / MODEL), TritonOptions(url=url, protocol=protocol))
+    x = np.random.default_rng(7).uniform(-1024, 1024, (3, 1, 224, 224)).astype(np.float32)
+    got = model.run({"image": x})
+    for name, expected in reference(x).items():
+        np.testing.assert_allclose(got[name], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_local_config_that_differs_from_real_triton_keeps_the_model_out(
+    triton: TritonPeer, tmp_path: Path
+) -> None:
+    repository = tmp_path / "models"
+    shutil.copytree(MODELS / MODEL, repository / MODEL)
+    config = repository / MODEL / "config.pbtxt"
+    config.write_text(
+        config.read_text()
+        .replace("dims: [ 2 ]", "dims: [ 3 ]")
+        .replace("max_batch_size: 32", "max_batch_size: 16")
+    )
+    settings = triton_settings(tmp_path, triton, model_repository=repository)
+    with TestClient(create_app(settings)) as front:
+        (model,) = front.get("/v1/models", headers=auth(Role.engineer)).json()
+        assert model["state"] == "unavailable"
+        assert "output 'logits' is FP32[-1, 2] on the server, FP32[-1, 3] here" in model["reason"]
+        assert "max_batch_size is 32 on the server, 16 here" in model["reason"]
+        answer = cxr(front)
+        assert (answer.status_code, answer.json()["code"]) == (503, "triton_model_mismatch")
+
+
+def test_a_key_on_real_triton_travels_and_a_wrong_one_is_refused(tmp_path: Path) -> None:
+    """Triton's restricted APIs (metadata, model config, inference) behind a header:
+    AIDX_TRITON_HEADERS carries it; a wrong one is refused at load, not retried."""
+    peer = TritonPeer(MODELS, only=[MODEL], access_token="peer-key-0123456789").start()
+    try:
+        entry = load_entry(MODELS / MODEL)
+        model = TritonModel(entry, TritonOptions(url=peer.url, headers=peer.headers))
+        out = model.run({"image": np.zeros((1, 1, 224, 224), np.float32)})
+        assert out["logits"].shape == (1, 2)
+        wrong = TritonOptions(url=peer.url, headers={"triton-access-token": "not-the-key"})
+        with pytest.raises(ModelUnavailable) as refused:
+            TritonModel(entry, wrong)
+        assert refused.value.code == "triton_refused"
+        with pytest.raises(ModelUnavailable) as refused:
+            TritonModel(entry, TritonOptions(url=peer.url))
+        assert refused.value.code == "triton_refused"
+    finally:
+        peer.stop()
+        shutil.rmtree(peer.workdir, ignore_errors=True)

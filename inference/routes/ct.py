@@ -12,7 +12,7 @@ from starlette.datastructures import UploadFile
 
 from aidx.inference.auth import Principal, require
 from aidx.inference.errors import BadRequest, NotFound, PayloadTooLarge
-from aidx.inference.routes.cxr import request_priority, request_timeout_s
+from aidx.inference.routes.analysis import audited_analysis, request_priority, request_timeout_s
 from aidx.inference.routes.reports import readers
 from aidx.inference.settings import Role
 from aidx.inference.uploads import read_body, require_media_type
@@ -132,16 +132,9 @@ async def analyze_ct(
     priority = request_priority(x_aidx_priority)
     timeout_s = request_timeout_s(x_aidx_deadline_ms)
     blobs = await series_blobs(request)
-    audit = request.app.state.audit
-    with audit.access(actor=who.name, role=who.role.value, action="ct.analyze", resource="upload"):
-        report: CtReport = await request.app.state.ct.analyze(
-            blobs, priority=priority, timeout_s=timeout_s
-        )
-    audit.record(
-        actor=who.name,
-        role=who.role.value,
-        action="report.create",
-        resource=f"report/{report.id}",
-        outcome="ok",
-    )
+    ct = request.app.state.ct
+    report: CtReport = await audited_analysis(
+        request, who, "ct.analyze",
+        lambda: ct.analyze(blobs, priority=priority, timeout_s=timeout_s),
+    )  # fmt: skip
     return report

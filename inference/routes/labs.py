@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 from aidx.inference.auth import Principal, require
 from aidx.inference.errors import BadRequest
 from aidx.inference.reports import DEMO_DISCLAIMER
-from aidx.inference.routes.cxr import request_priority, request_timeout_s
+from aidx.inference.routes.analysis import request_priority, request_timeout_s
 from aidx.inference.settings import Role
 from aidx.inference.uploads import read_body, require_media_type
 from aidx.integrations.hl7.oru import build_oru, parse_oru

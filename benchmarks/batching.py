@@ -291,6 +291,33 @@ def verdict(
     return summary
 
 
+async def sweep_batcher(model: str, concurrency: int, seconds: float) -> Row:
+    """The batcher alone, in-process (no HTTP): isolates batching from transport cost."""
+    from aidx.inference.serving import ModelService
+    from aidx.inference.settings import Settings
+
+    settings = Settings(mode="development", model_repository=REPOSITORY, enabled_models=[model],
+                        var_dir=Path(tempfile.mkdtemp()))  # fmt: skip
+    service = ModelService(settings)
+    await service.start()
+    served = service.get_ready(model)
+    (spec,) = served.entry.config.input
+    x = sample_input(list(spec.dims), 1, seed=2)
+    sizes: list[int] = []
+
+    async def send() -> dict[str, float]:
+        result = await service.infer(model, {spec.name: x})
+        sizes.append(result.batch_size)
+        return {}
+
+    await send()
+    latencies, elapsed, _ = await closed_loop(concurrency, seconds, send)
+    await service.stop()
+    p50, p95, p99 = percentiles(latencies)
+    return Row("batcher in-process (no HTTP)", concurrency, len(latencies),
+               len(latencies) / elapsed, p50, p95, p99, float(np.mean(sizes)), {})  # fmt: skip
+
+
 async def run_sweeps(url: str, key: str, args: argparse.Namespace) -> tuple[list[Row], list[Row]]:
     dicom = Path(get_testdata_file("RG1_UNCR.dcm")).read_bytes()
     v2 = [await sweep_v2(url, key, args.model, c, args.seconds) for c in args.concurrency]
@@ -329,7 +356,8 @@ def main() -> None:
     else:
         with service(args.model) as url:
             v2, v1 = asyncio.run(run_sweeps(url, args.key, args))
-    rows = raw + v2 + v1
+    inproc = [asyncio.run(sweep_batcher(args.model, c, args.seconds)) for c in args.concurrency]
+    rows = raw + inproc + v2 + v1
     print_table(rows)
     summary = verdict(args.model, raw, v2, v1, 32)
     print("\n" + "\n".join(f"{k}: {v}" for k, v in summary.items()))

@@ -31,6 +31,7 @@ def test_batching_benchmark_runs(tmp_path: Path) -> None:
     paths = {row["path"] for row in saved["rows"]}
     assert paths == {
         "raw onnxruntime",
+        "batcher in-process (no HTTP)",
         "/v2 infer (tritonclient, binary)",
         "/v1/cxr (DICOM end to end)",
     }

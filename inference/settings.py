@@ -126,6 +126,8 @@ class Settings(BaseSettings):
     outbox_backoff_max_s: float = Field(default=300.0, gt=0)
     outbox_max_attempts: int = Field(default=20, ge=1)
     outbox_poll_s: float = Field(default=1.0, gt=0)
+    # How long a claimed entry is a worker's: after a crash, its entries wait this long.
+    outbox_lease_s: float = Field(default=120.0, gt=0)
     # DICOM intake: a C-STORE SCP on 127.0.0.1 (None: off), study stability, routing.
     dicom_ae_title: str = "AIDX"
     dicom_scp_port: int | None = Field(default=None, ge=0, le=65535)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +36,19 @@ def make_settings(var_dir: Path, **overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
+def aidx_env(var_dir: Path, port: int, **settings: str) -> dict[str, str]:
+    """The environment of a real `aidx serve` process on 127.0.0.1:`port` with the test
+    keys; `settings` are further AIDX_* values (e.g. enabled_models='["cxr_pneumonia"]')."""
+    keys = [{"name": f"{r.value}-1", "role": r.value, "key_sha256": hash_key(k)}
+            for r, k in KEYS.items()]  # fmt: skip
+    return {
+        **os.environ, "AIDX_MODE": "production", "AIDX_API_KEYS": json.dumps(keys),
+        "AIDX_MODEL_REPOSITORY": str(MODELS), "AIDX_VAR_DIR": str(var_dir),
+        "AIDX_HOST": "127.0.0.1", "AIDX_PORT": str(port),
+        **{f"AIDX_{name.upper()}": value for name, value in settings.items()},
+    }  # fmt: skip
+
+
 def dicom_bytes(name: str) -> bytes:
     path = get_testdata_file(name)
     assert path is not None, f"{name} is missing (pip install pydicom-data)"
@@ -62,8 +77,6 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `aidx serve` process on loopback, for clients that need a socket."""
-    import json
-    import os
     import subprocess
     import sys
     import time
@@ -71,19 +84,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import httpx
 
     port = free_port()
-    keys = [
-        {"name": f"{r.value}-1", "role": r.value, "key_sha256": hash_key(k)}
-        for r, k in KEYS.items()
-    ]
-    env = {
-        **os.environ,
-        "AIDX_MODE": "production",
-        "AIDX_API_KEYS": json.dumps(keys),
-        "AIDX_MODEL_REPOSITORY": str(MODELS),
-        "AIDX_VAR_DIR": str(tmp_path_factory.mktemp("srv")),
-        "AIDX_PORT": str(port),
-        "AIDX_HOST": "127.0.0.1",
-    }
+    env = aidx_env(tmp_path_factory.mktemp("srv"), port)
     process = subprocess.Popen(
         [sys.executable, "-m", "aidx.inference", "serve", "--log-level", "warning"], env=env
     )

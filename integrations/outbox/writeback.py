@@ -187,6 +187,7 @@ class Writeback:
                 settings.outbox_max_attempts,
             ),
             poll_s=settings.outbox_poll_s,
+            lease_s=settings.outbox_lease_s,
             audit=audit,
         )
 

@@ -10,7 +10,6 @@ PyTriton peer has no key on inference) and a wrong key refused, not retried; and
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -30,9 +29,9 @@ from aidx.inference.errors import ModelUnavailable
 from aidx.inference.repository import load_entry
 from aidx.inference.runtime_triton import TritonModel, TritonOptions
 from aidx.inference.serving import batcher_config
-from aidx.inference.settings import Role, hash_key
+from aidx.inference.settings import Role
 
-from ..conftest import KEYS, MODELS, auth, dicom_bytes, free_port, make_settings
+from ..conftest import MODELS, aidx_env, auth, dicom_bytes, free_port, make_settings
 
 pytestmark = pytest.mark.integration
 MODEL = "cxr_pneumonia"
@@ -52,21 +51,8 @@ class AidxKServePeer:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> AidxKServePeer:
-        keys = [
-            {"name": f"{r.value}-1", "role": r.value, "key_sha256": hash_key(k)}
-            for r, k in KEYS.items()
-        ]
-        env = {
-            **os.environ,
-            "AIDX_MODE": "production",
-            "AIDX_API_KEYS": json.dumps(keys),
-            "AIDX_MODEL_REPOSITORY": str(MODELS),
-            "AIDX_ENABLED_MODELS": json.dumps([MODEL]),
-            "AIDX_VAR_DIR": str(self.var_dir),
-            "AIDX_PORT": str(self.port),
-            "AIDX_WRITEBACK": "false",
-            "AIDX_CPU_WORKERS": "1",
-        }
+        env = aidx_env(self.var_dir, self.port, enabled_models=json.dumps([MODEL]),
+                       writeback="false", cpu_workers="1")  # fmt: skip
         self.process = subprocess.Popen(
             [sys.executable, "-m", "aidx.inference", "serve", "--log-level", "warning"], env=env
         )

@@ -3,8 +3,6 @@ same store (var dir)."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 import time
@@ -15,9 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aidx.inference.settings import hash_key
-
-from ...conftest import KEYS, MODELS, free_port
+from ...conftest import aidx_env, free_port
 
 
 @dataclass
@@ -32,21 +28,8 @@ class LabServer:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self) -> None:
-        keys = [
-            {"name": f"{r.value}-1", "role": r.value, "key_sha256": hash_key(k)}
-            for r, k in KEYS.items()
-        ]
-        env = {
-            **os.environ,
-            "AIDX_MODE": "production",
-            "AIDX_API_KEYS": json.dumps(keys),
-            "AIDX_MODEL_REPOSITORY": str(MODELS),
-            "AIDX_ENABLED_MODELS": json.dumps(["labs_anomaly"]),
-            "AIDX_VAR_DIR": str(self.var_dir),
-            "AIDX_PORT": str(self.http_port),
-            "AIDX_HOST": "127.0.0.1",
-            "AIDX_LABS_MLLP_PORT": str(self.mllp_port),
-        }
+        env = aidx_env(self.var_dir, self.http_port, enabled_models='["labs_anomaly"]',
+                       labs_mllp_port=str(self.mllp_port))  # fmt: skip
         self.process = subprocess.Popen(
             [sys.executable, "-m", "aidx.inference", "serve", "--log-level", "warning"], env=env
         )

@@ -3,8 +3,6 @@ for a PACS that is down: after a restart everything arrives once, nothing twice.
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +16,7 @@ import pytest
 
 from aidx.inference.settings import Role
 
-from ...conftest import KEYS, MODELS, auth, dicom_bytes, free_port, hash_key
+from ...conftest import aidx_env, auth, dicom_bytes, free_port
 from ...peers import OrthancPeer
 from .test_end_to_end import wait_for
 
@@ -26,15 +24,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def service_env(tmp_path: Path, orthanc: OrthancPeer, port: int) -> dict[str, str]:
-    keys = [{"name": f"{r.value}-1", "role": r.value, "key_sha256": hash_key(k)}
-            for r, k in KEYS.items()]  # fmt: skip
-    return {
-        **os.environ, "AIDX_MODE": "production", "AIDX_API_KEYS": json.dumps(keys),
-        "AIDX_MODEL_REPOSITORY": str(MODELS), "AIDX_ENABLED_MODELS": '["cxr_pneumonia"]',
-        "AIDX_VAR_DIR": str(tmp_path / "var"), "AIDX_HOST": "127.0.0.1", "AIDX_PORT": str(port),
-        "AIDX_PACS_DICOMWEB_URL": orthanc.dicomweb, "AIDX_OUTBOX_POLL_S": "0.05",
-        "AIDX_OUTBOX_BACKOFF_BASE_S": "0.1", "AIDX_OUTBOX_BACKOFF_MAX_S": "0.3",
-    }  # fmt: skip
+    return aidx_env(
+        tmp_path / "var", port, enabled_models='["cxr_pneumonia"]',
+        pacs_dicomweb_url=orthanc.dicomweb, outbox_poll_s="0.05",
+        outbox_backoff_base_s="0.1", outbox_backoff_max_s="0.3",
+        outbox_lease_s="3",  # a killed worker's claims expire quickly
+    )  # fmt: skip
 
 
 @contextmanager

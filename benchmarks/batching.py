@@ -78,12 +78,13 @@ def raw_onnxruntime(model_path: Path, batch_sizes: list[int], seconds: float) ->
     for batch in batch_sizes:
         feed = {spec.name: sample_input(list(spec.shape[1:]), batch)}
         session.run(names, feed)  # warm
-        latencies, start = [], time.perf_counter()
+        latencies, start, cpu0 = [], time.perf_counter(), time.process_time()
         while time.perf_counter() - start < seconds or len(latencies) < 3:
             t0 = time.perf_counter()
             session.run(names, feed)
             latencies.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - start
+        cpu_ms_per_item = (time.process_time() - cpu0) / (len(latencies) * batch) * 1e3
         p50, p95, p99 = percentiles(latencies)
         rows.append(
             Row(
@@ -95,26 +96,52 @@ def raw_onnxruntime(model_path: Path, batch_sizes: list[int], seconds: float) ->
                 p95,
                 p99,
                 batch,
-                {},
+                {"cpu_ms_per_item": cpu_ms_per_item},
             )
         )
     return rows
 
 
-def batch_counters(url: str, model: str) -> tuple[float, float]:
-    text = httpx.get(f"http://{url}/metrics").text
-    total = count = 0.0
-    for line in text.splitlines():
+@dataclass(frozen=True)
+class ServerCounters:
+    """Read from the service's /metrics: batch-size histogram and process CPU time."""
+
+    batch_sum: float
+    batch_count: float
+    cpu_s: float
+
+    def mean_batch_since(self, before: ServerCounters) -> float:
+        return (self.batch_sum - before.batch_sum) / max(self.batch_count - before.batch_count, 1)
+
+
+def server_counters(url: str, model: str) -> ServerCounters:
+    values = {"sum": 0.0, "count": 0.0, "cpu": 0.0}
+    for line in httpx.get(f"http://{url}/metrics").text.splitlines():
         if line.startswith(f'aidx_batch_size_sum{{model="{model}"}}'):
-            total = float(line.split()[-1])
+            values["sum"] = float(line.split()[-1])
         elif line.startswith(f'aidx_batch_size_count{{model="{model}"}}'):
-            count = float(line.split()[-1])
-    return total, count
+            values["count"] = float(line.split()[-1])
+        elif line.startswith("process_cpu_seconds_total "):
+            values["cpu"] = float(line.split()[-1])
+    return ServerCounters(values["sum"], values["count"], values["cpu"])
+
+
+def cpu_per_request_ms(
+    before: ServerCounters, after: ServerCounters, client_cpu_s: float, requests: int
+) -> dict[str, float]:
+    """Where the cores went: the server process and this (client) process, per request."""
+    n = max(requests, 1)
+    return {
+        "server_cpu_ms_per_req": (after.cpu_s - before.cpu_s) / n * 1e3,
+        "client_cpu_ms_per_req": client_cpu_s / n * 1e3,
+    }
 
 
 async def closed_loop(
     concurrency: int, seconds: float, send: Callable[[], Awaitable[dict[str, float]]]
 ) -> tuple[list[float], float, dict[str, float]]:
+    """Latencies, elapsed seconds, and the means of what `send` reports, plus this
+    process's CPU time per request (`client_cpu_s`, in total)."""
     latencies: list[float] = []
     extras: dict[str, list[float]] = {}
     stop_at = time.perf_counter() + seconds
@@ -127,9 +154,10 @@ async def closed_loop(
             for key, value in extra.items():
                 extras.setdefault(key, []).append(value)
 
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     means = {k: float(np.mean(v)) for k, v in extras.items()}
+    means["client_cpu_s"] = time.process_time() - cpu0
     return latencies, time.perf_counter() - start, means
 
 
@@ -151,11 +179,10 @@ async def sweep_v2(url: str, key: str, model: str, concurrency: int, seconds: fl
         return {}
 
     await send()
-    before = batch_counters(url, model)
-    latencies, elapsed, _ = await closed_loop(concurrency, seconds, send)
-    after = batch_counters(url, model)
+    before = server_counters(url, model)
+    latencies, elapsed, extras = await closed_loop(concurrency, seconds, send)
+    after = server_counters(url, model)
     await client.close()
-    mean_batch = (after[0] - before[0]) / max(after[1] - before[1], 1)
     p50, p95, p99 = percentiles(latencies)
     return Row(
         "/v2 infer (tritonclient, binary)",
@@ -165,8 +192,8 @@ async def sweep_v2(url: str, key: str, model: str, concurrency: int, seconds: fl
         p50,
         p95,
         p99,
-        mean_batch,
-        {},
+        after.mean_batch_since(before),
+        cpu_per_request_ms(before, after, extras.pop("client_cpu_s"), len(latencies)),
     )
 
 
@@ -194,10 +221,10 @@ async def sweep_v1(
             }
 
         await send()
-        before = batch_counters(url, model)
+        before = server_counters(url, model)
         latencies, elapsed, extras = await closed_loop(concurrency, seconds, send)
-        after = batch_counters(url, model)
-    mean_batch = (after[0] - before[0]) / max(after[1] - before[1], 1)
+        after = server_counters(url, model)
+    extras |= cpu_per_request_ms(before, after, extras.pop("client_cpu_s"), len(latencies))
     p50, p95, p99 = percentiles(latencies)
     return Row(
         "/v1/cxr (DICOM end to end)",
@@ -207,7 +234,7 @@ async def sweep_v1(
         p50,
         p95,
         p99,
-        mean_batch,
+        after.mean_batch_since(before),
         extras,
     )
 
@@ -250,15 +277,24 @@ def max_queue_delay_us(model: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+def _cpu_cell(row: Row, key: str) -> str:
+    value = row.extra.get(key)
+    return f"{value:>8.2f}" if value is not None else f"{'':>8}"
+
+
 def print_table(rows: list[Row]) -> None:
+    """CPU columns: core-milliseconds per request (raw: per item) in the server and in
+    the load generator, which share this machine's cores."""
     print(
         f"\n{'path':34} {'conc':>5} {'reqs':>6} {'items/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
-        f"{'p99 ms':>8} {'batch':>6}"
+        f"{'p99 ms':>8} {'batch':>6} {'srv cpu':>8} {'cli cpu':>8}"
     )
     for r in rows:
+        server = "cpu_ms_per_item" if r.path == "raw onnxruntime" else "server_cpu_ms_per_req"
         print(
             f"{r.path:34} {r.concurrency:>5} {r.requests:>6} {r.throughput_rps:>8.1f} "
-            f"{r.p50_ms:>8.1f} {r.p95_ms:>8.1f} {r.p99_ms:>8.1f} {r.mean_batch:>6.1f}"
+            f"{r.p50_ms:>8.1f} {r.p95_ms:>8.1f} {r.p99_ms:>8.1f} {r.mean_batch:>6.1f} "
+            f"{_cpu_cell(r, server)} {_cpu_cell(r, 'client_cpu_ms_per_req')}"
         )
 
 
@@ -280,6 +316,7 @@ def verdict(
         "throughput_bar_met": at.throughput_rps >= 0.9 * best.throughput_rps,
         "p99_bar_met": at.p99_ms <= p99_bar,
     }
+    summary |= cpu_budget(best, at)
     v1_at = next((r for r in v1 if r.concurrency == at.concurrency), None)
     if v1_at is not None:
         summary["v1_minus_v2_p50_ms"] = round(v1_at.p50_ms - at.p50_ms, 1)
@@ -289,6 +326,25 @@ def verdict(
         )
         summary["v1_cpu_wait_ms"] = round(extra.get("cpu_wait_ms", 0.0), 1)
     return summary
+
+
+def cpu_budget(best: Row, v2: Row) -> dict[str, object]:
+    """Explain the /v2 gap in core-milliseconds: the model's own cost per item (raw, at
+    its best batch), the server's cost beyond it, and the load generator's, which runs
+    on the same cores here. `ceiling` is the throughput those costs allow."""
+    model = best.extra.get("cpu_ms_per_item")
+    server = v2.extra.get("server_cpu_ms_per_req")
+    client = v2.extra.get("client_cpu_ms_per_req")
+    if model is None or server is None or client is None:
+        return {}
+    cores = os.cpu_count() or 1
+    return {
+        "model_cpu_ms_per_item": round(model, 3),
+        "v2_server_cpu_ms_per_req": round(server, 3),
+        "v2_server_overhead_cpu_ms_per_req": round(server - model, 3),
+        "v2_client_cpu_ms_per_req": round(client, 3),
+        "v2_ceiling_items_per_s_on_these_cores": round(cores / (server + client) * 1e3, 1),
+    }
 
 
 async def sweep_batcher(model: str, concurrency: int, seconds: float) -> Row:
@@ -311,11 +367,13 @@ async def sweep_batcher(model: str, concurrency: int, seconds: float) -> Row:
         return {}
 
     await send()
-    latencies, elapsed, _ = await closed_loop(concurrency, seconds, send)
+    latencies, elapsed, extras = await closed_loop(concurrency, seconds, send)
     await service.stop()
     p50, p95, p99 = percentiles(latencies)
+    # one process: the model, the batcher and the callers together
+    cpu = {"server_cpu_ms_per_req": extras["client_cpu_s"] / len(latencies) * 1e3}
     return Row("batcher in-process (no HTTP)", concurrency, len(latencies),
-               len(latencies) / elapsed, p50, p95, p99, float(np.mean(sizes)), {})  # fmt: skip
+               len(latencies) / elapsed, p50, p95, p99, float(np.mean(sizes)), cpu)  # fmt: skip
 
 
 async def run_sweeps(url: str, key: str, args: argparse.Namespace) -> tuple[list[Row], list[Row]]:

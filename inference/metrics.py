@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 _TIME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -12,6 +12,9 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # process_cpu_seconds_total, resident memory, open fds: what an operator sizes
+        # replicas by, and what benchmarks/batching.py divides by requests served.
+        ProcessCollector(registry=r)
         self.queue_depth_gauge = Gauge(
             "aidx_queue_depth", "Requests waiting in a model's queue", ["model"], registry=r
         )

@@ -29,6 +29,7 @@ def test_health_and_metrics_need_no_key(client: TestClient) -> None:
     assert ready.status_code == 200 and ready.json()["ready"] is True
     metrics = client.get("/metrics").text
     assert "aidx_queue_depth" in metrics and "aidx_batch_size_bucket" in metrics
+    assert "process_cpu_seconds_total" in metrics  # replicas are sized by it
 
 
 def test_v1_routes_need_a_valid_key_and_the_right_role(client: TestClient) -> None:

@@ -9,7 +9,8 @@ import uuid
 
 import httpx
 import pydicom
-from pynetdicom import AE, StoragePresentationContexts
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
 
 from aidx.integrations.outbox.destinations import (
     PermanentDeliveryError,
@@ -96,12 +97,22 @@ class CStoreDestination:
     def deliver(self, entry: Entry) -> None:
         ds = _dataset(entry)
         ae = AE(ae_title=self.calling_ae)
-        ae.requested_contexts = StoragePresentationContexts
+        # Propose only this object's SOP class (in its own transfer syntax, or the two
+        # every SCP takes): some PACS refuse associations that offer 100+ contexts.
+        own = ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)
+        syntaxes = [own, ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+        ae.add_requested_context(ds.SOPClassUID, list(dict.fromkeys(syntaxes)))
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = CONNECT_TIMEOUT_S
         assoc = ae.associate(self.host, self.port, ae_title=self.called_ae)
         if not assoc.is_established:
+            # It answered, and takes no object of this class: retrying won't help.
+            if assoc.rejected_contexts:
+                raise PermanentDeliveryError(
+                    f"{self.called_ae} does not accept SOP class {ds.SOPClassUID}"
+                )
+            why = "rejected" if assoc.is_rejected else "not established"
             raise TransientDeliveryError(
-                f"no association with {self.called_ae}@{self.host}:{self.port}"
+                f"association with {self.called_ae}@{self.host}:{self.port} {why}"
             )
         try:
             status = assoc.send_c_store(ds)

@@ -7,8 +7,9 @@ which provider a session really got (`active_provider`).
 
 Provider options come from settings (`GpuOptions`): device id, TensorRT with fp16 and
 an engine cache, cuDNN's convolution algorithm search, and a CUDA memory arena cap.
-A model's `instance_group` pins it: KIND_CPU keeps it on the CPU, KIND_GPU with
-`gpus: [n]` puts it on GPU n (`placement`).
+A model's `instance_group` says how many copies run where (`placements`), as in
+Triton: `count` copies per group, on the CPU for KIND_CPU, and on each GPU listed in
+`gpus` for KIND_GPU (the default GPU when it lists none).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class GpuOptions:
     trt_engine_cache_dir: Path | None = None
     cudnn_conv_algo_search: str = "EXHAUSTIVE"
     gpu_mem_limit_bytes: int | None = None
+    io_binding: bool = True  # CUDA/TensorRT sessions run through IO binding
 
     @classmethod
     def from_settings(cls, settings: Any) -> GpuOptions:
@@ -48,12 +50,13 @@ class GpuOptions:
             trt_engine_cache_dir=settings.gpu_trt_engine_cache_dir,
             cudnn_conv_algo_search=str(settings.gpu_cudnn_conv_algo_search),
             gpu_mem_limit_bytes=settings.gpu_mem_limit_bytes,
+            io_binding=settings.gpu_io_binding,
         )
 
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a model's instance_group puts it: `device` cpu/auto/cuda, on `device_id`."""
+    """Where one model instance runs: `device` cpu or cuda, on GPU `device_id`."""
 
     device: str
     device_id: int
@@ -108,17 +111,34 @@ def tensorrt_options(options: GpuOptions, device_id: int) -> dict[str, str]:
     return values
 
 
-def placement(config: Any, device: str, default_device_id: int = 0) -> Placement:
-    """The device a model's instance_group asks for, within what settings allow:
-    KIND_CPU -> cpu; KIND_GPU -> the first of `gpus` (all instances of a model share
-    one session here: Triton would make `count` instances on each listed GPU)."""
+# model_config_pb2.ModelInstanceGroup.Kind: KIND_AUTO 0, KIND_GPU 1, KIND_CPU 2, KIND_MODEL 3
+_KIND_CPU = 2
+
+
+def gpu_usable() -> bool:
+    """onnxruntime has the CUDA provider and the driver reports a device."""
+    return CUDA in ort.get_available_providers() and cuda_device_count() > 0
+
+
+def placements(config: Any, device: str, default_device_id: int = 0) -> list[Placement]:
+    """One Placement per model instance, as `instance_group` asks within what settings
+    allow. On a GPU: `count` per group, on each of its `gpus` (Triton's rule), KIND_CPU
+    groups on the CPU. On the CPU (AIDX_DEVICE=cpu, or auto without a usable GPU):
+    `count` per group, so that a config written for GPUs does not multiply CPU copies."""
+    if device == "auto":
+        device = "cuda" if gpu_usable() else "cpu"
     groups = list(getattr(config, "instance_group", []))
-    kinds = {int(g.kind) for g in groups}
-    # model_config_pb2.ModelInstanceGroup.Kind: KIND_AUTO 0, KIND_GPU 1, KIND_CPU 2
-    if device == "cpu" or (kinds and kinds <= {2}):
-        return Placement("cpu", 0)
-    gpus = [int(n) for g in groups if int(g.kind) == 1 for n in g.gpus]
-    return Placement(device, gpus[0] if gpus else default_device_id)
+    if not groups:
+        return [Placement(device, 0 if device == "cpu" else default_device_id)]
+    out: list[Placement] = []
+    for group in groups:
+        count = int(group.count) or 1
+        if device == "cpu" or int(group.kind) == _KIND_CPU:
+            out += [Placement("cpu", 0)] * count
+            continue
+        for gpu in [int(n) for n in group.gpus] or [default_device_id]:
+            out += [Placement(device, gpu)] * count
+    return out
 
 
 def select_providers(

@@ -121,12 +121,15 @@ class ModelService:
     def _runtime(self, entry: ModelEntry) -> OnnxModel | TritonModel:
         if self.settings.backend is Backend.triton:
             return TritonModel(entry, TritonOptions.from_settings(self.settings))
-        return OnnxModel(
+        model = OnnxModel(
             entry,
             device=self.settings.device.value,
             threads=self.settings.cpu_threads_per_instance,
             settings=self.settings,
         )
+        if self.settings.warmup:  # every instance, not only the one `load` warms up
+            model.warm(warmup_inputs(entry.config))
+        return model
 
     async def load(self, served: ServedModel) -> None:
         entry = served.entry

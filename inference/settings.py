@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     gpu_trt_engine_cache_dir: Path | None = None  # built engines kept across restarts
     gpu_cudnn_conv_algo_search: CudnnConvAlgoSearch = CudnnConvAlgoSearch.exhaustive
     gpu_mem_limit_bytes: int | None = Field(default=None, gt=0)  # CUDA arena cap per session
+    # CUDA/TensorRT sessions bind inputs and outputs (IO binding) instead of plain runs.
+    gpu_io_binding: bool = True
     # Where models run: in-process, or on a Triton Inference Server (runtime_triton.py).
     backend: Backend = Backend.onnxruntime
     triton_url: str | None = None  # host:port (HTTP 8000, gRPC 8001), no scheme
@@ -92,7 +94,9 @@ class Settings(BaseSettings):
     # (0 us); None keeps config.pbtxt's max_queue_delay_microseconds.
     triton_max_queue_delay_us: int | None = Field(default=0, ge=0)
     triton_concurrency: int = Field(default=4, ge=1)  # requests in flight per model
-    cpu_threads_per_instance: int = Field(default=0, ge=0)  # 0: onnxruntime decides
+    # intra-op threads of each session; 0: one instance uses onnxruntime's default, several
+    # split the cores between them (runtime.threads_per_instance)
+    cpu_threads_per_instance: int = Field(default=0, ge=0)
     cpu_workers: int = Field(default=0, ge=0)  # decode/render pool; 0: one per core
     var_dir: Path = Path("var")
     api_keys: list[ApiKey] = Field(default_factory=list)

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from aidx.inference.auth import Principal, require
+from aidx.inference.runtime import OnnxModel
 from aidx.inference.serving import ServedModel
 from aidx.inference.settings import Role
 
@@ -25,6 +26,10 @@ def describe(served: ServedModel) -> dict[str, Any]:
         "backend": runtime.backend if runtime else None,
         "provider": runtime.provider if runtime else None,
         "device": runtime.device if runtime else None,
+        # in-process: each session copy, with the provider it really got
+        "instances": (
+            [i.describe() for i in runtime.instances] if isinstance(runtime, OnnxModel) else None
+        ),
         "max_batch_size": entry.max_batch_size,
         "sha256": entry.sha256,
         "checksum_ok": entry.checks.get("sha256"),

@@ -19,10 +19,11 @@ from aidx.gpu.providers import (
     CUDA,
     TENSORRT,
     GpuOptions,
+    Placement,
     cuda_device_count,
     cuda_options,
     device_name,
-    placement,
+    placements,
     select_providers,
     tensorrt_options,
 )
@@ -62,14 +63,25 @@ def test_provider_options_come_from_settings(tmp_path: Path) -> None:
     assert trt["trt_engine_cache_path"] == str(tmp_path / "trt")
 
 
-def test_instance_group_pins_a_model() -> None:
-    on_cpu = config("instance_group [ { count: 1 kind: KIND_CPU } ]")
-    assert placement(on_cpu, "auto").device == "cpu"
-    on_gpu1 = config("instance_group [ { count: 2 kind: KIND_GPU gpus: [ 1 ] } ]")
-    assert placement(on_gpu1, "auto", 0).device_id == 1
-    assert placement(on_gpu1, "cuda", 0).device_id == 1
-    assert placement(config("instance_group [ { kind: KIND_AUTO } ]"), "auto", 3).device_id == 3
-    assert placement(on_gpu1, "cpu").device == "cpu"  # AIDX_DEVICE=cpu wins
+def test_instance_group_places_count_copies_on_each_listed_gpu() -> None:
+    """Triton's rule: `count` per group, on each of its `gpus`; KIND_CPU on the CPU."""
+    two_gpus = config("instance_group [ { count: 2 kind: KIND_GPU gpus: [ 0, 1 ] } ]")
+    cuda = [Placement("cuda", n) for n in (0, 0, 1, 1)]
+    assert placements(two_gpus, "cuda") == cuda
+    assert placements(two_gpus, "cpu") == [Placement("cpu", 0)] * 2  # AIDX_DEVICE=cpu wins
+    mixed = config(
+        "instance_group [ { count: 1 kind: KIND_GPU gpus: [ 1 ] }, { count: 2 kind: KIND_CPU } ]"
+    )
+    assert placements(mixed, "cuda") == [Placement("cuda", 1)] + [Placement("cpu", 0)] * 2
+    auto = config("instance_group [ { kind: KIND_AUTO } ]")
+    assert placements(auto, "cuda", 3) == [Placement("cuda", 3)]  # the default GPU
+    assert placements(config(""), "cuda", 2) == [Placement("cuda", 2)]
+
+
+@pytest.mark.skipif(cuda_device_count() > 0, reason="this machine has a CUDA device")
+def test_without_a_gpu_auto_places_every_instance_on_the_cpu() -> None:
+    two_gpus = config("instance_group [ { count: 2 kind: KIND_GPU gpus: [ 0, 1 ] } ]")
+    assert placements(two_gpus, "auto") == [Placement("cpu", 0)] * 2
 
 
 def test_cpu_is_chosen_when_asked_and_names_the_device() -> None:
@@ -123,3 +135,50 @@ def test_models_report_the_gpu_provider_actually_in_use(tmp_path: Path) -> None:
     assert models["cxr_pneumonia"]["provider"] == CUDA
     assert models["cxr_pneumonia"]["device"] == "cuda"
     assert models["labs_anomaly"]["provider"] == CPU  # its instance_group says KIND_CPU
+
+
+def _copy_with_instances(tmp_path: Path, group: str) -> Path:
+    from ..inference.test_runtime import with_instances
+
+    return with_instances(tmp_path, group) / "cxr_pneumonia"
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_instances_run_through_io_binding_and_match_cpu(tmp_path: Path) -> None:
+    from aidx.inference.repository import load_entry
+    from aidx.inference.runtime import OnnxModel, run_bound
+
+    folder = _copy_with_instances(tmp_path, "{ count: 2 kind: KIND_GPU gpus: [ 0 ] }")
+    entry = load_entry(folder)
+    model = OnnxModel(entry, device="cuda")
+    assert [i.placement for i in model.instances] == [Placement("cuda", 0)] * 2
+    assert all(i.provider == CUDA and i.bind_outputs_on == "cuda" for i in model.instances)
+    assert (model.provider, model.device) == (CUDA, "cuda")
+    x = np.random.default_rng(1).uniform(-1024, 1024, (4, 1, 224, 224)).astype(np.float32)
+    cpu = ort.InferenceSession(str(entry.model_path), providers=[CPU])
+    want = cpu.run(model.output_names, {"image": x})
+    for instance in model.instances:  # each copy, through IO binding on the GPU
+        got = instance.run(model.output_names, {"image": x})
+        plain = instance.session.run(model.output_names, {"image": x})
+        for ref, bound, unbound in zip(want, got, plain, strict=True):
+            scale = max(float(np.max(np.abs(ref))), 1.0)
+            assert float(np.max(np.abs(bound - ref))) / scale <= CUDA_TOLERANCE
+            np.testing.assert_allclose(bound, unbound, rtol=1e-5, atol=1e-5)
+    # Outputs bound on the host from a CUDA session: the same values.
+    on_host = run_bound(model.instances[0].session, model.output_names, {"image": x}, "cpu")
+    for ref, got in zip(want, on_host, strict=True):
+        scale = max(float(np.max(np.abs(ref))), 1.0)
+        assert float(np.max(np.abs(got - ref))) / scale <= CUDA_TOLERANCE
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(cuda_device_count() < 2, reason="fewer than two CUDA devices")
+def test_instances_are_placed_on_each_listed_gpu(tmp_path: Path) -> None:
+    from aidx.inference.repository import load_entry
+    from aidx.inference.runtime import OnnxModel
+
+    folder = _copy_with_instances(tmp_path, "{ count: 1 kind: KIND_GPU gpus: [ 0, 1 ] }")
+    model = OnnxModel(load_entry(folder), device="auto")
+    assert [i.describe()["device_id"] for i in model.instances] == [0, 1]
+    assert all(i.provider == CUDA for i in model.instances)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import tempfile
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -48,15 +49,22 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     settings = _settings(host=host, port=port)
-    uvicorn.run(
-        create_app(settings),
+    service = create_app(settings)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            service.state.labs.end_streams()  # else the graceful shutdown waits them out
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        service,
         host=settings.host,
         port=settings.port,
         log_level=log_level,
         access_log=False,
-        # open live feeds (SSE) must not hold a shutdown forever
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=10,  # a client that never finishes cannot hold a stop
     )
+    Server(config).run()
 
 
 def _device_of(settings: Settings) -> str:

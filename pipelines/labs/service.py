@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-import threading
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 from sqlalchemy import Engine
 
@@ -42,7 +38,7 @@ class LabsService:
         self.hub = AlertHub()
         self.screener = LabScreener(self.catalogue, self.store, models, self.hub)
         self.audit = audit
-        self._restore: list[tuple[int, Any]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.mllp = (
             MllpServer(self.handle_hl7, host=MLLP_HOST, port=mllp_port)
             if mllp_port is not None
@@ -50,36 +46,21 @@ class LabsService:
         )
 
     async def start(self) -> None:
-        self._end_streams_on_exit()
+        self._loop = asyncio.get_running_loop()
         if self.mllp is not None:
             await self.mllp.start()
 
     async def stop(self) -> None:
-        for sig, previous in self._restore:
-            signal.signal(sig, previous)
-        self._restore.clear()
         if self.mllp is not None:
             await self.mllp.stop()
         self.hub.close()
 
-    def _end_streams_on_exit(self) -> None:
-        """uvicorn waits for open responses before it shuts the app down, and a live
-        alert stream never ends by itself: when the server is told to exit, end the
-        streams first (clients reconnect elsewhere with Last-Event-ID)."""
-        if threading.current_thread() is not threading.main_thread():
-            return  # e.g. under a test client: no signals to chain
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous = signal.getsignal(sig)
-            if not callable(previous):
-                continue
-
-            def on_exit(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
-                loop.call_soon_threadsafe(self.hub.close)
-                previous(signum, frame)
-
-            signal.signal(sig, on_exit)
-            self._restore.append((sig, previous))
+    def end_streams(self) -> None:
+        """End the live alert streams, from any thread or a signal handler: uvicorn
+        waits for open responses before it shuts the app down, and a live stream never
+        ends by itself (clients reconnect elsewhere with Last-Event-ID)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.hub.close)
 
     async def handle_hl7(self, data: bytes) -> bytes:
         """One ORU^R01 in, its ACK out: AA when screened, AE/AR with the reason."""

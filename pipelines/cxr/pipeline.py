@@ -22,7 +22,14 @@ from aidx.inference.reports import (
 )
 from aidx.inference.serving import ModelService, ServedModel
 from aidx.pipelines.cxr.decode import Radiograph, decode_radiograph
-from aidx.pipelines.cxr.postprocess import findings, render_overlay, sigmoid
+from aidx.pipelines.cxr.postprocess import (
+    encode_png,
+    findings,
+    overlay_grey,
+    overlay_scale,
+    render_overlay_rgb,
+    sigmoid,
+)
 from aidx.pipelines.cxr.preprocess import CropGeometry, to_model_input
 
 PIPELINE = "cxr"
@@ -122,12 +129,17 @@ class CxrPipeline:
         cam = outputs[names["cam"]][0] if "cam" in names else None
         found = findings(probabilities, cam, card.labels, prepared.geometry)
         index = next((i for i, f in enumerate(found) if f.concept.code == PNEUMONIA_SCT), 0)
-        overlay = render_overlay(
-            prepared.radiograph.image01,
-            None if cam is None else cam[index],
-            found[index].probability,
-            prepared.geometry,
-            found[index].regions,
+        image01 = prepared.radiograph.image01
+        boxes = [[r.x_min_px, r.y_min_px, r.x_max_px, r.y_max_px] for r in found[index].regions]
+        overlay = encode_png(
+            render_overlay_rgb(
+                overlay_grey(image01),
+                None if cam is None else cam[index],
+                found[index].probability,
+                prepared.geometry,
+                overlay_scale(image01.shape),
+                np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+            )
         )
         ref = served.ref
         source = prepared.radiograph.source

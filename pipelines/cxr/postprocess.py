@@ -1,4 +1,4 @@
-"""Model outputs -> findings, hot regions in original pixels, and the overlay PNG."""
+"""Model outputs -> findings, hot regions in original pixels, and the overlay image."""
 
 from __future__ import annotations
 
@@ -99,33 +99,54 @@ def _jet_lut() -> np.ndarray:
 JET = _jet_lut().astype(np.float32)
 
 
-def render_overlay(
-    image01: np.ndarray,
-    cam: np.ndarray | None,
-    probability: float,
-    geometry: CropGeometry,
-    regions: list[Region],
-) -> bytes:
-    """The original radiograph with the label's heatmap over the model's crop.
+def overlay_scale(shape: tuple[int, ...]) -> float:
+    """Overlay pixels per original pixel: the original size, capped at OVERLAY_MAX_SIDE_PX."""
+    return min(1.0, OVERLAY_MAX_SIDE_PX / max(shape))
 
-    Opacity scales with the probability, so a confident negative shows almost no
-    colour instead of a misleading relative hot spot.
-    """
-    scale = min(1.0, OVERLAY_MAX_SIDE_PX / max(image01.shape))
+
+def overlay_grey(image01: np.ndarray) -> np.ndarray:
+    """The radiograph at overlay size as uint8 grey: all the overlay needs of the image."""
+    scale = overlay_scale(image01.shape)
     size = (round(image01.shape[1] * scale), round(image01.shape[0] * scale))
     grey = Image.fromarray((image01 * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
-    base = np.asarray(grey.convert("RGB"), dtype=np.float32)
+    return np.asarray(grey)
+
+
+def _heat_on_overlay(
+    cam: np.ndarray | None, geometry: CropGeometry, scale: float, shape: tuple[int, int]
+) -> np.ndarray:
+    """The normalised map resized onto the model's crop, zero outside it."""
     if cam is None:
         cam = np.zeros((1, 1), np.float32)
     side = max(1, round(geometry.side_px * scale))
     heat_img = Image.fromarray(normalised_heat(cam).astype(np.float32)).resize(
         (side, side), Image.Resampling.BILINEAR
     )
-    rows, cols = int(base.shape[0]), int(base.shape[1])
+    rows, cols = shape
     heat = np.zeros((rows, cols), np.float32)
     r0, c0 = round(geometry.row0 * scale), round(geometry.col0 * scale)
     patch = np.asarray(heat_img, dtype=np.float32)[: rows - r0, : cols - c0]
     heat[r0 : r0 + patch.shape[0], c0 : c0 + patch.shape[1]] = patch
+    return heat
+
+
+def render_overlay_rgb(
+    grey: np.ndarray,
+    cam: np.ndarray | None,
+    probability: float,
+    geometry: CropGeometry,
+    scale: float,
+    boxes_px: np.ndarray,
+) -> np.ndarray:
+    """The radiograph (`grey`, at overlay size) with the label's heatmap over the
+    model's crop and the hot regions' boxes (`boxes_px`: [n, 4] x0, y0, x1, y1 in
+    original pixels, `scale` overlay pixels per original pixel), as RGB uint8.
+
+    Opacity scales with the probability, so a confident negative shows almost no
+    colour instead of a misleading relative hot spot.
+    """
+    base = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
+    heat = _heat_on_overlay(cam, geometry, scale, (int(grey.shape[0]), int(grey.shape[1])))
     # Below HEAT_FLOOR the map stays transparent: a tinted lung everywhere hides detail.
     visible = np.clip((heat - HEAT_FLOOR) / (1.0 - HEAT_FLOOR), 0.0, 1.0)
     alpha = (0.6 * probability * visible)[..., None]
@@ -133,9 +154,12 @@ def render_overlay(
     blended = base * (1 - alpha) + colour * alpha
     out = Image.fromarray(blended.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(out)
-    for region in regions:
-        box = [region.x_min_px, region.y_min_px, region.x_max_px, region.y_max_px]
-        draw.rectangle([v * scale for v in box], outline=(255, 255, 255), width=2)
+    for box in boxes_px:
+        draw.rectangle([float(v) * scale for v in box], outline=(255, 255, 255), width=2)
+    return np.asarray(out)
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    out.save(buffer, format="PNG", compress_level=1)  # speed over size: it is a preview
+    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=1)  # speed: a preview
     return buffer.getvalue()

@@ -1,4 +1,4 @@
-"""Findings and regions: thresholds, and boxes mapped back to original pixels."""
+"""Findings and regions: thresholds, boxes mapped back to original pixels, the overlay."""
 
 from __future__ import annotations
 
@@ -8,9 +8,17 @@ import numpy as np
 from PIL import Image
 
 from aidx.inference.repository import Label
-from aidx.pipelines.cxr.postprocess import findings, hot_regions, render_overlay
+from aidx.pipelines.cxr.postprocess import (
+    encode_png,
+    findings,
+    hot_regions,
+    overlay_grey,
+    overlay_scale,
+    render_overlay_rgb,
+)
 from aidx.pipelines.cxr.preprocess import CropGeometry
 
+NO_BOXES = np.zeros((0, 4))
 LABELS = (
     Label("Pneumonia", "SCT", "233604007", "Pneumonia", 0.4),
     Label("Cardiomegaly", "SCT", "8186001", "Cardiomegaly", 0.7),
@@ -42,6 +50,30 @@ def test_presence_follows_each_labels_threshold_and_only_present_findings_get_re
 
 def test_the_overlay_is_the_original_image_size_capped_at_1024() -> None:
     image = np.random.default_rng(1).uniform(size=(1955, 1841)).astype(np.float32)
-    png = render_overlay(image, np.ones((28, 28)), 0.9, CropGeometry(57, 0, 1841), [])
-    overlay = Image.open(io.BytesIO(png))
+    crop = CropGeometry(57, 0, 1841)
+    grey, scale = overlay_grey(image), overlay_scale(image.shape)
+    rgb = render_overlay_rgb(grey, np.ones((28, 28)), 0.9, crop, scale, NO_BOXES)
+    assert rgb.shape == (1024, round(1841 * 1024 / 1955), 3) and rgb.dtype == np.uint8
+    overlay = Image.open(io.BytesIO(encode_png(rgb)))
     assert overlay.size == (round(1841 * 1024 / 1955), 1024)
+    assert (np.asarray(overlay) == rgb).all()  # lossless: the PNG is the rendered pixels
+
+
+def test_heat_shows_only_inside_the_crop_and_fades_with_the_probability() -> None:
+    grey = np.full((100, 200), 128, np.uint8)
+    cam = np.zeros((7, 7))
+    cam[3, 3] = 1.0  # hot in the middle of the crop (cols 50..150)
+    crop = CropGeometry(0, 50, 100)
+    confident = render_overlay_rgb(grey, cam, 0.95, crop, 1.0, NO_BOXES).astype(int)
+    unlikely = render_overlay_rgb(grey, cam, 0.01, crop, 1.0, NO_BOXES).astype(int)
+    assert (confident[:, :50] == 128).all() and (confident[:, 150:] == 128).all()
+    assert np.abs(confident[50, 100] - 128).max() > 40  # coloured where the map is hot
+    assert np.abs(unlikely - 128).max() <= 2  # a confident negative shows ~no colour
+
+
+def test_region_boxes_are_drawn_in_white_at_overlay_scale() -> None:
+    grey = np.zeros((100, 100), np.uint8)
+    boxes = np.array([[40.0, 60.0, 120.0, 160.0]])  # original pixels; overlay is half size
+    rgb = render_overlay_rgb(grey, None, 0.9, CropGeometry(0, 0, 200), 0.5, boxes)
+    assert (rgb[30, 20:61] == 255).all() and (rgb[30:81, 20] == 255).all()
+    assert (rgb[50, 40] == 0).all()  # inside the box: untouched

@@ -127,11 +127,18 @@ class ReportStore:
             raise NotFound(f"no report {rid!r}", code="report_not_found") from None
 
     def save(self, report: Report, files: dict[str, bytes]) -> None:
-        directory = self._dir(report.id)
-        directory.mkdir(exist_ok=True)
         for name, data in files.items():
-            _atomic_write(directory / name, data)
-        _atomic_write(directory / "report.json", report.model_dump_json(indent=2).encode())
+            self.put(report.id, name, data)
+        self.put(report.id, "report.json", report.model_dump_json(indent=2).encode())
+
+    def put(self, rid: str, name: str, data: bytes) -> None:
+        """Write one evidence file of report `rid` atomically (readers never see half)."""
+        directory = self._dir(rid)
+        directory.mkdir(exist_ok=True)
+        _atomic_write(directory / name, data)
+
+    def discard(self, rid: str, name: str) -> None:
+        (self._dir(rid) / name).unlink(missing_ok=True)
 
     def load(self, rid: str) -> Report:
         path = self._dir(rid) / "report.json"

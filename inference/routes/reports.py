@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 
 from aidx.inference.auth import Principal, require
+from aidx.inference.errors import NotFound
 from aidx.inference.reports import Report
 from aidx.inference.settings import Role
 
@@ -31,5 +34,13 @@ async def get_overlay(
     rid: str, request: Request, who: Principal = Depends(readers)
 ) -> FileResponse:
     with _access(request, who, "report.overlay", rid):
-        path = request.app.state.reports.file(rid, "overlay.png")
+        path = await _overlay(request, rid)
     return FileResponse(path, media_type="image/png")
+
+
+async def _overlay(request: Request, rid: str) -> Path:
+    try:  # a WSI heatmap, or a CXR overlay already rendered (older reports: at analysis)
+        path: Path = request.app.state.reports.file(rid, "overlay.png")
+    except NotFound:  # a CXR overlay not rendered yet: from its saved inputs, off the loop
+        path = await request.app.state.cxr.overlay_file(rid)
+    return path

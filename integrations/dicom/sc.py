@@ -3,12 +3,9 @@ DICOM secondary-capture image in the source study, so any PACS viewer shows it."
 
 from __future__ import annotations
 
-import io
-
 import highdicom as hd
 import numpy as np
 import pydicom
-from PIL import Image
 
 from aidx.inference.reports import Report
 from aidx.integrations.dicom.uids import derived_uid
@@ -16,12 +13,6 @@ from aidx.integrations.dicom.uids import derived_uid
 MANUFACTURER = "aidx"
 SC_SERIES_NUMBER = 9902
 SC_SERIES_DESCRIPTION = "aidx AI heatmap overlay (not for diagnosis)"
-
-
-def overlay_pixels(png: bytes) -> np.ndarray:
-    """The rendered overlay PNG as RGB uint8 [rows, columns, 3]."""
-    with Image.open(io.BytesIO(png)) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def _orientation(source: pydicom.Dataset) -> tuple[str, str] | None:

@@ -16,9 +16,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import numpy as np
 import pydicom
 from sqlalchemy import Engine
 
+from aidx.inference.errors import NotFound
 from aidx.inference.reports import Report, ReportStore
 from aidx.inference.settings import Settings
 from aidx.integrations.outbox.destinations import Destination, FolderSink
@@ -84,13 +86,13 @@ def objects_for(
     report: Report,
     sources: Sequence[pydicom.Dataset],
     *,
-    overlay_png: bytes | None,
+    overlay_rgb: np.ndarray | None,
     patient_system: str,
     hl7_receiving: tuple[str, str] | None = None,
 ) -> list[OutgoingObject]:
     """Everything that `report` sends: SR (+ overlay SC) to the PACS, FHIR to the EMR,
     and an ORU^R01 to the HL7 destination when `hl7_receiving` (MSH-5, MSH-6) is given."""
-    from aidx.integrations.dicom.sc import build_overlay_sc, overlay_pixels
+    from aidx.integrations.dicom.sc import build_overlay_sc
     from aidx.integrations.dicom.sr import build_sr
 
     objects = []
@@ -101,8 +103,8 @@ def objects_for(
                 PACS, str(sr.SOPInstanceUID), "dicom-sr", DICOM, dicom_bytes(sr), report.id
             )
         )
-        if overlay_png is not None:
-            sc = build_overlay_sc(report, sources[0], overlay_pixels(overlay_png))
+        if overlay_rgb is not None:
+            sc = build_overlay_sc(report, sources[0], overlay_rgb)
             objects.append(
                 OutgoingObject(
                     PACS, str(sc.SOPInstanceUID), "dicom-sc", DICOM, dicom_bytes(sc), report.id
@@ -203,15 +205,17 @@ class Writeback:
         return await self.worker.enqueue(objects)
 
     def _objects(self, report: Report, source: bytes | pydicom.Dataset) -> list[OutgoingObject]:
+        from aidx.pipelines.cxr.evidence import overlay_rgb
+
         ds = source if isinstance(source, pydicom.Dataset) else pydicom.dcmread(io.BytesIO(source))
-        try:
-            overlay: bytes | None = self.reports.file(report.id, "overlay.png").read_bytes()
-        except Exception:  # a pipeline without an overlay
+        try:  # rendered from the analysis' saved inputs: no PNG encoded and decoded here
+            overlay: np.ndarray | None = overlay_rgb(self.reports, report.id)
+        except NotFound:  # a report without overlay inputs
             overlay = None
         return objects_for(
             report,
             [ds],
-            overlay_png=overlay,
+            overlay_rgb=overlay,
             patient_system=self.settings.fhir_patient_identifier_system,
             hl7_receiving=self._hl7_receiving(),
         )

@@ -1,5 +1,6 @@
 """Chest X-ray pipeline, wired in one place: decode -> preprocess -> batcher ->
-findings -> overlay -> Report. Each step is a pure function tested on its own."""
+findings + overlay inputs -> Report. Each step is a pure function tested on its own.
+The overlay itself is rendered on first use (pipelines/cxr/evidence.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import hashlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -22,18 +24,16 @@ from aidx.inference.reports import (
 )
 from aidx.inference.serving import ModelService, ServedModel
 from aidx.pipelines.cxr.decode import Radiograph, decode_radiograph
-from aidx.pipelines.cxr.postprocess import (
-    encode_png,
-    findings,
-    overlay_grey,
-    overlay_scale,
-    render_overlay_rgb,
-    sigmoid,
+from aidx.pipelines.cxr.evidence import (
+    OVERLAY_FILE,
+    OverlayInputs,
+    overlay_png,
+    save_overlay_inputs,
 )
+from aidx.pipelines.cxr.postprocess import findings, sigmoid
 from aidx.pipelines.cxr.preprocess import CropGeometry, to_model_input
 
 PIPELINE = "cxr"
-OVERLAY_FILE = "overlay.png"
 PNEUMONIA_SCT = "233604007"  # the overlay shows this finding's map when the model has it
 
 
@@ -76,6 +76,7 @@ class CxrPipeline:
         self.models = models
         self.store = store
         self.cpu = cpu
+        self._rendering: dict[str, asyncio.Future[Path]] = {}  # report id -> render in flight
 
     async def analyze(
         self, data: bytes, *, priority: int | None = None, timeout_s: float | None = None
@@ -91,8 +92,8 @@ class CxrPipeline:
             timeout_s=remaining_s(started, timeout_s),
         )
         t0 = time.perf_counter()
-        report, overlay, post_s = await self.cpu.run(
-            self._timed_report, served, prepared, result.outputs, priority=priority
+        report, post_s = await self.cpu.run(
+            self._postprocess, served, prepared, result.outputs, priority=priority
         )
         waited_s += time.perf_counter() - t0 - post_s
         report.timings = Timings(
@@ -105,19 +106,38 @@ class CxrPipeline:
             total_ms=round((time.perf_counter() - started) * 1e3, 2),
             batch_size=result.batch_size,
         )
-        await asyncio.to_thread(self.store.save, report, {OVERLAY_FILE: overlay})
+        await asyncio.to_thread(self.store.save, report, {})
         return report
 
-    def _timed_report(
+    async def overlay_file(self, rid: str) -> Path:
+        """Report `rid`'s overlay PNG, rendered on the CPU stage on first use (routine
+        priority: a STAT analysis goes first); concurrent first requests for one report
+        share a single rendering."""
+        pending = self._rendering.get(rid)
+        if pending is None:
+            pending = asyncio.ensure_future(self.cpu.run(overlay_png, self.store, rid))
+            self._rendering[rid] = pending
+            pending.add_done_callback(lambda done: self._rendered(rid, done))
+        # shield: a client that gives up must not cancel the others' rendering
+        return await asyncio.shield(pending)
+
+    def _rendered(self, rid: str, done: asyncio.Future[Path]) -> None:
+        self._rendering.pop(rid, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: nobody may be left waiting for it
+
+    def _postprocess(
         self, served: ServedModel, prepared: Prepared, outputs: dict[str, np.ndarray]
-    ) -> tuple[Report, bytes, float]:
+    ) -> tuple[Report, float]:
+        """Findings, and the overlay's inputs saved beside the report, timed."""
         t0 = time.perf_counter()
-        report, overlay = self._report(served, prepared, outputs)
-        return report, overlay, time.perf_counter() - t0
+        report, inputs = self._report(served, prepared, outputs)
+        save_overlay_inputs(self.store, report.id, inputs)
+        return report, time.perf_counter() - t0
 
     def _report(
         self, served: ServedModel, prepared: Prepared, outputs: dict[str, np.ndarray]
-    ) -> tuple[Report, bytes]:
+    ) -> tuple[Report, OverlayInputs]:
         card = served.entry.card
         assert card is not None  # a model without a card never reaches ready
         names = card.outputs
@@ -129,17 +149,12 @@ class CxrPipeline:
         cam = outputs[names["cam"]][0] if "cam" in names else None
         found = findings(probabilities, cam, card.labels, prepared.geometry)
         index = next((i for i, f in enumerate(found) if f.concept.code == PNEUMONIA_SCT), 0)
-        image01 = prepared.radiograph.image01
-        boxes = [[r.x_min_px, r.y_min_px, r.x_max_px, r.y_max_px] for r in found[index].regions]
-        overlay = encode_png(
-            render_overlay_rgb(
-                overlay_grey(image01),
-                None if cam is None else cam[index],
-                found[index].probability,
-                prepared.geometry,
-                overlay_scale(image01.shape),
-                np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
-            )
+        inputs = OverlayInputs.from_analysis(
+            prepared.radiograph.image01,
+            None if cam is None else cam[index],
+            found[index].probability,
+            prepared.geometry,
+            found[index].regions,
         )
         ref = served.ref
         source = prepared.radiograph.source
@@ -161,4 +176,4 @@ class CxrPipeline:
             warnings=prepared.radiograph.warnings,
             disclaimer=DEMO_DISCLAIMER if ref.demo_weights else None,
         )
-        return report, overlay
+        return report, inputs

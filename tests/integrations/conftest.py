@@ -7,12 +7,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from aidx.inference.app import create_app
-from aidx.inference.reports import Report
+from aidx.inference.reports import Report, ReportStore
 from aidx.inference.settings import Role
+from aidx.pipelines.cxr.evidence import overlay_rgb
 
 from ..conftest import auth, dicom_bytes, make_settings
 from ..peers import FhirPeer, OrthancPeer, missing_peers
@@ -50,7 +52,7 @@ class AnalysedCxr:
 
     report: Report
     source: bytes
-    overlay_png: bytes
+    overlay_rgb: np.ndarray
     var_dir: Path
 
 
@@ -63,7 +65,7 @@ def analysed_cxr(tmp_path_factory: pytest.TempPathFactory) -> AnalysedCxr:
         answer = client.post("/v1/cxr", content=data, headers=cxr_headers())
         assert answer.status_code == 200, answer.text
         report = Report.model_validate(answer.json())
-    overlay = (var_dir / "reports" / report.id / "overlay.png").read_bytes()
+    overlay = overlay_rgb(ReportStore(var_dir / "reports"), report.id)
     return AnalysedCxr(report, data, overlay, var_dir)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from aidx.integrations.dicom.sc import build_overlay_sc, overlay_pixels
+from aidx.integrations.dicom.sc import build_overlay_sc
 from aidx.integrations.dicom.sr import build_sr
 from aidx.integrations.outbox.writeback import dicom_bytes
 
@@ -100,7 +100,7 @@ def _walk(items):  # type: ignore[no-untyped-def]
 def test_overlay_sc_is_valid_and_in_the_study(
     analysed_cxr: AnalysedCxr, source: pydicom.Dataset, tmp_path: Path
 ) -> None:
-    rgb = overlay_pixels(analysed_cxr.overlay_png)
+    rgb = analysed_cxr.overlay_rgb
     sc = build_overlay_sc(analysed_cxr.report, source, rgb)
     path = tmp_path / "sc.dcm"
     path.write_bytes(dicom_bytes(sc))
@@ -119,7 +119,7 @@ def test_uids_are_deterministic(analysed_cxr: AnalysedCxr, source: pydicom.Datas
     again = build_sr(analysed_cxr.report, [source])
     assert first.SOPInstanceUID == again.SOPInstanceUID
     assert first.SeriesInstanceUID == again.SeriesInstanceUID
-    rgb = overlay_pixels(analysed_cxr.overlay_png)
+    rgb = analysed_cxr.overlay_rgb
     sc1 = build_overlay_sc(analysed_cxr.report, source, rgb)
     sc2 = build_overlay_sc(analysed_cxr.report, source, rgb)
     assert sc1.SOPInstanceUID == sc2.SOPInstanceUID != first.SOPInstanceUID

@@ -138,7 +138,7 @@ def _worker(tmp_path: Path, port: int, *, ack_timeout_s: float = 5.0) -> OutboxW
 
 
 def _enqueue(worker: OutboxWorker, report: Report) -> str:
-    objects = objects_for(report, [], overlay_png=None, patient_system="urn:x",
+    objects = objects_for(report, [], overlay_rgb=None, patient_system="urn:x",
                           hl7_receiving=("EMR", "HOSPITAL"))  # fmt: skip
     hl7 = [o for o in objects if o.destination == HL7]
     assert asyncio.run(worker.enqueue(hl7)) == 1

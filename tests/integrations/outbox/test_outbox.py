@@ -8,9 +8,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from sqlalchemy import Engine
 
 from aidx.inference.app import create_app
@@ -27,6 +29,7 @@ from ..conftest import AnalysedCxr, cxr_headers
 from .test_end_to_end import outbox, wait_for
 
 pytestmark = pytest.mark.integration
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 
 @pytest.fixture()
@@ -95,10 +98,12 @@ def test_backoff_grows_then_the_entry_is_dead(engine: Engine) -> None:
 
 
 def test_folder_sink_is_the_default(analysed_cxr: AnalysedCxr, tmp_path: Path) -> None:
-    """No PACS, no EMR: SR + overlay + FHIR bundle land in var/outbox, valid."""
+    """No PACS, no EMR: SR + overlay + FHIR bundle land in var/outbox, valid; the
+    overlay SC (rendered from the analysis' inputs) has the pixels of the PNG."""
     settings = make_settings(tmp_path, enabled_models=["cxr_pneumonia"], outbox_poll_s=0.05)
     with TestClient(create_app(settings)) as client:
-        assert client.post("/v1/cxr", content=analysed_cxr.source, headers=cxr_headers()).is_success
+        answer = client.post("/v1/cxr", content=analysed_cxr.source, headers=cxr_headers())
+        assert answer.is_success
         wait_for(
             lambda: (
                 outbox(client)["destinations"]["pacs"]["delivered"] == 2
@@ -106,8 +111,12 @@ def test_folder_sink_is_the_default(analysed_cxr: AnalysedCxr, tmp_path: Path) -
             ),
             what="sink",
         )
+        png = client.get(answer.json()["evidence"][0]["url"], headers=auth(Role.radiologist))
     dicoms = sorted((tmp_path / "outbox" / "pacs").glob("*.dcm"))
     assert len(dicoms) == 2
+    (sc,) = [ds for p in dicoms if (ds := pydicom.dcmread(p)).SOPClassUID == SECONDARY_CAPTURE]
+    with Image.open(io.BytesIO(png.content)) as image:
+        assert (sc.pixel_array == np.asarray(image)).all()
     for path in dicoms:
         run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
         assert run.returncode == 0 and "Error" not in run.stdout + run.stderr

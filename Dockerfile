@@ -8,8 +8,10 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv curl ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
+# var/reports exists in the image so that a volume mounted there (shared by the
+# replicas, deploy/compose.yaml) starts out owned by aidx.
 RUN useradd --create-home --uid 10001 aidx \
- && mkdir -p /var/lib/aidx && chown aidx /var/lib/aidx
+ && mkdir -p /var/lib/aidx/reports && chown -R aidx /var/lib/aidx
 WORKDIR /opt/aidx
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH

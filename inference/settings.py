@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     wsi_max_regions: int = Field(default=10, ge=1, le=1000)
     wsi_readers: int = Field(default=0, ge=0)  # tile reader threads per job; 0: cores / 2
     wsi_max_running_jobs: int = Field(default=1, ge=1)
+    # Replicas sharing the store: each refreshes its jobs' heartbeat every interval, and
+    # fails (`interrupted`) any job whose heartbeat is older than the stale limit: its
+    # replica died. The limit spans missed beats, not one slow write.
+    wsi_job_heartbeat_s: float = Field(default=10.0, gt=0)
+    wsi_job_stale_s: float = Field(default=30.0, gt=0)
     # Writeback (integrations/): findings to the PACS and the EMR through the durable
     # outbox. With no PACS / EMR configured, objects go to a folder under var/outbox/.
     writeback: bool = True
@@ -151,6 +156,15 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _stale_spans_missed_beats(self) -> Settings:
+        if self.wsi_job_stale_s < 2 * self.wsi_job_heartbeat_s:
+            raise ValueError(
+                "AIDX_WSI_JOB_STALE_S must be at least twice AIDX_WSI_JOB_HEARTBEAT_S, "
+                "or a live replica's jobs could be failed between two heartbeats"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _refuse_insecure_defaults(self) -> Settings:
         if self.mode is Mode.development:
             return self
@@ -177,4 +191,3 @@ class Settings(BaseSettings):
     @property
     def audit_log(self) -> Path:
         return self.var_dir / "audit.log"
-

@@ -1,9 +1,16 @@
 """Whole-slide jobs: recorded in the service's store, run in the background.
 
 A job survives its client's disconnect (it runs as its own task, not the request's).
-Progress is written to the store at most every `PROGRESS_EVERY_S`; a restart finds
-jobs that were queued or running and marks them failed (`interrupted`), so no job is
-lost or left "running" forever; the client resubmits.
+Progress is written to the store at most every `PROGRESS_EVERY_S`. Any replica reads
+any job: the rows live in the shared store.
+
+Several replicas share one store, so a job records its owner (the replica that
+accepted it, `replica_id`) and a heartbeat that the owner refreshes for all its active
+jobs every `heartbeat_s`. A job whose heartbeat is older than `stale_s` lost its
+replica (a crash, a kill, a lost database connection): every replica's heartbeat loop,
+and each replica at start-up, marks such jobs failed (`interrupted`), so no job is left
+"running" forever; the client resubmits. A replica that starts leaves the live jobs
+of the others alone. A replica that stops cleanly marks its own jobs at once.
 """
 
 from __future__ import annotations
@@ -11,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
+import secrets
+import socket
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +40,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    or_,
     select,
     update,
 )
@@ -75,11 +86,20 @@ wsi_jobs = Table(
     Column("error_code", String(64), nullable=True),
     Column("error_message", Text, nullable=True),
     Column("report_id", String(36), nullable=True),
+    Column("owner", String(128), nullable=True),  # the replica running it (replica_id)
+    Column("heartbeat_at", DateTime(timezone=True), nullable=True),
 )
+INTERRUPTED = "the service stopped before the job finished; submit it again"
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def replica_id() -> str:
+    """This process among the replicas: host, pid, and a random part (pids repeat
+    across restarts and containers)."""
+    return f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 @dataclass(frozen=True)
@@ -101,6 +121,8 @@ class Job:
     error_code: str | None
     error_message: str | None
     report_id: str | None
+    owner: str | None = None
+    heartbeat_at: datetime | None = None
 
     @property
     def eta_s(self) -> float | None:
@@ -110,8 +132,11 @@ class Job:
 
 
 class JobStore:
-    def __init__(self, engine: Engine) -> None:
+    """Jobs in the shared store; the jobs this store creates belong to `owner`."""
+
+    def __init__(self, engine: Engine, owner: str | None = None) -> None:
         self.engine = engine
+        self.owner = owner or replica_id()
 
     def create(
         self,
@@ -135,6 +160,8 @@ class JobStore:
             "submitted_by": submitted_by,
             "created_at": _now(),
             "tiles_done": 0,
+            "owner": self.owner,
+            "heartbeat_at": _now(),
         }
         with self.engine.begin() as conn:
             conn.execute(wsi_jobs.insert().values(**row))
@@ -166,20 +193,39 @@ class JobStore:
         with self.engine.begin() as conn:
             return bool(conn.execute(statement).rowcount)
 
-    def fail_interrupted(self) -> int:
-        """At start-up: jobs a previous process left queued or running."""
+    def heartbeat(self) -> int:
+        """Refresh the heartbeat of this owner's queued and running jobs."""
         statement = (
             update(wsi_jobs)
-            .where(wsi_jobs.c.state.in_([s.value for s in ACTIVE]))
+            .where(wsi_jobs.c.owner == self.owner, wsi_jobs.c.state.in_(_values(ACTIVE)))
+            .values(heartbeat_at=_now())
+        )
+        with self.engine.begin() as conn:
+            return int(conn.execute(statement).rowcount)
+
+    def fail_stale(self, stale_s: float, *, now: datetime | None = None) -> int:
+        """Fail queued or running jobs whose heartbeat is older than `stale_s` (or was
+        never written: rows from before heartbeats); their replica is gone."""
+        cutoff = (now or _now()) - timedelta(seconds=stale_s)
+        statement = (
+            update(wsi_jobs)
+            .where(
+                wsi_jobs.c.state.in_(_values(ACTIVE)),
+                or_(wsi_jobs.c.heartbeat_at.is_(None), wsi_jobs.c.heartbeat_at < cutoff),
+            )
             .values(
                 state=JobState.failed.value,
                 finished_at=_now(),
                 error_code="interrupted",
-                error_message="the service stopped before the job finished; submit it again",
+                error_message=INTERRUPTED,
             )
         )
         with self.engine.begin() as conn:
             return int(conn.execute(statement).rowcount)
+
+
+def _values(states: tuple[JobState, ...]) -> list[str]:
+    return [s.value for s in states]
 
 
 def _job(row: Any) -> Job:
@@ -204,11 +250,15 @@ def _job(row: Any) -> Job:
         error_code=row["error_code"],
         error_message=row["error_message"],
         report_id=row["report_id"],
+        owner=row["owner"],
+        heartbeat_at=aware(row["heartbeat_at"]),
     )
 
 
 class JobRunner:
-    """Runs jobs as asyncio tasks, at most `max_running` at a time."""
+    """Runs jobs as asyncio tasks, at most `max_running` at a time, and keeps their
+    heartbeat. `heartbeat_s` and `stale_s` default to the service's settings
+    (AIDX_WSI_JOB_HEARTBEAT_S, AIDX_WSI_JOB_STALE_S)."""
 
     def __init__(
         self,
@@ -219,7 +269,12 @@ class JobRunner:
         max_running: int = 1,
         readers: int = 0,
         links: Callable[[str], dict[str, str]] | None = None,
+        heartbeat_s: float | None = None,
+        stale_s: float | None = None,
     ) -> None:
+        settings = models.settings
+        self.heartbeat_s = heartbeat_s or settings.wsi_job_heartbeat_s
+        self.stale_s = stale_s or settings.wsi_job_stale_s
         self.store = store
         self.models = models
         self.reports = reports
@@ -228,12 +283,32 @@ class JobRunner:
         self._slots = asyncio.Semaphore(max_running)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancel_requested: set[str] = set()
+        self._beating: asyncio.Task[None] | None = None
 
     def start(self) -> int:
-        interrupted = self.store.fail_interrupted()
+        """Fail the jobs that lost their replica, then keep this replica's alive
+        (called from the running event loop, at start-up)."""
+        interrupted = self.store.fail_stale(self.stale_s)
         if interrupted:
-            log.warning("%d whole-slide job(s) were interrupted by a restart", interrupted)
+            log.warning("%d whole-slide job(s) lost their replica: interrupted", interrupted)
+        self._beating = asyncio.get_running_loop().create_task(
+            self._keep_alive(), name="wsi-job-heartbeat"
+        )
         return interrupted
+
+    async def _keep_alive(self) -> None:
+        """Every heartbeat: refresh this replica's jobs first (so they are never stale
+        here), then fail the jobs of replicas that stopped beating."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                await asyncio.to_thread(self.store.heartbeat)
+                lost = await asyncio.to_thread(self.store.fail_stale, self.stale_s)
+            except Exception as exc:  # the database may be away for a moment: next beat
+                log.warning("whole-slide job heartbeat failed: %s", type(exc).__name__)
+                continue
+            if lost:
+                log.warning("%d whole-slide job(s) lost their replica: interrupted", lost)
 
     def submit(self, job: Job) -> None:
         task = asyncio.create_task(self._run(job.id), name=f"wsi-job-{job.id}")
@@ -259,6 +334,10 @@ class JobRunner:
 
     async def stop(self) -> None:
         """Stop running jobs; they are recorded as interrupted, not lost."""
+        if self._beating is not None:
+            self._beating.cancel()
+            await asyncio.gather(self._beating, return_exceptions=True)
+            self._beating = None
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -282,7 +361,7 @@ class JobRunner:
                     state=JobState.failed,
                     finished_at=_now(),
                     error_code="interrupted",
-                    error_message="the service stopped before the job finished; submit it again",
+                    error_message=INTERRUPTED,
                 )
             raise
         except AidxError as exc:
@@ -309,7 +388,12 @@ class JobRunner:
         if job.state is not JobState.queued:
             return
         await asyncio.to_thread(
-            self.store.update, job_id, only_if=ACTIVE, state=JobState.running, started_at=_now()
+            self.store.update,
+            job_id,
+            only_if=ACTIVE,
+            state=JobState.running,
+            started_at=_now(),
+            heartbeat_at=_now(),
         )
         info = await asyncio.to_thread(describe, job.slide_path, job.mpp)
         params = AnalysisParams(**job.params, readers=self.readers)

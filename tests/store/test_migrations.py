@@ -3,6 +3,7 @@ tables the code declares, run again as a no-op, and adopt a pre-migration store.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -62,4 +63,33 @@ def test_a_store_made_before_migrations_is_adopted_without_losing_rows(tmp_path:
 def test_the_postgresql_url_uses_psycopg_3(pg_url: str) -> None:
     engine = create_store(pg_url)
     assert engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
+    engine.dispose()
+
+
+def test_jobs_of_the_first_revision_gain_an_owner_column_and_count_as_stale(
+    store_url: str,
+) -> None:
+    """A store at 0001 with a running job: the upgrade keeps the row; with no heartbeat
+    it belongs to no live replica, so a starting replica fails it."""
+    from alembic import command
+
+    from aidx.inference.store import alembic_config
+    from aidx.pipelines.wsi.jobs import JobState, JobStore, wsi_jobs
+
+    engine = create_store(store_url)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0001")
+        conn.execute(
+            wsi_jobs.insert().values(
+                id="00000000-0000-4000-8000-000000000001", state="running", slide_path="/s",
+                uploaded=False, params={}, submitted_by="p", tiles_done=3,
+                created_at=datetime.now(UTC),
+            )  # only the columns of 0001
+        )  # fmt: skip
+    init_store(engine)
+    jobs = JobStore(engine)
+    (job,) = jobs.recent()
+    assert (job.state, job.tiles_done, job.owner, job.heartbeat_at) == ("running", 3, None, None)
+    assert jobs.fail_stale(stale_s=30) == 1
+    assert jobs.get(job.id).state is JobState.failed
     engine.dispose()

@@ -81,7 +81,8 @@ def test_wsi_jobs(engine: Engine) -> None:
     assert stored.utcoffset() == timedelta(0) and stored == job.created_at
     assert jobs.update(job.id, only_if=(JobState.queued,), state=JobState.running)
     assert not jobs.update(job.id, only_if=(JobState.queued,), state=JobState.cancelled)
-    assert jobs.fail_interrupted() == 1
+    assert jobs.fail_stale(stale_s=30) == 0  # its heartbeat is fresh
+    assert jobs.fail_stale(stale_s=30, now=job.created_at + timedelta(minutes=1)) == 1
     got = jobs.get(job.id)
     assert (got.state, got.error_code, got.slide, got.uploaded) == (
         JobState.failed,

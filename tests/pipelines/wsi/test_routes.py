@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -193,7 +194,8 @@ def test_a_restart_marks_unfinished_jobs_failed(big_slide: Path, tmp_path: Path)
     ghost = store.create(
         slide_path=big_slide, uploaded=False, mpp=None, slide={}, params={}, submitted_by="t"
     )
-    store.update(ghost.id, state="running")
+    # ... by a replica that died a minute ago: its heartbeat stopped then.
+    store.update(ghost.id, state="running", heartbeat_at=datetime.now(UTC) - timedelta(minutes=1))
     engine.dispose()
     with TestClient(create_app(settings)) as client:
         for job_id in (job["id"], ghost.id):

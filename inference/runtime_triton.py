@@ -12,8 +12,10 @@ server's model readiness is re-read every `triton_poll_s` (`follow_readiness`).
 Failures: a connection error, a timeout or UNAVAILABLE (gRPC) / 503 (HTTP) is retried
 `triton_retries` times with a growing pause, then answered 503 `triton_unavailable`;
 any other refusal by the server is 502 `triton_error` (at load: the model stays out
-with `triton_refused`, e.g. a wrong API key). Shared-memory transport is
-not implemented (tensors travel in the request body, binary over HTTP).
+with `triton_refused`, e.g. a wrong API key). Readiness is read over a new connection
+each time (`ready`), so a server that has begun to shut down is out at once.
+Shared-memory transport is not implemented (tensors travel in the request body,
+binary over HTTP).
 """
 
 from __future__ import annotations
@@ -253,7 +255,13 @@ class TritonModel:
             )
 
     def ready(self) -> bool:
-        """The server's model readiness; False when the server is unreachable."""
+        """The server's model readiness, asked over a new connection each time; False
+        when the server cannot be reached. While Triton shuts down it keeps serving
+        the keep-alive connections it has for its exit timeout (the model still says
+        ready there) and refuses new ones: asked over a kept connection, the answer
+        depended on which thread asked, and the model flapped back into service
+        against a server that was going away."""
+        self._drop_client()
         try:
             return bool(
                 self._call(
@@ -263,6 +271,8 @@ class TritonModel:
             )
         except (TritonUnavailable, TritonError):
             return False
+        finally:
+            self._drop_client()
 
     # -- inference ----------------------------------------------------------------
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

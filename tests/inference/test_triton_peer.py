@@ -10,7 +10,9 @@ backend (not in that wheel), so Triton loading `models/` directly from config.pb
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -194,6 +196,29 @@ def test_a_key_on_real_triton_travels_and_a_wrong_one_is_refused(tmp_path: Path)
         with pytest.raises(ModelUnavailable) as refused:
             TritonModel(entry, TritonOptions(url=peer.url))
         assert refused.value.code == "triton_refused"
+    finally:
+        peer.stop()
+        shutil.rmtree(peer.workdir, ignore_errors=True)
+
+
+def test_readiness_turns_false_on_every_connection_once_triton_starts_to_stop() -> None:
+    """While Triton shuts down it keeps answering on open keep-alive connections for its
+    exit timeout (model still loaded) and refuses new ones: readiness read over an open
+    connection must not say ready then, or the model flaps back into service."""
+    peer = TritonPeer(MODELS, only=[MODEL]).start()
+    try:
+        assert peer.process is not None
+        model = TritonModel(load_entry(MODELS / MODEL), TritonOptions(url=peer.url, retries=0))
+        assert model.ready()
+        model.run({"image": np.zeros((1, 1, 224, 224), np.float32)})  # a kept connection
+        log = peer.workdir / "triton.log"
+        os.killpg(peer.process.pid, signal.SIGTERM)
+        wait_until(lambda: "Signal (15) received" in log.read_text(), "Triton saw SIGTERM")
+        seen = []
+        while peer.process.poll() is None:
+            seen.append(model.ready())
+            time.sleep(0.05)
+        assert seen and not any(seen), seen
     finally:
         peer.stop()
         shutil.rmtree(peer.workdir, ignore_errors=True)

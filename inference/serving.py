@@ -60,12 +60,16 @@ class ServedModel:
         )
 
 
-def batcher_config(config: Any, settings: Settings | None = None) -> BatcherConfig:
+def batcher_config(
+    config: Any, settings: Settings | None = None, copies: int | None = None
+) -> BatcherConfig:
+    """`copies`: the model instances the runtime really made (e.g. `count` on each of
+    a group's GPUs); one executor each, so none sits idle."""
     dynamic = config.dynamic_batching
     levels = max(int(dynamic.priority_levels), 1)
     queue = dynamic.default_queue_policy
     delay_us = int(dynamic.max_queue_delay_microseconds)
-    instances = sum(int(g.count) or 1 for g in config.instance_group) or 1
+    instances = copies or sum(int(g.count) or 1 for g in config.instance_group) or 1
     if settings is not None and settings.backend is Backend.triton:
         # Triton batches on the server: pass requests through (no added delay by
         # default), with enough in flight for the server to form its own batches.
@@ -81,6 +85,10 @@ def batcher_config(config: Any, settings: Settings | None = None) -> BatcherConf
         instance_count=instances,
         preferred_batch_sizes=tuple(sorted(int(n) for n in dynamic.preferred_batch_size)),
     )
+
+
+def _copies(runtime: OnnxModel | TritonModel) -> int | None:
+    return len(runtime.instances) if isinstance(runtime, OnnxModel) else None
 
 
 def default_timeout_s(config: Any) -> float | None:
@@ -147,7 +155,10 @@ class ModelService:
             return
         served.runtime = runtime
         served.batcher = DynamicBatcher(
-            entry.name, runtime.run, batcher_config(entry.config, self.settings), self.observer
+            entry.name,
+            runtime.run,
+            batcher_config(entry.config, self.settings, copies=_copies(runtime)),
+            self.observer,
         )
         served.batcher.start()
         served.state, served.reason, served.code = ModelState.ready, None, None

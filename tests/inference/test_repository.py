@@ -40,3 +40,24 @@ def test_a_model_without_a_card_is_not_served(tmp_path: Path) -> None:
     shutil.copytree(MODELS / "cxr_pneumonia", repo / "cxr_pneumonia")
     (repo / "cxr_pneumonia" / "card.md").unlink()
     assert "card.md is missing" in (load_entry(repo / "cxr_pneumonia").problem or "")
+
+
+def test_the_batcher_runs_one_executor_per_model_copy(tmp_path: Path) -> None:
+    repo = tmp_path / "models"
+    shutil.copytree(MODELS / "cxr_pneumonia", repo / "cxr_pneumonia")
+    config = repo / "cxr_pneumonia" / "config.pbtxt"
+    groups = "instance_group [ { count: 2 kind: KIND_CPU }, { count: 1 kind: KIND_AUTO } ]"
+    text = config.read_text()
+    start = text.index("instance_group")
+    config.write_text(text[:start] + groups + text[text.index("]", start) + 1 :])
+
+    async def copies_and_executors() -> tuple[int, int]:
+        service = ModelService(make_settings(tmp_path, model_repository=repo, device="cpu"))
+        await service.start()
+        served = service.get_ready("cxr_pneumonia")
+        assert served.batcher is not None and served.runtime is not None
+        found = (len(served.runtime.instances), served.batcher.config.instance_count)  # type: ignore[union-attr]
+        await service.stop()
+        return found
+
+    assert asyncio.run(copies_and_executors()) == (3, 3)

@@ -8,6 +8,7 @@ import numpy as np
 import pydicom
 
 from aidx.inference.reports import Report
+from aidx.integrations.dicom.names import with_unambiguous_names
 from aidx.integrations.dicom.uids import derived_uid
 
 MANUFACTURER = "aidx"
@@ -32,7 +33,7 @@ def build_overlay_sc(report: Report, source: pydicom.Dataset, rgb: np.ndarray) -
         raise ValueError("the overlay must be RGB uint8 [rows, columns, 3]")
     laterality = source.get("Laterality") or source.get("ImageLaterality") or None
     sc = hd.sc.SCImage.from_ref_dataset(
-        ref_dataset=source,
+        ref_dataset=with_unambiguous_names(source),
         pixel_array=rgb,
         photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
         bits_allocated=8,

@@ -19,7 +19,6 @@ label map gives no SEG (`None`).
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
 
+from aidx.integrations.dicom.names import with_unambiguous_names
 from aidx.integrations.dicom.uids import derived_uid
 from aidx.pipelines.ct.report import CtReport
 
@@ -112,10 +112,11 @@ TYPE2_PATIENT_STUDY = (
 
 def with_type2(sources: Sequence[pydicom.Dataset]) -> list[pydicom.Dataset]:
     """The sources, the first one (where highdicom takes patient and study from) a
-    copy with the Type 2 patient/study attributes it lacks present and empty."""
+    copy with the Type 2 patient/study attributes it lacks present and empty, and its
+    person names unambiguous (names.py)."""
     if not sources:
         return []
-    first = copy.deepcopy(sources[0])
+    first = with_unambiguous_names(sources[0])
     for keyword in TYPE2_PATIENT_STUDY:
         if keyword not in first:
             setattr(first, keyword, "")

@@ -19,6 +19,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 
 from aidx.inference.reports import Finding, Region, Report
+from aidx.integrations.dicom.names import with_unambiguous_names
 from aidx.integrations.dicom.uids import derived_uid
 from aidx.pipelines.ct.report import CtReport, Lesion
 
@@ -149,6 +150,7 @@ def build_sr(
     """The SR for `report`, in the study of `sources` (the analysed instances), with
     `more_groups` after the findings' groups (CT lesions) and `more_evidence` (the SEG
     they reference)."""
+    sources = [with_unambiguous_names(s) for s in sources]
     source = sources[0]
     content = hd.sr.MeasurementReport(
         observation_context=observation_context(report),

@@ -8,6 +8,7 @@ import io
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pydicom
@@ -124,3 +125,16 @@ def test_uids_are_deterministic(analysed_cxr: AnalysedCxr, source: pydicom.Datas
     sc2 = build_overlay_sc(analysed_cxr.report, source, rgb)
     assert sc1.SOPInstanceUID == sc2.SOPInstanceUID != first.SOPInstanceUID
     assert len(first.SOPInstanceUID) <= 64
+
+
+def test_writing_objects_warns_with_no_names(
+    analysed_cxr: AnalysedCxr, source: pydicom.Dataset
+) -> None:
+    """Warnings reach the logs: none may carry the source's person names (PHI)."""
+    names = {str(source.get(k, "")) for k in ("ReferringPhysicianName", "PatientName")} - {""}
+    assert names  # the chest CR names a referring physician ("ward") and a patient
+    with warnings.catch_warnings(record=True) as caught:
+        build_sr(analysed_cxr.report, [source])
+        build_overlay_sc(analysed_cxr.report, source, analysed_cxr.overlay_rgb)
+    leaked = [str(w.message) for w in caught if any(n in str(w.message) for n in names)]
+    assert leaked == []

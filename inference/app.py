@@ -105,7 +105,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cpu = CpuStage(settings.cpu_workers or os.cpu_count() or 1)
     app.state.cxr = CxrPipeline(service, report_store, app.state.cpu)
     app.state.ct = CtPipeline(service, report_store, app.state.cpu)
-    app.state.writeback = Writeback(settings, app.state.db, report_store, app.state.audit)
+    app.state.writeback = Writeback(
+        settings, app.state.db, report_store, app.state.audit, cpu=app.state.cpu
+    )
     if settings.writeback:  # every CXR and CT report goes to the outbox before it is answered
         app.state.cxr = WritebackPipeline(app.state.cxr, app.state.writeback)
         app.state.ct = CtWritebackPipeline(app.state.ct, app.state.writeback)

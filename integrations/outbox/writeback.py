@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -20,6 +21,7 @@ import numpy as np
 import pydicom
 from sqlalchemy import Engine
 
+from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.errors import NotFound
 from aidx.inference.reports import Report, ReportStore
 from aidx.inference.settings import Settings
@@ -175,10 +177,18 @@ class Writeback:
     caller answers); the worker delivers them."""
 
     def __init__(
-        self, settings: Settings, engine: Engine, reports: ReportStore, audit: Any = None
+        self,
+        settings: Settings,
+        engine: Engine,
+        reports: ReportStore,
+        audit: Any = None,
+        cpu: CpuStage | None = None,
     ) -> None:
         self.settings = settings
         self.reports = reports
+        # Building the objects is CPU work on the answer's path: the shared pool,
+        # STAT first (without one, e.g. in the CLI, a plain thread).
+        self.cpu = cpu or CpuStage(1)
         self.store = OutboxStore(engine)
         self.worker = OutboxWorker(
             self.store,
@@ -199,15 +209,21 @@ class Writeback:
     async def stop(self) -> None:
         await self.worker.stop()
 
-    async def submit(self, report: Report, source: bytes | pydicom.Dataset) -> int:
+    async def submit(
+        self, report: Report, source: bytes | pydicom.Dataset, priority: int | None = None
+    ) -> int:
         """Enqueue `report`'s objects; the number newly added (0 for a resubmission)."""
-        objects = await asyncio.to_thread(self._objects, report, source)
+        objects = await self.cpu.run(self._objects, report, source, priority=priority)
         return await self.worker.enqueue(objects)
 
     def _objects(self, report: Report, source: bytes | pydicom.Dataset) -> list[OutgoingObject]:
         from aidx.pipelines.cxr.evidence import overlay_rgb
 
-        ds = source if isinstance(source, pydicom.Dataset) else pydicom.dcmread(io.BytesIO(source))
+        ds = (
+            source
+            if isinstance(source, pydicom.Dataset)
+            else pydicom.dcmread(io.BytesIO(source), stop_before_pixels=True)  # header only
+        )
         try:  # rendered from the analysis' saved inputs: no PNG encoded and decoded here
             overlay: np.ndarray | None = overlay_rgb(self.reports, report.id)
         except NotFound:  # a report without overlay inputs
@@ -220,9 +236,11 @@ class Writeback:
             hl7_receiving=self._hl7_receiving(),
         )
 
-    async def submit_series(self, report: CtReport, blobs: Sequence[bytes]) -> int:
+    async def submit_series(
+        self, report: CtReport, blobs: Sequence[bytes], priority: int | None = None
+    ) -> int:
         """Enqueue a CT report's objects (SEG, SR, EMR); the number newly added."""
-        objects = await asyncio.to_thread(self._series_objects, report, blobs)
+        objects = await self.cpu.run(self._series_objects, report, blobs, priority=priority)
         return await self.worker.enqueue(objects)
 
     def _series_objects(self, report: CtReport, blobs: Sequence[bytes]) -> list[OutgoingObject]:
@@ -266,7 +284,12 @@ class WritebackPipeline:
         self, data: bytes, *, priority: int | None = None, timeout_s: float | None = None
     ) -> Report:
         report = await self.inner.analyze(data, priority=priority, timeout_s=timeout_s)
-        await self.writeback.submit(report, data)
+        started = time.perf_counter()
+        await self.writeback.submit(report, data, priority=priority)
+        writeback_ms = (time.perf_counter() - started) * 1e3
+        report.timings.writeback_ms = round(writeback_ms, 2)
+        report.timings.total_ms = round(report.timings.total_ms + writeback_ms, 2)
+        await asyncio.to_thread(self.writeback.reports.save, report, {})  # with its timings
         return report
 
     def __getattr__(self, name: str) -> Any:
@@ -299,7 +322,7 @@ class CtWritebackPipeline:
         timeout_s: float | None = None,
     ) -> CtReport:
         report = await self.inner.analyze(blobs, priority=priority, timeout_s=timeout_s)
-        await self.writeback.submit_series(report, blobs)
+        await self.writeback.submit_series(report, blobs, priority=priority)
         return report
 
     def __getattr__(self, name: str) -> Any:

@@ -101,3 +101,14 @@ def test_a_report_whose_overlay_inputs_are_missing_answers_404(api: TestClient, 
     response = api.get(overlay_url(report), headers=auth(Role.radiologist))
     assert response.status_code == 404 and response.json()["code"] == "evidence_not_found"
     assert api.get(f"/v1/reports/{report['id']}", headers=auth(Role.radiologist)).is_success
+
+
+def test_the_timings_account_for_the_write_back_and_are_stored(api: TestClient) -> None:
+    report = analyse(api, "RG1_UNCI.dcm")
+    timings = report["timings"]
+    assert timings["writeback_ms"] > 0  # the SR, SC and EMR objects went to the outbox
+    steps = ("decode_ms", "preprocess_ms", "cpu_wait_ms", "queue_ms", "compute_ms")
+    before_writeback = sum(timings[k] for k in (*steps, "postprocess_ms"))
+    assert timings["total_ms"] >= before_writeback + timings["writeback_ms"]
+    stored = api.get(f"/v1/reports/{report['id']}", headers=auth(Role.radiologist)).json()
+    assert stored["timings"] == timings

@@ -264,6 +264,7 @@ async def sweep_v1(
                     "queue_ms",
                     "compute_ms",
                     "postprocess_ms",
+                    "writeback_ms",
                 )
             }
 
@@ -370,15 +371,27 @@ def verdict(
         "p99_bar_met": at.p99_ms <= p99_bar,
     }
     summary |= cpu_budget(best, at)
-    v1_at = next((r for r in v1 if r.concurrency == at.concurrency), None)
-    if v1_at is not None:
-        summary["v1_minus_v2_p50_ms"] = round(v1_at.p50_ms - at.p50_ms, 1)
-        extra = v1_at.extra
-        summary["v1_decode_preprocess_postprocess_ms"] = round(
-            sum(extra.get(k, 0.0) for k in ("decode_ms", "preprocess_ms", "postprocess_ms")), 1
-        )
-        summary["v1_cpu_wait_ms"] = round(extra.get("cpu_wait_ms", 0.0), 1)
+    summary |= v1_beyond_v2(v1, v2)
     return summary
+
+
+def v1_beyond_v2(v1: list[Row], v2: list[Row]) -> dict[str, object]:
+    """What /v1/cxr costs beyond /v2, one request at a time (no queueing for cores):
+    its latency beyond /v2's against the steps the report times, and its server CPU."""
+    lone_v1 = next((r for r in v1 if r.concurrency == 1), None)
+    lone_v2 = next((r for r in v2 if r.concurrency == 1), None)
+    if lone_v1 is None or lone_v2 is None:
+        return {}
+    steps = ("decode_ms", "preprocess_ms", "cpu_wait_ms", "postprocess_ms", "writeback_ms")
+    cpu = "server_cpu_ms_per_req"
+    return {
+        "v1_c1_minus_v2_c1_p50_ms": round(lone_v1.p50_ms - lone_v2.p50_ms, 1),
+        **{f"v1_c1_{k}": round(lone_v1.extra.get(k, 0.0), 1) for k in steps},
+        "v1_c1_timed_steps_ms": round(sum(lone_v1.extra.get(k, 0.0) for k in steps), 1),
+        "v1_minus_v2_server_cpu_ms_per_req": round(
+            lone_v1.extra.get(cpu, 0.0) - lone_v2.extra.get(cpu, 0.0), 1
+        ),
+    }
 
 
 def cpu_budget(best: Row, v2: Row) -> dict[str, object]:

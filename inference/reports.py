@@ -63,7 +63,7 @@ class Timings(BaseModel):
     compute_ms: float = 0.0
     postprocess_ms: float = 0.0
     cpu_wait_ms: float = 0.0  # waiting for a free core (decode and render pool)
-    writeback_ms: float = 0.0  # building the PACS/EMR objects into the outbox, before the answer
+    writeback_ms: float = 0.0  # the report's build record into the outbox, before the answer
     total_ms: float = 0.0
     batch_size: int = 1
 

@@ -2,10 +2,15 @@
 
 For each report: the TID 1500 SR and (CXR) the overlay secondary capture or (CT) the
 lesion SEG for the PACS, the FHIR transaction bundle for the EMR, and (when an MLLP
-peer is configured) an HL7 v2 ORU^R01 for the EMR. Objects are built once, when the
-report is made, and stored with their deterministic UIDs/identifiers; the worker
-delivers them. Destinations come from settings; without a PACS or an EMR the objects
-go to a folder sink (var/outbox/<destination>/).
+peer is configured) an HL7 v2 ORU^R01 for the EMR.
+
+Before a report is answered, its build record (the source instances' headers) is put
+in the outbox for the `build` step; the worker builds the objects from it and the
+saved report, and queues them with their deterministic UIDs/identifiers for delivery.
+So the answer does not wait for highdicom, and nothing is lost: a crash before or
+during the build leaves the record pending, and rebuilding queues nothing twice.
+Destinations come from settings; without a PACS or an EMR the objects go to a folder
+sink (var/outbox/<destination>/).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import struct
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -25,8 +31,8 @@ from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.errors import NotFound
 from aidx.inference.reports import Report, ReportStore
 from aidx.inference.settings import Settings
-from aidx.integrations.outbox.destinations import Destination, FolderSink
-from aidx.integrations.outbox.store import OutboxStore, OutgoingObject
+from aidx.integrations.outbox.destinations import Destination, FolderSink, PermanentDeliveryError
+from aidx.integrations.outbox.store import Entry, OutboxStore, OutgoingObject
 from aidx.integrations.outbox.worker import Backoff, OutboxWorker
 from aidx.pipelines.ct.report import CtReport
 
@@ -34,6 +40,9 @@ log = logging.getLogger(__name__)
 PACS = "pacs"
 EMR = "emr"
 HL7 = "hl7"  # the EMR over HL7 v2 / MLLP
+BUILD = "build"  # the write-back's own step: a report's objects, built in the worker
+BUILD_CXR = "build-cxr"
+BUILD_CT = "build-ct"
 DICOM = "application/dicom"
 FHIR_JSON = "application/fhir+json"
 HL7_V2 = "x-application/hl7-v2+er7"
@@ -43,6 +52,26 @@ def dicom_bytes(ds: pydicom.Dataset) -> bytes:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def pack_headers(blobs: Sequence[bytes]) -> bytes:
+    """The instances' headers (no pixel data), length-prefixed: a build record."""
+    parts = []
+    for blob in blobs:
+        raw = dicom_bytes(pydicom.dcmread(io.BytesIO(blob), stop_before_pixels=True))
+        parts.append(struct.pack("<I", len(raw)) + raw)
+    return b"".join(parts)
+
+
+def unpack_headers(payload: bytes) -> list[pydicom.Dataset]:
+    headers: list[pydicom.Dataset] = []
+    offset = 0
+    while offset < len(payload):
+        (length,) = struct.unpack_from("<I", payload, offset)
+        offset += 4
+        headers.append(pydicom.dcmread(io.BytesIO(payload[offset : offset + length])))
+        offset += length
+    return headers
 
 
 def destinations_from(settings: Settings) -> dict[str, Destination]:
@@ -173,8 +202,8 @@ def ct_objects_for(
 
 
 class Writeback:
-    """Builds a report's objects and puts them in the outbox (durably, before the
-    caller answers); the worker delivers them."""
+    """Puts a report's build record in the outbox (durably, before the caller
+    answers); the worker builds the report's objects from it and delivers them."""
 
     def __init__(
         self,
@@ -186,13 +215,15 @@ class Writeback:
     ) -> None:
         self.settings = settings
         self.reports = reports
-        # Building the objects is CPU work on the answer's path: the shared pool,
-        # STAT first (without one, e.g. in the CLI, a plain thread).
+        # Reading the headers is CPU work on the answer's path: the shared pool, STAT
+        # first (without one, e.g. in the CLI, a plain thread).
         self.cpu = cpu or CpuStage(1)
         self.store = OutboxStore(engine)
+        destinations = destinations_from(settings)
+        destinations[BUILD] = BuildDestination(self)
         self.worker = OutboxWorker(
             self.store,
-            destinations_from(settings),
+            destinations,
             backoff=Backoff(
                 settings.outbox_backoff_base_s,
                 settings.outbox_backoff_max_s,
@@ -209,46 +240,61 @@ class Writeback:
     async def stop(self) -> None:
         await self.worker.stop()
 
-    async def submit(
-        self, report: Report, source: bytes | pydicom.Dataset, priority: int | None = None
-    ) -> int:
-        """Enqueue `report`'s objects; the number newly added (0 for a resubmission)."""
-        objects = await self.cpu.run(self._objects, report, source, priority=priority)
-        return await self.worker.enqueue(objects)
+    async def submit(self, report: Report, source: bytes, priority: int | None = None) -> int:
+        """Queue `report`'s build record; 1, or 0 for a resubmission of the same report."""
+        return await self._submit(BUILD_CXR, report.id, [source], priority)
 
-    def _objects(self, report: Report, source: bytes | pydicom.Dataset) -> list[OutgoingObject]:
+    async def submit_series(
+        self, report: CtReport, blobs: Sequence[bytes], priority: int | None = None
+    ) -> int:
+        """Queue a CT report's build record (SEG, SR, EMR); 1, or 0 when resubmitted."""
+        return await self._submit(BUILD_CT, report.id, blobs, priority)
+
+    async def _submit(
+        self,
+        kind: str,
+        rid: str,
+        sources: Sequence[bytes],
+        priority: int | None,
+    ) -> int:
+        headers = await self.cpu.run(pack_headers, sources, priority=priority)
+        record = OutgoingObject(BUILD, f"{kind}:{rid}", kind, DICOM, headers, rid)
+        return await self.worker.enqueue([record])
+
+    def objects(self, record: Entry) -> list[OutgoingObject]:
+        """The objects a build record stands for, from its headers and the saved report."""
+        if record.report_id is None:
+            raise PermanentDeliveryError("a build record without a report")
+        sources = unpack_headers(record.payload)
+        if record.kind == BUILD_CXR:
+            return self._objects(self.reports.load(record.report_id), sources[0])
+        if record.kind == BUILD_CT:
+            path = self.reports.file(record.report_id, "report.json")
+            return self._series_objects(CtReport.model_validate_json(path.read_bytes()), sources)
+        raise PermanentDeliveryError(f"unknown build record {record.kind!r}")
+
+    def _objects(self, report: Report, source: pydicom.Dataset) -> list[OutgoingObject]:
         from aidx.pipelines.cxr.evidence import overlay_rgb
 
-        ds = (
-            source
-            if isinstance(source, pydicom.Dataset)
-            else pydicom.dcmread(io.BytesIO(source), stop_before_pixels=True)  # header only
-        )
         try:  # rendered from the analysis' saved inputs: no PNG encoded and decoded here
             overlay: np.ndarray | None = overlay_rgb(self.reports, report.id)
         except NotFound:  # a report without overlay inputs
             overlay = None
         return objects_for(
             report,
-            [ds],
+            [source],
             overlay_rgb=overlay,
             patient_system=self.settings.fhir_patient_identifier_system,
             hl7_receiving=self._hl7_receiving(),
         )
 
-    async def submit_series(
-        self, report: CtReport, blobs: Sequence[bytes], priority: int | None = None
-    ) -> int:
-        """Enqueue a CT report's objects (SEG, SR, EMR); the number newly added."""
-        objects = await self.cpu.run(self._series_objects, report, blobs, priority=priority)
-        return await self.worker.enqueue(objects)
-
-    def _series_objects(self, report: CtReport, blobs: Sequence[bytes]) -> list[OutgoingObject]:
-        # The uploaded instances, without their pixels: the SEG and the SR reference
-        # them (UIDs, geometry, patient and study); the label map is the pipeline's.
+    def _series_objects(
+        self, report: CtReport, sources: Sequence[pydicom.Dataset]
+    ) -> list[OutgoingObject]:
+        # The SEG and the SR reference the instances (UIDs, geometry, patient and
+        # study); the label map is the pipeline's.
         from aidx.pipelines.ct.pipeline import LABEL_MAP_FILE
 
-        sources = [pydicom.dcmread(io.BytesIO(b), stop_before_pixels=True) for b in blobs]
         label_map = self.reports.file(report.id, LABEL_MAP_FILE).read_bytes()
         return ct_objects_for(
             report,
@@ -265,6 +311,25 @@ class Writeback:
         return (s.emr_hl7_receiving_application, s.emr_hl7_receiving_facility)
 
 
+class BuildDestination:
+    """The `build` step: a report's objects from its build record, queued for their
+    destinations. Retried like a delivery; queuing is idempotent by object key, so a
+    build cut short and redone queues nothing twice."""
+
+    name = BUILD
+
+    def __init__(self, writeback: Writeback) -> None:
+        self.writeback = writeback
+
+    def deliver(self, entry: Entry) -> None:
+        try:
+            objects = self.writeback.objects(entry)
+        except NotFound as exc:  # the report or its evidence is gone: nothing to build
+            raise PermanentDeliveryError(f"cannot build: {exc}") from None
+        for obj in objects:  # the worker's next pass, right after this one, takes them
+            self.writeback.store.enqueue(obj)
+
+
 class Analyzer(Protocol):
     async def analyze(
         self, data: bytes, *, priority: int | None = ..., timeout_s: float | None = ...
@@ -272,9 +337,9 @@ class Analyzer(Protocol):
 
 
 class WritebackPipeline:
-    """Wraps a pipeline: every report it makes is put in the outbox before it is
-    returned, so a client that has its report knows the findings will reach the
-    PACS and the EMR."""
+    """Wraps a pipeline: every report it makes is in the outbox (its build record)
+    before it is returned, so a client that has its report knows the findings will
+    reach the PACS and the EMR."""
 
     def __init__(self, inner: Analyzer, writeback: Writeback) -> None:
         self.inner = inner
@@ -307,8 +372,8 @@ class SeriesAnalyzer(Protocol):
 
 
 class CtWritebackPipeline:
-    """Wraps the CT pipeline like `WritebackPipeline` wraps CXR: the SEG, the SR and
-    the EMR objects are in the outbox before the report is returned."""
+    """Wraps the CT pipeline like `WritebackPipeline` wraps CXR: the build record of
+    the SEG, the SR and the EMR objects is in the outbox before the report is returned."""
 
     def __init__(self, inner: SeriesAnalyzer, writeback: Writeback) -> None:
         self.inner = inner

@@ -18,7 +18,6 @@ from fastapi.testclient import TestClient
 from aidx.inference.app import create_app
 from aidx.inference.settings import Role
 from aidx.integrations.dicom.seg import LabelMap
-from aidx.integrations.outbox.writeback import destinations_from
 
 from ...conftest import auth, make_settings
 from ...peers import FhirPeer, OrthancPeer
@@ -57,9 +56,10 @@ def test_ct_seg_and_sr_reach_the_pacs_in_the_study_once(
     assert answer.status_code == 200, answer.text
     report = answer.json()
     assert report["lesions"]
-    # Queued before the answer: SEG + SR for the PACS, the bundle for the EMR.
+    # Queued before the answer: the build record, from which the worker builds SEG +
+    # SR for the PACS and the bundle for the EMR.
     queued = outbox(client)["destinations"]
-    assert queued["pacs"]["pending"] + queued["pacs"]["delivered"] == 2
+    assert queued["build"]["pending"] + queued["build"]["delivered"] == 1
     wait_for(
         lambda: (
             (d := outbox(client)["destinations"])["pacs"]["delivered"] == 2
@@ -71,11 +71,13 @@ def test_ct_seg_and_sr_reach_the_pacs_in_the_study_once(
     # A resubmission adds nothing; a forced resend of every entry changes nothing.
     again = post_series(client, blobs[::-1])
     assert again.json()["id"] == report["id"]
-    assert sum(d["delivered"] for d in outbox(client)["destinations"].values()) == 3
+    delivered = {k: d["delivered"] for k, d in outbox(client)["destinations"].items()}
+    assert delivered == {"build": 1, "pacs": 2, "emr": 1, "hl7": 0}
     store = client.app.state.writeback.store  # type: ignore[attr-defined]
-    destinations = destinations_from(client.app.state.settings)  # type: ignore[attr-defined]
-    for entry in store.list():
+    destinations = client.app.state.writeback.worker.destinations  # type: ignore[attr-defined]
+    for entry in store.list():  # the build too: rebuilding queues nothing new
         destinations[entry.destination].deliver(entry)
+    assert len(store.list()) == 4
 
     instances = orthanc.instances()
     assert len(instances) == len(blobs) + 2

@@ -22,6 +22,7 @@ from aidx.integrations.fhir.client import FhirDestination
 from aidx.integrations.outbox.destinations import FolderSink
 from aidx.integrations.outbox.store import OutboxStore, OutgoingObject, State
 from aidx.integrations.outbox.worker import Backoff, OutboxWorker
+from aidx.integrations.outbox.writeback import BUILD, BUILD_CXR, pack_headers
 
 from ...conftest import auth, free_port, make_settings
 from ...peers import FhirPeer
@@ -179,3 +180,28 @@ def test_refused_entry_is_dead_then_retried_or_dropped(
         conflict = client.delete(f"/v1/outbox/{good['id']}", headers=auth(Role.engineer))
         assert conflict.status_code == 409 and conflict.json()["code"] == "outbox_entry_not_failed"
         assert client.get("/v1/outbox?state=nope", headers=auth(Role.engineer)).status_code == 400
+
+
+def test_a_build_record_whose_report_is_gone_is_dead_with_the_reason(
+    analysed_cxr: AnalysedCxr, tmp_path: Path
+) -> None:
+    """The worker builds a report's objects from its record; a record it can never
+    build (its report was deleted) is dead at once, visible, and blocks nothing."""
+    settings = make_settings(tmp_path, enabled_models=["cxr_pneumonia"], outbox_poll_s=0.05)
+    with TestClient(create_app(settings)) as client:
+        writeback = client.app.state.writeback  # type: ignore[attr-defined]
+        headers = pack_headers([analysed_cxr.source])
+        gone = "0f0e0d0c-0b0a-4908-8706-050403020100"
+        record = OutgoingObject(BUILD, f"x:{gone}", BUILD_CXR, "application/dicom", headers, gone)
+        writeback.store.enqueue(record)
+        assert client.post("/v1/cxr", content=analysed_cxr.source, headers=cxr_headers()).is_success
+        state = wait_for(
+            lambda: (
+                (s := outbox(client))["destinations"]["build"]["failed"] == 1
+                and s["destinations"]["emr"]["delivered"] == 1
+                and s
+            ),
+            what="the dead record and the good report's objects",
+        )
+    assert "cannot build" in state["destinations"]["build"]["last_error"]
+    assert state["destinations"]["build"]["delivered"] == 1

@@ -14,8 +14,18 @@ Failures: a connection error, a timeout or UNAVAILABLE (gRPC) / 503 (HTTP) is re
 any other refusal by the server is 502 `triton_error` (at load: the model stays out
 with `triton_refused`, e.g. a wrong API key). Readiness is read over a new connection
 each time (`ready`), so a server that has begun to shut down is out at once.
-Shared-memory transport is not implemented (tensors travel in the request body,
-binary over HTTP).
+
+Transport: by default tensors travel in the request body (binary over HTTP). With
+AIDX_TRITON_SHARED_MEMORY they travel through Triton's system shared memory, built
+with tritonclient's own utilities: at load, a pool of regions (`RegionPool`, one per
+request in flight, each holding a full batch's inputs and outputs) is created and
+registered with the server; `close` unregisters and destroys them at stop. Regions are
+named by replica (host and port) and model, so a start clears what a killed run of
+the same replica left registered. A server that refuses them (another host, a
+restricted shared-memory API) keeps the model out of service with
+`triton_shm_unusable`: shared memory was asked for, and a silent fall-back to the
+body would hide the misconfiguration. A server that restarted has forgotten them:
+they are registered again when a request finds them missing.
 """
 
 from __future__ import annotations
@@ -23,19 +33,28 @@ from __future__ import annotations
 import asyncio
 import http.client
 import logging
+import math
+import os
+import queue
+import re
+import secrets
+import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from google.protobuf import json_format
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, triton_to_np_dtype
+from tritonclient.utils import shared_memory as shm
 
-from aidx.inference.dtypes import config_to_kserve, kserve_of
+from aidx.inference.dtypes import KSERVE_TO_NUMPY, config_to_kserve, kserve_of
 from aidx.inference.errors import AidxError, ModelUnavailable
 from aidx.inference.repository import ModelEntry, model_config_pb2
 from aidx.inference.settings import Settings, TritonProtocol
@@ -48,6 +67,8 @@ T = TypeVar("T")
 
 PROVIDER = "triton"
 _RETRYABLE_STATUSES = {"503", "StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"}
+_SHM_DIR = "/dev/shm"
+_ALIGN_BYTES = 64  # each tensor starts on a cache line
 
 
 class TritonUnavailable(ModelUnavailable):
@@ -60,6 +81,14 @@ class TritonModelMismatch(ModelUnavailable):
     """The server's model is not the one the local repository describes."""
 
     code = "triton_model_mismatch"
+
+
+class TritonSharedMemoryUnusable(ModelUnavailable):
+    """Shared memory was asked for and cannot be used: the server refused the regions
+    (not on this host, or its shared-memory API is restricted), or this host has no
+    room for them."""
+
+    code = "triton_shm_unusable"
 
 
 class TritonError(AidxError):
@@ -78,6 +107,10 @@ class TritonOptions:
     retries: int = 2
     retry_backoff_s: float = 0.2
     concurrency: int = 4
+    shared_memory: bool = False
+    # Names this replica's regions on the server: stable across its restarts (host and
+    # port), so a start can clear what a killed run left registered.
+    region_prefix: str = field(default_factory=lambda: region_prefix(f"pid{os.getpid()}"))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TritonOptions:
@@ -90,7 +123,15 @@ class TritonOptions:
             retries=settings.triton_retries,
             retry_backoff_s=settings.triton_retry_backoff_s,
             concurrency=settings.triton_concurrency,
+            shared_memory=settings.triton_shared_memory,
+            region_prefix=region_prefix(f"port{settings.port}"),
         )
+
+
+def region_prefix(tag: str) -> str:
+    """aidx-<host>-<tag>: another replica sharing the Triton host has another name."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())
+    return f"aidx-{host}-{tag}"
 
 
 def _tensor_specs(specs: Any, batched: bool) -> dict[str, tuple[str, list[int]]]:
@@ -137,6 +178,140 @@ def compare(entry: ModelEntry, metadata: dict[str, Any], config: Any) -> list[st
     return problems
 
 
+@dataclass(frozen=True)
+class RegionLayout:
+    """Where each tensor lies in one region: name -> (offset, byte size) for a whole
+    batch, inputs and outputs apart."""
+
+    inputs: dict[str, tuple[int, int]]
+    outputs: dict[str, tuple[int, int]]
+    byte_size: int
+
+    def fits(self, inputs: dict[str, np.ndarray]) -> bool:
+        return inputs.keys() == self.inputs.keys() and all(
+            a.nbytes <= self.inputs[n][1] for n, a in inputs.items()
+        )
+
+
+def region_layout(config: Any) -> RegionLayout | None:
+    """The bound of one batch from config.pbtxt: max_batch_size x each tensor's bytes.
+    None when a tensor has none (a variable dim, BYTES): that model keeps the body."""
+    batch = max(int(config.max_batch_size), 1)
+    end = 0
+    places: list[dict[str, tuple[int, int]]] = [{}, {}]
+    for place, specs in zip(places, (config.input, config.output), strict=True):
+        for spec in specs:
+            dtype = KSERVE_TO_NUMPY.get(
+                config_to_kserve(model_config_pb2.DataType.Name(spec.data_type))
+            )
+            if dtype is None or any(int(d) < 0 for d in spec.dims):
+                return None
+            size = batch * math.prod(int(d) for d in spec.dims) * np.dtype(dtype).itemsize
+            place[spec.name] = (end, size)
+            end += -(-size // _ALIGN_BYTES) * _ALIGN_BYTES
+    return RegionLayout(inputs=places[0], outputs=places[1], byte_size=end)
+
+
+def region_count(config: Any, options: TritonOptions) -> int:
+    """One region per request in flight: as many as the batcher's executors
+    (serving.batcher_config: instance_group's copies, at least triton_concurrency)."""
+    copies = sum(int(g.count) or 1 for g in config.instance_group) or 1
+    return max(copies, options.concurrency)
+
+
+def _check_room(byte_size: int) -> None:
+    """A tmpfs that is too small accepts the regions and kills the process (SIGBUS)
+    when a batch is written: refuse them at load instead. Only as good as the free
+    space now; other models' regions fill in as they are used."""
+    try:
+        stats = os.statvfs(_SHM_DIR)
+    except OSError:
+        return  # no /dev/shm to measure: creating the regions will tell
+    free = stats.f_bavail * stats.f_frsize
+    if free < byte_size:
+        raise TritonSharedMemoryUnusable(
+            f"{_SHM_DIR} has {free / 2**20:.0f} MiB free, the shared-memory regions need "
+            f"{byte_size / 2**20:.0f} MiB: give it room or set AIDX_TRITON_SHARED_MEMORY=false"
+        )
+
+
+@dataclass(frozen=True)
+class Region:
+    name: str  # the server's name for it
+    key: str  # the shared-memory object's key on this host
+    handle: Any  # tritonclient's handle
+
+
+def _destroy(regions: list[Region]) -> None:
+    for region in regions:
+        try:
+            shm.destroy_shared_memory_region(region.handle)
+        except Exception:  # e.g. a buffer still exported by a request that hung
+            log.warning("destroying shared-memory region %s failed", region.name, exc_info=True)
+
+
+class RegionPool:
+    """The regions of one model, created with tritonclient's shared_memory utilities;
+    a request takes one and gives it back. Destroyed by `destroy`, or when the pool is
+    dropped (a model whose load failed after its regions were made)."""
+
+    def __init__(self, prefix: str, layout: RegionLayout, count: int) -> None:
+        self.layout = layout
+        self.prefix = prefix
+        run = secrets.token_hex(4)  # new keys each run: never a killed run's object
+        self.regions: list[Region] = []
+        try:
+            for i in range(count):
+                name = f"{prefix}-{i}"
+                handle = shm.create_shared_memory_region(
+                    name, f"/{name}-{run}", layout.byte_size, create_only=True
+                )
+                self.regions.append(Region(name, f"/{name}-{run}", handle))
+        except shm.SharedMemoryException as exc:
+            _destroy(self.regions)
+            raise TritonSharedMemoryUnusable(
+                f"cannot create shared-memory regions in {_SHM_DIR}: {exc.__cause__ or exc}"
+            ) from None
+        self._finalizer = weakref.finalize(self, _destroy, list(self.regions))
+        self._free: queue.SimpleQueue[Region] = queue.SimpleQueue()
+        for region in self.regions:
+            self._free.put(region)
+        self._closed = False
+
+    def owns(self, name: str) -> bool:
+        """One of this replica's names for the model, from this run or an earlier one
+        (which may have had more regions)."""
+        return re.fullmatch(re.escape(self.prefix) + r"-\d+", name) is not None
+
+    def take(self) -> Region | None:
+        """A free region; None when closing or all are in use (never waits)."""
+        if self._closed:
+            return None
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            return None
+
+    def give(self, region: Region) -> None:
+        self._free.put(region)
+
+    def drain(self, timeout_s: float) -> bool:
+        """Stop lending and wait for every region to come back."""
+        self._closed = True
+        deadline = time.monotonic() + timeout_s
+        back = 0
+        while back < len(self.regions):
+            try:
+                self._free.get(timeout=max(deadline - time.monotonic(), 0.001))
+            except queue.Empty:
+                return False
+            back += 1
+        return True
+
+    def destroy(self) -> None:
+        self._finalizer()
+
+
 class TritonModel:
     """One model on a Triton server. `run` is called from the batcher's executor
     threads: each thread gets its own client (tritonclient's are not thread-safe)."""
@@ -156,7 +331,12 @@ class TritonModel:
         # gRPC metadata keys must be lower case; HTTP headers do not care.
         self._headers = {k.lower(): v for k, v in options.headers.items()}
         self._local = threading.local()
+        self._pool: RegionPool | None = None
+        self._pool_lock = threading.Lock()  # one re-registration at a time
+        self._registrations = 0  # re-registrations so far: a failed batch retries after one
         self.check()
+        if options.shared_memory:
+            self._pool = self._open_regions()
 
     # -- connection ---------------------------------------------------------------
     def _client(self) -> Any:
@@ -274,8 +454,156 @@ class TritonModel:
         finally:
             self._drop_client()
 
+    # -- shared memory ------------------------------------------------------------
+    def _open_regions(self) -> RegionPool | None:
+        layout = region_layout(self.entry.config)
+        if layout is None:
+            log.warning(
+                "model %s has a tensor without a size bound (a variable dim or BYTES): "
+                "its tensors travel in the request body, not in shared memory",
+                self.name,
+            )
+            return None
+        count = region_count(self.entry.config, self.options)
+        _check_room(count * layout.byte_size)
+        pool = RegionPool(f"{self.options.region_prefix}-{self.name}", layout, count)
+        try:
+            self._register(pool)
+        except BaseException:
+            pool.destroy()
+            raise
+        log.info(
+            "model %s: %d shared-memory regions of %.1f MiB registered with Triton",
+            self.name,
+            count,
+            layout.byte_size / 2**20,
+        )
+        return pool
+
+    def _registered(self, client: Any) -> dict[str, str]:
+        """name -> key of the server's system shared-memory regions."""
+        status = client.get_system_shared_memory_status(**self._kwargs())
+        if self._grpc:
+            return {name: r.key for name, r in status.regions.items()}
+        return {r["name"]: r["key"] for r in status}
+
+    def _unregister(self, name: str, client: Any) -> None:
+        client.unregister_system_shared_memory(name, **self._kwargs())
+
+    def _register_one(self, region: Region, byte_size: int, client: Any) -> None:
+        client.register_system_shared_memory(region.name, region.key, byte_size, **self._kwargs())
+
+    def _register(self, pool: RegionPool) -> bool:
+        """Register what the server lacks of the pool, first unregistering this
+        replica's names that hold another key (left by a killed run). True when any
+        was missing. A refusal: TritonSharedMemoryUnusable."""
+        try:
+            have = self._call("shared-memory status", self._registered)
+            keys = {r.name: r.key for r in pool.regions}
+            stale = [n for n, k in have.items() if pool.owns(n) and keys.get(n) != k]
+            for name in stale:
+                self._call("shared-memory unregister", partial(self._unregister, name))
+            missing = [r for r in pool.regions if have.get(r.name) != r.key]
+            for region in missing:
+                register = partial(self._register_one, region, pool.layout.byte_size)
+                self._call("shared-memory register", register)
+        except TritonError as exc:
+            raise TritonSharedMemoryUnusable(
+                f"{exc}. AIDX_TRITON_SHARED_MEMORY needs aidx and Triton on one host, "
+                "sharing /dev/shm, and the server's shared-memory API open to aidx"
+            ) from None
+        if stale:
+            log.warning("model %s: unregistered %d stale regions", self.name, len(stale))
+        return bool(missing)
+
+    def _infer_in(self, pool: RegionPool, region: Region, inputs: dict[str, np.ndarray]) -> Any:
+        layout = pool.layout
+        tensors = []
+        for name, array in inputs.items():
+            tensor = self._lib.InferInput(name, list(array.shape), kserve_of(array))
+            tensor.set_shared_memory(region.name, array.nbytes, offset=layout.inputs[name][0])
+            tensors.append(tensor)
+        wanted = []
+        for name in self.output_names:
+            output = self._lib.InferRequestedOutput(name)
+            offset, size = layout.outputs[name]
+            output.set_shared_memory(region.name, size, offset=offset)
+            wanted.append(output)
+        return self._call(
+            "infer",
+            lambda c: c.infer(
+                self.name, tensors, model_version=self.version, outputs=wanted, **self._kwargs()
+            ),
+        )
+
+    def _read_out(self, pool: RegionPool, region: Region, result: Any) -> dict[str, np.ndarray]:
+        outputs = {}
+        for name in self.output_names:
+            spec = result.get_output(name)
+            if spec is None:
+                raise TritonError(f"Triton's answer for {self.name!r} has no output {name!r}")
+            datatype, shape = (
+                (spec.datatype, list(spec.shape))
+                if self._grpc
+                else (spec["datatype"], spec["shape"])
+            )
+            array = shm.get_contents_as_numpy(
+                region.handle, triton_to_np_dtype(datatype), shape, pool.layout.outputs[name][0]
+            )
+            outputs[name] = array.copy()  # the region serves the next batch
+        return outputs
+
+    def _run_in(
+        self, pool: RegionPool, region: Region, inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        for name, array in inputs.items():
+            shm.set_shared_memory_region(
+                region.handle, [np.ascontiguousarray(array)], offset=pool.layout.inputs[name][0]
+            )
+        seen = self._registrations
+        try:
+            result = self._infer_in(pool, region, inputs)
+        except TritonError:
+            # A restarted server has forgotten the regions: register them again (or
+            # see that another batch just did) and retry once; other refusals stand.
+            with self._pool_lock:
+                if seen == self._registrations:  # none since this batch began
+                    if not self._register(pool):
+                        raise
+                    self._registrations += 1
+            result = self._infer_in(pool, region, inputs)
+        return self._read_out(pool, region, result)
+
+    def close(self) -> None:
+        """Unregister and destroy the regions once the batches using them are done
+        (later batches travel in the body). A server that cannot be told keeps them
+        registered until this replica's next start clears them."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if not pool.drain(self.options.timeout_s):
+            log.warning("model %s: a batch still held a shared-memory region at stop", self.name)
+        try:  # once each, no retries: a stop must not wait on a server that is gone
+            for region in pool.regions:
+                self._unregister(region.name, self._client())
+        except (InferenceServerException, OSError, http.client.HTTPException) as exc:
+            log.warning("model %s: unregistering its regions failed: %s", self.name, exc)
+        finally:
+            self._drop_client()
+            pool.destroy()
+
     # -- inference ----------------------------------------------------------------
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        pool = self._pool
+        region = pool.take() if pool is not None and pool.layout.fits(inputs) else None
+        if pool is None or region is None:  # off, stopping, all regions busy, or too big
+            return self._run_body(inputs)
+        try:
+            return self._run_in(pool, region, inputs)
+        finally:
+            pool.give(region)
+
+    def _run_body(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         def infer(client: Any) -> Any:
             tensors = []
             for name, array in inputs.items():
@@ -303,7 +631,19 @@ async def follow_readiness(service: ModelService, interval_s: float) -> None:
     """Keep each Triton-backed model's state in step with the server: out of service
     while the server says it is not ready (or cannot be reached), back when it is; a
     model that could not be reached at start-up is loaded as soon as it can be. A
-    model whose server copy differs from the local entry stays out until a restart."""
+    model whose server copy differs from the local entry stays out until a restart.
+    Cancelled, the service is stopping: each model's shared-memory regions are
+    released (ModelService.stop cancels this before it stops the batchers, and `close`
+    waits for the batches that hold a region)."""
+    try:
+        await _follow(service, interval_s)
+    finally:
+        for served in list(service.models.values()):
+            if isinstance(served.runtime, TritonModel):
+                await asyncio.to_thread(served.runtime.close)
+
+
+async def _follow(service: ModelService, interval_s: float) -> None:
     from aidx.inference.serving import ModelState
 
     while True:

@@ -94,6 +94,13 @@ class Settings(BaseSettings):
     # (0 us); None keeps config.pbtxt's max_queue_delay_microseconds.
     triton_max_queue_delay_us: int | None = Field(default=0, ge=0)
     triton_concurrency: int = Field(default=4, ge=1)  # requests in flight per model
+    # Tensors through system shared memory instead of the request body. Only where aidx
+    # and Triton share a host and its /dev/shm (one machine, or one pod / IPC namespace):
+    # a server elsewhere refuses the regions and the model stays out of service
+    # (triton_shm_unusable). Each model gets one region per request in flight (the
+    # batcher's executors, at least triton_concurrency), each bounded by config.pbtxt:
+    # max_batch_size x the byte size of every input and output.
+    triton_shared_memory: bool = False
     # intra-op threads of each session; 0: one instance uses onnxruntime's default, several
     # split the cores between them (runtime.threads_per_instance)
     cpu_threads_per_instance: int = Field(default=0, ge=0)

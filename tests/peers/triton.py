@@ -3,7 +3,9 @@
 through tests/peers/pytriton_peer.py. It runs in its own process group on 127.0.0.1
 (HTTP, gRPC and metrics on free ports); `stop` ends the whole group (tritonserver and
 the Python-backend stubs are its children) and waits for it. A stopped peer can be
-started again on the same ports: an outage."""
+started again on the same ports: an outage. With `private_shm` the server gets a
+/dev/shm of its own (a mount namespace; needs root): on this host, yet as far from
+aidx's shared memory as a server on another machine."""
 
 from __future__ import annotations
 
@@ -22,6 +24,17 @@ from . import ROOT, free_port
 
 PYTRITON_PYTHON = ROOT / ".peers" / "pytriton" / "bin" / "python"
 PEER_SCRIPT = Path(__file__).with_name("pytriton_peer.py")
+# A new mount namespace with an empty tmpfs on /dev/shm, then the peer (same pid).
+PRIVATE_SHM = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+               'mount -t tmpfs -o size=256m tmpfs /dev/shm && exec "$@"', "sh"]  # fmt: skip
+
+
+def private_shm_missing() -> str | None:
+    """Why a peer cannot get a /dev/shm of its own here, or None."""
+    probe = subprocess.run(
+        [*PRIVATE_SHM, "true"], capture_output=True, text=True, check=False, timeout=10
+    )
+    return None if probe.returncode == 0 else f"no private /dev/shm: {probe.stderr.strip()}"
 
 
 def pytriton_missing() -> str | None:
@@ -40,6 +53,7 @@ class TritonPeer:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="aidx-triton-")))
     access_token: str | None = None  # then metadata, config and inference want it
     threads: int = 0  # onnxruntime intra-op threads in the peer (0: it decides)
+    private_shm: bool = False  # a /dev/shm of its own: aidx's regions are not there
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,6 +85,8 @@ class TritonPeer:
             argv += ["--model", name]
         if self.access_token:
             argv += ["--access-token", self.access_token]
+        if self.private_shm:
+            argv = [*PRIVATE_SHM, *argv]
         log = (self.workdir / "triton.log").open("ab")
         # The peer's venv, not aidx's: no VIRTUAL_ENV/PYTHONPATH leaking in.
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}

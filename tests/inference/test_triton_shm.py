@@ -1,0 +1,334 @@
+"""AIDX_TRITON_SHARED_MEMORY against a real NVIDIA Triton server (the PyTriton peer of
+test_triton_peer.py) on this host, where system shared memory really works.
+
+PyTriton restricts Triton's shared-memory API behind an access token; the peer here
+has a known one (guarding metadata, config and inference too) and aidx sends it
+(AIDX_TRITON_HEADERS), as it would to any Triton that restricts that API. What the
+server knows is read through tritonclient's own status call; what this host has, from
+/dev/shm. A region's contents are read back with tritonclient's shared_memory
+utilities, to show that the tensors went that way and not in the request body.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.http as httpclient
+from fastapi.testclient import TestClient
+from tritonclient.utils import shared_memory as shm
+
+from aidx.inference.app import create_app
+from aidx.inference.repository import load_entry
+from aidx.inference.runtime_triton import (
+    TritonModel,
+    TritonOptions,
+    TritonSharedMemoryUnusable,
+    region_layout,
+)
+from aidx.inference.settings import Role, Settings, TritonProtocol
+
+from ..conftest import MODELS, aidx_env, auth, dicom_bytes, free_port, make_settings
+from ..peers.triton import TritonPeer, private_shm_missing
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+MODEL = "cxr_pneumonia"
+TOKEN = "shm-peer-key-0123456789"
+SHM = Path("/dev/shm")
+
+
+@pytest.fixture(scope="module")
+def triton_peer() -> Iterator[TritonPeer]:
+    peer = TritonPeer(MODELS, only=[MODEL], access_token=TOKEN).start()
+    try:
+        yield peer
+    finally:
+        peer.stop()
+        shutil.rmtree(peer.workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def triton(triton_peer: TritonPeer) -> TritonPeer:
+    """The module's peer, started again if a failed test left it stopped."""
+    if triton_peer.process is None or triton_peer.process.poll() is not None:
+        triton_peer.stop()
+        triton_peer.start()
+    return triton_peer
+
+
+def headers(peer: TritonPeer, protocol: TritonProtocol) -> dict[str, str]:
+    """The peer's token as each protocol carries it (gRPC: a prefixed metadata key)."""
+    if protocol is TritonProtocol.http:
+        return peer.headers
+    return {"triton-grpc-protocol-triton-access-token": TOKEN}
+
+
+def shm_settings(var_dir: Path, peer: TritonPeer, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "enabled_models": [MODEL],
+        "writeback": False,
+        "backend": "triton",
+        "triton_url": peer.url,
+        "triton_headers": peer.headers,
+        "triton_shared_memory": True,
+        "triton_timeout_s": 10.0,
+        "triton_retries": 1,
+        "triton_retry_backoff_s": 0.05,
+        "triton_poll_s": 0.2,
+        **overrides,
+    }
+    return make_settings(var_dir, **values)
+
+
+def registered(peer: TritonPeer, prefix: str) -> dict[str, str]:
+    """name -> key of the server's system shared-memory regions named `prefix`-N."""
+    client = httpclient.InferenceServerClient(peer.url)
+    try:
+        status = client.get_system_shared_memory_status(headers=peer.headers)
+    finally:
+        client.close()
+    return {r["name"]: r["key"] for r in status if r["name"].startswith(prefix + "-")}
+
+
+def on_host(keys: Iterable[str]) -> list[str]:
+    """The keys that exist as shared-memory objects on this host."""
+    return [k for k in keys if (SHM / k.lstrip("/")).exists()]
+
+
+def holding(regions: dict[str, str], x: np.ndarray) -> list[str]:
+    """The regions whose input area holds `x`, read with tritonclient's utilities."""
+    layout = region_layout(load_entry(MODELS / MODEL).config)
+    assert layout is not None
+    found = []
+    for name, key in regions.items():
+        handle = shm.create_shared_memory_region(name, key, layout.byte_size)  # attaches
+        try:
+            inside = shm.get_contents_as_numpy(handle, np.float32, x.shape, 0).copy()
+        finally:
+            shm.destroy_shared_memory_region(handle)  # ours only: the creator unlinks
+        if np.array_equal(inside, x):
+            found.append(name)
+    return found
+
+
+def reference(x: np.ndarray) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(
+        str(MODELS / MODEL / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, {"image": x}), strict=True))
+
+
+def kserve_json(x: np.ndarray) -> dict[str, object]:
+    tensor = {"name": "image", "shape": list(x.shape), "datatype": "FP32"}
+    return {"inputs": [{**tensor, "data": x.ravel().tolist()}]}
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{what}: not within {timeout_s} s")
+
+
+def cxr(front: TestClient) -> httpx.Response:
+    headers = {**auth(Role.radiologist), "Content-Type": "application/dicom"}
+    return front.post("/v1/cxr", content=dicom_bytes("RG1_UNCR.dcm"), headers=headers)
+
+
+def same_findings(got: httpx.Response, want: list[dict[str, object]]) -> None:
+    assert got.status_code == 200, got.text
+    findings = got.json()["findings"]
+    assert want and len(findings) == len(want)
+    for a, b in zip(findings, want, strict=True):
+        assert (a["concept"], a["present"]) == (b["concept"], b["present"])
+        assert a["probability"] == pytest.approx(b["probability"], abs=1e-4)
+        assert a["regions"] == b["regions"]
+
+
+def test_shared_memory_gives_the_in_process_findings_and_is_released_at_stop(
+    triton: TritonPeer, tmp_path: Path
+) -> None:
+    local_settings = make_settings(tmp_path / "local", enabled_models=[MODEL], writeback=False)
+    with TestClient(create_app(local_settings)) as local:
+        expected = cxr(local)
+    assert expected.status_code == 200, expected.text
+    want = expected.json()["findings"]
+
+    settings = shm_settings(tmp_path / "triton", triton)
+    prefix = f"{TritonOptions.from_settings(settings).region_prefix}-{MODEL}"
+    with TestClient(create_app(settings)) as front:
+        (model,) = front.get("/v1/models", headers=auth(Role.engineer)).json()
+        assert model["state"] == "ready", model["reason"]
+        regions = registered(triton, prefix)
+        assert len(regions) == settings.triton_concurrency  # one per request in flight
+        assert sorted(on_host(regions.values())) == sorted(regions.values())
+
+        same_findings(cxr(front), want)
+        with ThreadPoolExecutor(6) as pool:
+            for answer in pool.map(lambda _: cxr(front), range(6)):
+                same_findings(answer, want)
+
+        # Raw tensors: onnxruntime's outputs, and the input is in one of the regions.
+        x = np.random.default_rng(3).uniform(-1024, 1024, (2, 1, 224, 224)).astype(np.float32)
+        answer = front.post(
+            f"/v2/models/{MODEL}/infer", json=kserve_json(x), headers=auth(Role.engineer)
+        )
+        assert answer.status_code == 200, answer.text
+        got = {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in answer.json()["outputs"]}
+        for name, expected_out in reference(x).items():
+            np.testing.assert_allclose(got[name], expected_out, rtol=1e-5, atol=1e-5)
+        assert len(holding(regions, x)) == 1
+
+        # A restarted server has forgotten the regions: aidx registers them again.
+        triton.stop()
+        wait_until(lambda: front.get("/readyz").status_code == 503, "/readyz 503 while down")
+        triton.start()
+        wait_until(lambda: front.get("/readyz").status_code == 200, "/readyz 200 once back")
+        same_findings(cxr(front), want)
+        assert registered(triton, prefix) == regions
+
+    assert registered(triton, prefix) == {}, "regions left registered after stop"
+    assert on_host(regions.values()) == [], "regions left on this host after stop"
+
+
+@pytest.mark.parametrize("protocol", [TritonProtocol.http, TritonProtocol.grpc])
+def test_the_backend_runs_through_the_regions_over_http_and_grpc(
+    triton: TritonPeer, protocol: TritonProtocol
+) -> None:
+    url = triton.url if protocol is TritonProtocol.http else triton.grpc_url
+    options = TritonOptions(
+        url=url,
+        protocol=protocol,
+        headers=headers(triton, protocol),
+        shared_memory=True,
+        concurrency=2,
+    )
+    prefix = f"{options.region_prefix}-{MODEL}"
+    model = TritonModel(load_entry(MODELS / MODEL), options)
+    try:
+        regions = registered(triton, prefix)
+        assert len(regions) == 2
+        for n in (3, 1, 32):  # the last fills the region: max_batch_size
+            x = np.random.default_rng(n).uniform(-1024, 1024, (n, 1, 224, 224))
+            x = x.astype(np.float32)
+            got = model.run({"image": x})
+            for name, expected in reference(x).items():
+                np.testing.assert_allclose(got[name], expected, rtol=1e-5, atol=1e-5)
+            assert len(holding(regions, x)) == 1
+    finally:
+        model.close()
+    assert registered(triton, prefix) == {}
+    assert on_host(regions.values()) == []
+
+
+def test_a_server_without_this_hosts_shared_memory_keeps_the_model_out(tmp_path: Path) -> None:
+    """Triton with a /dev/shm of its own, as on another machine: it refuses the
+    regions; the model stays out with a clear reason and code, nothing is left."""
+    missing = private_shm_missing()
+    if missing:
+        pytest.skip(missing)
+    peer = TritonPeer(MODELS, only=[MODEL], access_token=TOKEN, private_shm=True).start()
+    try:
+        settings = shm_settings(tmp_path, peer, port=free_port())  # names of its own
+        prefix = f"{TritonOptions.from_settings(settings).region_prefix}-{MODEL}"
+        with TestClient(create_app(settings)) as front:
+            (model,) = front.get("/v1/models", headers=auth(Role.engineer)).json()
+            assert model["state"] == "unavailable"
+            assert "needs aidx and Triton on one host" in model["reason"]
+            answer = cxr(front)
+            assert (answer.status_code, answer.json()["code"]) == (503, "triton_shm_unusable")
+            assert front.get("/readyz").status_code == 503
+        assert registered(peer, prefix) == {}
+        assert not list(SHM.glob(prefix.lstrip("/") + "-*")), "regions left on this host"
+        with pytest.raises(TritonSharedMemoryUnusable):  # the gRPC client says the same
+            TritonModel(
+                load_entry(MODELS / MODEL),
+                TritonOptions(
+                    url=peer.grpc_url,
+                    protocol=TritonProtocol.grpc,
+                    headers=headers(peer, TritonProtocol.grpc),
+                    shared_memory=True,
+                ),
+            )
+    finally:
+        peer.stop()
+        shutil.rmtree(peer.workdir, ignore_errors=True)
+
+
+def serve(var_dir: Path, port: int, peer: TritonPeer) -> subprocess.Popen[bytes]:
+    """A real `aidx serve` on `port` with shared memory to the peer, once ready."""
+    env = aidx_env(
+        var_dir, port, backend="triton", triton_url=peer.url,
+        triton_headers=json.dumps(peer.headers), triton_shared_memory="true",
+        enabled_models=json.dumps([MODEL]), writeback="false", cpu_workers="1",
+    )  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aidx.inference", "serve", "--log-level", "warning"], env=env
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "aidx exited during start-up"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise TimeoutError("aidx was not ready in 90 s")
+
+
+def infer_ok(port: int) -> None:
+    x = np.ones((1, 1, 224, 224), np.float32)
+    answer = httpx.post(
+        f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer",
+        json=kserve_json(x),
+        headers=auth(Role.engineer),
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_a_start_after_a_kill_clears_what_the_killed_run_left(
+    triton: TritonPeer, tmp_path: Path
+) -> None:
+    port = free_port()
+    settings = shm_settings(tmp_path, triton, port=port)
+    prefix = f"{TritonOptions.from_settings(settings).region_prefix}-{MODEL}"
+    first = serve(tmp_path, port, triton)
+    try:
+        infer_ok(port)
+        left = registered(triton, prefix)
+        assert len(left) == settings.triton_concurrency
+    finally:
+        first.send_signal(signal.SIGKILL)  # no stop: its regions stay registered
+        first.wait(timeout=10)
+    assert registered(triton, prefix) == left
+
+    second = serve(tmp_path, port, triton)
+    try:
+        infer_ok(port)
+        now = registered(triton, prefix)
+        assert now.keys() == left.keys() and not set(now.values()) & set(left.values())
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=30)
+    assert second.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises after its stop
+    assert registered(triton, prefix) == {}
+    assert on_host(now.values()) == []
+    # The killed run's objects: Python's resource tracker (its child) unlinks them.
+    wait_until(lambda: on_host(left.values()) == [], "the killed run's objects unlinked", 10)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
+import itertools
 import json
 import os
 import platform
@@ -33,6 +35,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import onnxruntime as ort
+import pydicom
 import tritonclient.http.aio as triton_aio
 from pydicom.data import get_testdata_file
 from tritonclient.http import InferInput, InferRequestedOutput
@@ -244,15 +247,42 @@ async def sweep_v2(url: str, key: str, model: str, concurrency: int, seconds: fl
     )
 
 
+_INSTANCES = itertools.count(1)
+
+
+async def outbox_pending(client: httpx.AsyncClient, key: str) -> int:
+    answer = await client.get("/v1/outbox", headers={"Authorization": f"Bearer {key}"})
+    answer.raise_for_status()
+    return sum(int(d.get("pending", 0)) for d in answer.json()["destinations"].values())
+
+
+async def outbox_drained(client: httpx.AsyncClient, key: str, timeout_s: float = 600) -> None:
+    deadline = time.perf_counter() + timeout_s
+    while await outbox_pending(client, key) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.2)
+
+
+def new_instance(dicom: bytes, uid: str) -> bytes:
+    """The same image as a new instance: its SOP Instance UID (file meta and dataset)
+    replaced by another of the same length. A resent instance is the same report, whose
+    write-back is not built again; a hospital sends new ones, so the benchmark does."""
+    stem, _, last = uid.rpartition(".")
+    width = len(last)
+    number = 10 ** (width - 1) + next(_INSTANCES) % (9 * 10 ** (width - 1))
+    return dicom.replace(uid.encode(), f"{stem}.{number}".encode())
+
+
 async def sweep_v1(
     url: str, key: str, model: str, dicom: bytes, concurrency: int, seconds: float
 ) -> Row:
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/dicom"}
     limits = httpx.Limits(max_connections=concurrency)
+    uid = str(pydicom.dcmread(io.BytesIO(dicom), stop_before_pixels=True).SOPInstanceUID)
     async with httpx.AsyncClient(base_url=f"http://{url}", limits=limits, timeout=120) as client:
 
         async def send() -> dict[str, float]:
-            response = await client.post("/v1/cxr", content=dicom, headers=headers)
+            body = new_instance(dicom, uid)
+            response = await client.post("/v1/cxr", content=body, headers=headers)
             response.raise_for_status()
             timings = response.json()["timings"]
             return {
@@ -269,8 +299,12 @@ async def sweep_v1(
             }
 
         await send()
+        await outbox_drained(client, key)
         before = server_counters(url, model)
         latencies, elapsed, extras = await closed_loop(concurrency, seconds, send)
+        # The write-back builds after the answers: count its CPU, and its backlog.
+        extras["outbox_backlog"] = float(await outbox_pending(client, key))
+        await outbox_drained(client, key)
         after = server_counters(url, model)
     extras |= cpu_per_request_ms(before, after, extras.pop("client_cpu_s"), len(latencies))
     p50, p95, p99 = percentiles(latencies)

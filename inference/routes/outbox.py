@@ -3,6 +3,7 @@ drop of a dead entry. Engineers and admins only (entries point at patient data).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -40,28 +41,29 @@ async def outbox_summary(
     destination: str | None = Query(default=None),
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> dict[str, Any]:
-    store = _store(request)
-    return {
-        "destinations": store.counts(),
-        "entries": [
-            e.summary()
-            for e in store.list(state=_state(state), destination=destination, limit=limit)
-        ],
-    }
+    store, wanted = _store(request), _state(state)
+    # The store is synchronous (SQLAlchemy Core): off the event loop, which serves
+    # every other request meanwhile.
+    counts = await asyncio.to_thread(store.counts)
+    entries = await asyncio.to_thread(
+        store.summaries, state=wanted, destination=destination, limit=limit
+    )
+    return {"destinations": counts, "entries": entries}
 
 
 @router.get("/{eid}")
 async def outbox_entry(
     eid: str, request: Request, who: Principal = Depends(operators)
 ) -> dict[str, Any]:
-    return _store(request).get(eid).summary()
+    entry = await asyncio.to_thread(_store(request).get, eid)
+    return entry.summary()
 
 
 @router.post("/{eid}/retry")
 async def retry_entry(
     eid: str, request: Request, who: Principal = Depends(operators)
 ) -> dict[str, Any]:
-    entry = _store(request).retry(eid)
+    entry = await asyncio.to_thread(_store(request).retry, eid)
     request.app.state.audit.record(
         actor=who.name,
         role=who.role.value,
@@ -75,7 +77,7 @@ async def retry_entry(
 
 @router.delete("/{eid}", status_code=204)
 async def drop_entry(eid: str, request: Request, who: Principal = Depends(operators)) -> Response:
-    _store(request).drop(eid)
+    await asyncio.to_thread(_store(request).drop, eid)
     request.app.state.audit.record(
         actor=who.name,
         role=who.role.value,

@@ -13,6 +13,7 @@ import enum
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    Select,
     String,
     Table,
     Text,
@@ -124,6 +126,16 @@ class Entry:
             "updated_at": self.updated_at,
             "delivered_at": self.delivered_at,
         }
+
+
+def _newest_first(
+    query: Select[Any], state: State | None, destination: str | None, limit: int
+) -> Select[Any]:
+    if state is not None:
+        query = query.where(outbox.c.state == state.value)
+    if destination is not None:
+        query = query.where(outbox.c.destination == destination)
+    return query.order_by(outbox.c.created_at.desc(), outbox.c.id).limit(limit)
 
 
 def _entry(row: object) -> Entry:
@@ -247,15 +259,21 @@ class OutboxStore:
             raise NotFound(f"no outbox entry {eid!r}", code="outbox_entry_not_found")
         return _entry(row)
 
+    def summaries(
+        self, *, state: State | None = None, destination: str | None = None, limit: int = 100
+    ) -> list[dict[str, object]]:
+        """`list` as the API shows it (`Entry.summary`), without reading the payloads:
+        a secondary capture is megabytes, and a listing must not read them all."""
+        columns = [c for c in outbox.c if c.name not in ("payload", "lease_until")]
+        size = func.length(outbox.c.payload).label("size_bytes")
+        query = _newest_first(select(*columns, size), state, destination, limit)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
     def list(
         self, *, state: State | None = None, destination: str | None = None, limit: int = 100
     ) -> list[Entry]:
-        query = select(outbox)
-        if state is not None:
-            query = query.where(outbox.c.state == state.value)
-        if destination is not None:
-            query = query.where(outbox.c.destination == destination)
-        query = query.order_by(outbox.c.created_at.desc(), outbox.c.id).limit(limit)
+        query = _newest_first(select(outbox), state, destination, limit)
         with self.engine.connect() as conn:
             return [_entry(r) for r in conn.execute(query)]
 

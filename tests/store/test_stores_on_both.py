@@ -45,6 +45,9 @@ def test_outbox_lifecycle(engine: Engine) -> None:
     (again,) = store.claim_due(lease_s=30, limit=5)
     store.mark_delivered(again.id)
     assert [e.state for e in store.list()] == [State.delivered]
+    # the API's listing, read without the payloads, says what the entries say
+    assert store.summaries() == [e.summary() for e in store.list()]
+    assert store.summaries()[0]["size_bytes"] == 4
 
 
 def test_lab_history_and_alerts(engine: Engine) -> None:

@@ -33,15 +33,9 @@ from __future__ import annotations
 import asyncio
 import http.client
 import logging
-import math
 import os
-import queue
-import re
-import secrets
-import socket
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -54,10 +48,18 @@ from google.protobuf import json_format
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 from tritonclient.utils import shared_memory as shm
 
-from aidx.inference.dtypes import KSERVE_TO_NUMPY, config_to_kserve, kserve_of
+from aidx.inference.dtypes import config_to_kserve, kserve_of
 from aidx.inference.errors import AidxError, ModelUnavailable
 from aidx.inference.repository import ModelEntry, model_config_pb2
 from aidx.inference.settings import Settings, TritonProtocol
+from aidx.inference.triton_shm import (
+    Region,
+    RegionPool,
+    TritonSharedMemoryUnusable,
+    check_room,
+    region_layout,
+    region_prefix,
+)
 
 if TYPE_CHECKING:
     from aidx.inference.serving import ModelService
@@ -67,8 +69,6 @@ T = TypeVar("T")
 
 PROVIDER = "triton"
 _RETRYABLE_STATUSES = {"503", "StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"}
-_SHM_DIR = "/dev/shm"
-_ALIGN_BYTES = 64  # each tensor starts on a cache line
 
 
 class TritonUnavailable(ModelUnavailable):
@@ -81,14 +81,6 @@ class TritonModelMismatch(ModelUnavailable):
     """The server's model is not the one the local repository describes."""
 
     code = "triton_model_mismatch"
-
-
-class TritonSharedMemoryUnusable(ModelUnavailable):
-    """Shared memory was asked for and cannot be used: the server refused the regions
-    (not on this host, or its shared-memory API is restricted), or this host has no
-    room for them."""
-
-    code = "triton_shm_unusable"
 
 
 class TritonError(AidxError):
@@ -126,12 +118,6 @@ class TritonOptions:
             shared_memory=settings.triton_shared_memory,
             region_prefix=region_prefix(f"port{settings.port}"),
         )
-
-
-def region_prefix(tag: str) -> str:
-    """aidx-<host>-<tag>: another replica sharing the Triton host has another name."""
-    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())
-    return f"aidx-{host}-{tag}"
 
 
 def _tensor_specs(specs: Any, batched: bool) -> dict[str, tuple[str, list[int]]]:
@@ -178,138 +164,11 @@ def compare(entry: ModelEntry, metadata: dict[str, Any], config: Any) -> list[st
     return problems
 
 
-@dataclass(frozen=True)
-class RegionLayout:
-    """Where each tensor lies in one region: name -> (offset, byte size) for a whole
-    batch, inputs and outputs apart."""
-
-    inputs: dict[str, tuple[int, int]]
-    outputs: dict[str, tuple[int, int]]
-    byte_size: int
-
-    def fits(self, inputs: dict[str, np.ndarray]) -> bool:
-        return inputs.keys() == self.inputs.keys() and all(
-            a.nbytes <= self.inputs[n][1] for n, a in inputs.items()
-        )
-
-
-def region_layout(config: Any) -> RegionLayout | None:
-    """The bound of one batch from config.pbtxt: max_batch_size x each tensor's bytes.
-    None when a tensor has none (a variable dim, BYTES): that model keeps the body."""
-    batch = max(int(config.max_batch_size), 1)
-    end = 0
-    places: list[dict[str, tuple[int, int]]] = [{}, {}]
-    for place, specs in zip(places, (config.input, config.output), strict=True):
-        for spec in specs:
-            dtype = KSERVE_TO_NUMPY.get(
-                config_to_kserve(model_config_pb2.DataType.Name(spec.data_type))
-            )
-            if dtype is None or any(int(d) < 0 for d in spec.dims):
-                return None
-            size = batch * math.prod(int(d) for d in spec.dims) * np.dtype(dtype).itemsize
-            place[spec.name] = (end, size)
-            end += -(-size // _ALIGN_BYTES) * _ALIGN_BYTES
-    return RegionLayout(inputs=places[0], outputs=places[1], byte_size=end)
-
-
 def region_count(config: Any, options: TritonOptions) -> int:
     """One region per request in flight: as many as the batcher's executors
     (serving.batcher_config: instance_group's copies, at least triton_concurrency)."""
     copies = sum(int(g.count) or 1 for g in config.instance_group) or 1
     return max(copies, options.concurrency)
-
-
-def _check_room(byte_size: int) -> None:
-    """A tmpfs that is too small accepts the regions and kills the process (SIGBUS)
-    when a batch is written: refuse them at load instead. Only as good as the free
-    space now; other models' regions fill in as they are used."""
-    try:
-        stats = os.statvfs(_SHM_DIR)
-    except OSError:
-        return  # no /dev/shm to measure: creating the regions will tell
-    free = stats.f_bavail * stats.f_frsize
-    if free < byte_size:
-        raise TritonSharedMemoryUnusable(
-            f"{_SHM_DIR} has {free / 2**20:.0f} MiB free, the shared-memory regions need "
-            f"{byte_size / 2**20:.0f} MiB: give it room or set AIDX_TRITON_SHARED_MEMORY=false"
-        )
-
-
-@dataclass(frozen=True)
-class Region:
-    name: str  # the server's name for it
-    key: str  # the shared-memory object's key on this host
-    handle: Any  # tritonclient's handle
-
-
-def _destroy(regions: list[Region]) -> None:
-    for region in regions:
-        try:
-            shm.destroy_shared_memory_region(region.handle)
-        except Exception:  # e.g. a buffer still exported by a request that hung
-            log.warning("destroying shared-memory region %s failed", region.name, exc_info=True)
-
-
-class RegionPool:
-    """The regions of one model, created with tritonclient's shared_memory utilities;
-    a request takes one and gives it back. Destroyed by `destroy`, or when the pool is
-    dropped (a model whose load failed after its regions were made)."""
-
-    def __init__(self, prefix: str, layout: RegionLayout, count: int) -> None:
-        self.layout = layout
-        self.prefix = prefix
-        run = secrets.token_hex(4)  # new keys each run: never a killed run's object
-        self.regions: list[Region] = []
-        try:
-            for i in range(count):
-                name = f"{prefix}-{i}"
-                handle = shm.create_shared_memory_region(
-                    name, f"/{name}-{run}", layout.byte_size, create_only=True
-                )
-                self.regions.append(Region(name, f"/{name}-{run}", handle))
-        except shm.SharedMemoryException as exc:
-            _destroy(self.regions)
-            raise TritonSharedMemoryUnusable(
-                f"cannot create shared-memory regions in {_SHM_DIR}: {exc.__cause__ or exc}"
-            ) from None
-        self._finalizer = weakref.finalize(self, _destroy, list(self.regions))
-        self._free: queue.SimpleQueue[Region] = queue.SimpleQueue()
-        for region in self.regions:
-            self._free.put(region)
-        self._closed = False
-
-    def owns(self, name: str) -> bool:
-        """One of this replica's names for the model, from this run or an earlier one
-        (which may have had more regions)."""
-        return re.fullmatch(re.escape(self.prefix) + r"-\d+", name) is not None
-
-    def take(self) -> Region | None:
-        """A free region; None when closing or all are in use (never waits)."""
-        if self._closed:
-            return None
-        try:
-            return self._free.get_nowait()
-        except queue.Empty:
-            return None
-
-    def give(self, region: Region) -> None:
-        self._free.put(region)
-
-    def drain(self, timeout_s: float) -> bool:
-        """Stop lending and wait for every region to come back."""
-        self._closed = True
-        deadline = time.monotonic() + timeout_s
-        back = 0
-        while back < len(self.regions):
-            try:
-                self._free.get(timeout=max(deadline - time.monotonic(), 0.001))
-            except queue.Empty:
-                return False
-            back += 1
-        return True
-
-    def destroy(self) -> None:
-        self._finalizer()
 
 
 class TritonModel:
@@ -465,7 +324,7 @@ class TritonModel:
             )
             return None
         count = region_count(self.entry.config, self.options)
-        _check_room(count * layout.byte_size)
+        check_room(count * layout.byte_size)
         pool = RegionPool(f"{self.options.region_prefix}-{self.name}", layout, count)
         try:
             self._register(pool)
@@ -631,19 +490,7 @@ async def follow_readiness(service: ModelService, interval_s: float) -> None:
     """Keep each Triton-backed model's state in step with the server: out of service
     while the server says it is not ready (or cannot be reached), back when it is; a
     model that could not be reached at start-up is loaded as soon as it can be. A
-    model whose server copy differs from the local entry stays out until a restart.
-    Cancelled, the service is stopping: each model's shared-memory regions are
-    released (ModelService.stop cancels this before it stops the batchers, and `close`
-    waits for the batches that hold a region)."""
-    try:
-        await _follow(service, interval_s)
-    finally:
-        for served in list(service.models.values()):
-            if isinstance(served.runtime, TritonModel):
-                await asyncio.to_thread(served.runtime.close)
-
-
-async def _follow(service: ModelService, interval_s: float) -> None:
+    model whose server copy differs from the local entry stays out until a restart."""
     from aidx.inference.serving import ModelState
 
     while True:

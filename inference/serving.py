@@ -180,6 +180,8 @@ class ModelService:
         for served in self.models.values():
             if served.batcher is not None:
                 await served.batcher.stop()
+            if isinstance(served.runtime, TritonModel):  # its shared-memory regions
+                await asyncio.to_thread(served.runtime.close)
 
     @property
     def ready(self) -> bool:

@@ -15,7 +15,7 @@ from aidx.inference.audit import AuditLog
 from aidx.inference.auth import keyring_for
 from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.handlers import install_error_handlers
-from aidx.inference.metrics import ServiceMetrics
+from aidx.inference.metrics import OutboxCollector, ServiceMetrics
 from aidx.inference.reports import ReportStore
 from aidx.inference.routes import ct, cxr, health, labs, models, outbox, reports, studies, v2, wsi
 from aidx.inference.serving import ModelService
@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.writeback = Writeback(
         settings, app.state.db, report_store, app.state.audit, cpu=app.state.cpu
     )
+    metrics.registry.register(OutboxCollector(app.state.writeback.store.counts))
     if settings.writeback:  # every CXR and CT report goes to the outbox before it is answered
         app.state.cxr = WritebackPipeline(app.state.cxr, app.state.writeback)
         app.state.ct = CtWritebackPipeline(app.state.ct, app.state.writeback)

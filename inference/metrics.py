@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 _TIME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -67,3 +71,32 @@ class ServiceMetrics:
         self.compute.labels(model).observe(compute_s)
         for wait in queue_waits_s:
             self.queue_wait.labels(model).observe(wait)
+
+
+class OutboxCollector(Collector):
+    """Outbox entries by destination and state, counted in the store at each scrape:
+    a growing `build` or `pacs` pending count is the alert that findings reach the
+    PACS or the EMR late (or not at all: `failed`)."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, Mapping[str, object]]]) -> None:
+        self.counts = counts
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "aidx_outbox_entries",
+            "Outbox entries by destination and state",
+            labels=["destination", "state"],
+        )
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self._family()  # so registering does not query a store not yet migrated
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = self._family()
+        for destination, entry in self.counts().items():
+            for state in ("pending", "delivered", "failed"):
+                value = entry.get(state, 0)
+                family.add_metric(
+                    [destination, state], float(value) if isinstance(value, int) else 0.0
+                )
+        yield family

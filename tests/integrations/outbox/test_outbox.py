@@ -113,6 +113,9 @@ def test_folder_sink_is_the_default(analysed_cxr: AnalysedCxr, tmp_path: Path) -
             what="sink",
         )
         png = client.get(answer.json()["evidence"][0]["url"], headers=auth(Role.radiologist))
+        metrics = client.get("/metrics").text  # what an operator alerts on
+        assert 'aidx_outbox_entries{destination="pacs",state="delivered"} 2.0' in metrics
+        assert 'aidx_outbox_entries{destination="build",state="pending"} 0.0' in metrics
     dicoms = sorted((tmp_path / "outbox" / "pacs").glob("*.dcm"))
     assert len(dicoms) == 2
     (sc,) = [ds for p in dicoms if (ds := pydicom.dcmread(p)).SOPClassUID == SECONDARY_CAPTURE]

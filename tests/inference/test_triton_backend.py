@@ -111,6 +111,17 @@ def reference(x: np.ndarray) -> dict[str, np.ndarray]:
     return dict(zip(names, session.run(names, {"image": x}), strict=True))
 
 
+def v2_matches_onnxruntime(front: TestClient, x: np.ndarray) -> None:
+    """/v2 infer with JSON tensors answers what onnxruntime in this process does."""
+    answer = front.post(
+        f"/v2/models/{MODEL}/infer", json=kserve_json(x), headers=auth(Role.engineer)
+    )
+    assert answer.status_code == 200, answer.text
+    got = {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in answer.json()["outputs"]}
+    for name, expected in reference(x).items():
+        np.testing.assert_allclose(got[name], expected, rtol=1e-5, atol=1e-5)
+
+
 def kserve_json(x: np.ndarray) -> dict[str, object]:
     return {
         "inputs": [
@@ -147,13 +158,7 @@ def test_the_backend_matches_onnxruntime_and_follows_an_outage(
 
         # Raw tensors: the same outputs as onnxruntime in this process.
         x = np.random.default_rng(1).uniform(-1024, 1024, (2, 1, 224, 224)).astype(np.float32)
-        answer = front.post(
-            f"/v2/models/{MODEL}/infer", json=kserve_json(x), headers=auth(Role.engineer)
-        )
-        assert answer.status_code == 200, answer.text
-        got = {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in answer.json()["outputs"]}
-        for name, expected in reference(x).items():
-            np.testing.assert_allclose(got[name], expected, rtol=1e-5, atol=1e-5)
+        v2_matches_onnxruntime(front, x)
 
         # A chest radiograph end to end: the same findings as the in-process backend.
         headers = {**auth(Role.radiologist), "Content-Type": "application/dicom"}

@@ -31,7 +31,7 @@ from aidx.inference.runtime_triton import TritonModel, TritonOptions
 from aidx.inference.settings import Role, Settings, TritonProtocol
 
 from ..conftest import MODELS, auth, dicom_bytes, make_settings
-from ..peers.triton import TritonPeer
+from ..peers.triton import TritonPeer, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MODEL = "cxr_pneumonia"
@@ -50,11 +50,7 @@ def triton_peer() -> Iterator[TritonPeer]:
 
 @pytest.fixture
 def triton(triton_peer: TritonPeer) -> TritonPeer:
-    """The module's peer, started again if a failed test left it stopped."""
-    if triton_peer.process is None or triton_peer.process.poll() is not None:
-        triton_peer.stop()
-        triton_peer.start()
-    return triton_peer
+    return running(triton_peer)
 
 
 def triton_settings(var_dir: Path, peer: TritonPeer, **overrides: object) -> Settings:

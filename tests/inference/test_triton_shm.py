@@ -17,13 +17,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import numpy as np
-import onnxruntime as ort
 import pytest
 import tritonclient.http as httpclient
 from fastapi.testclient import TestClient
@@ -40,7 +39,9 @@ from aidx.inference.runtime_triton import (
 from aidx.inference.settings import Role, Settings, TritonProtocol
 
 from ..conftest import MODELS, aidx_env, auth, dicom_bytes, free_port, make_settings
-from ..peers.triton import TritonPeer, private_shm_missing
+from ..peers.triton import TritonPeer, private_shm_missing, running
+from .test_triton_backend import kserve_json, reference, v2_matches_onnxruntime
+from .test_triton_peer import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MODEL = "cxr_pneumonia"
@@ -60,11 +61,7 @@ def triton_peer() -> Iterator[TritonPeer]:
 
 @pytest.fixture
 def triton(triton_peer: TritonPeer) -> TritonPeer:
-    """The module's peer, started again if a failed test left it stopped."""
-    if triton_peer.process is None or triton_peer.process.poll() is not None:
-        triton_peer.stop()
-        triton_peer.start()
-    return triton_peer
+    return running(triton_peer)
 
 
 def headers(peer: TritonPeer, protocol: TritonProtocol) -> dict[str, str]:
@@ -122,28 +119,6 @@ def holding(regions: dict[str, str], x: np.ndarray) -> list[str]:
     return found
 
 
-def reference(x: np.ndarray) -> dict[str, np.ndarray]:
-    session = ort.InferenceSession(
-        str(MODELS / MODEL / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
-    )
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, {"image": x}), strict=True))
-
-
-def kserve_json(x: np.ndarray) -> dict[str, object]:
-    tensor = {"name": "image", "shape": list(x.shape), "datatype": "FP32"}
-    return {"inputs": [{**tensor, "data": x.ravel().tolist()}]}
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"{what}: not within {timeout_s} s")
-
-
 def cxr(front: TestClient) -> httpx.Response:
     headers = {**auth(Role.radiologist), "Content-Type": "application/dicom"}
     return front.post("/v1/cxr", content=dicom_bytes("RG1_UNCR.dcm"), headers=headers)
@@ -184,13 +159,7 @@ def test_shared_memory_gives_the_in_process_findings_and_is_released_at_stop(
 
         # Raw tensors: onnxruntime's outputs, and the input is in one of the regions.
         x = np.random.default_rng(3).uniform(-1024, 1024, (2, 1, 224, 224)).astype(np.float32)
-        answer = front.post(
-            f"/v2/models/{MODEL}/infer", json=kserve_json(x), headers=auth(Role.engineer)
-        )
-        assert answer.status_code == 200, answer.text
-        got = {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in answer.json()["outputs"]}
-        for name, expected_out in reference(x).items():
-            np.testing.assert_allclose(got[name], expected_out, rtol=1e-5, atol=1e-5)
+        v2_matches_onnxruntime(front, x)
         assert len(holding(regions, x)) == 1
 
         # A restarted server has forgotten the regions: aidx registers them again.

@@ -136,6 +136,14 @@ class TritonPeer:
         _signal_group(process.pid, signal.SIGKILL)  # any straggler left in the group
 
 
+def running(peer: TritonPeer) -> TritonPeer:
+    """A module's peer, started again if a failed test left it stopped."""
+    if peer.process is None or peer.process.poll() is not None:
+        peer.stop()
+        peer.start()
+    return peer
+
+
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)

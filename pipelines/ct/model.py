@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import onnx
 import torch
 from torch import nn
 
-ONNX_OPSET = 18
+from aidx.pipelines import onnx_export
+
 WINDOW_VOXELS = 64
 
 
@@ -45,25 +45,7 @@ class CtNet(nn.Module):
 
 def export_onnx(model: nn.Module, path: str | Path, window: int = WINDOW_VOXELS) -> None:
     """Input `image` [N, 1, W, W, W], output `logits` [N, 1, W, W, W], dynamic N."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
-    model.eval()
     example = torch.zeros(2, 1, window, window, window)
-    try:
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=["image"],
-            output_names=["logits"],
-            opset_version=ONNX_OPSET,
-            dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=64)}},
-            dynamo=True,
-            external_data=False,
-            optimize=True,
-            verbose=False,
-        )
-    finally:
-        model.train(was_training)
-    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    onnx_export.export_onnx(
+        model, example, path, input_name="image", output_names=["logits"], max_batch=64
+    )

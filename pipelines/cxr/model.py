@@ -21,13 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aidx.pipelines import onnx_export
+
 LABELS = ("Pneumonia", "Cardiomegaly")
 INPUT_SIZE_PX = 224
 CAM_SIZE = 28
 CAM_STRIDE_PX = INPUT_SIZE_PX // CAM_SIZE  # 8 model-input pixels per cam cell
 INPUT_RANGE = 1024.0
 POOL_SHARPNESS = 4.0
-ONNX_OPSET = 18
 
 
 def _conv(c_in: int, c_out: int, *, stride: int = 1, kernel: int = 3) -> nn.Sequential:
@@ -93,31 +94,12 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def export_onnx(model: nn.Module, path: str | Path) -> None:
-    """Write `model` (in eval mode) as ONNX: input `image`, outputs `logits` and `cam`,
-    a dynamic batch axis on all three, opset ONNX_OPSET; checked with onnx.checker."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
-    model.eval()
+    """Write `model` as ONNX: input `image`, outputs `logits` and `cam`, a dynamic
+    batch axis on all three (pipelines/onnx_export.py)."""
     example = torch.zeros(2, 1, INPUT_SIZE_PX, INPUT_SIZE_PX)
-    try:
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=["image"],
-            output_names=["logits", "cam"],
-            opset_version=ONNX_OPSET,
-            dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=1024)}},
-            dynamo=True,
-            external_data=False,
-            optimize=True,
-            verbose=False,
-        )
-    finally:
-        model.train(was_training)
-    proto = onnx.load(str(path))
-    onnx.checker.check_model(proto, full_check=True)
+    proto = onnx_export.export_onnx(
+        model, example, path, input_name="image", output_names=["logits", "cam"], max_batch=1024
+    )
     _check_signature(proto)
 
 

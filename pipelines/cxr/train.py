@@ -30,7 +30,6 @@ from aidx.pipelines.cxr.model import (
     CAM_SIZE,
     CAM_STRIDE_PX,
     LABELS,
-    ONNX_OPSET,
     POOL_SHARPNESS,
     build_model,
     count_parameters,
@@ -38,6 +37,7 @@ from aidx.pipelines.cxr.model import (
 )
 from aidx.pipelines.cxr.preprocess import CropGeometry, to_model_input
 from aidx.pipelines.metrics import auroc, sensitivity_specificity, youden_threshold
+from aidx.pipelines.onnx_export import ONNX_OPSET
 
 PREVALENCE = {"Pneumonia": 0.5, "Cardiomegaly": 0.4}
 LABEL_CODES = {"Pneumonia": "233604007", "Cardiomegaly": "8186001"}  # SNOMED CT

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import onnx
 import torch
 from torch import nn
+
+from aidx.pipelines import onnx_export
 
 TILE_PX = 256
 TILE_MPP = 0.5
 INPUT = "tile"
 OUTPUT = "probabilities"
-ONNX_OPSET = 18
 _MEAN = (0.80, 0.60, 0.85)  # about the synthetic H&E's mean colour
 _STD = (0.15, 0.20, 0.12)
 
@@ -76,29 +76,11 @@ def count_parameters(model: nn.Module) -> int:
 
 def export_onnx(model: TileNet, path: Path) -> None:
     """Write the model as ONNX: `tile` uint8 [N, 256, 256, 3] -> `probabilities`
-    float32 [N, 1], a dynamic batch axis; checked with onnx.checker."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
-    model.eval()
+    float32 [N, 1], a dynamic batch axis (pipelines/onnx_export.py)."""
     example = torch.zeros(2, TILE_PX, TILE_PX, 3, dtype=torch.uint8)
-    try:
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=[INPUT],
-            output_names=[OUTPUT],
-            opset_version=ONNX_OPSET,
-            dynamic_shapes={"tile": {0: torch.export.Dim("batch", min=1, max=4096)}},
-            dynamo=True,
-            external_data=False,
-            optimize=True,
-            verbose=False,
-        )
-    finally:
-        model.train(was_training)
-    proto = onnx.load(str(path))
-    onnx.checker.check_model(proto, full_check=True)
+    proto = onnx_export.export_onnx(
+        model, example, path, input_name=INPUT, output_names=[OUTPUT], max_batch=4096
+    )
     (tile,) = proto.graph.input
     dims = [d.dim_param or d.dim_value for d in tile.type.tensor_type.shape.dim]
     if tile.name != INPUT or dims[1:] != [TILE_PX, TILE_PX, 3] or not isinstance(dims[0], str):

@@ -21,6 +21,8 @@ COPY inference inference
 COPY gpu gpu
 COPY pipelines pipelines
 COPY integrations integrations
+COPY adapters adapters
+COPY service service
 RUN pip install --upgrade pip \
  && pip install torch==2.14.1 torchvision==0.29.1 \
  && pip install .

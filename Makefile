@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # torch and torchvision are pinned: these exact wheels are on the build machines' disk.
 TORCH := torch==2.14.1 torchvision==0.29.1
-PKG_DIRS := inference gpu pipelines integrations
+PKG_DIRS := inference gpu pipelines integrations adapters service
 PYFILES := $(shell find $(PKG_DIRS) -name '*.py' 2>/dev/null | sort)
 # Tests run inside a private network namespace with only loopback: no network at all.
 NETNS := $(shell unshare -n true 2>/dev/null && echo "unshare -n")
@@ -32,9 +32,10 @@ run: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 typecheck: install
-	$(BIN)/mypy inference gpu pipelines integrations
+	$(BIN)/mypy inference gpu pipelines integrations adapters service
 
 # Real peers for the integration tests (see tests/peers): Orthanc + DICOMweb, dcmtk,
 # dicom3tools and PostgreSQL from Debian (installed only when missing), and the Medplum FHIR engine

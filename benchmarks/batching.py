@@ -335,7 +335,7 @@ def service(model: str) -> Iterator[str]:
             "AIDX_MODEL_REPOSITORY": str(REPOSITORY),
         }
         process = subprocess.Popen(
-            [sys.executable, "-m", "aidx.inference", "serve", "--log-level", "warning"], env=env
+            [sys.executable, "-m", "aidx.service", "serve", "--log-level", "warning"], env=env
         )
         url = f"127.0.0.1:{port}"
         try:

@@ -144,7 +144,7 @@ def http_run(directory: Path, runs: int) -> dict:  # type: ignore[type-arg]
         "AIDX_PORT": str(port),
         "AIDX_HOST": "127.0.0.1",
     }
-    command = [sys.executable, "-m", "aidx.inference", "serve", "--log-level", "warning"]
+    command = [sys.executable, "-m", "aidx.service", "serve", "--log-level", "warning"]
     server = subprocess.Popen(command, env=env)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:

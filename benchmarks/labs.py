@@ -180,7 +180,7 @@ def serve() -> tuple[subprocess.Popen[bytes], int, int]:
         "AIDX_LABS_MLLP_PORT": str(mllp_port),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "aidx.inference", "serve", "--log-level", "warning"], env=env
+        [sys.executable, "-m", "aidx.service", "serve", "--log-level", "warning"], env=env
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

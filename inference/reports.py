@@ -128,9 +128,12 @@ class ReportStore:
             raise NotFound(f"no report {rid!r}", code="report_not_found") from None
 
     def save(self, report: Report, files: dict[str, bytes]) -> None:
-        for name, data in files.items():
-            self.put(report.id, name, data)
+        self.save_evidence(report.id, files)
         self.put(report.id, "report.json", report.model_dump_json(indent=2).encode())
+
+    def save_evidence(self, rid: str, files: dict[str, bytes]) -> None:
+        for name, data in files.items():
+            self.put(rid, name, data)
 
     def put(self, rid: str, name: str, data: bytes) -> None:
         """Write one evidence file of report `rid` atomically (readers never see half)."""

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydicom.data import get_testdata_file
 
-from aidx.inference.app import create_app
 from aidx.inference.settings import ApiKey, Role, Settings, hash_key
+from aidx.service.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = Path(__import__("os").environ.get("AIDX_TEST_MODELS", ROOT / "models"))
@@ -86,7 +86,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     env = aidx_env(tmp_path_factory.mktemp("srv"), port)
     process = subprocess.Popen(
-        [sys.executable, "-m", "aidx.inference", "serve", "--log-level", "warning"], env=env
+        [sys.executable, "-m", "aidx.service", "serve", "--log-level", "warning"], env=env
     )
     url = f"127.0.0.1:{port}"
     try:

@@ -15,6 +15,8 @@ TOP_LEVEL = {
     "gpu": "aidx.gpu",
     "pipelines": "aidx.pipelines",
     "integrations": "aidx.integrations",
+    "adapters": "aidx.adapters",
+    "service": "aidx.service",
 }
 
 

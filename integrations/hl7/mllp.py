@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 
-from aidx.integrations.hl7.oru import build_ack
+from aidx.integrations.hl7.message import build_ack
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ a receiver that has it already can recognise the duplicate."""
 
 from __future__ import annotations
 
+from aidx.integrations.hl7.message import Hl7Error, parse_ack
 from aidx.integrations.hl7.mllp import send_message
-from aidx.integrations.hl7.oru import Hl7Error, parse_ack
 from aidx.integrations.outbox.destinations import (
     PermanentDeliveryError,
     TransientDeliveryError,

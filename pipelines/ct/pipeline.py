@@ -223,6 +223,10 @@ def build_report(
 
 
 class CtPipeline:
+    """The CT pipeline: one series (a sequence of DICOM instances) in, a CtReport out."""
+
+    name = PIPELINE
+
     def __init__(self, models: ModelService, store: ReportStore, cpu: CpuStage) -> None:
         self.models = models
         self.store = store
@@ -263,8 +267,8 @@ class CtPipeline:
             batch_size=stats.max_batch,
         )
         report.inference_ms = round(stats.wall_s * 1e3, 2)
-        await asyncio.to_thread(self.store.save, report, files)
-        return report
+        await asyncio.to_thread(self.store.save_evidence, report.id, files)
+        return report  # the report itself is saved by the analysis step
 
     def _predictor(
         self,

@@ -72,6 +72,10 @@ def remaining_s(started: float, timeout_s: float | None) -> float | None:
 
 
 class CxrPipeline:
+    """The CXR pipeline: one DICOM instance (bytes) in, a Report out."""
+
+    name = PIPELINE
+
     def __init__(self, models: ModelService, store: ReportStore, cpu: CpuStage) -> None:
         self.models = models
         self.store = store
@@ -106,8 +110,7 @@ class CxrPipeline:
             total_ms=round((time.perf_counter() - started) * 1e3, 2),
             batch_size=result.batch_size,
         )
-        await asyncio.to_thread(self.store.save, report, {})
-        return report
+        return report  # its overlay inputs are saved; the report is the analysis step's
 
     async def overlay_file(self, rid: str) -> Path:
         """Report `rid`'s overlay PNG, rendered on the CPU stage on first use (routine

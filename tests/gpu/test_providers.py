@@ -27,9 +27,9 @@ from aidx.gpu.providers import (
     select_providers,
     tensorrt_options,
 )
-from aidx.inference.app import create_app
 from aidx.inference.repository import ModelConfig, scan
 from aidx.inference.settings import Role
+from aidx.service.app import create_app
 
 from ..conftest import MODELS, auth, make_settings
 

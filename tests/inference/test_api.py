@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from aidx.inference.app import create_app
 from aidx.inference.settings import Role
+from aidx.service.app import create_app
 from tests.conftest import auth, dicom_bytes, make_settings
 
 DICOM = {"Content-Type": "application/dicom"}

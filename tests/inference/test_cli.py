@@ -14,7 +14,7 @@ from tests.conftest import MODELS, dicom_bytes
 
 def aidx(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "aidx.inference", *args],
+        [sys.executable, "-m", "aidx.service", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aidx.inference.errors import BadRequest
-from aidx.inference.kserve import encode_response, parse_request
+from aidx.service.kserve import encode_response, parse_request
 
 
 def framed(header: dict, *blobs: bytes) -> tuple[bytes, int]:

@@ -15,7 +15,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from aidx.gpu.providers import CPU, GpuOptions, Placement
-from aidx.inference.app import create_app
 from aidx.inference.repository import ModelEntry, load_entry
 from aidx.inference.runtime import (
     Instance,
@@ -27,6 +26,7 @@ from aidx.inference.runtime import (
     threads_per_instance,
 )
 from aidx.inference.settings import Role
+from aidx.service.app import create_app
 
 from ..conftest import MODELS, auth, make_settings
 

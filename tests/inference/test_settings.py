@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from aidx.inference.auth import keyring_for
 from aidx.inference.errors import Unauthorized
 from aidx.inference.settings import ApiKey, Role, Settings, hash_key
+from aidx.service.auth import keyring_for
 
 
 def test_production_without_keys_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

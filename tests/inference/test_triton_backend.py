@@ -24,12 +24,12 @@ import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
 
-from aidx.inference.app import create_app
 from aidx.inference.errors import ModelUnavailable
 from aidx.inference.repository import load_entry
 from aidx.inference.runtime_triton import TritonModel, TritonOptions
 from aidx.inference.serving import batcher_config
 from aidx.inference.settings import Role
+from aidx.service.app import create_app
 
 from ..conftest import MODELS, aidx_env, auth, dicom_bytes, free_port, make_settings
 
@@ -54,7 +54,7 @@ class AidxKServePeer:
         env = aidx_env(self.var_dir, self.port, enabled_models=json.dumps([MODEL]),
                        writeback="false", cpu_workers="1")  # fmt: skip
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "aidx.inference", "serve", "--log-level", "warning"], env=env
+            [sys.executable, "-m", "aidx.service", "serve", "--log-level", "warning"], env=env
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -24,11 +24,11 @@ import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
 
-from aidx.inference.app import create_app
 from aidx.inference.errors import ModelUnavailable
 from aidx.inference.repository import load_entry
 from aidx.inference.runtime_triton import TritonModel, TritonOptions
 from aidx.inference.settings import Role, Settings, TritonProtocol
+from aidx.service.app import create_app
 
 from ..conftest import MODELS, auth, dicom_bytes, make_settings
 from ..peers.triton import TritonPeer, running

@@ -28,7 +28,6 @@ import tritonclient.http as httpclient
 from fastapi.testclient import TestClient
 from tritonclient.utils import shared_memory as shm
 
-from aidx.inference.app import create_app
 from aidx.inference.repository import load_entry
 from aidx.inference.runtime_triton import (
     TritonModel,
@@ -37,6 +36,7 @@ from aidx.inference.runtime_triton import (
     region_layout,
 )
 from aidx.inference.settings import Role, Settings, TritonProtocol
+from aidx.service.app import create_app
 
 from ..conftest import MODELS, aidx_env, auth, dicom_bytes, free_port, make_settings
 from ..peers.triton import TritonPeer, private_shm_missing, running
@@ -246,7 +246,7 @@ def serve(var_dir: Path, port: int, peer: TritonPeer) -> subprocess.Popen[bytes]
         enabled_models=json.dumps([MODEL]), writeback="false", cpu_workers="1",
     )  # fmt: skip
     process = subprocess.Popen(
-        [sys.executable, "-m", "aidx.inference", "serve", "--log-level", "warning"], env=env
+        [sys.executable, "-m", "aidx.service", "serve", "--log-level", "warning"], env=env
     )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from aidx.inference.app import create_app
 from aidx.inference.reports import Report, ReportStore
 from aidx.inference.settings import Role
 from aidx.pipelines.cxr.evidence import overlay_rgb
+from aidx.service.app import create_app
 
 from ..conftest import auth, dicom_bytes, make_settings
 from ..peers import FhirPeer, OrthancPeer, missing_peers

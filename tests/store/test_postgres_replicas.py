@@ -13,12 +13,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from aidx.inference.app import create_app
 from aidx.inference.settings import Role
 from aidx.inference.store import create_store, init_store
 from aidx.integrations.outbox.store import OutboxStore, OutgoingObject, State, outbox
 from aidx.pipelines.labs.store import LabStore, NewAlert
 from aidx.pipelines.wsi.jobs import JobState, JobStore
+from aidx.service.app import create_app
 
 from ..conftest import auth, make_settings
 
@@ -114,7 +114,7 @@ def test_what_one_app_instance_writes_another_reads(pg_url: str, tmp_path: Path)
         for i in (1, 2)
     ]
     with TestClient(create_app(settings[0])) as one, TestClient(create_app(settings[1])) as two:
-        db = one.app.state.db  # type: ignore[attr-defined]
+        db = one.app.state.services.db  # type: ignore[attr-defined]
         assert db.dialect.name == "postgresql"
         job = JobStore(db).create(
             slide_path=Path("/slides/S-1.svs"),

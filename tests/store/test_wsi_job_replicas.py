@@ -15,13 +15,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from aidx.inference.app import create_app
 from aidx.inference.reports import ReportStore
 from aidx.inference.serving import ModelService
 from aidx.inference.settings import Role
 from aidx.inference.store import create_store, init_store
 from aidx.pipelines.wsi.jobs import Job, JobRunner, JobState, JobStore
 from aidx.pipelines.wsi.phantom import make_layout, write_slide
+from aidx.service.app import create_app
 
 from ..conftest import auth, make_settings
 
@@ -145,6 +145,6 @@ def test_a_job_run_through_one_replica_is_followed_through_another(
         assert seen["report"]["pipeline"] == "wsi"
         geo = two.get(seen["links"]["geojson"], headers=PATHOLOGIST)
         assert geo.status_code == 200 and geo.json()["type"] == "FeatureCollection"
-        owner = one.app.state.wsi_jobs.store.owner  # type: ignore[attr-defined]
-        assert owner != two.app.state.wsi_jobs.store.owner  # type: ignore[attr-defined]
-        assert two.app.state.wsi_jobs.store.get(job_id).owner == owner  # type: ignore[attr-defined]
+        owner = one.app.state.services.wsi_jobs.store.owner  # type: ignore[attr-defined]
+        assert owner != two.app.state.services.wsi_jobs.store.owner  # type: ignore[attr-defined]
+        assert two.app.state.services.wsi_jobs.store.get(job_id).owner == owner  # type: ignore[attr-defined]

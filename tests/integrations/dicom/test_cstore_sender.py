@@ -9,11 +9,11 @@ import time
 import pydicom
 import pytest
 
+from aidx.adapters.dicom_sr import build_sr
+from aidx.adapters.writeback import dicom_bytes
 from aidx.integrations.dicom.senders import CStoreDestination
-from aidx.integrations.dicom.sr import build_sr
 from aidx.integrations.outbox.destinations import PermanentDeliveryError, TransientDeliveryError
 from aidx.integrations.outbox.store import Entry, State
-from aidx.integrations.outbox.writeback import dicom_bytes
 
 from ...peers import OrthancPeer, free_port
 from ..conftest import AnalysedCxr

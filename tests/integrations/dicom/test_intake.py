@@ -16,8 +16,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 
-from aidx.inference.app import create_app
 from aidx.integrations.dicom.routing import load_rules, route
+from aidx.service.app import create_app
 
 from ...conftest import dicom_bytes, free_port, make_settings
 from ...peers import OrthancPeer

@@ -18,8 +18,8 @@ from dicomweb_client.api import DICOMwebClient
 from fastapi.testclient import TestClient
 from pydicom.uid import generate_uid
 
-from aidx.inference.app import create_app
 from aidx.inference.settings import Role
+from aidx.service.app import create_app
 
 from ...conftest import auth, dicom_bytes, free_port, make_settings
 from ...peers import OrthancPeer

@@ -15,13 +15,13 @@ import pydicom
 import pytest
 from fastapi.testclient import TestClient
 
-from aidx.inference.app import create_app
+from aidx.adapters.dicom_seg import LabelMap, build_seg, segment_numbers, with_type2
+from aidx.adapters.dicom_sr import build_ct_sr
+from aidx.adapters.writeback import dicom_bytes
 from aidx.inference.settings import Role
-from aidx.integrations.dicom.seg import LabelMap, build_seg, segment_numbers, with_type2
-from aidx.integrations.dicom.sr import build_ct_sr
-from aidx.integrations.outbox.writeback import dicom_bytes
 from aidx.pipelines.ct import synthetic
 from aidx.pipelines.ct.report import CtReport
+from aidx.service.app import create_app
 
 from ...conftest import auth, make_settings
 from .test_writers import dciodvfy

@@ -14,9 +14,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from aidx.adapters.dicom_sr import build_sr
+from aidx.adapters.writeback import dicom_bytes
 from aidx.integrations.dicom.sc import build_overlay_sc
-from aidx.integrations.dicom.sr import build_sr
-from aidx.integrations.outbox.writeback import dicom_bytes
 
 from ..conftest import AnalysedCxr
 

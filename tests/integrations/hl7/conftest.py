@@ -31,7 +31,7 @@ class LabServer:
         env = aidx_env(self.var_dir, self.http_port, enabled_models='["labs_anomaly"]',
                        labs_mllp_port=str(self.mllp_port))  # fmt: skip
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "aidx.inference", "serve", "--log-level", "warning"], env=env
+            [sys.executable, "-m", "aidx.service", "serve", "--log-level", "warning"], env=env
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -6,7 +6,8 @@ import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
-from aidx.integrations.hl7.oru import Hl7Error, build_ack, build_oru, parse_oru, parse_ts
+from aidx.adapters.labs_hl7 import build_oru, parse_oru
+from aidx.integrations.hl7.message import Hl7Error, build_ack, parse_ts
 from aidx.pipelines.labs.types import (
     ResultOutcome,
     ResultStatus,

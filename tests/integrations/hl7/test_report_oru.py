@@ -17,14 +17,14 @@ from fastapi.testclient import TestClient
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
-from aidx.inference.app import create_app
+from aidx.adapters.writeback import HL7, destinations_from, objects_for
 from aidx.inference.reports import Report
 from aidx.inference.store import create_store, init_store
-from aidx.integrations.hl7.oru import build_report_oru, report_control_id
+from aidx.integrations.hl7.report_oru import build_report_oru, report_control_id
 from aidx.integrations.hl7.sender import MllpDestination
 from aidx.integrations.outbox.store import OutboxStore, State
 from aidx.integrations.outbox.worker import Backoff, OutboxWorker
-from aidx.integrations.outbox.writeback import HL7, destinations_from, objects_for
+from aidx.service.app import create_app
 
 from ...conftest import dicom_bytes, make_settings
 from ..conftest import AnalysedCxr, cxr_headers
@@ -110,7 +110,7 @@ def test_peer_down_then_back_gets_it_once_and_a_resend_has_the_same_id(
         time.sleep(0.3)
         assert outbox(client)["destinations"][HL7]["delivered"] == 1
         assert len(peer.received) == 1
-        store = client.app.state.writeback.store  # type: ignore[attr-defined]
+        store = client.app.state.services.writeback.store  # type: ignore[attr-defined]
         entry = next(e for e in store.list(destination=HL7))
         destinations_from(settings)[HL7].deliver(entry)
     assert len(peer.received) == 2 and peer.received[0] == peer.received[1]

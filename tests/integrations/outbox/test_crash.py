@@ -34,7 +34,7 @@ def service_env(tmp_path: Path, orthanc: OrthancPeer, port: int) -> dict[str, st
 
 @contextmanager
 def aidx_process(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen([sys.executable, "-m", "aidx.inference", "serve",
+    process = subprocess.Popen([sys.executable, "-m", "aidx.service", "serve",
                                 "--log-level", "warning"], env=env)  # fmt: skip
     url = f"http://127.0.0.1:{env['AIDX_PORT']}/readyz"
     try:

@@ -15,9 +15,9 @@ import pydicom
 import pytest
 from fastapi.testclient import TestClient
 
-from aidx.inference.app import create_app
+from aidx.adapters.dicom_seg import LabelMap
 from aidx.inference.settings import Role
-from aidx.integrations.dicom.seg import LabelMap
+from aidx.service.app import create_app
 
 from ...conftest import auth, make_settings
 from ...peers import FhirPeer, OrthancPeer
@@ -73,8 +73,8 @@ def test_ct_seg_and_sr_reach_the_pacs_in_the_study_once(
     assert again.json()["id"] == report["id"]
     delivered = {k: d["delivered"] for k, d in outbox(client)["destinations"].items()}
     assert delivered == {"build": 1, "pacs": 2, "emr": 1, "hl7": 0}
-    store = client.app.state.writeback.store  # type: ignore[attr-defined]
-    destinations = client.app.state.writeback.worker.destinations  # type: ignore[attr-defined]
+    store = client.app.state.services.writeback.store  # type: ignore[attr-defined]
+    destinations = client.app.state.services.writeback.worker.destinations  # type: ignore[attr-defined]
     for entry in store.list():  # the build too: rebuilding queues nothing new
         destinations[entry.destination].deliver(entry)
     assert len(store.list()) == 4

@@ -15,14 +15,14 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import Engine
 
-from aidx.inference.app import create_app
+from aidx.adapters.writeback import BUILD, BUILD_CXR, pack_headers
 from aidx.inference.settings import Role
 from aidx.inference.store import create_store, init_store
 from aidx.integrations.fhir.client import FhirDestination
 from aidx.integrations.outbox.destinations import FolderSink
 from aidx.integrations.outbox.store import OutboxStore, OutgoingObject, State
 from aidx.integrations.outbox.worker import Backoff, OutboxWorker
-from aidx.integrations.outbox.writeback import BUILD, BUILD_CXR, pack_headers
+from aidx.service.app import create_app
 
 from ...conftest import auth, free_port, make_settings
 from ...peers import FhirPeer
@@ -142,7 +142,7 @@ def test_refused_entry_is_dead_then_retried_or_dropped(
         fhir_base_url=fhir_server.base_url,
     )
     with TestClient(create_app(settings)) as client:
-        store: OutboxStore = client.app.state.writeback.store  # type: ignore[attr-defined]
+        store: OutboxStore = client.app.state.services.writeback.store  # type: ignore[attr-defined]
         bad = (
             b'{"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": '
             b'{"resourceType": "Observation", "bogus": 1}, "request": {"method": "POST", '
@@ -151,7 +151,7 @@ def test_refused_entry_is_dead_then_retried_or_dropped(
         store.enqueue(
             OutgoingObject("emr", "bad-bundle", "fhir-bundle", "application/fhir+json", bad)
         )
-        client.app.state.writeback.worker.wake()  # type: ignore[attr-defined]
+        client.app.state.services.writeback.worker.wake()  # type: ignore[attr-defined]
         state = wait_for(
             lambda: (s := outbox(client))["destinations"]["emr"]["failed"] == 1 and s,
             what="dead entry",
@@ -192,7 +192,7 @@ def test_a_build_record_whose_report_is_gone_is_dead_with_the_reason(
     build (its report was deleted) is dead at once, visible, and blocks nothing."""
     settings = make_settings(tmp_path, enabled_models=["cxr_pneumonia"], outbox_poll_s=0.05)
     with TestClient(create_app(settings)) as client:
-        writeback = client.app.state.writeback  # type: ignore[attr-defined]
+        writeback = client.app.state.services.writeback  # type: ignore[attr-defined]
         headers = pack_headers([analysed_cxr.source])
         gone = "0f0e0d0c-0b0a-4908-8706-050403020100"
         record = OutgoingObject(BUILD, f"x:{gone}", BUILD_CXR, "application/dicom", headers, gone)

@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from aidx.inference.app import create_app
 from aidx.inference.settings import Role
 from aidx.pipelines.cxr.evidence import OVERLAY_FILE, OVERLAY_INPUTS_FILE
+from aidx.service.app import create_app
 from tests.conftest import auth, dicom_bytes, make_settings
 
 PNEUMONIA = "233604007"

@@ -72,7 +72,7 @@ def test_the_demo_model_separates_fresh_synthetic_tiles() -> None:
 
 
 def test_cli_analyze_writes_report_geojson_and_heatmap(slides: Slides, tmp_path: Path) -> None:
-    from aidx.inference.cli import app
+    from aidx.service.cli import app
 
     out = tmp_path / "out"
     result = CliRunner().invoke(
@@ -85,7 +85,7 @@ def test_cli_analyze_writes_report_geojson_and_heatmap(slides: Slides, tmp_path:
 
 
 def test_cli_analyze_fails_clearly_on_a_bad_slide(slides: Slides) -> None:
-    from aidx.inference.cli import app
+    from aidx.service.cli import app
 
     result = CliRunner().invoke(app, ["wsi", "analyze", str(slides.text)])
     assert result.exit_code == 1

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from aidx.inference.app import create_app
 from aidx.inference.settings import Role
 from aidx.inference.store import create_store, init_store
 from aidx.pipelines.wsi.jobs import JobStore
+from aidx.service.app import create_app
 from tests.conftest import auth, make_settings
 
 from .conftest import Slides

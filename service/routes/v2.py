@@ -10,21 +10,22 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from google.protobuf import json_format
 
-from aidx.inference import kserve
-from aidx.inference.auth import Principal, require
 from aidx.inference.dtypes import config_to_kserve, kserve_of
 from aidx.inference.errors import BadRequest, NotFound
 from aidx.inference.repository import model_config_pb2
 from aidx.inference.serving import ModelState, ServedModel
 from aidx.inference.settings import Role
-from aidx.inference.uploads import read_body
+from aidx.service import kserve
+from aidx.service.auth import Principal, require
+from aidx.service.container import Services, services
+from aidx.service.uploads import read_body
 
 router = APIRouter(prefix="/v2")
 engineers = require(Role.engineer)
 
 
-def _served(request: Request, name: str, version: str | None = None) -> ServedModel:
-    served: ServedModel = request.app.state.models.find(name)
+def _served(svc: Services, name: str, version: str | None = None) -> ServedModel:
+    served: ServedModel = svc.models.find(name)
     if version not in (None, "", str(served.entry.version)):
         raise NotFound(
             f"model {name!r} has no version {version!r} in service", code="model_version_not_found"
@@ -100,16 +101,19 @@ async def live() -> Response:
 
 
 @router.get("/health/ready")
-async def ready(request: Request) -> Response:
-    return Response(status_code=200 if request.app.state.models.ready else 503)
+async def ready(svc: Services = Depends(services)) -> Response:
+    return Response(status_code=200 if svc.models.ready else 503)
 
 
 @router.get("/models/{name}")
 @router.get("/models/{name}/versions/{version}")
 async def model_metadata(
-    request: Request, name: str, version: str | None = None, _: Principal = Depends(engineers)
+    name: str,
+    version: str | None = None,
+    _: Principal = Depends(engineers),
+    svc: Services = Depends(services),
 ) -> dict[str, Any]:
-    served = _served(request, name, version)
+    served = _served(svc, name, version)
     config = served.entry.config
     batched = config.max_batch_size > 0
     return {
@@ -124,35 +128,45 @@ async def model_metadata(
 @router.get("/models/{name}/config")
 @router.get("/models/{name}/versions/{version}/config")
 async def model_config(
-    request: Request, name: str, version: str | None = None, _: Principal = Depends(engineers)
+    name: str,
+    version: str | None = None,
+    _: Principal = Depends(engineers),
+    svc: Services = Depends(services),
 ) -> dict[str, Any]:
-    config = _served(request, name, version).entry.config
+    config = _served(svc, name, version).entry.config
     return json_format.MessageToDict(config, preserving_proto_field_name=True)
 
 
 @router.get("/models/{name}/ready")
 @router.get("/models/{name}/versions/{version}/ready")
 async def model_ready(
-    request: Request, name: str, version: str | None = None, _: Principal = Depends(engineers)
+    name: str,
+    version: str | None = None,
+    _: Principal = Depends(engineers),
+    svc: Services = Depends(services),
 ) -> Response:
-    served = _served(request, name, version)
+    served = _served(svc, name, version)
     return Response(status_code=200 if served.state is ModelState.ready else 400)
 
 
 @router.post("/models/{name}/infer")
 @router.post("/models/{name}/versions/{version}/infer")
 async def infer(
-    request: Request, name: str, version: str | None = None, _: Principal = Depends(engineers)
+    request: Request,
+    name: str,
+    version: str | None = None,
+    _: Principal = Depends(engineers),
+    svc: Services = Depends(services),
 ) -> Response:
-    served = _served(request, name, version)
-    body = await read_body(request, request.app.state.settings.max_upload_bytes)
+    served = _served(svc, name, version)
+    body = await read_body(request, svc.settings.max_upload_bytes)
     length = request.headers.get(kserve.HEADER_LENGTH)
     if length is not None and not length.isdigit():
         raise BadRequest(f"{kserve.HEADER_LENGTH} must be an integer", code="invalid_infer_request")
     parsed = kserve.parse_request(body, int(length) if length is not None else None)
     check_inputs(served, parsed.inputs)
     timeout_us = _int_parameter(parsed.parameters, "timeout")
-    result = await request.app.state.models.infer(
+    result = await svc.models.infer(
         served.name,
         parsed.inputs,
         priority=_int_parameter(parsed.parameters, "priority") or None,

@@ -13,7 +13,6 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field, ValidationError
 
-from aidx.inference.auth import Principal, require
 from aidx.inference.errors import BadRequest, NotFound, UnsupportedMediaType
 from aidx.inference.reports import Report
 from aidx.inference.settings import Role
@@ -21,6 +20,8 @@ from aidx.pipelines.wsi.analysis import GEOJSON_FILE, HEATMAP_FILE, tile_model
 from aidx.pipelines.wsi.intake import resolve_slide_path, save_upload, upload_suffix
 from aidx.pipelines.wsi.jobs import Job, JobRunner, JobState
 from aidx.pipelines.wsi.slide import describe
+from aidx.service.auth import Principal, require
+from aidx.service.container import Services, services
 
 router = APIRouter(prefix="/v1/wsi")
 pathologist = require(Role.pathologist)
@@ -70,11 +71,11 @@ def job_links(job_id: str) -> dict[str, str]:
     }
 
 
-def _view(request: Request, job: Job) -> WsiJob:
+def _view(svc: Services, job: Job) -> WsiJob:
     total = job.tiles_total
     report = None
     if job.state is JobState.succeeded and job.report_id:
-        report = request.app.state.reports.load(job.report_id)
+        report = svc.reports.load(job.report_id)
     return WsiJob(
         id=job.id,
         state=job.state,
@@ -97,20 +98,18 @@ def _view(request: Request, job: Job) -> WsiJob:
     )
 
 
-def _runner(request: Request) -> JobRunner:
-    runner: JobRunner = request.app.state.wsi_jobs
+def _runner(svc: Services) -> JobRunner:
+    runner: JobRunner = svc.wsi_jobs
     return runner
 
 
-def _audit(request: Request, who: Principal, action: str, resource: str):  # type: ignore[no-untyped-def]
-    return request.app.state.audit.access(
-        actor=who.name, role=who.role.value, action=action, resource=resource
-    )
+def _audit(svc: Services, who: Principal, action: str, resource: str):  # type: ignore[no-untyped-def]
+    return svc.audit.access(actor=who.name, role=who.role.value, action=action, resource=resource)
 
 
-async def _slide_request(request: Request) -> tuple[SlideRequest | None, Path]:
+async def _slide_request(request: Request, svc: Services) -> tuple[SlideRequest | None, Path]:
     """JSON names a slide under a root; any other accepted type is the slide itself."""
-    settings = request.app.state.settings
+    settings = svc.settings
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "application/json":
         try:
@@ -143,16 +142,17 @@ async def submit_job(
     response: Response,
     who: Principal = Depends(pathologist),
     mpp: float | None = Query(default=None, gt=0, description="um/px, for uploads"),
+    svc: Services = Depends(services),
 ) -> WsiJob:
     """Submit a slide; the job id comes back at once and the work goes on in the
     background. A slide OpenSlide cannot open, or without an MPP, is refused here."""
-    body, path = await _slide_request(request)
+    body, path = await _slide_request(request, svc)
     uploaded = body is None
     wanted_mpp = body.mpp if body is not None else mpp
-    settings = request.app.state.settings
-    with _audit(request, who, "wsi.submit", "upload" if uploaded else "slide"):
+    settings = svc.settings
+    with _audit(svc, who, "wsi.submit", "upload" if uploaded else "slide"):
         try:
-            tile_model(request.app.state.models)  # 503 now rather than a failed job
+            tile_model(svc.models)  # 503 now rather than a failed job
             info = await asyncio.to_thread(describe, path, wanted_mpp)
         except Exception:
             if uploaded:
@@ -163,7 +163,7 @@ async def submit_job(
             or settings.wsi_max_regions,
             "min_tissue_fraction": body.min_tissue_fraction if body else 0.25,
         }
-        job = request.app.state.wsi_jobs.store.create(
+        job = svc.wsi_jobs.store.create(
             slide_path=path,
             uploaded=uploaded,
             mpp=wanted_mpp,
@@ -171,62 +171,72 @@ async def submit_job(
             params=params,
             submitted_by=who.name,
         )
-    _runner(request).submit(job)
+    _runner(svc).submit(job)
     response.headers["Location"] = f"/v1/wsi/jobs/{job.id}"
-    return _view(request, job)
+    return _view(svc, job)
 
 
 @router.get("/jobs", response_model=list[WsiJob])
 async def list_jobs(
-    request: Request,
     who: Principal = Depends(pathologist),
     limit: int = Query(default=20, ge=1, le=200),
+    svc: Services = Depends(services),
 ) -> list[WsiJob]:
-    jobs = await asyncio.to_thread(_runner(request).store.recent, limit)
-    return [_view(request, job).model_copy(update={"report": None}) for job in jobs]
+    jobs = await asyncio.to_thread(_runner(svc).store.recent, limit)
+    return [_view(svc, job).model_copy(update={"report": None}) for job in jobs]
 
 
 @router.get("/jobs/{job_id}", response_model=WsiJob)
-async def get_job(job_id: str, request: Request, who: Principal = Depends(pathologist)) -> WsiJob:
-    with _audit(request, who, "wsi.job.read", f"wsi-job/{job_id}"):
-        job = await asyncio.to_thread(_runner(request).store.get, job_id)
-        return _view(request, job)
+async def get_job(
+    job_id: str,
+    who: Principal = Depends(pathologist),
+    svc: Services = Depends(services),
+) -> WsiJob:
+    with _audit(svc, who, "wsi.job.read", f"wsi-job/{job_id}"):
+        job = await asyncio.to_thread(_runner(svc).store.get, job_id)
+        return _view(svc, job)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=WsiJob)
 async def cancel_job(
-    job_id: str, request: Request, who: Principal = Depends(pathologist)
+    job_id: str,
+    who: Principal = Depends(pathologist),
+    svc: Services = Depends(services),
 ) -> WsiJob:
     """Cancel a queued or running job; a finished one is returned unchanged."""
-    with _audit(request, who, "wsi.job.cancel", f"wsi-job/{job_id}"):
-        job = _runner(request).cancel(job_id)
-    return _view(request, job)
+    with _audit(svc, who, "wsi.job.cancel", f"wsi-job/{job_id}"):
+        job = _runner(svc).cancel(job_id)
+    return _view(svc, job)
 
 
-def _finished_file(request: Request, job_id: str, name: str) -> Path:
-    job = _runner(request).store.get(job_id)
+def _finished_file(svc: Services, job_id: str, name: str) -> Path:
+    job = _runner(svc).store.get(job_id)
     if job.state is not JobState.succeeded or job.report_id is None:
         raise NotFound(
             f"job {job_id} has no results (state: {job.state.value})", code="job_not_finished"
         )
-    path: Path = request.app.state.reports.file(job.report_id, name)
+    path: Path = svc.reports.file(job.report_id, name)
     return path
 
 
 @router.get("/jobs/{job_id}/regions.geojson")
 async def get_geojson(
-    job_id: str, request: Request, who: Principal = Depends(pathologist)
+    job_id: str,
+    who: Principal = Depends(pathologist),
+    svc: Services = Depends(services),
 ) -> FileResponse:
     """The suggested regions as a QuPath-importable GeoJSON FeatureCollection."""
-    with _audit(request, who, "wsi.regions", f"wsi-job/{job_id}"):
-        path = _finished_file(request, job_id, GEOJSON_FILE)
+    with _audit(svc, who, "wsi.regions", f"wsi-job/{job_id}"):
+        path = _finished_file(svc, job_id, GEOJSON_FILE)
     return FileResponse(path, media_type="application/geo+json")
 
 
 @router.get("/jobs/{job_id}/heatmap.png")
 async def get_heatmap(
-    job_id: str, request: Request, who: Principal = Depends(pathologist)
+    job_id: str,
+    who: Principal = Depends(pathologist),
+    svc: Services = Depends(services),
 ) -> FileResponse:
-    with _audit(request, who, "wsi.heatmap", f"wsi-job/{job_id}"):
-        path = _finished_file(request, job_id, HEATMAP_FILE)
+    with _audit(svc, who, "wsi.heatmap", f"wsi-job/{job_id}"):
+        path = _finished_file(svc, job_id, HEATMAP_FILE)
     return FileResponse(path, media_type="image/png")

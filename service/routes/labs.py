@@ -20,18 +20,19 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 
-from aidx.inference.auth import Principal, require
+from aidx.adapters.labs_hl7 import build_oru, parse_oru
+from aidx.adapters.labs_service import LabsService
 from aidx.inference.errors import BadRequest
 from aidx.inference.reports import DEMO_DISCLAIMER
-from aidx.inference.routes.analysis import request_priority, request_timeout_s
 from aidx.inference.settings import Role
-from aidx.inference.uploads import read_body, require_media_type
-from aidx.integrations.hl7.oru import build_oru, parse_oru
 from aidx.pipelines.labs.catalogue import Catalogue
 from aidx.pipelines.labs.fhir import parse_bundle, to_bundle
-from aidx.pipelines.labs.service import LabsService
 from aidx.pipelines.labs.store import Alert
 from aidx.pipelines.labs.types import ScreenRequest, ScreenResponse, SpecimenIn
+from aidx.service.auth import Principal, require
+from aidx.service.container import Services, services
+from aidx.service.routes.analysis import request_priority, request_timeout_s
+from aidx.service.uploads import read_body, require_media_type
 
 router = APIRouter(prefix="/v1/labs")
 JSON = "application/json"
@@ -51,8 +52,8 @@ class AlertList(BaseModel):
     next_after: int | None = None
 
 
-def _labs(request: Request) -> LabsService:
-    labs: LabsService = request.app.state.labs
+def _labs(svc: Services) -> LabsService:
+    labs: LabsService = svc.labs
     return labs
 
 
@@ -82,15 +83,16 @@ async def screen(
     who: Principal = Depends(require(Role.lab)),
     x_aidx_priority: str | None = Header(default=None),
     x_aidx_deadline_ms: int | None = Header(default=None),
+    svc: Services = Depends(services),
 ) -> Any:
     require_media_type(request, JSON, FHIR, HL7)
     media_type = request.headers["content-type"].split(";")[0].strip().lower()
     priority = request_priority(x_aidx_priority)
     timeout_s = request_timeout_s(x_aidx_deadline_ms)
-    body = await read_body(request, request.app.state.settings.max_upload_bytes)
-    labs = _labs(request)
+    body = await read_body(request, svc.settings.max_upload_bytes)
+    labs = _labs(svc)
     specimens = _parse(media_type, body)
-    audit = request.app.state.audit
+    audit = svc.audit
     with audit.access(actor=who.name, role=who.role.value, action="labs.screen", resource="upload"):
         outcomes = await labs.screener.screen(specimens, priority=priority, timeout_s=timeout_s)
     for outcome in outcomes:
@@ -117,14 +119,14 @@ async def screen(
 
 @router.get("/alerts", response_model=AlertList)
 async def list_alerts(
-    request: Request,
     who: Principal = Depends(require(Role.lab)),
     state: str = Query(default="open", pattern="^(open|acknowledged|all)$"),
     after: int = Query(default=0, ge=0),
     limit: int = Query(default=100, ge=1, le=1000),
     specimen_id: str | None = Query(default=None, max_length=128),
+    svc: Services = Depends(services),
 ) -> AlertList:
-    labs = _labs(request)
+    labs = _labs(svc)
     alerts = await asyncio.to_thread(
         labs.store.alerts,
         state=None if state == "all" else state,
@@ -132,7 +134,7 @@ async def list_alerts(
         limit=limit,
         specimen_id=specimen_id,
     )
-    request.app.state.audit.record(
+    svc.audit.record(
         actor=who.name, role=who.role.value, action="labs.alerts.list",
         resource="labs/alerts", outcome="ok",
     )  # fmt: skip
@@ -145,15 +147,15 @@ def _event(alert: Alert) -> str:
 
 @router.get("/alerts/stream")
 async def stream_alerts(
-    request: Request,
     who: Principal = Depends(require(Role.lab)),
     last_event_id: str | None = Header(default=None),
+    svc: Services = Depends(services),
 ) -> StreamingResponse:
     """New alerts as Server-Sent Events. With Last-Event-ID (as EventSource sends on
     reconnecting), the alerts stored since that event are replayed first."""
-    labs = _labs(request)
+    labs = _labs(svc)
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
-    request.app.state.audit.record(
+    svc.audit.record(
         actor=who.name, role=who.role.value, action="labs.alerts.stream",
         resource="labs/alerts", outcome="ok",
     )  # fmt: skip
@@ -193,13 +195,15 @@ async def stream_alerts(
 
 @router.get("/alerts/{alert_id}", response_model=Alert)
 async def get_alert(
-    alert_id: str, request: Request, who: Principal = Depends(require(Role.lab))
+    alert_id: str,
+    who: Principal = Depends(require(Role.lab)),
+    svc: Services = Depends(services),
 ) -> Alert:
-    audit = request.app.state.audit
+    audit = svc.audit
     with audit.access(
         actor=who.name, role=who.role.value, action="labs.alert.read", resource=f"alert/{alert_id}"
     ):
-        alert: Alert = await asyncio.to_thread(_labs(request).store.alert, alert_id)
+        alert: Alert = await asyncio.to_thread(_labs(svc).store.alert, alert_id)
     return alert
 
 
@@ -207,19 +211,21 @@ async def get_alert(
 async def acknowledge_alert(
     alert_id: str,
     body: AckRequest,
-    request: Request,
     who: Principal = Depends(require(Role.lab)),
+    svc: Services = Depends(services),
 ) -> Alert:
-    audit = request.app.state.audit
+    audit = svc.audit
     with audit.access(
         actor=who.name, role=who.role.value, action="labs.alert.ack", resource=f"alert/{alert_id}"
     ):
         alert: Alert = await asyncio.to_thread(
-            _labs(request).store.acknowledge, alert_id, by=who.name, reason=body.reason
+            _labs(svc).store.acknowledge, alert_id, by=who.name, reason=body.reason
         )
     return alert
 
 
 @router.get("/catalogue", response_model=Catalogue)
-async def catalogue(request: Request, _: Principal = Depends(require(Role.lab))) -> Catalogue:
-    return _labs(request).catalogue
+async def catalogue(
+    _: Principal = Depends(require(Role.lab)), svc: Services = Depends(services)
+) -> Catalogue:
+    return _labs(svc).catalogue

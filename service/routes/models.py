@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
-from aidx.inference.auth import Principal, require
 from aidx.inference.runtime import OnnxModel
 from aidx.inference.serving import ServedModel
 from aidx.inference.settings import Role
+from aidx.service.auth import Principal, require
+from aidx.service.container import Services, services
 
 router = APIRouter(prefix="/v1")
 
@@ -42,6 +43,6 @@ def describe(served: ServedModel) -> dict[str, Any]:
 
 @router.get("/models")
 async def list_models(
-    request: Request, _: Principal = Depends(require(*Role))
+    _: Principal = Depends(require(*Role)), svc: Services = Depends(services)
 ) -> list[dict[str, Any]]:
-    return [describe(m) for m in request.app.state.models.models.values()]
+    return [describe(m) for m in svc.models.models.values()]

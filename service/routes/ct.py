@@ -10,14 +10,15 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import FileResponse
 from starlette.datastructures import UploadFile
 
-from aidx.inference.auth import Principal, require
 from aidx.inference.errors import BadRequest, NotFound, PayloadTooLarge
-from aidx.inference.routes.analysis import audited_analysis, request_priority, request_timeout_s
-from aidx.inference.routes.reports import readers
 from aidx.inference.settings import Role
-from aidx.inference.uploads import read_body, require_media_type
 from aidx.pipelines.ct.pipeline import LABEL_MAP_FILE
 from aidx.pipelines.ct.report import CtReport
+from aidx.service.auth import Principal, require
+from aidx.service.container import Services, services
+from aidx.service.routes.analysis import actor, request_priority, request_timeout_s
+from aidx.service.routes.reports import readers
+from aidx.service.uploads import read_body, require_media_type
 
 router = APIRouter(prefix="/v1")
 CT_MAX_UPLOAD_BYTES = 1 << 30  # a 512 x 512 x 600 series is about 315 MB uncompressed
@@ -96,13 +97,15 @@ def _evidence_media_type(name: str) -> str:
 
 
 @router.get("/ct/reports/{rid}", response_model=CtReport)
-async def get_ct_report(rid: str, request: Request, who: Principal = Depends(readers)) -> CtReport:
+async def get_ct_report(
+    rid: str, who: Principal = Depends(readers), svc: Services = Depends(services)
+) -> CtReport:
     """The whole CT report (GET /v1/reports/{id} gives its common part only)."""
-    audit = request.app.state.audit
+    audit = svc.audit
     with audit.access(
         actor=who.name, role=who.role.value, action="report.read", resource=f"report/{rid}"
     ):
-        path = request.app.state.reports.file(rid, "report.json")
+        path = svc.reports.file(rid, "report.json")
         report = CtReport.model_validate_json(path.read_bytes())
     if report.pipeline != "ct":
         raise NotFound(f"report {rid!r} is not a CT report", code="report_not_found")
@@ -111,14 +114,14 @@ async def get_ct_report(rid: str, request: Request, who: Principal = Depends(rea
 
 @router.get("/ct/reports/{rid}/{name}")
 async def get_ct_evidence(
-    rid: str, name: str, request: Request, who: Principal = Depends(readers)
+    rid: str, name: str, who: Principal = Depends(readers), svc: Services = Depends(services)
 ) -> FileResponse:
     media_type = _evidence_media_type(name)
-    audit = request.app.state.audit
+    audit = svc.audit
     with audit.access(
         actor=who.name, role=who.role.value, action="report.evidence", resource=f"report/{rid}"
     ):
-        path = request.app.state.reports.file(rid, name)
+        path = svc.reports.file(rid, name)
     return FileResponse(path, media_type=media_type)
 
 
@@ -128,13 +131,9 @@ async def analyze_ct(
     who: Principal = Depends(require(Role.radiologist)),
     x_aidx_priority: str | None = Header(default=None),
     x_aidx_deadline_ms: int | None = Header(default=None),
+    svc: Services = Depends(services),
 ) -> CtReport:
     priority = request_priority(x_aidx_priority)
     timeout_s = request_timeout_s(x_aidx_deadline_ms)
     blobs = await series_blobs(request)
-    ct = request.app.state.ct
-    report: CtReport = await audited_analysis(
-        request, who, "ct.analyze",
-        lambda: ct.analyze(blobs, priority=priority, timeout_s=timeout_s),
-    )  # fmt: skip
-    return report
+    return await svc.ct.run(blobs, actor(who), priority=priority, timeout_s=timeout_s)

@@ -200,7 +200,7 @@ def lesion_groups(
     """Per lesion with a segment: tracking identifier + UID (the segment's), the
     finding, present, its maximum probability, its volume (mL), its finding site and
     the region as a reference to its segment in `seg`."""
-    from aidx.integrations.dicom.seg import tracking_uid
+    from aidx.adapters.dicom_seg import tracking_uid
 
     (finding,) = report.findings
     series = hd.sr.SourceSeriesForSegmentation(str(report.source.series_instance_uid))

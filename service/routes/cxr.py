@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Header, Request
 
-from aidx.inference.auth import Principal, require
 from aidx.inference.reports import Report
-from aidx.inference.routes.analysis import audited_analysis, request_priority, request_timeout_s
 from aidx.inference.settings import Role
-from aidx.inference.uploads import read_body, require_media_type
+from aidx.service.auth import Principal, require
+from aidx.service.container import Services, services
+from aidx.service.routes.analysis import actor, request_priority, request_timeout_s
+from aidx.service.uploads import read_body, require_media_type
 
 router = APIRouter(prefix="/v1")
 
@@ -19,14 +20,10 @@ async def analyze_cxr(
     who: Principal = Depends(require(Role.radiologist)),
     x_aidx_priority: str | None = Header(default=None),
     x_aidx_deadline_ms: int | None = Header(default=None),
+    svc: Services = Depends(services),
 ) -> Report:
     require_media_type(request, "application/dicom")
     priority = request_priority(x_aidx_priority)
     timeout_s = request_timeout_s(x_aidx_deadline_ms)
-    data = await read_body(request, request.app.state.settings.max_upload_bytes)
-    cxr = request.app.state.cxr
-    report: Report = await audited_analysis(
-        request, who, "cxr.analyze",
-        lambda: cxr.analyze(data, priority=priority, timeout_s=timeout_s),
-    )  # fmt: skip
-    return report
+    data = await read_body(request, svc.settings.max_upload_bytes)
+    return await svc.cxr.run(data, actor(who), priority=priority, timeout_s=timeout_s)

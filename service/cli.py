@@ -43,7 +43,7 @@ def serve(
     """Run the HTTP service (settings from AIDX_* environment variables)."""
     import uvicorn
 
-    from aidx.inference.app import create_app
+    from aidx.service.app import create_app
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -53,7 +53,7 @@ def serve(
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            service.state.labs.end_streams()  # else the graceful shutdown waits them out
+            service.state.services.labs.end_streams()  # else the graceful shutdown waits them out
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(

@@ -1,6 +1,6 @@
 """`python -m aidx.inference`: the same as the `aidx` command."""
 
-from aidx.inference.cli import main
+from aidx.service.cli import main
 
 if __name__ == "__main__":
     main()

@@ -15,13 +15,11 @@ sink (var/outbox/<destination>/).
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import struct
-import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -123,8 +121,8 @@ def objects_for(
 ) -> list[OutgoingObject]:
     """Everything that `report` sends: SR (+ overlay SC) to the PACS, FHIR to the EMR,
     and an ORU^R01 to the HL7 destination when `hl7_receiving` (MSH-5, MSH-6) is given."""
+    from aidx.adapters.dicom_sr import build_sr
     from aidx.integrations.dicom.sc import build_overlay_sc
-    from aidx.integrations.dicom.sr import build_sr
 
     objects = []
     if sources:
@@ -163,7 +161,7 @@ def emr_objects(
         )
     )
     if hl7_receiving is not None:
-        from aidx.integrations.hl7.oru import build_report_oru, report_control_id
+        from aidx.integrations.hl7.report_oru import build_report_oru, report_control_id
 
         control_id = report_control_id(report.id, HL7)
         oru = build_report_oru(report, control_id=control_id, receiving=hl7_receiving)
@@ -181,8 +179,8 @@ def ct_objects_for(
 ) -> list[OutgoingObject]:
     """A CT report's objects: the SEG of its lesions (none when there is no lesion)
     and the SR referencing it to the PACS, then what `emr_objects` sends."""
-    from aidx.integrations.dicom.seg import LabelMap, build_seg, segment_numbers, with_type2
-    from aidx.integrations.dicom.sr import build_ct_sr
+    from aidx.adapters.dicom_seg import LabelMap, build_seg, segment_numbers, with_type2
+    from aidx.adapters.dicom_sr import build_ct_sr
 
     sources = with_type2(sources)
     label_map = LabelMap.from_npz(label_map_npz)
@@ -240,15 +238,15 @@ class Writeback:
     async def stop(self) -> None:
         await self.worker.stop()
 
-    async def submit(self, report: Report, source: bytes, priority: int | None = None) -> int:
-        """Queue `report`'s build record; 1, or 0 for a resubmission of the same report."""
-        return await self._submit(BUILD_CXR, report.id, [source], priority)
-
-    async def submit_series(
-        self, report: CtReport, blobs: Sequence[bytes], priority: int | None = None
+    async def submit(
+        self, report: Report, sources: Sequence[bytes], priority: int | None = None
     ) -> int:
-        """Queue a CT report's build record (SEG, SR, EMR); 1, or 0 when resubmitted."""
-        return await self._submit(BUILD_CT, report.id, blobs, priority)
+        """Queue `report`'s build record (its sources' headers); 1, or 0 for a
+        resubmission of the same report."""
+        kinds = {"cxr": BUILD_CXR, "ct": BUILD_CT}
+        if report.pipeline not in kinds:
+            raise ValueError(f"no write-back for {report.pipeline!r} reports")
+        return await self._submit(kinds[report.pipeline], report.id, sources, priority)
 
     async def _submit(
         self,
@@ -328,67 +326,3 @@ class BuildDestination:
             raise PermanentDeliveryError(f"cannot build: {exc}") from None
         for obj in objects:  # the worker's next pass, right after this one, takes them
             self.writeback.store.enqueue(obj)
-
-
-class Analyzer(Protocol):
-    async def analyze(
-        self, data: bytes, *, priority: int | None = ..., timeout_s: float | None = ...
-    ) -> Report: ...
-
-
-class WritebackPipeline:
-    """Wraps a pipeline: every report it makes is in the outbox (its build record)
-    before it is returned, so a client that has its report knows the findings will
-    reach the PACS and the EMR."""
-
-    def __init__(self, inner: Analyzer, writeback: Writeback) -> None:
-        self.inner = inner
-        self.writeback = writeback
-
-    async def analyze(
-        self, data: bytes, *, priority: int | None = None, timeout_s: float | None = None
-    ) -> Report:
-        report = await self.inner.analyze(data, priority=priority, timeout_s=timeout_s)
-        started = time.perf_counter()
-        await self.writeback.submit(report, data, priority=priority)
-        writeback_ms = (time.perf_counter() - started) * 1e3
-        report.timings.writeback_ms = round(writeback_ms, 2)
-        report.timings.total_ms = round(report.timings.total_ms + writeback_ms, 2)
-        await asyncio.to_thread(self.writeback.reports.save, report, {})  # with its timings
-        return report
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-class SeriesAnalyzer(Protocol):
-    async def analyze(
-        self,
-        blobs: Sequence[bytes],
-        *,
-        priority: int | None = ...,
-        timeout_s: float | None = ...,
-    ) -> CtReport: ...
-
-
-class CtWritebackPipeline:
-    """Wraps the CT pipeline like `WritebackPipeline` wraps CXR: the build record of
-    the SEG, the SR and the EMR objects is in the outbox before the report is returned."""
-
-    def __init__(self, inner: SeriesAnalyzer, writeback: Writeback) -> None:
-        self.inner = inner
-        self.writeback = writeback
-
-    async def analyze(
-        self,
-        blobs: Sequence[bytes],
-        *,
-        priority: int | None = None,
-        timeout_s: float | None = None,
-    ) -> CtReport:
-        report = await self.inner.analyze(blobs, priority=priority, timeout_s=timeout_s)
-        await self.writeback.submit_series(report, blobs, priority=priority)
-        return report
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
-from aidx.inference.auth import Principal, require
 from aidx.inference.settings import Role
-from aidx.integrations.dicom.pull import puller_from
+from aidx.service.auth import Principal, require
+from aidx.service.container import Services, services
+from aidx.service.routes.analysis import actor
 
 router = APIRouter(prefix="/v1/studies")
 
@@ -19,19 +20,15 @@ router = APIRouter(prefix="/v1/studies")
 @router.post("/{study_uid}/analyze")
 async def analyze_study(
     study_uid: str,
-    request: Request,
     who: Principal = Depends(require(Role.radiologist, Role.engineer)),
+    svc: Services = Depends(services),
 ) -> dict[str, Any]:
-    state = request.app.state
-    puller = puller_from(state.settings, {"cxr": state.cxr, "ct": state.ct})
-    with state.audit.access(
+    puller = svc.puller(actor(who))  # each report it makes is audited as `who`'s
+    with svc.audit.access(
         actor=who.name, role=who.role.value, action="study.analyze", resource=f"study/{study_uid}"
     ):
         analysis = await puller.analyze_study(study_uid)
-    for rid in analysis.report_ids:
-        state.audit.record(actor=who.name, role=who.role.value, action="report.create",
-                           resource=f"report/{rid}", outcome="ok")  # fmt: skip
     summary = analysis.summary()
-    summary["writeback"] = "outbox" if state.settings.writeback else "off"
+    summary["writeback"] = "outbox" if svc.settings.writeback else "off"
     summary["links"] = {rid: f"/v1/reports/{rid}" for rid in analysis.report_ids}
     return summary

@@ -8,17 +8,18 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from aidx.inference.auth import Principal, require
 from aidx.inference.errors import BadRequest
 from aidx.inference.settings import Role
 from aidx.integrations.outbox.store import OutboxStore, State
+from aidx.service.auth import Principal, require
+from aidx.service.container import Services, services
 
 router = APIRouter(prefix="/v1/outbox")
 operators = require(Role.engineer)
 
 
-def _store(request: Request) -> OutboxStore:
-    store: OutboxStore = request.app.state.writeback.store
+def _store(svc: Services) -> OutboxStore:
+    store: OutboxStore = svc.writeback.store
     return store
 
 
@@ -40,8 +41,9 @@ async def outbox_summary(
     state: str | None = Query(default=None),
     destination: str | None = Query(default=None),
     limit: int = Query(default=100, ge=1, le=1000),
+    svc: Services = Depends(services),
 ) -> dict[str, Any]:
-    store, wanted = _store(request), _state(state)
+    store, wanted = _store(svc), _state(state)
     # The store is synchronous (SQLAlchemy Core): off the event loop, which serves
     # every other request meanwhile.
     counts = await asyncio.to_thread(store.counts)
@@ -53,32 +55,40 @@ async def outbox_summary(
 
 @router.get("/{eid}")
 async def outbox_entry(
-    eid: str, request: Request, who: Principal = Depends(operators)
+    eid: str,
+    who: Principal = Depends(operators),
+    svc: Services = Depends(services),
 ) -> dict[str, Any]:
-    entry = await asyncio.to_thread(_store(request).get, eid)
+    entry = await asyncio.to_thread(_store(svc).get, eid)
     return entry.summary()
 
 
 @router.post("/{eid}/retry")
 async def retry_entry(
-    eid: str, request: Request, who: Principal = Depends(operators)
+    eid: str,
+    who: Principal = Depends(operators),
+    svc: Services = Depends(services),
 ) -> dict[str, Any]:
-    entry = await asyncio.to_thread(_store(request).retry, eid)
-    request.app.state.audit.record(
+    entry = await asyncio.to_thread(_store(svc).retry, eid)
+    svc.audit.record(
         actor=who.name,
         role=who.role.value,
         action="outbox.retry",
         resource=f"outbox/{eid}",
         outcome="ok",
     )
-    request.app.state.writeback.worker.wake()
+    svc.writeback.worker.wake()
     return entry.summary()
 
 
 @router.delete("/{eid}", status_code=204)
-async def drop_entry(eid: str, request: Request, who: Principal = Depends(operators)) -> Response:
-    await asyncio.to_thread(_store(request).drop, eid)
-    request.app.state.audit.record(
+async def drop_entry(
+    eid: str,
+    who: Principal = Depends(operators),
+    svc: Services = Depends(services),
+) -> Response:
+    await asyncio.to_thread(_store(svc).drop, eid)
+    svc.audit.record(
         actor=who.name,
         role=who.role.value,
         action="outbox.drop",

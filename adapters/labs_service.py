@@ -9,10 +9,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from aidx.adapters.labs_hl7 import parse_oru
 from aidx.inference.audit import AuditLog
 from aidx.inference.serving import ModelService
+from aidx.integrations.hl7.message import Hl7Error, build_ack, error_code_for
 from aidx.integrations.hl7.mllp import MllpServer
-from aidx.integrations.hl7.oru import Hl7Error, build_ack, error_code_for, parse_oru
 from aidx.pipelines.labs.catalogue import load_catalogue
 from aidx.pipelines.labs.explain import summary
 from aidx.pipelines.labs.hub import AlertHub

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from aidx.service.container import Services, services
 
 router = APIRouter()
 
@@ -17,8 +19,8 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> JSONResponse:
-    models = request.app.state.models
+async def readyz(svc: Services = Depends(services)) -> JSONResponse:
+    models = svc.models
     body = {
         "ready": models.ready,
         "models": {m.name: {"state": m.state, "reason": m.reason} for m in models.models.values()},
@@ -27,7 +29,7 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics(request: Request) -> Response:
+async def metrics(svc: Services = Depends(services)) -> Response:
     # off the event loop: the outbox's counts are read from the store
-    data = await asyncio.to_thread(generate_latest, request.app.state.metrics.registry)
+    data = await asyncio.to_thread(generate_latest, svc.metrics.registry)
     return Response(data, media_type=CONTENT_TYPE_LATEST)

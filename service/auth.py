@@ -63,7 +63,7 @@ def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
     # async on purpose: FastAPI runs a sync dependency in a worker thread, a costly
     # hop on every request of the hot /v2 path.
     async def dependency(request: Request) -> Principal:
-        principal = request.app.state.keyring.identify(presented_key(request))
+        principal = request.app.state.services.keyring.identify(presented_key(request))
         if principal.role not in allowed:
             raise Forbidden(
                 f"role {principal.role.value!r} may not use this route", code="role_not_allowed"

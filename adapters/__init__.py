@@ -1,0 +1,1 @@
+"""aidx.adapters: what joins a pipeline to a protocol (intake, write-back builders)."""

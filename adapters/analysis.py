@@ -1,0 +1,132 @@
+"""The one analysis step every intake calls (REST, C-STORE, DICOMweb pull, MLLP):
+analyze → save the report → enqueue its write-back → audit.
+
+The pipeline only analyzes (and keeps its evidence files beside the report); what
+happens to its result is decided here, once, so that every intake gets the same
+durable write-back and the same audit trail."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from aidx.adapters.writeback import Writeback
+from aidx.inference.audit import AuditLog
+from aidx.inference.pipeline import Pipeline
+from aidx.inference.reports import Report, ReportStore
+
+InputT = TypeVar("InputT")
+ResultT = TypeVar("ResultT")
+R = TypeVar("R", bound=Report)
+In_contra = TypeVar("In_contra", contravariant=True)
+Out_contra = TypeVar("Out_contra", contravariant=True)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asked: a user's key name and role, or an intake (`scp:AET`, `mllp:APP`)."""
+
+    name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class Audited:
+    """What the audit trail records for a result: the action, and each resource it
+    created with its outcome."""
+
+    action: str
+    entries: Sequence[tuple[str, str]]
+
+
+class Recorder(Protocol[In_contra, Out_contra]):
+    """Keeps a result once it is made (saved, queued for write-back)."""
+
+    async def record(
+        self, data: In_contra, result: Out_contra, *, priority: int | None
+    ) -> None: ...
+
+
+class ReportRecorder(Generic[R]):
+    """Imaging reports: saved, their build record put in the outbox (when write-back is
+    on) before the caller answers, and saved again with the time that took."""
+
+    def __init__(self, reports: ReportStore, writeback: Writeback | None) -> None:
+        self.reports = reports
+        self.writeback = writeback
+
+    async def record(
+        self, data: bytes | Sequence[bytes], result: R, *, priority: int | None
+    ) -> None:
+        await asyncio.to_thread(self.reports.save, result, {})
+        if self.writeback is None:
+            return
+        started = time.perf_counter()
+        sources = [data] if isinstance(data, bytes) else list(data)
+        await self.writeback.submit(result, sources, priority=priority)
+        writeback_ms = (time.perf_counter() - started) * 1e3
+        result.timings.writeback_ms = round(writeback_ms, 2)
+        result.timings.total_ms = round(result.timings.total_ms + writeback_ms, 2)
+        await asyncio.to_thread(self.reports.save, result, {})  # with its timings
+
+
+def report_created(report: Report) -> Audited:
+    return Audited("report.create", [(f"report/{report.id}", "ok")])
+
+
+class AnalysisStep(Generic[InputT, ResultT]):
+    def __init__(
+        self,
+        pipeline: Pipeline[InputT, ResultT],
+        audit: AuditLog,
+        *,
+        recorder: Recorder[InputT, ResultT] | None,
+        audited: Callable[[ResultT], Audited],
+    ) -> None:
+        self.pipeline = pipeline
+        self.audit = audit
+        self.recorder = recorder
+        self.audited = audited
+
+    @property
+    def name(self) -> str:
+        return self.pipeline.name
+
+    async def run(
+        self,
+        data: InputT,
+        actor: Actor,
+        *,
+        priority: int | None = None,
+        timeout_s: float | None = None,
+    ) -> ResultT:
+        action = f"{self.pipeline.name}.analyze"
+        with self.audit.access(actor=actor.name, role=actor.role, action=action, resource="upload"):
+            result = await self.pipeline.analyze(data, priority=priority, timeout_s=timeout_s)
+        if self.recorder is not None:
+            await self.recorder.record(data, result, priority=priority)
+        audited = self.audited(result)
+        for resource, outcome in audited.entries:
+            self.audit.record(
+                actor=actor.name,
+                role=actor.role,
+                action=audited.action,
+                resource=resource,
+                outcome=outcome,
+            )
+        return result
+
+
+class ActingAs(Generic[InputT, ResultT]):
+    """An analysis step run on one actor's behalf: what an intake (the C-STORE SCP, a
+    DICOMweb pull) calls as `analyze(data)`."""
+
+    def __init__(self, step: AnalysisStep[InputT, ResultT], actor: Actor) -> None:
+        self.step = step
+        self.actor = actor
+
+    async def analyze(self, data: InputT) -> ResultT:
+        return await self.step.run(data, self.actor)

@@ -1,1 +1,0 @@
-"""aidx.inference.routes."""

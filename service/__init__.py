@@ -1,0 +1,1 @@
+"""aidx.service: the web app, routes, auth and CLI; composes everything below it."""

@@ -1,0 +1,89 @@
+"""The app factory. Nothing heavy happens at import; the lifespan loads the models."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from aidx.inference.metrics import ServiceMetrics
+from aidx.inference.settings import Settings
+from aidx.inference.store import init_store
+from aidx.service.container import Services, build_services
+from aidx.service.handlers import install_error_handlers
+from aidx.service.routes import ct, cxr, health, labs, models, outbox, reports, studies, v2, wsi
+
+log = logging.getLogger(__name__)
+
+
+class RequestCounter:
+    """Counts responses by route template and status (a plain ASGI middleware:
+    Starlette's BaseHTTPMiddleware costs too much per request on the hot /v2 path)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = {"code": 500}
+
+        async def send_counting(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counting)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(path, str(status["code"])).inc()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    services = build_services(settings or Settings(), wsi_links=wsi.job_links)
+    app = FastAPI(
+        title="aidx",
+        version="0.1.0",
+        lifespan=lambda app: _lifespan(services),
+        description="AI diagnostic assist. Demo weights are not for clinical use.",
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    routers = (health.router, models.router, v2.router, cxr.router, reports.router, wsi.router)
+    for router in (*routers, labs.router, outbox.router, ct.router, studies.router):
+        app.include_router(router)
+    app.add_middleware(RequestCounter, metrics=services.metrics)
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(s: Services) -> AsyncIterator[None]:
+    init_store(s.db)
+    s.wsi_jobs.start()  # jobs a previous process left running: failed
+    await s.models.start()
+    s.cpu.start()
+    for served in s.models.models.values():
+        s.metrics.register_model(served.name, served.state == "ready")
+    await s.labs.start()  # the MLLP listener, when a port is configured
+    s.writeback.start()  # the outbox worker: delivers what earlier runs left
+    if s.dicom_scp is not None:
+        s.dicom_scp.start()  # C-STORE intake; studies left on disk resume
+    # Start-up objects (torch, pydicom, models) live as long as the process: keep
+    # them out of the collector's full passes, which otherwise stall requests.
+    gc.freeze()
+    yield
+    if s.dicom_scp is not None:
+        await s.dicom_scp.stop()
+    await s.writeback.stop()
+    await s.labs.stop()
+    await s.wsi_jobs.stop()
+    await s.cpu.stop()
+    await s.models.stop()
+    s.db.dispose()

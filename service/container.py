@@ -1,0 +1,93 @@
+"""Everything the routes use, built once by the app factory and handed to each route
+as a typed dependency (`Depends(services)`), instead of untyped `app.state` lookups."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from fastapi import Request
+from sqlalchemy import Engine
+
+from aidx.adapters.analysis import ActingAs, Actor, AnalysisStep, ReportRecorder, report_created
+from aidx.adapters.labs_service import LabsService
+from aidx.adapters.writeback import Writeback
+from aidx.inference.audit import AuditLog
+from aidx.inference.cpu_stage import CpuStage
+from aidx.inference.metrics import OutboxCollector, ServiceMetrics
+from aidx.inference.reports import Report, ReportStore
+from aidx.inference.serving import ModelService
+from aidx.inference.settings import Settings
+from aidx.inference.store import create_store
+from aidx.integrations.dicom.pull import DicomwebPuller, puller_from
+from aidx.integrations.dicom.scp import StoreScp, scp_from
+from aidx.pipelines.ct.pipeline import CtPipeline
+from aidx.pipelines.ct.report import CtReport
+from aidx.pipelines.cxr.pipeline import CxrPipeline
+from aidx.pipelines.wsi.jobs import JobRunner, JobStore
+from aidx.service.auth import KeyRing, keyring_for
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Engine
+    keyring: KeyRing
+    metrics: ServiceMetrics
+    models: ModelService
+    reports: ReportStore
+    audit: AuditLog
+    cpu: CpuStage
+    cxr_pipeline: CxrPipeline  # also renders overlays on first use
+    cxr: AnalysisStep[bytes, Report]
+    ct: AnalysisStep[Sequence[bytes], CtReport]
+    writeback: Writeback
+    dicom_scp: StoreScp | None
+    labs: LabsService
+    wsi_jobs: JobRunner
+
+    def puller(self, actor: Actor) -> DicomwebPuller:
+        """A DICOMweb puller whose reports are made (and audited) on `actor`'s behalf."""
+        intake = {"cxr": ActingAs(self.cxr, actor), "ct": ActingAs(self.ct, actor)}
+        return puller_from(self.settings, intake)
+
+
+def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]]) -> Services:
+    metrics = ServiceMetrics()
+    models = ModelService(settings, observer=metrics)
+    reports = ReportStore(settings.reports_dir)
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    db = create_store(settings.store_url)
+    audit = AuditLog(settings.audit_log)
+    cpu = CpuStage(settings.cpu_workers or os.cpu_count() or 1)
+    writeback = Writeback(settings, db, reports, audit, cpu=cpu)
+    metrics.registry.register(OutboxCollector(writeback.store.counts))
+    # every CXR and CT report goes to the outbox before it is answered
+    recorder = ReportRecorder[Report](reports, writeback if settings.writeback else None)
+    cxr_pipeline = CxrPipeline(models, reports, cpu)
+    cxr = AnalysisStep(cxr_pipeline, audit, recorder=recorder, audited=report_created)
+    ct = AnalysisStep(
+        CtPipeline(models, reports, cpu), audit, recorder=recorder, audited=report_created
+    )
+    labs = LabsService(
+        models, db, audit, catalogue=settings.labs_catalogue, mllp_port=settings.labs_mllp_port
+    )
+    wsi_jobs = JobRunner(
+        JobStore(db), models, reports,
+        max_running=settings.wsi_max_running_jobs, readers=settings.wsi_readers, links=wsi_links,
+    )  # fmt: skip
+    scp_actor = Actor(f"scp:{settings.dicom_ae_title}", "intake")
+    return Services(
+        settings=settings, db=db, keyring=keyring_for(settings), metrics=metrics,
+        models=models, reports=reports, audit=audit, cpu=cpu, cxr_pipeline=cxr_pipeline,
+        cxr=cxr, ct=ct, writeback=writeback, dicom_scp=scp_from(settings, {
+            "cxr": ActingAs(cxr, scp_actor), "ct": ActingAs(ct, scp_actor)}),
+        labs=labs, wsi_jobs=wsi_jobs,
+    )  # fmt: skip
+
+
+async def services(request: Request) -> Services:
+    """The app's services, as a typed FastAPI dependency (async: no worker-thread hop)."""
+    found: Services = request.app.state.services
+    return found

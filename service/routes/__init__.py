@@ -1,0 +1,1 @@
+"""aidx.service.routes."""

@@ -85,8 +85,11 @@ class AnalysisStep(Generic[InputT, ResultT]):
         *,
         recorder: Recorder[InputT, ResultT] | None,
         audited: Callable[[ResultT], Audited],
+        action: str | None = None,
     ) -> None:
+        """`action` names the analysis in the audit trail (default `<pipeline>.analyze`)."""
         self.pipeline = pipeline
+        self.action = action or f"{pipeline.name}.analyze"
         self.audit = audit
         self.recorder = recorder
         self.audited = audited
@@ -103,8 +106,9 @@ class AnalysisStep(Generic[InputT, ResultT]):
         priority: int | None = None,
         timeout_s: float | None = None,
     ) -> ResultT:
-        action = f"{self.pipeline.name}.analyze"
-        with self.audit.access(actor=actor.name, role=actor.role, action=action, resource="upload"):
+        with self.audit.access(
+            actor=actor.name, role=actor.role, action=self.action, resource="upload"
+        ):
             result = await self.pipeline.analyze(data, priority=priority, timeout_s=timeout_s)
         if self.recorder is not None:
             await self.recorder.record(data, result, priority=priority)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import Engine
 
+from aidx.adapters.analysis import Actor, AnalysisStep, Audited
 from aidx.adapters.labs_hl7 import parse_oru
 from aidx.inference.audit import AuditLog
 from aidx.inference.serving import ModelService
@@ -19,6 +21,7 @@ from aidx.pipelines.labs.explain import summary
 from aidx.pipelines.labs.hub import AlertHub
 from aidx.pipelines.labs.screening import LabScreener
 from aidx.pipelines.labs.store import LabStore
+from aidx.pipelines.labs.types import SpecimenIn, SpecimenOutcome
 
 log = logging.getLogger(__name__)
 MLLP_HOST = "127.0.0.1"
@@ -39,6 +42,10 @@ class LabsService:
         self.hub = AlertHub()
         self.screener = LabScreener(self.catalogue, self.store, models, self.hub)
         self.audit = audit
+        # the screener stores results and raises alerts as it screens: nothing to record
+        self.step: AnalysisStep[Sequence[SpecimenIn], list[SpecimenOutcome]] = AnalysisStep(
+            self.screener, audit, recorder=None, audited=specimens_screened, action="labs.screen"
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self.mllp = (
             MllpServer(self.handle_hl7, host=MLLP_HOST, port=mllp_port)
@@ -74,8 +81,9 @@ class LabsService:
                 text=exc.message,
                 error_code=error_code_for(exc),
             )
+        sender = Actor(f"mllp:{message.sending_application or 'unknown'}", "lab")
         try:
-            outcomes = await self.screener.screen(message.specimens)
+            outcomes = await self.step.run(message.specimens, sender)
         except Exception as exc:  # keep listening; the sender retries on AE
             log.exception("screening an HL7 message failed")
             return build_ack(
@@ -83,14 +91,6 @@ class LabsService:
                 control_id=message.control_id,
                 text=f"screening failed: {getattr(exc, 'code', 'internal_error')}",
                 version=message.version,
-            )
-        for outcome in outcomes:
-            self.audit.record(
-                actor=f"mllp:{message.sending_application or 'unknown'}",
-                role="lab",
-                action="labs.screen",
-                resource=f"specimen/{outcome.specimen_id}",
-                outcome=outcome.verdict.value,
             )
         log.info("HL7 %s: %s", message.control_id, "; ".join(summary(o) for o in outcomes))
         return build_ack(
@@ -100,3 +100,9 @@ class LabsService:
             sending=(message.receiving_application or "AIDX", message.receiving_facility or "AIDX"),
             receiving=(message.sending_application, message.sending_facility),
         )
+
+
+def specimens_screened(outcomes: list[SpecimenOutcome]) -> Audited:
+    return Audited(
+        "labs.screen", [(f"specimen/{o.specimen_id}", o.verdict.value) for o in outcomes]
+    )

@@ -74,6 +74,11 @@ class _Prev:
 
 
 class LabScreener:
+    """The labs pipeline: a sequence of specimens in, their screened outcomes out
+    (rules, delta checks, the anomaly model), stored and alerted as they are screened."""
+
+    name = "labs"
+
     def __init__(
         self,
         catalogue: Catalogue,
@@ -88,7 +93,7 @@ class LabScreener:
         self.hub = hub or AlertHub()
         self._max_validity_s = float(np.nanmax(catalogue.tables.validity_h)) * 3600
 
-    async def screen(
+    async def analyze(
         self,
         specimens: Sequence[SpecimenIn],
         *,

@@ -31,7 +31,7 @@ from aidx.pipelines.labs.store import Alert
 from aidx.pipelines.labs.types import ScreenRequest, ScreenResponse, SpecimenIn
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
-from aidx.service.routes.analysis import request_priority, request_timeout_s
+from aidx.service.routes.analysis import actor, request_priority, request_timeout_s
 from aidx.service.uploads import read_body, require_media_type
 
 router = APIRouter(prefix="/v1/labs")
@@ -92,17 +92,7 @@ async def screen(
     body = await read_body(request, svc.settings.max_upload_bytes)
     labs = _labs(svc)
     specimens = _parse(media_type, body)
-    audit = svc.audit
-    with audit.access(actor=who.name, role=who.role.value, action="labs.screen", resource="upload"):
-        outcomes = await labs.screener.screen(specimens, priority=priority, timeout_s=timeout_s)
-    for outcome in outcomes:
-        audit.record(
-            actor=who.name,
-            role=who.role.value,
-            action="labs.screen",
-            resource=f"specimen/{outcome.specimen_id}",
-            outcome=outcome.verdict.value,
-        )
+    outcomes = await labs.step.run(specimens, actor(who), priority=priority, timeout_s=timeout_s)
     accept = request.headers.get("accept", "")
     if FHIR in accept:
         return Response(json.dumps(to_bundle(outcomes)), media_type=FHIR)

@@ -30,7 +30,7 @@ def test_batch_mode_gives_the_live_answers(tmp_path: Path) -> None:
     panels = [NORMAL, {**NORMAL, "potassium": 6.9}, edta]
 
     async def work(screener: LabScreener) -> tuple[object, list[object]]:
-        live = [(await screener.screen([specimen(f"S{i}", p, patient_id=f"P{i}")]))[0]
+        live = [(await screener.analyze([specimen(f"S{i}", p, patient_id=f"P{i}")]))[0]
                 for i, p in enumerate(panels)]  # fmt: skip
         batch = BatchScreener(screener.catalogue, screener.anomaly)
         rows = [(i, k, v) for i, p in enumerate(panels) for k, v in p.items()]

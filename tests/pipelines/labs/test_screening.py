@@ -19,7 +19,7 @@ def screen_one(tmp_path: Path, *specimens_in_order: object) -> list[SpecimenOutc
         out = []
         for message in specimens_in_order:
             batch = message if isinstance(message, list) else [message]
-            out.extend(await screener.screen(batch))
+            out.extend(await screener.analyze(batch))
         return out
 
     return asyncio.run(with_screener(tmp_path, work))
@@ -142,9 +142,9 @@ def test_a_resent_message_is_not_its_own_delta_and_raises_no_new_alert(tmp_path:
     second = specimen("S2", {"potassium": 6.9}, hours=12)
 
     async def work(screener: LabScreener) -> tuple[SpecimenOutcome, SpecimenOutcome, int]:
-        await screener.screen([first])
-        a = (await screener.screen([second]))[0]
-        b = (await screener.screen([second]))[0]  # the LIS resends
+        await screener.analyze([first])
+        a = (await screener.analyze([second]))[0]
+        b = (await screener.analyze([second]))[0]  # the LIS resends
         return a, b, len(screener.store.alerts(state=None))
 
     a, b, stored = asyncio.run(with_screener(tmp_path, work))
@@ -249,11 +249,11 @@ def test_history_and_alerts_survive_a_restart(tmp_path: Path) -> None:
     second = specimen("S2", {"potassium": 7.0}, hours=6)
 
     async def before(screener: LabScreener) -> list[str]:
-        await screener.screen([first])
-        return (await screener.screen([second]))[0].alert_ids
+        await screener.analyze([first])
+        return (await screener.analyze([second]))[0].alert_ids
 
     async def after(screener: LabScreener) -> tuple[SpecimenOutcome, int]:
-        again = (await screener.screen([second]))[0]
+        again = (await screener.analyze([second]))[0]
         return again, len(screener.store.alerts(state=None))
 
     ids = asyncio.run(with_screener(tmp_path, before))

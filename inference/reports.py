@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from aidx.inference.assessment import NotAssessed, NotAssessedReason, OodVerdict
 from aidx.inference.errors import NotFound
 
 # Report ids are deterministic (source instance + model), so a resend is idempotent.
@@ -42,11 +43,30 @@ class Region(BaseModel):
 
 
 class Finding(BaseModel):
+    """A coded finding: its probability and present/absent at the calibrated threshold,
+    or, when the model could not judge the input, not assessed (no probability, no
+    present/absent) with a stable reason code and a human message."""
+
     concept: Coding
-    probability: float
+    probability: float | None
     threshold: float
-    present: bool
+    present: bool | None
     regions: list[Region] = Field(default_factory=list)
+    assessed: bool = True
+    not_assessed_reason: NotAssessedReason | None = None
+    not_assessed_message: str | None = None
+
+    @classmethod
+    def not_assessed(cls, concept: Coding, threshold: float, why: NotAssessed) -> Finding:
+        return cls(
+            concept=concept,
+            probability=None,
+            threshold=threshold,
+            present=None,
+            assessed=False,
+            not_assessed_reason=why.reason,
+            not_assessed_message=why.message,
+        )
 
 
 class ModelRef(BaseModel):
@@ -96,6 +116,8 @@ class Report(BaseModel):
     timings: Timings
     warnings: list[str] = Field(default_factory=list)
     disclaimer: str | None = None
+    ood: OodVerdict | None = None  # the model's out-of-distribution gate, when it has one
+    not_assessed: NotAssessed | None = None  # set when no finding could be assessed
 
 
 def report_id(pipeline: str, source_uid: str, model: ModelRef) -> str:

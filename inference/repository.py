@@ -4,7 +4,9 @@
     models/<name>/<version>/model.onnx
     models/<name>/card.md               YAML front matter (labels, thresholds, sha256) + prose
 
-The same config.pbtxt serves aidx and a real Triton Inference Server.
+The same config.pbtxt serves aidx and a real Triton Inference Server. The card is
+validated here, once, against the config (inference/model_card.py); a card that
+does not validate keeps its model out of service with the reason.
 """
 
 from __future__ import annotations
@@ -14,39 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from aidx.inference.errors import AidxError
+from aidx.inference.model_card import CardError, ModelCard, load_card
 
 ModelConfig = model_config_pb2.ModelConfig
 
 
 class RepositoryError(AidxError):
     code = "model_repository_error"
-
-
-@dataclass(frozen=True)
-class Label:
-    name: str
-    scheme: str
-    code: str
-    meaning: str
-    threshold: float
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    name: str
-    version: int
-    pipeline: str | None
-    demo_weights: bool
-    files_sha256: dict[str, str]
-    labels: tuple[Label, ...]
-    outputs: dict[str, str]
-    metrics: dict[str, Any]
-    text: str
 
 
 @dataclass(frozen=True)
@@ -83,29 +63,6 @@ def parse_config(path: Path) -> Any:
         raise RepositoryError(f"{path}: not a valid Triton model config: {exc}") from exc
 
 
-def parse_card(path: Path) -> ModelCard:
-    text = path.read_text()
-    parts = text.split("---", 2)
-    if not text.startswith("---") or len(parts) < 3:
-        raise RepositoryError(f"{path}: card has no YAML front matter")
-    meta = yaml.safe_load(parts[1]) or {}
-    try:
-        labels = tuple(Label(**{**lab, "code": str(lab["code"])}) for lab in meta.get("labels", []))
-        return ModelCard(
-            name=str(meta["name"]),
-            version=int(meta["version"]),
-            pipeline=meta.get("pipeline"),
-            demo_weights=bool(meta.get("demo_weights", False)),
-            files_sha256={str(k): str(v) for k, v in (meta.get("files") or {}).items()},
-            labels=labels,
-            outputs=dict(meta.get("outputs") or {}),
-            metrics=dict(meta.get("metrics") or {}),
-            text=parts[2].strip(),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RepositoryError(f"{path}: card front matter is incomplete: {exc}") from exc
-
-
 def _versions(directory: Path) -> list[int]:
     return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
 
@@ -136,8 +93,8 @@ def load_entry(directory: Path, *, verify: bool = True) -> ModelEntry:
     card: ModelCard | None = None
     card_path = directory / "card.md"
     try:
-        card = parse_card(card_path) if card_path.exists() else None
-    except RepositoryError as exc:
+        card = load_card(card_path, config) if card_path.exists() else None
+    except CardError as exc:
         problem = exc.message
     version = _pick_version(directory, config)
     filename = config.default_model_filename or "model.onnx"

@@ -15,6 +15,7 @@ import numpy as np
 
 from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.errors import DeadlineExceeded
+from aidx.inference.model_card import Pipeline, missing_section
 from aidx.inference.reports import (
     DEMO_DISCLAIMER,
     Coding,
@@ -43,7 +44,6 @@ PIPELINE = "ct"
 LABEL_MAP_FILE = "labelmap.npz"
 EVIDENCE_PREFIX = "/v1/ct/reports"  # the full CtReport and its files (inference/routes/ct.py)
 MAX_KEY_SLICES = 3
-DEFAULT_MIN_LESION_ML = 0.5
 
 
 @dataclass
@@ -66,21 +66,19 @@ class Analysis:
 
 
 def window_config(served: ServedModel) -> tuple[WindowConfig, float]:
-    """Window size from the input dims; spacing, overlap, windows per request and the
-    minimum lesion volume from config.pbtxt `parameters`."""
-    config = served.entry.config
-    params = {k: v.string_value for k, v in config.parameters.items()}
-    roi = int(config.input[0].dims[-1])
-    sw_batch = int(params.get("sw_batch_size", 4))
-    if config.max_batch_size > 0:
-        sw_batch = min(sw_batch, int(config.max_batch_size))
+    """The sliding window and the minimum lesion volume, from the card's `ct` section
+    (read from config.pbtxt `parameters` and input dims when the model was loaded)."""
+    card = served.entry.card
+    if card is None or card.ct is None:
+        raise missing_section(served.name, Pipeline.ct)
+    ct = card.ct
     window = WindowConfig(
-        roi_voxels=roi,
-        overlap=float(params.get("overlap", 0.25)),
-        sw_batch_size=max(sw_batch, 1),
-        spacing_mm=float(params.get("spacing_mm", 3.0)),
+        roi_voxels=ct.roi_voxels,
+        overlap=ct.overlap,
+        sw_batch_size=ct.sw_batch_size,
+        spacing_mm=ct.spacing_mm,
     )
-    return window, float(params.get("min_lesion_ml", DEFAULT_MIN_LESION_ML))
+    return window, ct.min_lesion_ml
 
 
 def decode(blobs: Sequence[bytes]) -> tuple[CtVolume, float, str]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.errors import DeadlineExceeded
+from aidx.inference.model_card import Pipeline, missing_section
 from aidx.inference.reports import (
     DEMO_DISCLAIMER,
     Evidence,
@@ -142,15 +143,17 @@ class CxrPipeline:
         self, served: ServedModel, prepared: Prepared, outputs: dict[str, np.ndarray]
     ) -> tuple[Report, OverlayInputs]:
         card = served.entry.card
-        assert card is not None  # a model without a card never reaches ready
-        names = card.outputs
-        if "probabilities" in names:  # a model that applies its own sigmoid
-            probabilities = outputs[names["probabilities"]][0]
-        else:
-            probabilities = sigmoid(outputs[names.get("logits", "logits")][0].astype(np.float64))
+        if card is None or card.cxr is None:
+            raise missing_section(served.name, Pipeline.cxr)
+        cxr = card.cxr
+        scores = outputs[cxr.scores_output][0]
+        # a model that applies its own sigmoid gives probabilities, the others logits
+        probabilities = (
+            scores if cxr.scores_are_probabilities else sigmoid(scores.astype(np.float64))
+        )
         # A drop-in model without an activation map (e.g. torchxrayvision) has no regions.
-        cam = outputs[names["cam"]][0] if "cam" in names else None
-        found = findings(probabilities, cam, card.labels, prepared.geometry)
+        cam = outputs[cxr.cam_output][0] if cxr.cam_output is not None else None
+        found = findings(probabilities, cam, cxr.labels, prepared.geometry)
         index = next((i for i, f in enumerate(found) if f.concept.code == PNEUMONIA_SCT), 0)
         inputs = OverlayInputs.from_analysis(
             prepared.radiograph.image01,

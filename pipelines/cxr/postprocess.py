@@ -8,8 +8,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from aidx.inference.model_card import Label
 from aidx.inference.reports import Coding, Finding, Region
-from aidx.inference.repository import Label
 from aidx.pipelines.cxr.preprocess import MODEL_SIZE_PX, CropGeometry
 
 REGION_FRACTION_OF_PEAK = 0.5  # a region is where heat >= half of the map's peak

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from aidx.inference.model_card import FrontMatter, Label, Pipeline, render_card
 from aidx.inference.repository import sha256_file
 
 # torchxrayvision's 18 outputs, in order, with SNOMED CT codes where an exact concept
@@ -73,24 +74,23 @@ class _WithSigmoid(torch.nn.Module):
 
 
 def _card(name: str, digest: str, weights: Path | None) -> str:
-    labels = "\n".join(
-        f'  - {{name: "{n}", scheme: {s}, code: "{c}", meaning: "{n}", threshold: 0.5}}'
-        for n, s, c in XRV_LABELS
+    front = FrontMatter(
+        name=name,
+        version=1,
+        pipeline=Pipeline.cxr,
+        demo_weights=weights is None,
+        files={"1/model.onnx": digest},
+        outputs={"probabilities": "probabilities"},
+        labels=tuple(
+            Label(name=n, scheme=s, code=c, meaning=n, threshold=0.5) for n, s, c in XRV_LABELS
+        ),
+        metrics={},
     )
     origin = f"local weights file `{weights.name}`" if weights else "NO weights (untrained)"
     warning = "UNTRAINED: outputs are meaningless; use it only to check the plumbing. "
-    return f"""---
-name: {name}
-version: 1
-pipeline: cxr
-demo_weights: {str(weights is None).lower()}
-files:
-  1/model.onnx: {digest}
-outputs: {{probabilities: probabilities}}
-labels:
-{labels}
-metrics: {{}}
----
+    return render_card(
+        front,
+        f"""\
 # {name}: torchxrayvision DenseNet-121
 
 Exported by `aidx models export-xrv` from {origin}.
@@ -99,7 +99,8 @@ Not validated by aidx: measure AUROC and calibrate each threshold (0.5 here) on 
 own data before any use. Inputs follow torchxrayvision's contract, which aidx's CXR
 preprocessing produces: 1 x 224 x 224, centre crop, values in [-1024, 1024].
 Labels without an exact SNOMED CT concept carry local codes (scheme 99AIDX).
-"""
+""",
+    )
 
 
 def export_xrv(directory: Path, *, weights: Path | None = None) -> Path:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import yaml
 
 from aidx.inference.errors import AidxError
+from aidx.inference.model_card import Pipeline, missing_section
 from aidx.inference.reports import ModelRef
-from aidx.inference.serving import ModelService, ServedModel
+from aidx.inference.serving import ModelService
 from aidx.pipelines.labs.anomaly import anomaly_score, tail_probability, to_features
 from aidx.pipelines.labs.catalogue import Catalogue
 
@@ -49,11 +48,6 @@ class _Binding:
     model: ModelRef
 
 
-def _front_matter(served: ServedModel) -> dict[str, Any]:
-    text = (served.entry.directory / "card.md").read_text()
-    return dict(yaml.safe_load(text.split("---", 2)[1]) or {})
-
-
 class AnomalyClient:
     def __init__(self, models: ModelService | None, catalogue: Catalogue) -> None:
         self.models = models
@@ -67,17 +61,19 @@ class AnomalyClient:
         if self._binding is not None and self._binding.name == served.name:
             return self._binding
         card = served.entry.card
-        meta = _front_matter(served)
-        unknown = [f for f in meta.get("features", []) if f not in self.catalogue.index]
-        if card is None or not card.labels or not meta.get("features") or unknown:
+        if card is None or card.labs is None:
+            raise missing_section(served.name, Pipeline.labs)
+        features = card.labs.features
+        unknown = [f for f in features if f not in self.catalogue.index]
+        if unknown:
             raise AidxError(
                 f"model {served.name} does not fit the catalogue (unknown features {unknown})",
                 code="model_unavailable",
             )
         self._binding = _Binding(
             name=served.name,
-            columns=np.array([self.catalogue.index[f] for f in meta["features"]]),
-            p_threshold=1.0 - float(card.labels[0].threshold),
+            columns=np.array([self.catalogue.index[f] for f in features]),
+            p_threshold=card.labs.p_threshold,
             max_batch=max(served.entry.max_batch_size, 1),
             model=ModelRef(
                 name=served.name,

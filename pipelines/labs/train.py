@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from aidx.inference.model_card import FrontMatter, Label, Pipeline
+from aidx.inference.model_card import render_card as render
 from aidx.pipelines.labs.anomaly import (
     PanelAnomalyModel,
     export_onnx,
@@ -139,23 +141,21 @@ def card(
     people: int,
     seed: int,
 ) -> str:
-    front = {
-        "name": "labs_anomaly",
-        "version": 1,
-        "pipeline": "labs",
-        "demo_weights": True,
-        "files": {"1/model.onnx": sha},
-        "outputs": {"score": "d2", "contributions": "contributions"},
-        "features": features,
-        "transform": "natural log of the canonical-unit value; NaN where absent",
-        "labels": [{"name": "anomaly", **LABEL, "threshold": threshold}],
-        "metrics": metrics,
-    }
-    return (
-        "---\n"
-        + json.dumps(front, indent=2)
-        + "\n---\n"
-        + f"""
+    front = FrontMatter(
+        name="labs_anomaly",
+        version=1,
+        pipeline=Pipeline.labs,
+        demo_weights=True,
+        files={"1/model.onnx": sha},
+        outputs={"score": "d2", "contributions": "contributions"},
+        features=tuple(features),
+        transform="natural log of the canonical-unit value; NaN where absent",
+        labels=(Label(name="anomaly", **LABEL, threshold=threshold),),
+        metrics=metrics,
+    )
+    return render(
+        front,
+        f"""\
 # labs_anomaly: multivariate lab panel anomaly score (demo weights)
 
 **Demo weights, partly synthetic data: not for clinical use.**
@@ -183,7 +183,7 @@ shapes; `heldout_false_alarm_rate` is per panel shape, `heldout_detection_rate` 
 injected anomaly on full and CMP+CBC panels (see the front matter).
 
 Retrain: `python -m aidx.pipelines.labs.train --out models/labs_anomaly --seed {seed}`.
-"""
+""",
     )
 
 

@@ -19,13 +19,11 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import yaml
 
-from aidx.inference.errors import AidxError, DeadlineExceeded, QueueFull, Unprocessable
+from aidx.inference.errors import AidxError, DeadlineExceeded, QueueFull
+from aidx.inference.model_card import Pipeline, missing_section
 from aidx.inference.reports import (
     DEMO_DISCLAIMER,
     Coding,
@@ -87,36 +85,24 @@ class TileModel:
 
 
 def tile_model(models: ModelService) -> TileModel:
+    """The served tile model, as its card's validated `wsi` section describes it."""
     served = models.for_pipeline(PIPELINE)
     card, config = served.entry.card, served.entry.config
-    assert card is not None  # a model without a card never reaches ready
-    if not card.labels:
-        raise Unprocessable(f"{served.name}'s card lists no labels", code="model_card_invalid")
-    (spec,) = config.input
-    dims = [int(d) for d in spec.dims]
-    extra = _card_extra(served.entry.directory / "card.md")
-    label = card.labels[0]
+    if card is None or card.wsi is None:
+        raise missing_section(served.name, Pipeline.wsi)
+    wsi = card.wsi
+    label = wsi.label
     return TileModel(
         served=served,
-        input_name=spec.name,
-        output_name=card.outputs.get("probabilities", "probabilities"),
-        tile_px=int(extra.get("tile_px", dims[0])),
-        mpp=float(extra.get("mpp", 0.5)),
+        input_name=config.input[0].name,
+        output_name=wsi.probabilities_output,
+        tile_px=wsi.tile_px,
+        mpp=wsi.mpp,
         label_index=0,
         coding=Coding(scheme=label.scheme, code=label.code, meaning=label.meaning),
         threshold=label.threshold,
         max_batch=max(1, int(config.max_batch_size)),
     )
-
-
-def _card_extra(path: Path) -> dict[str, Any]:
-    """The card's `wsi:` section (tile_px, mpp), which the generic card parser skips."""
-    try:
-        meta = yaml.safe_load(path.read_text().split("---", 2)[1]) or {}
-    except (OSError, IndexError, yaml.YAMLError):
-        return {}
-    extra = meta.get("wsi") or {}
-    return extra if isinstance(extra, dict) else {}
 
 
 @dataclass
@@ -293,21 +279,7 @@ def _region(region: SuspiciousRegion) -> Region:
     )
 
 
-def build_report(
-    result: SlideAnalysis, model: TileModel, *, links: dict[str, str] | None = None
-) -> tuple[Report, dict[str, bytes]]:
-    """The Report and its files (heatmap PNG, GeoJSON). `links` gives the URLs the
-    evidence is served at (default: the generic report routes)."""
-    t0 = time.perf_counter()
-    info, tally = result.info, result.tally
-    ref = model.served.ref
-    plan = result.plan
-    source_uid = "|".join(
-        [info.quickhash or str(info.path), f"{plan.target_mpp:g}", f"{plan.tile_px}"]
-    )
-    rid = report_id(PIPELINE, source_uid, ref)
-    analysed = result.heat[~np.isnan(result.heat)]
-    top = float(analysed.max()) if analysed.size else 0.0
+def _warnings(info: SlideInfo, plan: TilePlan, tally: Tally) -> list[str]:
     warnings = []
     if info.mpp_source == "request":
         warnings.append("the MPP was given with the request, not read from the slide")
@@ -318,6 +290,35 @@ def build_report(
             f"tiles were read at level {plan.level} ({plan.read_px} px) and resized to "
             f"{plan.tile_px} px for the model's {plan.target_mpp:g} um/px"
         )
+    return warnings
+
+
+def _timings(result: SlideAnalysis, post_ms: float) -> Timings:
+    tally = result.tally
+    return Timings(
+        decode_ms=round(tally.read_s * 1e3, 2),
+        preprocess_ms=round(result.tissue_s * 1e3, 2),
+        queue_ms=round(tally.queue_s * 1e3, 2),
+        compute_ms=round(tally.compute_s * 1e3, 2),
+        postprocess_ms=round(post_ms, 2),
+        total_ms=round((result.tissue_s + result.stream_s) * 1e3 + post_ms, 2),
+        batch_size=round(tally.batch_tiles / tally.batches) if tally.batches else 0,
+    )
+
+
+def build_report(
+    result: SlideAnalysis, model: TileModel, *, links: dict[str, str] | None = None
+) -> tuple[Report, dict[str, bytes]]:
+    """The Report and its files (heatmap PNG, GeoJSON). `links` gives the URLs the
+    evidence is served at (default: the generic report routes)."""
+    t0 = time.perf_counter()
+    info, plan, ref = result.info, result.plan, model.served.ref
+    source_uid = "|".join(
+        [info.quickhash or str(info.path), f"{plan.target_mpp:g}", f"{plan.tile_px}"]
+    )
+    rid = report_id(PIPELINE, source_uid, ref)
+    analysed = result.heat[~np.isnan(result.heat)]
+    top = float(analysed.max()) if analysed.size else 0.0
     geojson = regions_mod.to_geojson(result.regions, namespace=rid)
     heatmap = regions_mod.render_heatmap(
         result.low.rgb, result.low.downsample, result.heat, plan, result.regions
@@ -345,16 +346,8 @@ def build_report(
             Evidence(kind="heatmap", media_type="image/png", url=links["heatmap"]),
             Evidence(kind="regions", media_type="application/geo+json", url=links["geojson"]),
         ],
-        timings=Timings(
-            decode_ms=round(tally.read_s * 1e3, 2),
-            preprocess_ms=round(result.tissue_s * 1e3, 2),
-            queue_ms=round(tally.queue_s * 1e3, 2),
-            compute_ms=round(tally.compute_s * 1e3, 2),
-            postprocess_ms=round(post_ms, 2),
-            total_ms=round((result.tissue_s + result.stream_s) * 1e3 + post_ms, 2),
-            batch_size=round(tally.batch_tiles / tally.batches) if tally.batches else 0,
-        ),
-        warnings=warnings,
+        timings=_timings(result, post_ms),
+        warnings=_warnings(info, plan, result.tally),
         disclaimer=DEMO_DISCLAIMER if ref.demo_weights else None,
     )
     files = {

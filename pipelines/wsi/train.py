@@ -27,8 +27,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 import torch.nn.functional as F
-import yaml
 
+from aidx.inference.model_card import FrontMatter, Label, Pipeline, WsiTiling
+from aidx.inference.model_card import render_card as render
 from aidx.pipelines.metrics import auroc, sensitivity_specificity
 from aidx.pipelines.wsi import synthetic
 from aidx.pipelines.wsi.model import (
@@ -223,29 +224,29 @@ def sha256_file(path: Path) -> str:
 
 def render_card(recipe: Recipe, threshold: float, metrics: dict, sha256: str, params: int) -> str:
     code, meaning = SUSPICIOUS_SCT
-    front = {
-        "name": "wsi_tiles",
-        "version": 1,
-        "pipeline": "wsi",
-        "demo_weights": True,
-        "files": {"1/model.onnx": sha256},
-        "outputs": {"probabilities": OUTPUT},
-        "wsi": {"tile_px": TILE_PX, "mpp": TILE_MPP},
-        "labels": [
-            {
-                "name": "suspicious",
-                "scheme": "SCT",
-                "code": code,
-                "meaning": meaning,
-                "threshold": round(threshold, 4),
-            }
-        ],
-        "metrics": metrics,
-    }
+    front = FrontMatter(
+        name="wsi_tiles",
+        version=1,
+        pipeline=Pipeline.wsi,
+        demo_weights=True,
+        files={"1/model.onnx": sha256},
+        outputs={"probabilities": OUTPUT},
+        wsi=WsiTiling(tile_px=TILE_PX, mpp=TILE_MPP),
+        labels=(
+            Label(
+                name="suspicious",
+                scheme="SCT",
+                code=code,
+                meaning=meaning,
+                threshold=round(threshold, 4),
+            ),
+        ),
+        metrics=metrics,
+    )
     m = metrics
-    return f"""---
-{yaml.safe_dump(front, sort_keys=False).strip()}
----
+    return render(
+        front,
+        f"""\
 # wsi_tiles: suspicious-tile classifier (demo weights)
 
 **Demo weights, trained on synthetic data only: not for clinical use.** They exist so
@@ -282,7 +283,8 @@ Small CNN, {params:,} parameters, {recipe.epochs} epochs.
 
 These numbers say that the recipe works on its own synthetic tissue. They say nothing
 about real slides.
-"""
+""",
+    )
 
 
 def run_recipe(recipe: Recipe, out: Path) -> dict:

@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from aidx.inference.repository import Label
+from aidx.inference.model_card import Label
 from aidx.pipelines.cxr.postprocess import (
     encode_png,
     findings,
@@ -20,8 +20,8 @@ from aidx.pipelines.cxr.preprocess import CropGeometry
 
 NO_BOXES = np.zeros((0, 4))
 LABELS = (
-    Label("Pneumonia", "SCT", "233604007", "Pneumonia", 0.4),
-    Label("Cardiomegaly", "SCT", "8186001", "Cardiomegaly", 0.7),
+    Label(name="Pneumonia", scheme="SCT", code="233604007", meaning="Pneumonia", threshold=0.4),
+    Label(name="Cardiomegaly", scheme="SCT", code="8186001", meaning="Cardiomegaly", threshold=0.7),
 )
 
 

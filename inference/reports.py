@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from aidx.inference.assessment import NotAssessed, NotAssessedReason, OodVerdict
 from aidx.inference.errors import NotFound
+from aidx.inference.files import atomic_write
 
 # Report ids are deterministic (source instance + model), so a resend is idempotent.
 _REPORT_NAMESPACE = uuid.UUID("6f1c2a44-4b0e-4d53-9a43-8f3b1e7d2c10")
@@ -125,17 +124,6 @@ def report_id(pipeline: str, source_uid: str, model: ModelRef) -> str:
     return str(uuid.uuid5(_REPORT_NAMESPACE, key))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class ReportStore:
     """Reports and their evidence files on disk: var/reports/<id>/."""
 
@@ -159,9 +147,7 @@ class ReportStore:
 
     def put(self, rid: str, name: str, data: bytes) -> None:
         """Write one evidence file of report `rid` atomically (readers never see half)."""
-        directory = self._dir(rid)
-        directory.mkdir(exist_ok=True)
-        _atomic_write(directory / name, data)
+        atomic_write(self._dir(rid) / name, data)
 
     def discard(self, rid: str, name: str) -> None:
         (self._dir(rid) / name).unlink(missing_ok=True)

@@ -1,9 +1,9 @@
 """The service's store: SQLAlchemy Core over SQLite (embedded default, under var/)
 or PostgreSQL (AIDX_DATABASE_URL), behind one interface.
 
-Each feature declares its tables on `metadata` in its own module; Alembic revisions
-(aidx.inference.migrations) create and change them, and `init_store` applies them at
-start-up on either database.
+Every table is declared once in aidx.inference.schema (whatever else was imported,
+`metadata` holds them all); Alembic revisions (aidx.inference.migrations) create and
+change them, and `init_store` applies them at start-up on either database.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, MetaData, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 
-metadata = MetaData()
+from aidx.inference.schema import metadata
 
 # The tables of the first revision: a store made by `create_all` before migrations
 # existed holds them without an alembic_version table and is adopted at that revision.
@@ -65,7 +65,6 @@ def init_store(engine: Engine) -> None:
 
 
 def _adopt_unversioned(connection: Connection, present: set[str]) -> None:
-    wanted = [n for n in BASELINE_TABLES if n not in present and n in metadata.tables]
-    missing = [metadata.tables[n] for n in wanted]
+    missing = [metadata.tables[n] for n in BASELINE_TABLES if n not in present]
     if missing:  # an older embedded store: add what it lacks, then it is the baseline
         metadata.create_all(connection, tables=missing)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from aidx.inference.store import metadata
+from aidx.inference.schema import metadata
 
 
 def run_migrations() -> None:

@@ -17,10 +17,8 @@ import asyncio
 import contextlib
 import io
 import logging
-import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +30,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from aidx.inference.errors import AidxError
+from aidx.inference.files import atomic_write
 from aidx.integrations.dicom.routing import SERIES_PIPELINES, Rule, route
 
 log = logging.getLogger(__name__)
@@ -41,20 +40,6 @@ OUT_OF_RESOURCES = 0xA700
 
 # (pipeline, an instance's bytes or a whole series' instances) -> report
 Analyze = Callable[[str, "bytes | list[bytes]"], Awaitable[Any]]
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class StoreScp:
@@ -98,7 +83,7 @@ class StoreScp:
         buffer = io.BytesIO()
         try:
             ds.save_as(buffer, enforce_file_format=True)
-            _atomic_write(self.incoming / study / f"{sop}.dcm", buffer.getvalue())
+            atomic_write(self.incoming / study / f"{sop}.dcm", buffer.getvalue())
         except OSError:
             log.exception("dicom intake: could not store an instance")
             return OUT_OF_RESOURCES

@@ -4,12 +4,11 @@
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Protocol
 
+from aidx.inference.files import atomic_write
 from aidx.integrations.outbox.store import Entry
 
 
@@ -52,15 +51,4 @@ class FolderSink:
         return self.root / entry.destination / f"{stem}{_EXTENSIONS.get(entry.media_type, '.bin')}"
 
     def deliver(self, entry: Entry) -> None:
-        path = self.path_for(entry)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(entry.payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path_for(entry), entry.payload)

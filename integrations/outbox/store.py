@@ -16,16 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
-    Column,
     Engine,
-    Float,
-    Index,
-    Integer,
-    LargeBinary,
     Select,
-    String,
-    Table,
-    Text,
     and_,
     func,
     insert,
@@ -35,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from aidx.inference.errors import AidxError, NotFound
-from aidx.inference.store import metadata
+from aidx.inference.schema import outbox
 
 _NAMESPACE = uuid.UUID("5d0f3e8e-7b7c-4c52-9d0e-3f1d2b6a9c44")
 MAX_ERROR_CHARS = 2000
@@ -45,29 +37,6 @@ class State(enum.StrEnum):
     pending = "pending"
     delivered = "delivered"
     failed = "failed"  # dead: out of attempts or refused for good; retry or drop by hand
-
-
-outbox = Table(
-    "outbox",
-    metadata,
-    Column("id", String(36), primary_key=True),
-    Column("destination", String(32), nullable=False),
-    Column("object_key", String(200), nullable=False),
-    Column("kind", String(32), nullable=False),  # dicom, fhir-bundle, hl7v2
-    Column("media_type", String(100), nullable=False),
-    Column("report_id", String(36)),
-    Column("payload", LargeBinary, nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("next_attempt_at", Float, nullable=False),
-    Column("lease_until", Float, nullable=False, default=0.0),
-    Column("last_error", Text),
-    Column("created_at", Float, nullable=False),
-    Column("updated_at", Float, nullable=False),
-    Column("delivered_at", Float),
-    Index("ix_outbox_due", "state", "next_attempt_at"),
-    Index("ix_outbox_destination", "destination", "state"),
-)
 
 
 class OutboxConflict(AidxError):

@@ -16,23 +16,14 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import (
-    JSON,
-    Boolean,
-    Column,
     Engine,
-    Float,
-    Index,
-    Integer,
-    String,
-    Table,
-    UniqueConstraint,
     func,
     select,
     update,
 )
 
 from aidx.inference.errors import AidxError, NotFound
-from aidx.inference.store import metadata
+from aidx.inference.schema import lab_alerts, lab_history
 
 
 class Conflict(AidxError):
@@ -41,42 +32,6 @@ class Conflict(AidxError):
 
 
 _ALERT_NAMESPACE = uuid.UUID("0b7f6d3e-2a7c-4c1e-9a55-3c0f1f5b8e21")
-
-lab_history = Table(
-    "lab_history",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("patient_id", String(128), nullable=False),
-    Column("analyte", String(64), nullable=False),
-    Column("specimen_id", String(128), nullable=False),
-    Column("value", Float, nullable=False),  # canonical unit
-    Column("collected_at_s", Float, nullable=False),  # POSIX seconds, UTC
-    Column("usable", Boolean, nullable=False),  # False: suspect specimen, no baseline
-    Column("received_at_s", Float, nullable=False),
-    UniqueConstraint("patient_id", "analyte", "specimen_id", name="uq_lab_history_result"),
-    Index("ix_lab_history_lookup", "patient_id", "analyte", "collected_at_s"),
-)
-
-lab_alerts = Table(
-    "lab_alerts",
-    metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("id", String(36), nullable=False, unique=True),
-    Column("patient_id", String(128), nullable=False),
-    Column("specimen_id", String(128), nullable=False),
-    Column("rule", String(64), nullable=False),
-    Column("analyte", String(64), nullable=True),
-    Column("severity", String(16), nullable=False),
-    Column("message", String(1000), nullable=False),
-    Column("evidence", JSON, nullable=False),
-    Column("source_id", String(128), nullable=True),
-    Column("created_at_s", Float, nullable=False),
-    Column("state", String(16), nullable=False, default="open"),
-    Column("acked_by", String(128), nullable=True),
-    Column("acked_at_s", Float, nullable=True),
-    Column("ack_reason", String(1000), nullable=True),
-    Index("ix_lab_alerts_state", "state", "seq"),
-)
 
 
 class Alert(BaseModel):

@@ -30,16 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    Boolean,
-    Column,
-    DateTime,
     Engine,
-    Float,
-    Integer,
-    String,
-    Table,
-    Text,
     or_,
     select,
     update,
@@ -47,8 +38,8 @@ from sqlalchemy import (
 
 from aidx.inference.errors import AidxError, NotFound
 from aidx.inference.reports import ReportStore
+from aidx.inference.schema import wsi_jobs
 from aidx.inference.serving import ModelService
-from aidx.inference.store import metadata
 from aidx.pipelines.wsi.analysis import AnalysisParams, analyze, build_report, tile_model
 from aidx.pipelines.wsi.slide import describe
 
@@ -66,29 +57,6 @@ class JobState(enum.StrEnum):
 
 ACTIVE = (JobState.queued, JobState.running)
 
-wsi_jobs = Table(
-    "wsi_jobs",
-    metadata,
-    Column("id", String(36), primary_key=True),
-    Column("state", String(16), nullable=False, index=True),
-    Column("slide_path", Text, nullable=False),  # never sent to clients nor logged
-    Column("uploaded", Boolean, nullable=False, default=False),
-    Column("mpp", Float, nullable=True),  # the request's MPP, if it gave one
-    Column("slide", JSON, nullable=True),  # SlideInfo.summary()
-    Column("params", JSON, nullable=False),
-    Column("submitted_by", String(200), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("started_at", DateTime(timezone=True), nullable=True),
-    Column("finished_at", DateTime(timezone=True), nullable=True),
-    Column("tiles_total", Integer, nullable=True),
-    Column("tiles_done", Integer, nullable=False, default=0),
-    Column("rate_tiles_s", Float, nullable=True),
-    Column("error_code", String(64), nullable=True),
-    Column("error_message", Text, nullable=True),
-    Column("report_id", String(36), nullable=True),
-    Column("owner", String(128), nullable=True),  # the replica running it (replica_id)
-    Column("heartbeat_at", DateTime(timezone=True), nullable=True),
-)
 INTERRUPTED = "the service stopped before the job finished; submit it again"
 
 

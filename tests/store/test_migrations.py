@@ -12,9 +12,6 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select
 
-import aidx.integrations.outbox.store
-import aidx.pipelines.labs.store
-import aidx.pipelines.wsi.jobs  # noqa: F401  (each declares its tables on metadata)
 from aidx.inference.migrations import SCRIPT_LOCATION
 from aidx.inference.store import BASELINE_TABLES, create_store, init_store, metadata
 from aidx.integrations.outbox.store import OutboxStore, OutgoingObject

@@ -1,0 +1,115 @@
+"""Every table of the service's store, declared once on one `metadata`.
+
+The engine owns the schema so that what `init_store` and the Alembic environment see
+never depends on which feature modules happened to be imported. The feature stores
+(the outbox, lab history and alerts, whole-slide jobs) import their table from here;
+the layers above may import the engine, never the other way round. A change here
+needs an Alembic revision in aidx.inference.migrations (tests/store checks that the
+two agree).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# integrations/outbox/store.py: objects waiting for (or done with) their destination.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("destination", String(32), nullable=False),
+    Column("object_key", String(200), nullable=False),
+    Column("kind", String(32), nullable=False),  # dicom, fhir-bundle, hl7v2
+    Column("media_type", String(100), nullable=False),
+    Column("report_id", String(36)),
+    Column("payload", LargeBinary, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("lease_until", Float, nullable=False, default=0.0),
+    Column("last_error", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("delivered_at", Float),
+    Index("ix_outbox_due", "state", "next_attempt_at"),
+    Index("ix_outbox_destination", "destination", "state"),
+)
+
+# pipelines/labs/store.py: one result per patient, analyte and specimen.
+lab_history = Table(
+    "lab_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("patient_id", String(128), nullable=False),
+    Column("analyte", String(64), nullable=False),
+    Column("specimen_id", String(128), nullable=False),
+    Column("value", Float, nullable=False),  # canonical unit
+    Column("collected_at_s", Float, nullable=False),  # POSIX seconds, UTC
+    Column("usable", Boolean, nullable=False),  # False: suspect specimen, no baseline
+    Column("received_at_s", Float, nullable=False),
+    UniqueConstraint("patient_id", "analyte", "specimen_id", name="uq_lab_history_result"),
+    Index("ix_lab_history_lookup", "patient_id", "analyte", "collected_at_s"),
+)
+
+# pipelines/labs/store.py: one alert per specimen, rule and analyte.
+lab_alerts = Table(
+    "lab_alerts",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("patient_id", String(128), nullable=False),
+    Column("specimen_id", String(128), nullable=False),
+    Column("rule", String(64), nullable=False),
+    Column("analyte", String(64), nullable=True),
+    Column("severity", String(16), nullable=False),
+    Column("message", String(1000), nullable=False),
+    Column("evidence", JSON, nullable=False),
+    Column("source_id", String(128), nullable=True),
+    Column("created_at_s", Float, nullable=False),
+    Column("state", String(16), nullable=False, default="open"),
+    Column("acked_by", String(128), nullable=True),
+    Column("acked_at_s", Float, nullable=True),
+    Column("ack_reason", String(1000), nullable=True),
+    Index("ix_lab_alerts_state", "state", "seq"),
+)
+
+# pipelines/wsi/jobs.py: whole-slide jobs, their progress, owner replica and heartbeat.
+wsi_jobs = Table(
+    "wsi_jobs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("state", String(16), nullable=False, index=True),
+    Column("slide_path", Text, nullable=False),  # never sent to clients nor logged
+    Column("uploaded", Boolean, nullable=False, default=False),
+    Column("mpp", Float, nullable=True),  # the request's MPP, if it gave one
+    Column("slide", JSON, nullable=True),  # SlideInfo.summary()
+    Column("params", JSON, nullable=False),
+    Column("submitted_by", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("tiles_total", Integer, nullable=True),
+    Column("tiles_done", Integer, nullable=False, default=0),
+    Column("rate_tiles_s", Float, nullable=True),
+    Column("error_code", String(64), nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("report_id", String(36), nullable=True),
+    Column("owner", String(128), nullable=True),  # the replica running it (replica_id)
+    Column("heartbeat_at", DateTime(timezone=True), nullable=True),
+)

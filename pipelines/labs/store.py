@@ -31,12 +31,12 @@ from sqlalchemy import (
     update,
 )
 
-from aidx.inference.errors import AidxError, NotFound
+from aidx.inference.errors import AidxError, ErrorKind, NotFound
 from aidx.inference.store import metadata
 
 
 class Conflict(AidxError):
-    status = 409
+    kind = ErrorKind.conflict
     code = "conflict"
 
 

@@ -1,13 +1,50 @@
-"""One error root. Each subclass carries an HTTP status and a stable machine code;
-one handler turns them into JSON. Clients never see a traceback."""
+"""One error root. Each subclass carries the kind of failure and a stable machine
+code; the service decides the HTTP status of each kind in one table
+(service/handlers.py) and turns every error into JSON. Clients never see a traceback."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 
+class ErrorKind(StrEnum):
+    """What went wrong, in the engine's words; a transport maps it to its own status."""
+
+    bad_request = "bad_request"  # damaged or malformed input
+    unauthorized = "unauthorized"
+    forbidden = "forbidden"
+    not_found = "not_found"
+    conflict = "conflict"  # the object is not in a state that allows the action
+    payload_too_large = "payload_too_large"
+    unsupported_media_type = "unsupported_media_type"
+    unprocessable = "unprocessable"  # well-formed input the pipeline is not made for
+    queue_full = "queue_full"  # busy: the same request may succeed later
+    internal = "internal"
+    upstream_error = "upstream_error"  # a peer (Triton, the PACS) answered with an error
+    unavailable = "unavailable"  # a model or a peer cannot serve now
+    deadline_exceeded = "deadline_exceeded"
+
+    @property
+    def refuses_input(self) -> bool:
+        """The input itself was refused: sending it again cannot help, unlike a busy,
+        broken or unreachable service (a report skips or quarantines such input)."""
+        return self not in _SERVICE_SIDE
+
+
+_SERVICE_SIDE = frozenset(
+    {
+        ErrorKind.queue_full,
+        ErrorKind.internal,
+        ErrorKind.upstream_error,
+        ErrorKind.unavailable,
+        ErrorKind.deadline_exceeded,
+    }
+)
+
+
 class AidxError(Exception):
-    status: int = 500
+    kind: ErrorKind = ErrorKind.internal
     code: str = "internal_error"
 
     def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
@@ -18,46 +55,50 @@ class AidxError(Exception):
         self.details = details
         self.headers: dict[str, str] = {}
 
+    @property
+    def refuses_input(self) -> bool:
+        return self.kind.refuses_input
+
 
 class BadRequest(AidxError):
-    status = 400
+    kind = ErrorKind.bad_request
     code = "bad_request"
 
 
 class Unauthorized(AidxError):
-    status = 401
+    kind = ErrorKind.unauthorized
     code = "unauthorized"
 
 
 class Forbidden(AidxError):
-    status = 403
+    kind = ErrorKind.forbidden
     code = "forbidden"
 
 
 class NotFound(AidxError):
-    status = 404
+    kind = ErrorKind.not_found
     code = "not_found"
 
 
 class PayloadTooLarge(AidxError):
-    status = 413
+    kind = ErrorKind.payload_too_large
     code = "payload_too_large"
 
 
 class UnsupportedMediaType(AidxError):
-    status = 415
+    kind = ErrorKind.unsupported_media_type
     code = "unsupported_media_type"
 
 
 class Unprocessable(AidxError):
     """Well-formed input the pipeline is not made for (wrong modality, body part...)."""
 
-    status = 422
+    kind = ErrorKind.unprocessable
     code = "unprocessable"
 
 
 class QueueFull(AidxError):
-    status = 429
+    kind = ErrorKind.queue_full
     code = "queue_full"
 
     def __init__(self, message: str, *, retry_after_s: int, **details: Any) -> None:
@@ -66,10 +107,10 @@ class QueueFull(AidxError):
 
 
 class ModelUnavailable(AidxError):
-    status = 503
+    kind = ErrorKind.unavailable
     code = "model_unavailable"
 
 
 class DeadlineExceeded(AidxError):
-    status = 504
+    kind = ErrorKind.deadline_exceeded
     code = "deadline_exceeded"

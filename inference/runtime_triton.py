@@ -49,7 +49,7 @@ from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 from tritonclient.utils import shared_memory as shm
 
 from aidx.inference.dtypes import config_to_kserve, kserve_of
-from aidx.inference.errors import AidxError, ModelUnavailable
+from aidx.inference.errors import AidxError, ErrorKind, ModelUnavailable
 from aidx.inference.repository import ModelEntry, model_config_pb2
 from aidx.inference.settings import Settings, TritonProtocol
 from aidx.inference.triton_shm import (
@@ -86,7 +86,7 @@ class TritonModelMismatch(ModelUnavailable):
 class TritonError(AidxError):
     """The server refused a request for another reason (a bad gateway for aidx)."""
 
-    status = 502
+    kind = ErrorKind.upstream_error
     code = "triton_error"
 
 

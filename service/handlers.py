@@ -1,5 +1,6 @@
 """Every error becomes JSON with a stable `code` and a human `message`; the KServe
-routes also carry Triton's `error` field, which tritonclient reads."""
+routes also carry Triton's `error` field, which tritonclient reads. The HTTP status
+of each kind of engine error is decided here, in `HTTP_STATUS`, and nowhere else."""
 
 from __future__ import annotations
 
@@ -10,11 +11,31 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from aidx.inference.errors import AidxError
+from aidx.inference.errors import AidxError, ErrorKind
 
 log = logging.getLogger(__name__)
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+HTTP_STATUS: dict[ErrorKind, int] = {
+    ErrorKind.bad_request: 400,
+    ErrorKind.unauthorized: 401,
+    ErrorKind.forbidden: 403,
+    ErrorKind.not_found: 404,
+    ErrorKind.conflict: 409,
+    ErrorKind.payload_too_large: 413,
+    ErrorKind.unsupported_media_type: 415,
+    ErrorKind.unprocessable: 422,
+    ErrorKind.queue_full: 429,
+    ErrorKind.internal: 500,
+    ErrorKind.upstream_error: 502,
+    ErrorKind.unavailable: 503,
+    ErrorKind.deadline_exceeded: 504,
+}
+
+
+def http_status(exc: AidxError) -> int:
+    return HTTP_STATUS[exc.kind]
 
 
 def error_response(
@@ -29,9 +50,10 @@ def error_response(
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AidxError)
     async def on_aidx_error(request: Request, exc: AidxError) -> JSONResponse:
-        if exc.status >= 500:
-            log.warning("%s %s -> %s %s", request.method, request.url.path, exc.status, exc.code)
-        return error_response(request, exc.status, exc.code, exc.message, exc.headers)
+        status = http_status(exc)
+        if status >= 500:
+            log.warning("%s %s -> %s %s", request.method, request.url.path, status, exc.code)
+        return error_response(request, status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:

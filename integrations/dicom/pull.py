@@ -27,7 +27,7 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.errors import InvalidDicomError
 
-from aidx.inference.errors import AidxError, BadRequest, NotFound, Unprocessable
+from aidx.inference.errors import AidxError, BadRequest, ErrorKind, NotFound, Unprocessable
 from aidx.inference.reports import Report
 from aidx.integrations.dicom.routing import SERIES_PIPELINES, Rule, route
 
@@ -43,19 +43,19 @@ SERIES_NUMBER = "00200011"
 
 
 class PacsUnreachable(AidxError):
-    status = 503
+    kind = ErrorKind.unavailable
     code = "pacs_unreachable"
 
 
 class PacsError(AidxError):
-    status = 502
+    kind = ErrorKind.upstream_error
     code = "pacs_error"
 
 
 class PullUnavailable(AidxError):
     """The service cannot pull at all (no PACS configured, unusable routing rules)."""
 
-    status = 503
+    kind = ErrorKind.unavailable
     code = "pull_unavailable"
 
 
@@ -251,7 +251,7 @@ class DicomwebPuller:
         try:
             report = await self.pipelines[rule.pipeline].analyze(data)
         except AidxError as exc:
-            if exc.status >= 500 or exc.status == 429:  # the service, not the input
+            if not exc.refuses_input:  # the service failed, not the input: the caller retries
                 raise
             outcome.skipped_instances.extend(
                 {"sop_instance_uid": sop, "reason": f"{rule.pipeline}: {exc.code}"} for sop in sops

@@ -25,10 +25,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import pydicom
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from aidx.inference.dicom_input import read_dicom
 from aidx.inference.errors import AidxError
 from aidx.inference.files import atomic_write
 from aidx.integrations.dicom.routing import SERIES_PIPELINES, Rule, route
@@ -141,7 +141,11 @@ class StoreScp:
         series: dict[tuple[str, str], list[Path]] = {}
         for path in sorted(folder.glob("*.dcm")) if folder.is_dir() else []:
             data = await asyncio.to_thread(path.read_bytes)
-            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            try:
+                ds = read_dicom(data, stop_before_pixels=True)
+            except AidxError as exc:  # damaged on disk: the shared code says how
+                await asyncio.to_thread(self._quarantine, path, exc.code)
+                continue
             rule = route(self.rules, ds)
             if rule is None:
                 await asyncio.to_thread(self._quarantine, path, "no routing rule matches")
@@ -159,10 +163,13 @@ class StoreScp:
 
     async def _analyze(self, pipeline: str, paths: list[Path], data: bytes | list[bytes]) -> None:
         """Run one instance (or one whole series) through its pipeline; what the
-        pipeline refuses is quarantined with the reason, the rest leaves incoming/."""
+        pipeline refuses is quarantined with the reason, the rest leaves incoming/. A
+        failure of the service (busy, model down) is raised: the study is retried."""
         try:
             await self.analyze(pipeline, data)
-        except AidxError as exc:  # the pipeline refused it: a clear, final reason
+        except AidxError as exc:
+            if not exc.refuses_input:
+                raise
             for path in paths:
                 await asyncio.to_thread(self._quarantine, path, f"{pipeline}: {exc.code}")
             return

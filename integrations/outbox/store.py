@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from aidx.inference.errors import AidxError, NotFound
+from aidx.inference.errors import AidxError, ErrorKind, NotFound
 from aidx.inference.schema import outbox
 
 _NAMESPACE = uuid.UUID("5d0f3e8e-7b7c-4c52-9d0e-3f1d2b6a9c44")
@@ -40,7 +40,7 @@ class State(enum.StrEnum):
 
 
 class OutboxConflict(AidxError):
-    status = 409
+    kind = ErrorKind.conflict
     code = "outbox_entry_not_failed"
 
 

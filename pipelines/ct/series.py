@@ -1,5 +1,6 @@
 """Chest CT series assembly: DICOM instances (single- or multi-frame) in, one
-geometry-checked volume in Hounsfield units out.
+geometry-checked volume in Hounsfield units out. Damaged files get the codes every
+DICOM route shares (aidx.inference.dicom_input), naming the file's place in the upload.
 
 Slices are ordered by their position along the slice normal (ImagePositionPatient
 projected on ImageOrientationPatient's normal), never by InstanceNumber. Whatever
@@ -8,16 +9,14 @@ cannot make one regular axial volume is refused with a 422 and a code that says 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
+from aidx.inference.dicom_input import decode_pixels, read_dicom, require_image, require_modality
 from aidx.inference.errors import BadRequest, Unprocessable
 from aidx.inference.reports import SourceRef
 
@@ -45,6 +44,7 @@ class Frame:
     slope: float
     intercept: float
     image_type: tuple[str, ...]
+    instance: int | None = None  # the instance's 1-based position in the upload
 
     @property
     def sop_instance_uid(self) -> str:
@@ -55,7 +55,7 @@ class Frame:
         return str(self.dataset.get("SeriesInstanceUID", ""))
 
     def pixels(self) -> np.ndarray:
-        array = self.dataset.pixel_array
+        array = decode_pixels(self.dataset, instance=self.instance)
         return array if self.frame_index is None else array[self.frame_index]
 
 
@@ -84,15 +84,6 @@ class CtVolume:
 
 def _refuse(code: str, message: str, **details: Any) -> Unprocessable:
     return Unprocessable(message, code=code, **details)
-
-
-def read_dataset(data: bytes) -> Dataset:
-    try:
-        return pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError) as exc:
-        raise BadRequest(
-            f"an instance is not readable DICOM: {type(exc).__name__}", code="invalid_dicom"
-        ) from None
 
 
 def _floats(value: Any, n: int, what: str) -> np.ndarray:
@@ -128,7 +119,9 @@ def _frame_geometry(groups: list[Dataset]) -> dict[str, Any]:
     return found
 
 
-def _make_frame(ds: Dataset, index: int | None, attrs: dict[str, Any]) -> Frame:
+def _make_frame(
+    ds: Dataset, index: int | None, attrs: dict[str, Any], instance: int | None
+) -> Frame:
     iop = _floats(attrs.get("ImageOrientationPatient"), 6, "ImageOrientationPatient")
     ipp = _floats(attrs.get("ImagePositionPatient"), 3, "ImagePositionPatient")
     spacing = _floats(attrs.get("PixelSpacing"), 2, "PixelSpacing")
@@ -148,17 +141,16 @@ def _make_frame(ds: Dataset, index: int | None, attrs: dict[str, Any]) -> Frame:
         slope=1.0 if slope is None else float(slope),
         intercept=0.0 if intercept is None else float(intercept),
         image_type=tuple(str(t).strip().upper() for t in kinds),
+        instance=instance,
     )
 
 
-def frames_of(ds: Dataset) -> list[Frame]:
-    """The image planes of one instance, checked to be CT with pixels."""
-    modality = str(ds.get("Modality", "")).upper()
-    if modality != "CT":
-        raise _refuse(
-            "unsupported_modality", f"modality {modality or 'none'!r} is not CT", modality=modality
-        )
-    if "PixelData" not in ds or "Rows" not in ds or "Columns" not in ds:
+def frames_of(ds: Dataset, instance: int | None = None) -> list[Frame]:
+    """The image planes of one instance (`instance`: its position in the upload),
+    checked to be CT with pixels."""
+    require_image(ds, instance=instance)
+    require_modality(ds, {"CT"}, "CT", instance=instance)
+    if "Rows" not in ds or "Columns" not in ds:
         raise _refuse("no_pixel_data", "an instance has no pixel data")
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     if "PerFrameFunctionalGroupsSequence" in ds:  # enhanced (multi-frame) CT
@@ -170,7 +162,7 @@ def frames_of(ds: Dataset) -> list[Frame]:
         for index, group in enumerate(per_frame):
             attrs = _frame_geometry([group, *shared])
             attrs.setdefault("ImageType", ds.get("ImageType"))
-            frames.append(_make_frame(ds, index if n_frames > 1 else None, attrs))
+            frames.append(_make_frame(ds, index if n_frames > 1 else None, attrs, instance))
         return frames
     if n_frames != 1:
         raise _refuse("missing_geometry", "a multi-frame instance without functional groups")
@@ -178,7 +170,7 @@ def frames_of(ds: Dataset) -> list[Frame]:
         "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing",
         "RescaleSlope", "RescaleIntercept", "ImageType",
     )}  # fmt: skip
-    return [_make_frame(ds, None, attrs)]
+    return [_make_frame(ds, None, attrs, instance)]
 
 
 def _check_uniform(frames: list[Frame]) -> None:
@@ -244,7 +236,7 @@ def _source(ds: Dataset, frame: Frame) -> SourceRef:
 
 
 def assemble(datasets: Iterable[Dataset], *, min_slices: int = MIN_SLICES) -> CtVolume:
-    frames = [frame for ds in datasets for frame in frames_of(ds)]
+    frames = [frame for n, ds in enumerate(datasets, 1) for frame in frames_of(ds, n)]
     if not frames:
         raise BadRequest("the upload holds no DICOM instances", code="empty_series")
     series = {f.series_uid for f in frames}
@@ -276,14 +268,7 @@ def assemble(datasets: Iterable[Dataset], *, min_slices: int = MIN_SLICES) -> Ct
     affine[:3, 3] = first.position_mm
     hu = np.empty((len(frames), first.rows, first.columns), dtype=np.float32)
     for k, frame in enumerate(frames):
-        try:
-            pixels = frame.pixels()
-        except Exception as exc:  # a codec failure is the client's data, not our crash
-            raise BadRequest(
-                f"pixel data of slice {k} cannot be decoded: {type(exc).__name__}",
-                code="undecodable_pixel_data",
-            ) from None
-        np.multiply(pixels, frame.slope, out=hu[k], casting="unsafe")
+        np.multiply(frame.pixels(), frame.slope, out=hu[k], casting="unsafe")
         hu[k] += frame.intercept
     return CtVolume(
         hu=hu,
@@ -296,4 +281,7 @@ def assemble(datasets: Iterable[Dataset], *, min_slices: int = MIN_SLICES) -> Ct
 
 
 def assemble_bytes(blobs: Iterable[bytes], *, min_slices: int = MIN_SLICES) -> CtVolume:
-    return assemble((read_dataset(b) for b in blobs), min_slices=min_slices)
+    """Assemble uploaded files; a damaged one is refused with the shared DICOM code
+    (aidx.inference.dicom_input) and its position in the upload."""
+    datasets = (read_dicom(blob, instance=n) for n, blob in enumerate(blobs, 1))
+    return assemble(datasets, min_slices=min_slices)

@@ -1,37 +1,32 @@
 """DICOM bytes -> a checked, display-ready radiograph in [0, 1] (bright = dense).
 
 The display chain is the standard one: stored values -> modality LUT -> VOI LUT or
-window -> MONOCHROME1 inversion. Anything that is not a chest radiograph is refused
-here, with a specific code, before it reaches a model.
+window -> MONOCHROME1 inversion. Damaged DICOM gets the codes every DICOM route
+shares (aidx.inference.dicom_input); anything that is not a chest radiograph is
+refused here, with a specific code, before it reaches a model.
 """
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
-from pydicom.uid import (
-    ComputedRadiographyImageStorage,
-    DigitalXRayImageStorageForPresentation,
-    DigitalXRayImageStorageForProcessing,
-)
 
-from aidx.inference.errors import BadRequest, Unprocessable
+from aidx.inference.dicom_input import (
+    DicomCode,
+    decode_pixels,
+    dicom_error,
+    read_image,
+    require_modality,
+)
+from aidx.inference.errors import Unprocessable
 from aidx.inference.reports import SourceRef
 
 RADIOGRAPH_MODALITIES = {"CR", "DX"}
 CHEST_BODY_PARTS = {"CHEST", "THORAX", "LUNG", "PORTABLE CHEST"}
 MIN_SIDE_PX = 256
-IMAGE_SOP_CLASSES = {
-    ComputedRadiographyImageStorage,
-    DigitalXRayImageStorageForPresentation,
-    DigitalXRayImageStorageForProcessing,
-}
 
 
 @dataclass(frozen=True)
@@ -41,41 +36,9 @@ class Radiograph:
     warnings: list[str] = field(default_factory=list)
 
 
-def read_dataset(data: bytes) -> pydicom.Dataset:
-    """Parse a DICOM Part 10 file; anything unreadable is the client's 400."""
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ds = pydicom.dcmread(io.BytesIO(data))
-    except InvalidDicomError:
-        raise BadRequest(
-            "the body is not a DICOM Part 10 file (no DICM preamble)", code="not_dicom"
-        ) from None
-    except Exception as exc:  # pydicom raises many types on a damaged stream
-        raise BadRequest(
-            f"the DICOM file could not be parsed ({type(exc).__name__}); it may be truncated",
-            code="malformed_dicom",
-        ) from None
-    if any("End of file" in str(w.message) for w in caught):
-        raise BadRequest("the DICOM file ends early (truncated)", code="truncated_dicom")
-    return ds
-
-
 def check_radiograph(ds: pydicom.Dataset) -> list[str]:
-    """Refuse what the chest X-ray pipeline is not for; return soft warnings."""
-    modality = str(ds.get("Modality", "")).upper()
-    if modality not in RADIOGRAPH_MODALITIES:
-        raise Unprocessable(
-            f"modality {modality or 'missing'!r} is not a radiograph (CR or DX)",
-            code="unsupported_modality",
-        )
-    if "PixelData" not in ds:
-        if str(ds.get("SOPClassUID", "")) in IMAGE_SOP_CLASSES:
-            raise BadRequest(
-                "an image object without pixel data: the file is truncated",
-                code="truncated_dicom",
-            )
-        raise Unprocessable("the DICOM object holds no image", code="no_pixel_data")
+    """Refuse an image the chest X-ray pipeline is not for; return soft warnings."""
+    require_modality(ds, RADIOGRAPH_MODALITIES, "a radiograph (CR or DX)")
     notes = []
     body_part = str(ds.get("BodyPartExamined", "")).upper()
     if body_part and body_part not in CHEST_BODY_PARTS:
@@ -101,17 +64,6 @@ def check_radiograph(ds: pydicom.Dataset) -> list[str]:
             code="image_too_small",
         )
     return notes
-
-
-def decode_pixels(ds: pydicom.Dataset) -> np.ndarray:
-    try:
-        return np.asarray(ds.pixel_array)
-    except Exception as exc:
-        raise BadRequest(
-            f"the pixel data could not be decoded ({type(exc).__name__}); "
-            "the file may be truncated or use an unsupported transfer syntax",
-            code="undecodable_pixel_data",
-        ) from None
 
 
 def _voi_range(ds: pydicom.Dataset, modality_values: np.ndarray) -> tuple[float, float]:
@@ -157,9 +109,9 @@ def source_of(ds: pydicom.Dataset) -> SourceRef:
 
 
 def decode_radiograph(data: bytes) -> Radiograph:
-    ds = read_dataset(data)
+    ds = read_image(data)
     notes = check_radiograph(ds)
     stored = decode_pixels(ds)
     if stored.shape != (int(ds.Rows), int(ds.Columns)):
-        raise BadRequest("decoded pixels do not match Rows x Columns", code="malformed_dicom")
+        raise dicom_error(DicomCode.malformed, "decoded pixels do not match Rows x Columns")
     return Radiograph(to_display(ds, stored), source_of(ds), notes)

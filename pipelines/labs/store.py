@@ -22,12 +22,12 @@ from sqlalchemy import (
     update,
 )
 
-from aidx.inference.errors import AidxError, NotFound
+from aidx.inference.errors import AidxError, ErrorKind, NotFound
 from aidx.inference.schema import lab_alerts, lab_history
 
 
 class Conflict(AidxError):
-    status = 409
+    kind = ErrorKind.conflict
     code = "conflict"
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import openslide
 from PIL import Image
 
-from aidx.inference.errors import AidxError, NotFound, Unprocessable
+from aidx.inference.errors import AidxError, ErrorKind, NotFound, Unprocessable
 
 MPP_RANGE = (0.05, 20.0)  # plausible microns per pixel at level 0
 CACHE_BYTES = 16 * 1024 * 1024
@@ -29,7 +29,7 @@ _UNIT_MICRONS = {"centimeter": 1e4, "inch": 25_400.0}
 class SlideReadError(AidxError):
     """A slide that opened but whose pixels could not be read (e.g. a damaged tile)."""
 
-    status = 422
+    kind = ErrorKind.unprocessable
     code = "slide_read_error"
 
 

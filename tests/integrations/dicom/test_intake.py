@@ -4,6 +4,7 @@ the SR + overlay appear in Orthanc in the same study."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 
+from aidx.inference.errors import AidxError, QueueFull, Unprocessable
 from aidx.integrations.dicom.routing import load_rules, route
+from aidx.integrations.dicom.scp import StoreScp
 from aidx.service.app import create_app
 
 from ...conftest import dicom_bytes, free_port, make_settings
@@ -43,6 +46,31 @@ def test_routing_rules_are_data(tmp_path: Path) -> None:
     assert route(rules, cr).pipeline == "cxr"  # type: ignore[union-attr]
     assert route(load_rules(None), cr).pipeline == "cxr"  # type: ignore[union-attr]
 
+
+def test_damaged_files_are_quarantined_with_their_code_and_service_failures_retried(
+    tmp_path: Path,
+) -> None:
+    refusal: list[AidxError] = [QueueFull("busy", retry_after_s=1)]
+
+    async def analyze(pipeline: str, data: bytes | list[bytes]) -> None:
+        raise refusal[0]
+
+    scp = StoreScp(tmp_path, ae_title="AIDX", port=0, stable_s=1.0,
+                   rules=load_rules(None), analyze=analyze)  # fmt: skip
+    study = tmp_path / "incoming" / "1.2.3"
+    study.mkdir(parents=True)
+    (study / "1.2.3.1.dcm").write_bytes(dicom_bytes("RG1_UNCR.dcm")[:200])  # cut short
+    (study / "1.2.3.2.dcm").write_bytes(dicom_bytes("RG1_UNCR.dcm"))
+    with pytest.raises(QueueFull):  # the service is busy: the study is tried again later
+        asyncio.run(scp.process_study("1.2.3"))
+    assert (study / "1.2.3.2.dcm").exists()
+    refusal[0] = Unprocessable("too small", code="image_too_small")
+    asyncio.run(scp.process_study("1.2.3"))
+    reasons = {p.name: p.read_text().strip() for p in (tmp_path / "quarantine").rglob("*.txt")}
+    assert reasons == {
+        "1.2.3.1.reason.txt": "truncated_dicom",
+        "1.2.3.2.reason.txt": "cxr: image_too_small",
+    }
 
 def _bad_instance() -> Dataset:
     ds = Dataset()

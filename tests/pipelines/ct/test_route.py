@@ -178,4 +178,4 @@ def test_upload_errors(client: TestClient, blobs: list[bytes], tmp_path: Path) -
     )
     assert bad_zip.status_code == 400 and bad_zip.json()["code"] == "invalid_zip"
     garbage = post_ct(client, [b"not dicom" * 20] * 10)
-    assert garbage.status_code == 400 and garbage.json()["code"] == "invalid_dicom"
+    assert garbage.status_code == 400 and garbage.json()["code"] == "not_dicom"

@@ -12,9 +12,11 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
+from aidx.inference.dicom_input import read_dicom
 from aidx.inference.errors import BadRequest, Unprocessable
 from aidx.pipelines.ct import synthetic
-from aidx.pipelines.ct.series import assemble, assemble_bytes, read_dataset
+from aidx.pipelines.ct.series import assemble, assemble_bytes
+from aidx.service.handlers import http_status
 
 
 def pydicom_file(name: str) -> Path:
@@ -36,7 +38,7 @@ def refused(blobs: list[bytes], code: str) -> Unprocessable:
     with pytest.raises(Unprocessable) as info:
         assemble_bytes(blobs)
     assert info.value.code == code, info.value.message
-    assert info.value.status == 422
+    assert http_status(info.value) == 422
     return info.value
 
 
@@ -156,8 +158,19 @@ def test_gantry_tilt_is_refused(small_blobs: list[bytes]) -> None:
 def test_not_ct_and_not_dicom(small_blobs: list[bytes]) -> None:
     refused([edited(b, Modality="MR") for b in small_blobs], "unsupported_modality")
     with pytest.raises(BadRequest) as info:
-        read_dataset(b"this is not DICOM at all" * 10)
-    assert info.value.code == "invalid_dicom"
+        read_dicom(b"this is not DICOM at all" * 10)
+    assert info.value.code == "not_dicom"
+
+
+def test_a_damaged_instance_in_a_ct_series_is_named(small_blobs: list[bytes]) -> None:
+    damaged = [*small_blobs[:3], small_blobs[3][: len(small_blobs[3]) // 2], *small_blobs[4:]]
+    with pytest.raises(BadRequest) as caught:
+        assemble_bytes(damaged)
+    assert caught.value.code == "truncated_dicom"
+    assert caught.value.details["instance"] == 4 and "instance 4" in caught.value.message
+    with pytest.raises(BadRequest) as garbage:
+        assemble_bytes([*small_blobs[:5], b"not DICOM" * 50, *small_blobs[5:]])
+    assert garbage.value.code == "not_dicom" and garbage.value.details["instance"] == 6
 
 
 def test_missing_geometry(small_blobs: list[bytes]) -> None:

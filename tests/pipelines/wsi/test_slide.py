@@ -8,6 +8,7 @@ import pytest
 
 from aidx.inference.errors import NotFound, Unprocessable
 from aidx.pipelines.wsi.slide import SlideReader, describe, rgba_to_rgb
+from aidx.service.handlers import http_status
 
 from .conftest import Slides
 
@@ -51,7 +52,7 @@ def test_implausible_mpp_is_refused(slides: Slides) -> None:
 def test_files_openslide_cannot_open_are_unprocessable(slides: Slides, name: str) -> None:
     with pytest.raises(Unprocessable) as caught:
         describe(getattr(slides, name))
-    assert caught.value.status == 422
+    assert http_status(caught.value) == 422
     assert caught.value.code == "unsupported_slide_format"
 
 

@@ -1,0 +1,164 @@
+"""DICOM bytes a client sent -> a dataset, or an error with one of the shared codes.
+
+Every route that takes DICOM (POST /v1/cxr, POST /v1/ct, the C-STORE intake, DICOMweb
+pull through the pipelines) reads it here, so the same damaged file gets the same code
+whichever way it came in:
+
+  not_dicom               not a DICOM Part 10 file (no DICM preamble)
+  truncated_dicom         the file ends early: a value shorter than its declared length,
+                          a missing delimiter, no data set, an image object without pixels
+  malformed_dicom         the stream cannot be parsed
+  undecodable_pixel_data  the pixels cannot be decoded (codec, transfer syntax)
+  no_pixel_data           a well-formed object that holds no image (an SR, a KO...)
+  unsupported_modality    an image of a modality the route is not for
+
+The first four are damaged input (BadRequest); the last two well-formed input the route
+is not made for (Unprocessable). Inside a series upload, `instance` (the 1-based
+position of the file in the upload) says which file it was.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Collection
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from aidx.inference.errors import AidxError, BadRequest, Unprocessable
+
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+class DicomCode(StrEnum):
+    not_dicom = "not_dicom"
+    truncated = "truncated_dicom"
+    malformed = "malformed_dicom"
+    undecodable_pixel_data = "undecodable_pixel_data"
+    no_pixel_data = "no_pixel_data"
+    unsupported_modality = "unsupported_modality"
+
+
+_ERROR_CLASS: dict[DicomCode, type[AidxError]] = {
+    DicomCode.not_dicom: BadRequest,
+    DicomCode.truncated: BadRequest,
+    DicomCode.malformed: BadRequest,
+    DicomCode.undecodable_pixel_data: BadRequest,
+    DicomCode.no_pixel_data: Unprocessable,
+    DicomCode.unsupported_modality: Unprocessable,
+}
+
+
+def dicom_error(
+    code: DicomCode, message: str, *, instance: int | None = None, **details: Any
+) -> AidxError:
+    """The error for `code`; with `instance`, the message and details name the file."""
+    if instance is not None:
+        message = f"instance {instance}: {message}"
+        details["instance"] = instance
+    return _ERROR_CLASS[code](message, code=code.value, **details)
+
+
+def _ends_early(ds: Dataset) -> bool:
+    """pydicom reads a cut file without complaint: a value comes back shorter than the
+    length its header declares, or the data set is empty."""
+    if len(ds) == 0:
+        return True
+    for group in (getattr(ds, "file_meta", None) or Dataset(), ds):
+        for elem in group.elements():
+            if (
+                isinstance(elem, RawDataElement)
+                and elem.length != _UNDEFINED_LENGTH
+                and len(elem.value or b"") < elem.length
+            ):
+                return True
+    return False
+
+
+def read_dicom(
+    data: bytes, *, instance: int | None = None, stop_before_pixels: bool = False
+) -> Dataset:
+    """Parse a DICOM Part 10 file, or raise not_dicom / truncated_dicom / malformed_dicom."""
+    stream = io.BytesIO(data)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(stream, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        raise dicom_error(
+            DicomCode.not_dicom,
+            "the file is not a DICOM Part 10 file (no DICM preamble)",
+            instance=instance,
+        ) from None
+    except Exception as exc:  # pydicom raises many types on a damaged stream
+        if stream.tell() >= len(data):  # it failed for want of bytes
+            raise dicom_error(
+                DicomCode.truncated, "the DICOM file ends early (truncated)", instance=instance
+            ) from None
+        raise dicom_error(
+            DicomCode.malformed,
+            f"the DICOM file could not be parsed ({type(exc).__name__})",
+            instance=instance,
+        ) from None
+    if any("End of file" in str(w.message) for w in caught) or _ends_early(ds):
+        raise dicom_error(
+            DicomCode.truncated, "the DICOM file ends early (truncated)", instance=instance
+        )
+    return ds
+
+
+def require_image(ds: Dataset, *, instance: int | None = None) -> None:
+    """Refuse an object without pixels: an image storage object without them was cut
+    short; any other object (an SR, a key object note) holds no image."""
+    if "PixelData" in ds:
+        return
+    sop_class = ds.get("SOPClassUID")
+    if isinstance(sop_class, UID) and "Image Storage" in sop_class.name:
+        raise dicom_error(
+            DicomCode.truncated,
+            "an image object without pixel data: the file is truncated",
+            instance=instance,
+        )
+    raise dicom_error(DicomCode.no_pixel_data, "the DICOM object holds no image", instance=instance)
+
+
+def read_image(data: bytes, *, instance: int | None = None) -> Dataset:
+    """A parsed DICOM object that holds pixel data, or the shared code for its damage."""
+    ds = read_dicom(data, instance=instance)
+    require_image(ds, instance=instance)
+    return ds
+
+
+def require_modality(
+    ds: Dataset, allowed: Collection[str], what: str, *, instance: int | None = None
+) -> str:
+    """The object's modality (upper case) if it is one of `allowed`; `what` names them."""
+    modality = str(ds.get("Modality", "")).upper()
+    if modality not in allowed:
+        raise dicom_error(
+            DicomCode.unsupported_modality,
+            f"modality {modality or 'missing'!r} is not {what}",
+            instance=instance,
+            modality=modality,
+        )
+    return modality
+
+
+def decode_pixels(ds: Dataset, *, instance: int | None = None) -> np.ndarray:
+    """All frames' stored values; a codec failure is the client's data, not a crash."""
+    try:
+        return np.asarray(ds.pixel_array)
+    except Exception as exc:
+        raise dicom_error(
+            DicomCode.undecodable_pixel_data,
+            f"the pixel data could not be decoded ({type(exc).__name__}); "
+            "the transfer syntax may not be supported",
+            instance=instance,
+        ) from None

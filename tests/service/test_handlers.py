@@ -40,6 +40,7 @@ STATUS_BEFORE = {
     "aidx.pipelines.labs.fhir.FhirError": 422,
     "aidx.pipelines.labs.store.Conflict": 409,
     "aidx.pipelines.wsi.slide.SlideReadError": 422,
+    "aidx.inference.model_card.CardError": 500,  # new: raised at load, keeps a model out
 }
 
 

@@ -1,12 +1,12 @@
 """Lab screening as the service runs it: the screener, its store and live feed, and
-the HL7 v2 MLLP listener that feeds it (on loopback, when a port is configured)."""
+the HL7 v2 MLLP listener that feeds it (when the labs section has a port; on
+loopback unless AIDX_LABS_MLLP_HOST says otherwise)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 from sqlalchemy import Engine
 
@@ -14,6 +14,7 @@ from aidx.adapters.analysis import Actor, AnalysisStep, Audited
 from aidx.adapters.labs_hl7 import parse_oru
 from aidx.inference.audit import AuditLog
 from aidx.inference.serving import ModelService
+from aidx.inference.settings_sections import LabsSettings
 from aidx.integrations.hl7.message import Hl7Error, build_ack, error_code_for
 from aidx.integrations.hl7.mllp import MllpServer
 from aidx.pipelines.labs.catalogue import load_catalogue
@@ -24,7 +25,6 @@ from aidx.pipelines.labs.store import LabStore
 from aidx.pipelines.labs.types import SpecimenIn, SpecimenOutcome
 
 log = logging.getLogger(__name__)
-MLLP_HOST = "127.0.0.1"
 
 
 class LabsService:
@@ -33,11 +33,9 @@ class LabsService:
         models: ModelService,
         engine: Engine,
         audit: AuditLog,
-        *,
-        catalogue: Path | None = None,
-        mllp_port: int | None = None,
+        labs: LabsSettings,
     ) -> None:
-        self.catalogue = load_catalogue(catalogue)
+        self.catalogue = load_catalogue(labs.catalogue)
         self.store = LabStore(engine)
         self.hub = AlertHub()
         self.screener = LabScreener(self.catalogue, self.store, models, self.hub)
@@ -48,8 +46,15 @@ class LabsService:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self.mllp = (
-            MllpServer(self.handle_hl7, host=MLLP_HOST, port=mllp_port)
-            if mllp_port is not None
+            MllpServer(
+                self.handle_hl7,
+                host=labs.mllp_host,
+                port=labs.mllp_port,
+                max_frame_bytes=labs.mllp_max_frame_bytes,
+                frame_timeout_s=labs.mllp_frame_timeout_s,
+                idle_timeout_s=labs.mllp_idle_timeout_s,
+            )
+            if labs.mllp_port is not None
             else None
         )
 

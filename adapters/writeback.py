@@ -19,6 +19,7 @@ import io
 import logging
 import struct
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,12 @@ from sqlalchemy import Engine
 from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.errors import NotFound
 from aidx.inference.reports import Report, ReportStore
-from aidx.inference.settings import Settings
+from aidx.inference.settings_sections import (
+    EmrSettings,
+    FhirSettings,
+    OutboxSettings,
+    PacsSettings,
+)
 from aidx.integrations.outbox.destinations import Destination, FolderSink, PermanentDeliveryError
 from aidx.integrations.outbox.store import Entry, OutboxStore, OutgoingObject
 from aidx.integrations.outbox.worker import Backoff, OutboxWorker
@@ -72,42 +78,38 @@ def unpack_headers(payload: bytes) -> list[pydicom.Dataset]:
     return headers
 
 
-def destinations_from(settings: Settings) -> dict[str, Destination]:
-    sink_root = settings.var_dir / "outbox"
-    pacs: Destination
-    emr: Destination
-    if settings.pacs_dicomweb_url:
+def destinations_from(
+    pacs: PacsSettings,
+    fhir: FhirSettings,
+    emr: EmrSettings,
+    *,
+    calling_ae: str,
+    sink_root: Path,
+) -> dict[str, Destination]:
+    """The PACS, the EMR (FHIR) and, with an MLLP peer, the EMR over HL7, each from its
+    own section; a PACS or EMR without a configured peer is a folder under `sink_root`.
+    `calling_ae`: aidx's AE title towards a C-STORE PACS."""
+    destinations: dict[str, Destination] = {}
+    if pacs.dicomweb_url:
         from aidx.integrations.dicom.senders import StowDestination
 
-        pacs = StowDestination(PACS, settings.pacs_dicomweb_url)
-    elif settings.pacs_dicom_host and settings.pacs_dicom_port:
+        destinations[PACS] = StowDestination(PACS, pacs)
+    elif pacs.dicom_host and pacs.dicom_port:
         from aidx.integrations.dicom.senders import CStoreDestination
 
-        pacs = CStoreDestination(
-            PACS,
-            settings.pacs_dicom_host,
-            settings.pacs_dicom_port,
-            settings.pacs_ae_title,
-            settings.dicom_ae_title,
-        )
+        destinations[PACS] = CStoreDestination(PACS, pacs, calling_ae=calling_ae)
     else:
-        pacs = FolderSink(PACS, sink_root)
-    if settings.fhir_base_url:
+        destinations[PACS] = FolderSink(PACS, sink_root)
+    if fhir.base_url:
         from aidx.integrations.fhir.client import FhirDestination
 
-        emr = FhirDestination(EMR, settings.fhir_base_url, settings.fhir_bearer_token)
+        destinations[EMR] = FhirDestination(EMR, fhir)
     else:
-        emr = FolderSink(EMR, sink_root)
-    destinations = {PACS: pacs, EMR: emr}
-    if settings.emr_mllp_host and settings.emr_mllp_port:
+        destinations[EMR] = FolderSink(EMR, sink_root)
+    if emr.mllp_host and emr.mllp_port:
         from aidx.integrations.hl7.sender import MllpDestination
 
-        destinations[HL7] = MllpDestination(
-            HL7,
-            settings.emr_mllp_host,
-            settings.emr_mllp_port,
-            ack_timeout_s=settings.emr_mllp_ack_timeout_s,
-        )
+        destinations[HL7] = MllpDestination(HL7, emr)
     return destinations
 
 
@@ -201,34 +203,36 @@ def ct_objects_for(
 
 class Writeback:
     """Puts a report's build record in the outbox (durably, before the caller
-    answers); the worker builds the report's objects from it and delivers them."""
+    answers); the worker builds the report's objects from it and delivers them to
+    `destinations` (see `destinations_from`), retrying as the outbox section says. The
+    FHIR section names the patient identifier system; the EMR section, the ORU^R01's
+    receiver (when HL7 is one of the destinations)."""
 
     def __init__(
         self,
-        settings: Settings,
+        outbox: OutboxSettings,
+        destinations: dict[str, Destination],
         engine: Engine,
         reports: ReportStore,
+        *,
+        fhir: FhirSettings,
+        emr: EmrSettings,
         audit: Any = None,
         cpu: CpuStage | None = None,
     ) -> None:
-        self.settings = settings
+        self.patient_system = fhir.patient_identifier_system
+        self.hl7_receiving = (emr.hl7_receiving_application, emr.hl7_receiving_facility)
         self.reports = reports
         # Reading the headers is CPU work on the answer's path: the shared pool, STAT
         # first (without one, e.g. in the CLI, a plain thread).
         self.cpu = cpu or CpuStage(1)
         self.store = OutboxStore(engine)
-        destinations = destinations_from(settings)
-        destinations[BUILD] = BuildDestination(self)
         self.worker = OutboxWorker(
             self.store,
-            destinations,
-            backoff=Backoff(
-                settings.outbox_backoff_base_s,
-                settings.outbox_backoff_max_s,
-                settings.outbox_max_attempts,
-            ),
-            poll_s=settings.outbox_poll_s,
-            lease_s=settings.outbox_lease_s,
+            {**destinations, BUILD: BuildDestination(self)},
+            backoff=Backoff(outbox.backoff_base_s, outbox.backoff_max_s, outbox.max_attempts),
+            poll_s=outbox.poll_s,
+            lease_s=outbox.lease_s,
             audit=audit,
         )
 
@@ -282,7 +286,7 @@ class Writeback:
             report,
             [source],
             overlay_rgb=overlay,
-            patient_system=self.settings.fhir_patient_identifier_system,
+            patient_system=self.patient_system,
             hl7_receiving=self._hl7_receiving(),
         )
 
@@ -298,15 +302,12 @@ class Writeback:
             report,
             sources,
             label_map_npz=label_map,
-            patient_system=self.settings.fhir_patient_identifier_system,
+            patient_system=self.patient_system,
             hl7_receiving=self._hl7_receiving(),
         )
 
     def _hl7_receiving(self) -> tuple[str, str] | None:
-        if HL7 not in self.worker.destinations:
-            return None
-        s = self.settings
-        return (s.emr_hl7_receiving_application, s.emr_hl7_receiving_facility)
+        return self.hl7_receiving if HL7 in self.worker.destinations else None
 
 
 class BuildDestination:

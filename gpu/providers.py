@@ -42,15 +42,16 @@ class GpuOptions:
     io_binding: bool = True  # CUDA/TensorRT sessions run through IO binding
 
     @classmethod
-    def from_settings(cls, settings: Any) -> GpuOptions:
+    def from_settings(cls, gpu: Any) -> GpuOptions:
+        """From the settings' `gpu` section (aidx.inference.settings_sections.GpuSettings)."""
         return cls(
-            device_id=settings.gpu_device_id,
-            tensorrt=settings.gpu_tensorrt,
-            fp16=settings.gpu_fp16,
-            trt_engine_cache_dir=settings.gpu_trt_engine_cache_dir,
-            cudnn_conv_algo_search=str(settings.gpu_cudnn_conv_algo_search),
-            gpu_mem_limit_bytes=settings.gpu_mem_limit_bytes,
-            io_binding=settings.gpu_io_binding,
+            device_id=gpu.device_id,
+            tensorrt=gpu.tensorrt,
+            fp16=gpu.fp16,
+            trt_engine_cache_dir=gpu.trt_engine_cache_dir,
+            cudnn_conv_algo_search=str(gpu.cudnn_conv_algo_search),
+            gpu_mem_limit_bytes=gpu.mem_limit_bytes,
+            io_binding=gpu.io_binding,
         )
 
 

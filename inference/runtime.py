@@ -183,9 +183,9 @@ class OnnxModel:
     backend = "onnxruntime"
 
     def __init__(
-        self, entry: ModelEntry, *, device: str, threads: int = 0, settings: Any = None
+        self, entry: ModelEntry, *, device: str, threads: int = 0, gpu: GpuOptions | None = None
     ) -> None:
-        gpu = GpuOptions.from_settings(settings) if settings is not None else GpuOptions()
+        gpu = gpu or GpuOptions()
         where = placements(entry.config, device, gpu.device_id)
         per_instance = threads_per_instance(threads, len(where))
         self.name = entry.name

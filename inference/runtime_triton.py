@@ -51,7 +51,7 @@ from tritonclient.utils import shared_memory as shm
 from aidx.inference.dtypes import config_to_kserve, kserve_of
 from aidx.inference.errors import AidxError, ErrorKind, ModelUnavailable
 from aidx.inference.repository import ModelEntry, model_config_pb2
-from aidx.inference.settings import Settings, TritonProtocol
+from aidx.inference.settings_sections import TritonProtocol, TritonSettings
 from aidx.inference.triton_shm import (
     Region,
     RegionPool,
@@ -90,33 +90,37 @@ class TritonError(AidxError):
     code = "triton_error"
 
 
+_DEFAULTS = TritonSettings()  # one default per value: the settings' (AIDX_TRITON_*)
+
+
 @dataclass(frozen=True)
 class TritonOptions:
     url: str
-    protocol: TritonProtocol = TritonProtocol.http
+    protocol: TritonProtocol = _DEFAULTS.protocol
     headers: dict[str, str] = field(default_factory=dict)
-    timeout_s: float = 30.0
-    retries: int = 2
-    retry_backoff_s: float = 0.2
-    concurrency: int = 4
-    shared_memory: bool = False
+    timeout_s: float = _DEFAULTS.timeout_s
+    retries: int = _DEFAULTS.retries
+    retry_backoff_s: float = _DEFAULTS.retry_backoff_s
+    concurrency: int = _DEFAULTS.concurrency
+    shared_memory: bool = _DEFAULTS.shared_memory
     # Names this replica's regions on the server: stable across its restarts (host and
     # port), so a start can clear what a killed run left registered.
     region_prefix: str = field(default_factory=lambda: region_prefix(f"pid{os.getpid()}"))
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TritonOptions:
-        assert settings.triton_url is not None  # Settings refuses triton without a URL
+    def from_settings(cls, triton: TritonSettings, *, port: int) -> TritonOptions:
+        """From the settings' Triton section; `port` (the service's) names the regions."""
+        assert triton.url is not None  # Settings refuses triton without a URL
         return cls(
-            url=settings.triton_url,
-            protocol=settings.triton_protocol,
-            headers=dict(settings.triton_headers),
-            timeout_s=settings.triton_timeout_s,
-            retries=settings.triton_retries,
-            retry_backoff_s=settings.triton_retry_backoff_s,
-            concurrency=settings.triton_concurrency,
-            shared_memory=settings.triton_shared_memory,
-            region_prefix=region_prefix(f"port{settings.port}"),
+            url=triton.url,
+            protocol=triton.protocol,
+            headers=dict(triton.headers),
+            timeout_s=triton.timeout_s,
+            retries=triton.retries,
+            retry_backoff_s=triton.retry_backoff_s,
+            concurrency=triton.concurrency,
+            shared_memory=triton.shared_memory,
+            region_prefix=region_prefix(f"port{port}"),
         )
 
 

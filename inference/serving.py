@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from aidx.gpu.providers import GpuOptions
 from aidx.inference.batcher import BatcherConfig, BatchObserver, BatchResult, DynamicBatcher
 from aidx.inference.dtypes import KSERVE_TO_NUMPY, config_to_kserve
 from aidx.inference.errors import ModelUnavailable, NotFound
@@ -23,6 +24,7 @@ from aidx.inference.repository import ModelEntry, model_config_pb2, scan
 from aidx.inference.runtime import OnnxModel
 from aidx.inference.runtime_triton import TritonModel, TritonOptions, follow_readiness
 from aidx.inference.settings import Backend, Settings
+from aidx.inference.settings_sections import TritonSettings
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +63,22 @@ class ServedModel:
 
 
 def batcher_config(
-    config: Any, settings: Settings | None = None, copies: int | None = None
+    config: Any, triton: TritonSettings | None = None, copies: int | None = None
 ) -> BatcherConfig:
-    """`copies`: the model instances the runtime really made (e.g. `count` on each of
-    a group's GPUs); one executor each, so none sits idle."""
+    """`triton`: the settings' Triton section when the models run there (None: in
+    process). `copies`: the model instances the runtime really made (e.g. `count` on
+    each of a group's GPUs); one executor each, so none sits idle."""
     dynamic = config.dynamic_batching
     levels = max(int(dynamic.priority_levels), 1)
     queue = dynamic.default_queue_policy
     delay_us = int(dynamic.max_queue_delay_microseconds)
     instances = copies or sum(int(g.count) or 1 for g in config.instance_group) or 1
-    if settings is not None and settings.backend is Backend.triton:
+    if triton is not None:
         # Triton batches on the server: pass requests through (no added delay by
         # default), with enough in flight for the server to form its own batches.
-        if settings.triton_max_queue_delay_us is not None:
-            delay_us = settings.triton_max_queue_delay_us
-        instances = max(instances, settings.triton_concurrency)
+        if triton.max_queue_delay_us is not None:
+            delay_us = triton.max_queue_delay_us
+        instances = max(instances, triton.concurrency)
     return BatcherConfig(
         max_batch_size=int(config.max_batch_size),
         max_queue_delay_us=delay_us,
@@ -123,17 +126,18 @@ class ModelService:
             await self.load(served)
         if self.settings.backend is Backend.triton:
             self._follower = asyncio.create_task(
-                follow_readiness(self, self.settings.triton_poll_s), name="triton-readiness"
+                follow_readiness(self, self.settings.triton.poll_s), name="triton-readiness"
             )
 
     def _runtime(self, entry: ModelEntry) -> OnnxModel | TritonModel:
         if self.settings.backend is Backend.triton:
-            return TritonModel(entry, TritonOptions.from_settings(self.settings))
+            options = TritonOptions.from_settings(self.settings.triton, port=self.settings.port)
+            return TritonModel(entry, options)
         model = OnnxModel(
             entry,
             device=self.settings.device.value,
-            threads=self.settings.cpu_threads_per_instance,
-            settings=self.settings,
+            threads=self.settings.cpu.threads_per_instance,
+            gpu=GpuOptions.from_settings(self.settings.gpu),
         )
         if self.settings.warmup:  # every instance, not only the one `load` warms up
             model.warm(warmup_inputs(entry.config))
@@ -157,7 +161,7 @@ class ModelService:
         served.batcher = DynamicBatcher(
             entry.name,
             runtime.run,
-            batcher_config(entry.config, self.settings, copies=_copies(runtime)),
+            batcher_config(entry.config, self._triton(), copies=_copies(runtime)),
             self.observer,
         )
         served.batcher.start()
@@ -200,6 +204,10 @@ class ModelService:
                 f"model {name!r} is not in service: {served.reason}", code=served.code
             )
         return served
+
+    def _triton(self) -> TritonSettings | None:
+        """The Triton section when the models run on Triton, else None."""
+        return self.settings.triton if self.settings.backend is Backend.triton else None
 
     def for_pipeline(self, pipeline: str) -> ServedModel:
         """The configured model for a pipeline, else the first whose card names it."""

@@ -1,13 +1,37 @@
-"""Service settings, read once from the environment (prefix AIDX_) or a .env file."""
+"""Service settings, read once from the environment (prefix AIDX_) or a .env file.
+
+The service's own values sit at the top (mode, keys, models, storage, limits); each
+integration and pipeline has its own section (`settings.pacs`, `settings.triton`, ...,
+in settings_sections.py) and receives that section alone. Variable names stay flat:
+AIDX_<SECTION>_<FIELD> sets `settings.<section>.<field>` (AIDX_PACS_DICOMWEB_URL is
+`settings.pacs.dicomweb_url`), by pydantic-settings' nested delimiter "_" split once.
+Keywords take the same flat names (`Settings(pacs_dicomweb_url=...)`, as tests do)
+or whole sections (`Settings(pacs={"dicomweb_url": ...})`).
+"""
 
 from __future__ import annotations
 
 import enum
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aidx.inference.settings_sections import (
+    CpuSettings,
+    CtSettings,
+    DicomSettings,
+    EmrSettings,
+    FhirSettings,
+    GpuSettings,
+    LabsSettings,
+    OutboxSettings,
+    PacsSettings,
+    TritonSettings,
+    WsiSettings,
+)
 
 
 class Mode(enum.StrEnum):
@@ -24,17 +48,6 @@ class Device(enum.StrEnum):
 class Backend(enum.StrEnum):
     onnxruntime = "onnxruntime"  # in-process (the embedded default)
     triton = "triton"  # a Triton Inference Server through tritonclient
-
-
-class TritonProtocol(enum.StrEnum):
-    http = "http"
-    grpc = "grpc"
-
-
-class CudnnConvAlgoSearch(enum.StrEnum):
-    exhaustive = "EXHAUSTIVE"
-    heuristic = "HEURISTIC"
-    default = "DEFAULT"
 
 
 class Role(enum.StrEnum):
@@ -62,7 +75,15 @@ class ApiKey(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AIDX_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="AIDX_",
+        env_file=".env",
+        extra="ignore",
+        # AIDX_PACS_DICOMWEB_URL -> pacs.dicomweb_url: split at the first "_" after the
+        # section's name only, so field names keep their underscores.
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+    )
 
     mode: Mode = Mode.production
     host: str = "127.0.0.1"
@@ -72,103 +93,70 @@ class Settings(BaseSettings):
     # Which model serves a pipeline when several could, e.g. {"cxr": "xrv_densenet"}.
     pipeline_models: dict[str, str] = Field(default_factory=dict)
     device: Device = Device.auto
-    # GPU execution (gpu/providers.py): onnxruntime's CUDA and TensorRT providers.
-    gpu_device_id: int = Field(default=0, ge=0)  # the default; instance_group `gpus` pins
-    gpu_tensorrt: bool = False  # TensorRT EP first when the wheel and libraries have it
-    gpu_fp16: bool = False  # TensorRT fp16 kernels
-    gpu_trt_engine_cache_dir: Path | None = None  # built engines kept across restarts
-    gpu_cudnn_conv_algo_search: CudnnConvAlgoSearch = CudnnConvAlgoSearch.exhaustive
-    gpu_mem_limit_bytes: int | None = Field(default=None, gt=0)  # CUDA arena cap per session
-    # CUDA/TensorRT sessions bind inputs and outputs (IO binding) instead of plain runs.
-    gpu_io_binding: bool = True
     # Where models run: in-process, or on a Triton Inference Server (runtime_triton.py).
     backend: Backend = Backend.onnxruntime
-    triton_url: str | None = None  # host:port (HTTP 8000, gRPC 8001), no scheme
-    triton_protocol: TritonProtocol = TritonProtocol.http
-    triton_headers: dict[str, str] = Field(default_factory=dict)  # e.g. an API key; never logged
-    triton_timeout_s: float = Field(default=30.0, gt=0)  # connect and network timeout
-    triton_retries: int = Field(default=2, ge=0)  # on UNAVAILABLE and connection errors
-    triton_retry_backoff_s: float = Field(default=0.2, ge=0)
-    triton_poll_s: float = Field(default=5.0, gt=0)  # how often model readiness is re-read
-    # Triton batches itself: aidx's batcher passes requests through without waiting
-    # (0 us); None keeps config.pbtxt's max_queue_delay_microseconds.
-    triton_max_queue_delay_us: int | None = Field(default=0, ge=0)
-    triton_concurrency: int = Field(default=4, ge=1)  # requests in flight per model
-    # Tensors through system shared memory instead of the request body. Only where aidx
-    # and Triton share a host and its /dev/shm (one machine, or one pod / IPC namespace):
-    # a server elsewhere refuses the regions and the model stays out of service
-    # (triton_shm_unusable). Each model gets one region per request in flight (the
-    # batcher's executors, at least triton_concurrency), each bounded by config.pbtxt:
-    # max_batch_size x the byte size of every input and output.
-    triton_shared_memory: bool = False
-    # intra-op threads of each session; 0: one instance uses onnxruntime's default, several
-    # split the cores between them (runtime.threads_per_instance)
-    cpu_threads_per_instance: int = Field(default=0, ge=0)
-    cpu_workers: int = Field(default=0, ge=0)  # decode/render pool; 0: one per core
     var_dir: Path = Path("var")
     api_keys: list[ApiKey] = Field(default_factory=list)
     # A development-only plain key, e.g. for `make run` on a workstation.
     dev_api_key: str | None = None
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     default_deadline_ms: int = Field(default=30_000, gt=0)
+    # How long a stop waits for open requests: a client that never finishes cannot hold it.
+    shutdown_timeout_s: int = Field(default=10, ge=1)
     warmup: bool = True
     database_url: str | None = None  # default: SQLite at var/aidx.db
-    # Lab screening: the HL7 v2 MLLP listener's port on 127.0.0.1 (None: no listener)
-    # and the analyte catalogue (None: the one shipped in aidx.pipelines.labs).
-    labs_mllp_port: int | None = Field(default=None, ge=0, le=65535)
-    labs_catalogue: Path | None = None
-    # Whole slides: submitted paths must lie under one of these (after resolving links).
-    wsi_slide_roots: list[Path] = Field(default_factory=list)
-    wsi_max_upload_bytes: int = Field(default=8 * 1024**3, gt=0)
-    wsi_max_regions: int = Field(default=10, ge=1, le=1000)
-    wsi_readers: int = Field(default=0, ge=0)  # tile reader threads per job; 0: cores / 2
-    wsi_max_running_jobs: int = Field(default=1, ge=1)
-    # Replicas sharing the store: each refreshes its jobs' heartbeat every interval, and
-    # fails (`interrupted`) any job whose heartbeat is older than the stale limit: its
-    # replica died. The limit spans missed beats, not one slow write.
-    wsi_job_heartbeat_s: float = Field(default=10.0, gt=0)
-    wsi_job_stale_s: float = Field(default=30.0, gt=0)
-    # Writeback (integrations/): findings to the PACS and the EMR through the durable
-    # outbox. With no PACS / EMR configured, objects go to a folder under var/outbox/.
+    # Writeback: findings to the PACS and the EMR through the durable outbox. With no
+    # PACS / EMR configured, objects go to a folder under var/outbox/.
     writeback: bool = True
-    pacs_dicomweb_url: str | None = None  # STOW-RS and QIDO/WADO-RS base, e.g. .../dicom-web
-    pacs_dicom_host: str | None = None  # C-STORE SCU peer (used when no DICOMweb URL)
-    pacs_dicom_port: int | None = Field(default=None, ge=1, le=65535)
-    pacs_ae_title: str = "PACS"
-    fhir_base_url: str | None = None  # e.g. https://emr.example/fhir/R4
-    fhir_bearer_token: str | None = None
-    fhir_patient_identifier_system: str = "urn:aidx:patient-id"
-    outbox_backoff_base_s: float = Field(default=2.0, gt=0)
-    outbox_backoff_max_s: float = Field(default=300.0, gt=0)
-    outbox_max_attempts: int = Field(default=20, ge=1)
-    outbox_poll_s: float = Field(default=1.0, gt=0)
-    # How long a claimed entry is a worker's: after a crash, its entries wait this long.
-    outbox_lease_s: float = Field(default=120.0, gt=0)
-    # DICOM intake: a C-STORE SCP on 127.0.0.1 (None: off), study stability, routing.
-    dicom_ae_title: str = "AIDX"
-    dicom_scp_port: int | None = Field(default=None, ge=0, le=65535)
-    dicom_stable_s: float = Field(default=10.0, gt=0)
-    dicom_routing_rules: Path | None = None  # YAML; None: the shipped chest rules
-    # HL7 v2 ORU^R01 of each report to the EMR over MLLP (None: not sent).
-    emr_mllp_host: str | None = None
-    emr_mllp_port: int | None = Field(default=None, ge=1, le=65535)
-    emr_mllp_ack_timeout_s: float = Field(default=30.0, gt=0)
-    emr_hl7_receiving_application: str = "EMR"
-    emr_hl7_receiving_facility: str = "HOSPITAL"
+
+    gpu: GpuSettings = Field(default_factory=GpuSettings)
+    cpu: CpuSettings = Field(default_factory=CpuSettings)
+    triton: TritonSettings = Field(default_factory=TritonSettings)
+    ct: CtSettings = Field(default_factory=CtSettings)
+    wsi: WsiSettings = Field(default_factory=WsiSettings)
+    labs: LabsSettings = Field(default_factory=LabsSettings)
+    pacs: PacsSettings = Field(default_factory=PacsSettings)
+    fhir: FhirSettings = Field(default_factory=FhirSettings)
+    emr: EmrSettings = Field(default_factory=EmrSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    dicom: DicomSettings = Field(default_factory=DicomSettings)
+
+    @classmethod
+    def sections(cls) -> dict[str, type[BaseModel]]:
+        """Section name -> its model, e.g. "pacs" -> PacsSettings."""
+        return {
+            name: field.annotation
+            for name, field in cls.model_fields.items()
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        }
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections_from_flat_keywords(cls, data: Any) -> Any:
+        """A flat keyword (`pacs_dicomweb_url=...`) into its section, as the environment's
+        AIDX_PACS_DICOMWEB_URL goes; keywords come first, so they win over the environment."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for section, model in cls.sections().items():
+            prefix = f"{section}_"
+            flat = {
+                key[len(prefix) :]: key
+                for key in data
+                if key.startswith(prefix) and key[len(prefix) :] in model.model_fields
+            }
+            if not flat:
+                continue
+            current = data.get(section) or {}
+            if isinstance(current, BaseModel):
+                current = current.model_dump(exclude_unset=True)
+            data[section] = {**current, **{name: data.pop(key) for name, key in flat.items()}}
+        return data
 
     @model_validator(mode="after")
     def _triton_needs_a_url(self) -> Settings:
-        if self.backend is Backend.triton and not self.triton_url:
+        if self.backend is Backend.triton and not self.triton.url:
             raise ValueError("AIDX_BACKEND=triton needs AIDX_TRITON_URL (host:port)")
-        return self
-
-    @model_validator(mode="after")
-    def _stale_spans_missed_beats(self) -> Settings:
-        if self.wsi_job_stale_s < 2 * self.wsi_job_heartbeat_s:
-            raise ValueError(
-                "AIDX_WSI_JOB_STALE_S must be at least twice AIDX_WSI_JOB_HEARTBEAT_S, "
-                "or a live replica's jobs could be failed between two heartbeats"
-            )
         return self
 
     @model_validator(mode="after")
@@ -198,3 +186,8 @@ class Settings(BaseSettings):
     @property
     def audit_log(self) -> Path:
         return self.var_dir / "audit.log"
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Where objects go when no PACS / EMR is configured (one folder per destination)."""
+        return self.var_dir / "outbox"

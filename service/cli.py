@@ -62,7 +62,8 @@ def serve(
         port=settings.port,
         log_level=log_level,
         access_log=False,
-        timeout_graceful_shutdown=10,  # a client that never finishes cannot hold a stop
+        # a client that never finishes cannot hold a stop (AIDX_SHUTDOWN_TIMEOUT_S)
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
     Server(config).run()
 

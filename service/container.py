@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from aidx.adapters.analysis import ActingAs, Actor, AnalysisStep, ReportRecorder, report_created
 from aidx.adapters.labs_service import LabsService
-from aidx.adapters.writeback import Writeback
+from aidx.adapters.writeback import Writeback, destinations_from
 from aidx.inference.audit import AuditLog
 from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.metrics import OutboxCollector, ServiceMetrics
@@ -50,7 +50,7 @@ class Services:
     def puller(self, actor: Actor) -> DicomwebPuller:
         """A DICOMweb puller whose reports are made (and audited) on `actor`'s behalf."""
         intake = {"cxr": ActingAs(self.cxr, actor), "ct": ActingAs(self.ct, actor)}
-        return puller_from(self.settings, intake)
+        return puller_from(self.settings.pacs, self.settings.dicom, intake)
 
 
 def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]]) -> Services:
@@ -60,8 +60,8 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     db = create_store(settings.store_url)
     audit = AuditLog(settings.audit_log)
-    cpu = CpuStage(settings.cpu_workers or os.cpu_count() or 1)
-    writeback = Writeback(settings, db, reports, audit, cpu=cpu)
+    cpu = CpuStage(settings.cpu.workers or os.cpu_count() or 1)
+    writeback = _writeback(settings, db, reports, audit, cpu)
     metrics.registry.register(OutboxCollector(writeback.store.counts))
     # every CXR and CT report goes to the outbox before it is answered
     recorder = ReportRecorder[Report](reports, writeback if settings.writeback else None)
@@ -70,20 +70,34 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
     ct = AnalysisStep(
         CtPipeline(models, reports, cpu), audit, recorder=recorder, audited=report_created
     )
-    labs = LabsService(
-        models, db, audit, catalogue=settings.labs_catalogue, mllp_port=settings.labs_mllp_port
-    )
+    labs = LabsService(models, db, audit, settings.labs)
+    wsi = settings.wsi
     wsi_jobs = JobRunner(
-        JobStore(db), models, reports,
-        max_running=settings.wsi_max_running_jobs, readers=settings.wsi_readers, links=wsi_links,
+        JobStore(db), models, reports, max_running=wsi.max_running_jobs, readers=wsi.readers,
+        links=wsi_links, heartbeat_s=wsi.job_heartbeat_s, stale_s=wsi.job_stale_s,
     )  # fmt: skip
-    scp_actor = Actor(f"scp:{settings.dicom_ae_title}", "intake")
+    scp_actor = Actor(f"scp:{settings.dicom.ae_title}", "intake")
+    intake = {"cxr": ActingAs(cxr, scp_actor), "ct": ActingAs(ct, scp_actor)}
     return Services(
         settings=settings, db=db, keyring=keyring_for(settings), metrics=metrics,
         models=models, reports=reports, audit=audit, cpu=cpu, cxr_pipeline=cxr_pipeline,
-        cxr=cxr, ct=ct, writeback=writeback, dicom_scp=scp_from(settings, {
-            "cxr": ActingAs(cxr, scp_actor), "ct": ActingAs(ct, scp_actor)}),
+        cxr=cxr, ct=ct, writeback=writeback,
+        dicom_scp=scp_from(settings.dicom, settings.var_dir, intake),
         labs=labs, wsi_jobs=wsi_jobs,
+    )  # fmt: skip
+
+
+def _writeback(
+    settings: Settings, db: Engine, reports: ReportStore, audit: AuditLog, cpu: CpuStage
+) -> Writeback:
+    """The outbox and its destinations, each integration from its own section."""
+    destinations = destinations_from(
+        settings.pacs, settings.fhir, settings.emr,
+        calling_ae=settings.dicom.ae_title, sink_root=settings.outbox_dir,
+    )  # fmt: skip
+    return Writeback(
+        settings.outbox, destinations, db, reports,
+        fhir=settings.fhir, emr=settings.emr, audit=audit, cpu=cpu,
     )  # fmt: skip
 
 

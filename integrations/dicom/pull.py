@@ -29,12 +29,11 @@ from pydicom.errors import InvalidDicomError
 
 from aidx.inference.errors import AidxError, BadRequest, ErrorKind, NotFound, Unprocessable
 from aidx.inference.reports import Report
+from aidx.inference.settings_sections import DicomSettings, PacsSettings
 from aidx.integrations.dicom.routing import SERIES_PIPELINES, Rule, route
 
 log = logging.getLogger(__name__)
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-CONNECT_TIMEOUT_S = 5.0
-READ_TIMEOUT_S = 120.0
 T = TypeVar("T")
 
 SERIES_UID = "0020000E"
@@ -124,21 +123,22 @@ def _instances_of(client: DICOMwebClient, study_uid: str, series_uid: str) -> li
 class DicomwebPuller:
     def __init__(
         self,
-        url: str,
+        pacs: PacsSettings,
         rules: list[Rule],
         pipelines: Mapping[str, Analyzer],
         *,
         headers: dict[str, str] | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        if not pacs.dicomweb_url:
+            raise ValueError("pulling needs the PACS's DICOMweb URL (AIDX_PACS_DICOMWEB_URL)")
+        self.url = pacs.dicomweb_url.rstrip("/")
+        self.timeout = (pacs.connect_timeout_s, pacs.read_timeout_s)
         self.rules = rules
         self.pipelines = dict(pipelines)
         self.headers = headers or {}
 
     def _client(self) -> DICOMwebClient:
-        client = DICOMwebClient(
-            self.url, headers=self.headers, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
-        )
+        client = DICOMwebClient(self.url, headers=self.headers, timeout=self.timeout)
         client.set_http_retry_params(retry=False)  # the caller decides whether to retry
         return client
 
@@ -276,19 +276,22 @@ class DicomwebPuller:
             raise PacsError(f"the PACS lost instance {sop} while it was being pulled") from None
 
 
-def puller_from(settings: Any, pipelines: Mapping[str, Analyzer]) -> DicomwebPuller:
-    """The puller the settings ask for; 503 `pacs_not_configured` without a DICOMweb URL."""
+def puller_from(
+    pacs: PacsSettings, dicom: DicomSettings, pipelines: Mapping[str, Analyzer]
+) -> DicomwebPuller:
+    """The puller the PACS section asks for, routing by the DICOM intake's rules; 503
+    `pacs_not_configured` without a DICOMweb URL."""
     from aidx.integrations.dicom.routing import load_rules
 
-    if not settings.pacs_dicomweb_url:
+    if not pacs.dicomweb_url:
         raise PullUnavailable(
             "no PACS is configured for DICOMweb (AIDX_PACS_DICOMWEB_URL)",
             code="pacs_not_configured",
         )
     try:
-        rules = load_rules(settings.dicom_routing_rules)
+        rules = load_rules(dicom.routing_rules)
     except Exception as exc:  # unreadable YAML, a rule without pipeline or match
         raise PullUnavailable(
             f"the routing rules cannot be used: {exc}", code="routing_rules_invalid"
         ) from None
-    return DicomwebPuller(settings.pacs_dicomweb_url, rules, pipelines)
+    return DicomwebPuller(pacs, rules, pipelines)

@@ -31,6 +31,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from aidx.inference.dicom_input import read_dicom
 from aidx.inference.errors import AidxError
 from aidx.inference.files import atomic_write
+from aidx.inference.settings_sections import DicomSettings
 from aidx.integrations.dicom.routing import SERIES_PIPELINES, Rule, route
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class StoreScp:
         stable_s: float,
         rules: list[Rule],
         analyze: Analyze,
-        host: str = "127.0.0.1",
+        host: str,
     ) -> None:
         self.incoming = var_dir / "incoming"
         self.quarantine = var_dir / "quarantine"
@@ -184,14 +185,15 @@ class StoreScp:
         log.info("dicom intake: quarantined %s (%s)", path.stem, reason)
 
 
-def scp_from(settings: Any, pipelines: dict[str, Any]) -> StoreScp | None:
-    """The SCP the settings ask for (None when `dicom_scp_port` is unset); `pipelines`
-    maps a rule's pipeline name to an object with `analyze(bytes)`."""
+def scp_from(dicom: DicomSettings, var_dir: Path, pipelines: dict[str, Any]) -> StoreScp | None:
+    """The SCP the DICOM section asks for (None when its `scp_port` is unset), keeping
+    studies under `var_dir`; `pipelines` maps a rule's pipeline name to an object with
+    `analyze(bytes)`."""
     from aidx.integrations.dicom.routing import load_rules
 
-    if settings.dicom_scp_port is None:
+    if dicom.scp_port is None:
         return None
-    rules = load_rules(settings.dicom_routing_rules)
+    rules = load_rules(dicom.routing_rules)
     unknown = {r.pipeline for r in rules} - set(pipelines)
     if unknown:
         raise ValueError(f"routing rules name unknown pipelines: {sorted(unknown)}")
@@ -199,6 +201,6 @@ def scp_from(settings: Any, pipelines: dict[str, Any]) -> StoreScp | None:
     async def analyze(pipeline: str, data: bytes | list[bytes]) -> Any:
         return await pipelines[pipeline].analyze(data)
 
-    return StoreScp(settings.var_dir, ae_title=settings.dicom_ae_title,
-                    port=settings.dicom_scp_port, stable_s=settings.dicom_stable_s,
+    return StoreScp(var_dir, ae_title=dicom.ae_title, host=dicom.scp_host,
+                    port=dicom.scp_port, stable_s=dicom.stable_s,
                     rules=rules, analyze=analyze)  # fmt: skip

@@ -12,14 +12,12 @@ import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
+from aidx.inference.settings_sections import PacsSettings
 from aidx.integrations.outbox.destinations import (
     PermanentDeliveryError,
     TransientDeliveryError,
 )
 from aidx.integrations.outbox.store import Entry
-
-CONNECT_TIMEOUT_S = 10.0
-STOW_TIMEOUT_S = 60.0
 
 
 def _dataset(entry: Entry) -> pydicom.Dataset:
@@ -34,10 +32,15 @@ class StowDestination:
     request. (httpx rather than dicomweb-client here: its built-in retries would block
     the worker for minutes on a PACS that is down; the outbox owns retrying.)"""
 
-    def __init__(self, name: str, url: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, pacs: PacsSettings, headers: dict[str, str] | None = None
+    ) -> None:
+        if not pacs.dicomweb_url:
+            raise ValueError("STOW-RS needs the PACS's DICOMweb URL (AIDX_PACS_DICOMWEB_URL)")
         self.name = name
-        self.url = url.rstrip("/")
+        self.url = pacs.dicomweb_url.rstrip("/")
         self.headers = headers or {}
+        self.timeout = httpx.Timeout(pacs.stow_timeout_s, connect=pacs.connect_timeout_s)
 
     def deliver(self, entry: Entry) -> None:
         _dataset(entry)  # refuse a payload that is not DICOM before sending it
@@ -56,7 +59,7 @@ class StowDestination:
         }
         try:
             response = httpx.post(
-                f"{self.url}/studies", content=body, headers=headers, timeout=STOW_TIMEOUT_S
+                f"{self.url}/studies", content=body, headers=headers, timeout=self.timeout
             )
         except httpx.HTTPError as exc:
             raise TransientDeliveryError(f"STOW-RS: {type(exc).__name__}") from None
@@ -83,16 +86,18 @@ def _failed_sops(response: httpx.Response) -> str:
 
 
 class CStoreDestination:
-    """C-STORE SCU to a DICOM node (AE title, host, port)."""
+    """C-STORE SCU to a DICOM node (the PACS's host, port and AE title), calling as
+    `calling_ae` (aidx's own AE title)."""
 
-    def __init__(
-        self, name: str, host: str, port: int, called_ae: str, calling_ae: str = "AIDX"
-    ) -> None:
+    def __init__(self, name: str, pacs: PacsSettings, *, calling_ae: str) -> None:
+        if not (pacs.dicom_host and pacs.dicom_port):
+            raise ValueError("C-STORE needs AIDX_PACS_DICOM_HOST and AIDX_PACS_DICOM_PORT")
         self.name = name
-        self.host = host
-        self.port = port
-        self.called_ae = called_ae
+        self.host = pacs.dicom_host
+        self.port = pacs.dicom_port
+        self.called_ae = pacs.ae_title
         self.calling_ae = calling_ae
+        self.timeout_s = pacs.connect_timeout_s
 
     def deliver(self, entry: Entry) -> None:
         ds = _dataset(entry)
@@ -102,7 +107,7 @@ class CStoreDestination:
         own = ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)
         syntaxes = [own, ExplicitVRLittleEndian, ImplicitVRLittleEndian]
         ae.add_requested_context(ds.SOPClassUID, list(dict.fromkeys(syntaxes)))
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = CONNECT_TIMEOUT_S
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_s
         assoc = ae.associate(self.host, self.port, ae_title=self.called_ae)
         if not assoc.is_established:
             # It answered, and takes no object of this class: retrying won't help.

@@ -7,13 +7,13 @@ import json
 
 import httpx
 
+from aidx.inference.settings_sections import FhirSettings
 from aidx.integrations.outbox.destinations import (
     PermanentDeliveryError,
     TransientDeliveryError,
 )
 from aidx.integrations.outbox.store import Entry
 
-TIMEOUT_S = 30.0
 FHIR_JSON = "application/fhir+json"
 
 
@@ -34,17 +34,23 @@ def _issues(response: httpx.Response) -> str:
 
 
 class FhirDestination:
-    def __init__(self, name: str, base_url: str, token: str | None = None) -> None:
+    def __init__(self, name: str, fhir: FhirSettings) -> None:
+        if not fhir.base_url:
+            raise ValueError("a FHIR destination needs AIDX_FHIR_BASE_URL")
         self.name = name
-        self.base_url = base_url.rstrip("/")
+        self.base_url = fhir.base_url.rstrip("/")
+        self.timeout_s = fhir.timeout_s
         self.headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
-        if token:
-            self.headers["Authorization"] = f"Bearer {token}"
+        if fhir.bearer_token:
+            self.headers["Authorization"] = f"Bearer {fhir.bearer_token}"
 
     def deliver(self, entry: Entry) -> None:
         try:
             response = httpx.post(
-                f"{self.base_url}/", content=entry.payload, headers=self.headers, timeout=TIMEOUT_S
+                f"{self.base_url}/",
+                content=entry.payload,
+                headers=self.headers,
+                timeout=self.timeout_s,
             )
         except httpx.HTTPError as exc:
             raise TransientDeliveryError(f"FHIR server: {type(exc).__name__}") from None

@@ -30,7 +30,7 @@ def frame(message: bytes) -> bytes:
 
 
 def send_message(
-    host: str, port: int, message: bytes, *, timeout_s: float = 30.0, max_bytes: int = 1 << 20
+    host: str, port: int, message: bytes, *, timeout_s: float, max_bytes: int = 1 << 20
 ) -> bytes:
     """Send one framed message and return the peer's answer (unframed). OSError (and
     TimeoutError) when the peer is unreachable, closes early or does not answer within
@@ -61,11 +61,11 @@ class MllpServer:
         self,
         handler: Handler,
         *,
-        host: str = "127.0.0.1",
-        port: int = 2575,
-        max_frame_bytes: int = 1 << 20,
-        frame_timeout_s: float = 5.0,
-        idle_timeout_s: float = 300.0,
+        host: str,
+        port: int,
+        max_frame_bytes: int,
+        frame_timeout_s: float,
+        idle_timeout_s: float,
     ) -> None:
         self.handler = handler
         self.host = host

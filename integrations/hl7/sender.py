@@ -10,6 +10,7 @@ a receiver that has it already can recognise the duplicate."""
 
 from __future__ import annotations
 
+from aidx.inference.settings_sections import EmrSettings
 from aidx.integrations.hl7.message import Hl7Error, parse_ack
 from aidx.integrations.hl7.mllp import send_message
 from aidx.integrations.outbox.destinations import (
@@ -25,11 +26,13 @@ PERMANENT_ERRORS = {"100", "101", "102", "103", "200", "201", "202", "203"}
 
 
 class MllpDestination:
-    def __init__(self, name: str, host: str, port: int, *, ack_timeout_s: float = 30.0) -> None:
+    def __init__(self, name: str, emr: EmrSettings) -> None:
+        if not (emr.mllp_host and emr.mllp_port):
+            raise ValueError("HL7 to the EMR needs AIDX_EMR_MLLP_HOST and AIDX_EMR_MLLP_PORT")
         self.name = name
-        self.host = host
-        self.port = port
-        self.ack_timeout_s = ack_timeout_s
+        self.host = emr.mllp_host
+        self.port = emr.mllp_port
+        self.ack_timeout_s = emr.mllp_ack_timeout_s
 
     def deliver(self, entry: Entry) -> None:
         where = f"{self.host}:{self.port}"

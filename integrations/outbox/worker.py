@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aidx.inference.settings_sections import OutboxSettings
 from aidx.integrations.outbox.destinations import (
     DeliveryError,
     Destination,
@@ -20,13 +21,14 @@ from aidx.integrations.outbox.destinations import (
 from aidx.integrations.outbox.store import Entry, OutboxStore, OutgoingObject
 
 log = logging.getLogger(__name__)
+_DEFAULTS = OutboxSettings()  # one default per value: the settings' (AIDX_OUTBOX_*)
 
 
 @dataclass(frozen=True)
 class Backoff:
-    base_s: float = 2.0
-    max_s: float = 300.0
-    max_attempts: int = 20
+    base_s: float = _DEFAULTS.backoff_base_s
+    max_s: float = _DEFAULTS.backoff_max_s
+    max_attempts: int = _DEFAULTS.max_attempts
 
     def delay_s(self, attempts: int) -> float:
         """Delay after the `attempts`-th failed attempt (1-based)."""
@@ -48,8 +50,8 @@ class OutboxWorker:
         destinations: Mapping[str, Destination],
         *,
         backoff: Backoff | None = None,
-        poll_s: float = 1.0,
-        lease_s: float = 120.0,
+        poll_s: float = _DEFAULTS.poll_s,
+        lease_s: float = _DEFAULTS.lease_s,
         batch: int = 16,
         audit: Any = None,
     ) -> None:

@@ -240,9 +240,9 @@ class JobRunner:
         heartbeat_s: float | None = None,
         stale_s: float | None = None,
     ) -> None:
-        settings = models.settings
-        self.heartbeat_s = heartbeat_s or settings.wsi_job_heartbeat_s
-        self.stale_s = stale_s or settings.wsi_job_stale_s
+        wsi = models.settings.wsi
+        self.heartbeat_s = heartbeat_s or wsi.job_heartbeat_s
+        self.stale_s = stale_s or wsi.job_stale_s
         self.store = store
         self.models = models
         self.reports = reports

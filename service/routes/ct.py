@@ -12,6 +12,7 @@ from starlette.datastructures import UploadFile
 
 from aidx.inference.errors import BadRequest, NotFound, PayloadTooLarge
 from aidx.inference.settings import Role
+from aidx.inference.settings_sections import CtSettings
 from aidx.pipelines.ct.pipeline import LABEL_MAP_FILE
 from aidx.pipelines.ct.report import CtReport
 from aidx.service.auth import Principal, require
@@ -21,16 +22,13 @@ from aidx.service.routes.reports import readers
 from aidx.service.uploads import read_body, require_media_type
 
 router = APIRouter(prefix="/v1")
-CT_MAX_UPLOAD_BYTES = 1 << 30  # a 512 x 512 x 600 series is about 315 MB uncompressed
-CT_MAX_INSTANCES = 4096
 ZIP_MEDIA_TYPES = ("application/zip", "application/x-zip-compressed")
 KEY_SLICE = re.compile(r"keyslice_[0-9]{1,3}\.png")
 
 
-def _too_large() -> PayloadTooLarge:
+def _too_large(limit_bytes: int) -> PayloadTooLarge:
     return PayloadTooLarge(
-        f"the series exceeds the limit of {CT_MAX_UPLOAD_BYTES} bytes",
-        limit_bytes=CT_MAX_UPLOAD_BYTES,
+        f"the series exceeds the limit of {limit_bytes} bytes", limit_bytes=limit_bytes
     )
 
 
@@ -39,7 +37,7 @@ def _skipped(name: str) -> bool:
     return name.endswith("/") or base.startswith(".") or "__MACOSX" in name or base == "DICOMDIR"
 
 
-def unzip_instances(data: bytes) -> list[bytes]:
+def unzip_instances(data: bytes, limits: CtSettings) -> list[bytes]:
     """The members of a zip (folders, dot files and DICOMDIR skipped), with a limit
     on the unpacked size so a zip bomb is refused before it is inflated."""
     try:
@@ -47,18 +45,18 @@ def unzip_instances(data: bytes) -> list[bytes]:
     except zipfile.BadZipFile:
         raise BadRequest("the body is not a valid zip archive", code="invalid_zip") from None
     members = [m for m in archive.infolist() if not _skipped(m.filename)]
-    if len(members) > CT_MAX_INSTANCES:
-        raise BadRequest(f"more than {CT_MAX_INSTANCES} instances", code="too_many_instances")
-    if sum(m.file_size for m in members) > CT_MAX_UPLOAD_BYTES:
-        raise _too_large()
+    if len(members) > limits.max_instances:
+        raise BadRequest(f"more than {limits.max_instances} instances", code="too_many_instances")
+    if sum(m.file_size for m in members) > limits.max_upload_bytes:
+        raise _too_large(limits.max_upload_bytes)
     try:
         return [archive.read(m) for m in members]
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
         raise BadRequest(f"a zip member cannot be read: {exc}", code="invalid_zip") from None
 
 
-async def multipart_instances(request: Request) -> list[bytes]:
-    form = await request.form(max_files=CT_MAX_INSTANCES, max_fields=16)
+async def multipart_instances(request: Request, limits: CtSettings) -> list[bytes]:
+    form = await request.form(max_files=limits.max_instances, max_fields=16)
     blobs: list[bytes] = []
     total = 0
     try:
@@ -67,8 +65,8 @@ async def multipart_instances(request: Request) -> list[bytes]:
                 continue
             blob = await value.read()
             total += len(blob)
-            if total > CT_MAX_UPLOAD_BYTES:
-                raise _too_large()
+            if total > limits.max_upload_bytes:
+                raise _too_large(limits.max_upload_bytes)
             blobs.append(blob)
     finally:
         await form.close()
@@ -77,15 +75,15 @@ async def multipart_instances(request: Request) -> list[bytes]:
     return blobs
 
 
-async def series_blobs(request: Request) -> list[bytes]:
+async def series_blobs(request: Request, limits: CtSettings) -> list[bytes]:
     require_media_type(request, "multipart/form-data", *ZIP_MEDIA_TYPES)
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > CT_MAX_UPLOAD_BYTES:
-        raise _too_large()
+    if declared is not None and declared.isdigit() and int(declared) > limits.max_upload_bytes:
+        raise _too_large(limits.max_upload_bytes)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type in ZIP_MEDIA_TYPES:
-        return unzip_instances(await read_body(request, CT_MAX_UPLOAD_BYTES))
-    return await multipart_instances(request)
+        return unzip_instances(await read_body(request, limits.max_upload_bytes), limits)
+    return await multipart_instances(request, limits)
 
 
 def _evidence_media_type(name: str) -> str:
@@ -135,5 +133,5 @@ async def analyze_ct(
 ) -> CtReport:
     priority = request_priority(x_aidx_priority)
     timeout_s = request_timeout_s(x_aidx_deadline_ms)
-    blobs = await series_blobs(request)
+    blobs = await series_blobs(request, svc.settings.ct)
     return await svc.ct.run(blobs, actor(who), priority=priority, timeout_s=timeout_s)

@@ -38,9 +38,6 @@ router = APIRouter(prefix="/v1/labs")
 JSON = "application/json"
 FHIR = "application/fhir+json"
 HL7 = "x-application/hl7-v2+er7"
-KEEPALIVE_S = 15.0
-STREAM_MAX_S = 300.0  # a stream ends after this; EventSource reconnects with Last-Event-ID
-REPLAY_MAX = 1000
 
 
 class AckRequest(BaseModel):
@@ -144,6 +141,7 @@ async def stream_alerts(
     """New alerts as Server-Sent Events. With Last-Event-ID (as EventSource sends on
     reconnecting), the alerts stored since that event are replayed first."""
     labs = _labs(svc)
+    limits = svc.settings.labs  # keep-alive, stream length (then the client reconnects), replay
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
     svc.audit.record(
         actor=who.name, role=who.role.value, action="labs.alerts.stream",
@@ -152,20 +150,22 @@ async def stream_alerts(
 
     async def events() -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
-        ends = loop.time() + STREAM_MAX_S
+        ends = loop.time() + limits.stream_max_s
         async with labs.hub.subscribe() as queue:  # subscribe first: no gap
             sent = 0
             yield "retry: 1000\n: connected\n\n"
             if after is not None:
                 replay = await asyncio.to_thread(
-                    labs.store.alerts, state=None, after_seq=after, limit=REPLAY_MAX
+                    labs.store.alerts, state=None, after_seq=after, limit=limits.stream_replay_max
                 )
                 for alert in replay:
                     sent = alert.seq
                     yield _event(alert)
             while (left := ends - loop.time()) > 0:
                 try:
-                    alert = await asyncio.wait_for(queue.get(), min(KEEPALIVE_S, left))
+                    alert = await asyncio.wait_for(
+                        queue.get(), min(limits.stream_keepalive_s, left)
+                    )
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue

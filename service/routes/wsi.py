@@ -116,7 +116,7 @@ async def _slide_request(request: Request, svc: Services) -> tuple[SlideRequest 
             body = SlideRequest.model_validate_json(await request.body())
         except ValidationError as exc:
             raise BadRequest(f"invalid job request: {exc.errors()[0]['msg']}") from None
-        return body, resolve_slide_path(body.slide_path, settings.wsi_slide_roots)
+        return body, resolve_slide_path(body.slide_path, settings.wsi.slide_roots)
     if media_type not in UPLOAD_TYPES:
         raise UnsupportedMediaType(
             "send application/json naming a slide_path, or the slide itself as "
@@ -130,7 +130,7 @@ async def _slide_request(request: Request, svc: Services) -> tuple[SlideRequest 
     await save_upload(
         request.stream(),
         target,
-        settings.wsi_max_upload_bytes,
+        settings.wsi.max_upload_bytes,
         int(declared) if declared and declared.isdigit() else None,
     )
     return None, target
@@ -160,7 +160,7 @@ async def submit_job(
             raise
         params = {
             "max_regions": (body.max_regions if body and body.max_regions else None)
-            or settings.wsi_max_regions,
+            or settings.wsi.max_regions,
             "min_tissue_fraction": body.min_tissue_fraction if body else 0.25,
         }
         job = svc.wsi_jobs.store.create(

@@ -51,7 +51,7 @@ def test_provider_options_come_from_settings(tmp_path: Path) -> None:
         gpu_cudnn_conv_algo_search="HEURISTIC",
         gpu_mem_limit_bytes=2 * 1024**3,
     )
-    options = GpuOptions.from_settings(settings)
+    options = GpuOptions.from_settings(settings.gpu)
     assert cuda_options(options, 1) == {
         "device_id": "1",
         "cudnn_conv_algo_search": "HEURISTIC",

@@ -28,7 +28,7 @@ from aidx.inference.errors import ModelUnavailable
 from aidx.inference.repository import load_entry
 from aidx.inference.runtime_triton import TritonModel, TritonOptions
 from aidx.inference.serving import batcher_config
-from aidx.inference.settings import Role
+from aidx.inference.settings import Role, Settings
 from aidx.service.app import create_app
 
 from ..conftest import MODELS, aidx_env, auth, dicom_bytes, free_port, make_settings
@@ -87,7 +87,7 @@ def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AidxKServePeer]:
         server.stop()
 
 
-def triton_settings(var_dir: Path, peer: AidxKServePeer, **overrides: object) -> object:
+def triton_settings(var_dir: Path, peer: AidxKServePeer, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "enabled_models": [MODEL],
         "writeback": False,
@@ -210,7 +210,7 @@ def test_pass_through_batching_when_triton_batches(peer: AidxKServePeer, tmp_pat
     entry = load_entry(MODELS / MODEL)
     local = batcher_config(entry.config)
     assert local.max_queue_delay_us == 2000  # config.pbtxt's delay, in-process
-    passthrough = batcher_config(entry.config, triton_settings(tmp_path, peer))  # type: ignore[arg-type]
+    passthrough = batcher_config(entry.config, triton_settings(tmp_path, peer).triton)
     assert passthrough.max_queue_delay_us == 0 and passthrough.instance_count >= 4
     kept = triton_settings(tmp_path, peer, triton_max_queue_delay_us=None)
-    assert batcher_config(entry.config, kept).max_queue_delay_us == 2000  # type: ignore[arg-type]
+    assert batcher_config(entry.config, kept.triton).max_queue_delay_us == 2000

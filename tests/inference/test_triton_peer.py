@@ -27,7 +27,8 @@ from fastapi.testclient import TestClient
 from aidx.inference.errors import ModelUnavailable
 from aidx.inference.repository import load_entry
 from aidx.inference.runtime_triton import TritonModel, TritonOptions
-from aidx.inference.settings import Role, Settings, TritonProtocol
+from aidx.inference.settings import Role, Settings
+from aidx.inference.settings_sections import TritonProtocol
 from aidx.service.app import create_app
 
 from ..conftest import MODELS, auth, dicom_bytes, make_settings

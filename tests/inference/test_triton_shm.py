@@ -35,7 +35,8 @@ from aidx.inference.runtime_triton import (
     TritonSharedMemoryUnusable,
     region_layout,
 )
-from aidx.inference.settings import Role, Settings, TritonProtocol
+from aidx.inference.settings import Role, Settings
+from aidx.inference.settings_sections import TritonProtocol
 from aidx.service.app import create_app
 
 from ..conftest import MODELS, aidx_env, auth, dicom_bytes, free_port, make_settings
@@ -62,6 +63,12 @@ def triton_peer() -> Iterator[TritonPeer]:
 @pytest.fixture
 def triton(triton_peer: TritonPeer) -> TritonPeer:
     return running(triton_peer)
+
+
+def region_names(settings: Settings) -> str:
+    """The prefix of the model's shared-memory regions on the server."""
+    options = TritonOptions.from_settings(settings.triton, port=settings.port)
+    return f"{options.region_prefix}-{MODEL}"
 
 
 def headers(peer: TritonPeer, protocol: TritonProtocol) -> dict[str, str]:
@@ -144,12 +151,12 @@ def test_shared_memory_gives_the_in_process_findings_and_is_released_at_stop(
     want = expected.json()["findings"]
 
     settings = shm_settings(tmp_path / "triton", triton)
-    prefix = f"{TritonOptions.from_settings(settings).region_prefix}-{MODEL}"
+    prefix = region_names(settings)
     with TestClient(create_app(settings)) as front:
         (model,) = front.get("/v1/models", headers=auth(Role.engineer)).json()
         assert model["state"] == "ready", model["reason"]
         regions = registered(triton, prefix)
-        assert len(regions) == settings.triton_concurrency  # one per request in flight
+        assert len(regions) == settings.triton.concurrency  # one per request in flight
         assert sorted(on_host(regions.values())) == sorted(regions.values())
 
         same_findings(cxr(front), want)
@@ -213,7 +220,7 @@ def test_a_server_without_this_hosts_shared_memory_keeps_the_model_out(tmp_path:
     peer = TritonPeer(MODELS, only=[MODEL], access_token=TOKEN, private_shm=True).start()
     try:
         settings = shm_settings(tmp_path, peer, port=free_port())  # names of its own
-        prefix = f"{TritonOptions.from_settings(settings).region_prefix}-{MODEL}"
+        prefix = region_names(settings)
         with TestClient(create_app(settings)) as front:
             (model,) = front.get("/v1/models", headers=auth(Role.engineer)).json()
             assert model["state"] == "unavailable"
@@ -277,12 +284,12 @@ def test_a_start_after_a_kill_clears_what_the_killed_run_left(
 ) -> None:
     port = free_port()
     settings = shm_settings(tmp_path, triton, port=port)
-    prefix = f"{TritonOptions.from_settings(settings).region_prefix}-{MODEL}"
+    prefix = region_names(settings)
     first = serve(tmp_path, port, triton)
     try:
         infer_ok(port)
         left = registered(triton, prefix)
-        assert len(left) == settings.triton_concurrency
+        assert len(left) == settings.triton.concurrency
     finally:
         first.send_signal(signal.SIGKILL)  # no stop: its regions stay registered
         first.wait(timeout=10)

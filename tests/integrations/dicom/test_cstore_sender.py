@@ -11,6 +11,7 @@ import pytest
 
 from aidx.adapters.dicom_sr import build_sr
 from aidx.adapters.writeback import dicom_bytes
+from aidx.inference.settings_sections import PacsSettings
 from aidx.integrations.dicom.senders import CStoreDestination
 from aidx.integrations.outbox.destinations import PermanentDeliveryError, TransientDeliveryError
 from aidx.integrations.outbox.store import Entry, State
@@ -30,6 +31,10 @@ def entry(payload: bytes) -> Entry:
     )  # fmt: skip
 
 
+def _pacs(port: int, ae_title: str) -> PacsSettings:
+    return PacsSettings(dicom_host="127.0.0.1", dicom_port=port, ae_title=ae_title)
+
+
 @pytest.fixture
 def sr(analysed_cxr: AnalysedCxr) -> pydicom.Dataset:
     source = pydicom.dcmread(io.BytesIO(analysed_cxr.source))
@@ -40,7 +45,7 @@ def test_an_sr_is_stored_once_however_often_it_is_sent(
     orthanc: OrthancPeer, sr: pydicom.Dataset
 ) -> None:
     orthanc.clear()
-    pacs = CStoreDestination("pacs", "127.0.0.1", orthanc.dicom_port, called_ae=orthanc.aet)
+    pacs = CStoreDestination("pacs", _pacs(orthanc.dicom_port, orthanc.aet), calling_ae="AIDX")
     pacs.deliver(entry(dicom_bytes(sr)))
     pacs.deliver(entry(dicom_bytes(sr)))  # a retry after a lost acknowledgement
     uid = sr.SOPInstanceUID
@@ -51,13 +56,13 @@ def test_an_sr_is_stored_once_however_often_it_is_sent(
 
 
 def test_a_pacs_that_is_down_is_retried_later(sr: pydicom.Dataset) -> None:
-    nobody = CStoreDestination("pacs", "127.0.0.1", free_port(), called_ae="ORTHANC")
+    nobody = CStoreDestination("pacs", _pacs(free_port(), "ORTHANC"), calling_ae="AIDX")
     with pytest.raises(TransientDeliveryError, match="not established"):
         nobody.deliver(entry(dicom_bytes(sr)))
 
 
 def test_what_can_never_be_stored_is_given_up(orthanc: OrthancPeer, sr: pydicom.Dataset) -> None:
-    pacs = CStoreDestination("pacs", "127.0.0.1", orthanc.dicom_port, called_ae=orthanc.aet)
+    pacs = CStoreDestination("pacs", _pacs(orthanc.dicom_port, orthanc.aet), calling_ae="AIDX")
     with pytest.raises(PermanentDeliveryError, match="not DICOM"):
         pacs.deliver(entry(b"this is no DICOM object"))
     sr.SOPClassUID = "1.2.826.0.1.3680043.8.498.999"  # a private class no PACS accepts

@@ -8,6 +8,7 @@ import json
 import httpx
 import pytest
 
+from aidx.inference.settings_sections import FhirSettings
 from aidx.integrations.fhir.client import FhirDestination
 from aidx.integrations.fhir.resources import REPORT_SYSTEM, build_bundle, bundle_json
 from aidx.integrations.outbox.destinations import PermanentDeliveryError
@@ -30,7 +31,8 @@ def test_bundle_is_accepted_and_resend_is_idempotent(
     report = analysed_cxr.report.model_copy(update={"id": "0b5c5a3e-8d1e-5c7a-9f00-000000000001"})
     payload = bundle_json(build_bundle(report, patient_system="urn:test:mrn"))
     assert payload == bundle_json(build_bundle(report, patient_system="urn:test:mrn"))
-    destination = FhirDestination("emr", fhir_server.base_url, token="not-checked-by-the-peer")
+    fhir = FhirSettings(base_url=fhir_server.base_url, bearer_token="not-checked-by-the-peer")
+    destination = FhirDestination("emr", fhir)
     for _ in range(3):  # a resend after a crash must not duplicate anything
         destination.deliver(entry(payload))
     (diagnostic,) = fhir_server.search(
@@ -56,7 +58,7 @@ def test_server_refusal_is_permanent_with_its_reason(fhir_server: FhirPeer) -> N
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [{
         "resource": {"resourceType": "DiagnosticReport", "status": "final"},  # no code
         "request": {"method": "POST", "url": "DiagnosticReport"}}]}  # fmt: skip
-    destination = FhirDestination("emr", fhir_server.base_url)
+    destination = FhirDestination("emr", FhirSettings(base_url=fhir_server.base_url))
     # The server's own R4 validation refuses it (the missing 1..1 element is named).
     with pytest.raises(PermanentDeliveryError, match="HTTP 400.*code"):
         destination.deliver(entry(json.dumps(bundle).encode()))

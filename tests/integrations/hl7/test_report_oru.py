@@ -19,6 +19,7 @@ from hl7apy.parser import parse_message
 
 from aidx.adapters.writeback import HL7, destinations_from, objects_for
 from aidx.inference.reports import Report
+from aidx.inference.settings_sections import EmrSettings
 from aidx.inference.store import create_store, init_store
 from aidx.integrations.hl7.report_oru import build_report_oru, report_control_id
 from aidx.integrations.hl7.sender import MllpDestination
@@ -112,7 +113,11 @@ def test_peer_down_then_back_gets_it_once_and_a_resend_has_the_same_id(
         assert len(peer.received) == 1
         store = client.app.state.services.writeback.store  # type: ignore[attr-defined]
         entry = next(e for e in store.list(destination=HL7))
-        destinations_from(settings)[HL7].deliver(entry)
+        destinations = destinations_from(
+            settings.pacs, settings.fhir, settings.emr,
+            calling_ae=settings.dicom.ae_title, sink_root=settings.outbox_dir,
+        )  # fmt: skip
+        destinations[HL7].deliver(entry)
     assert len(peer.received) == 2 and peer.received[0] == peer.received[1]
 
     msg = strict(peer.received[0])
@@ -131,7 +136,8 @@ def test_peer_down_then_back_gets_it_once_and_a_resend_has_the_same_id(
 def _worker(tmp_path: Path, port: int, *, ack_timeout_s: float = 5.0) -> OutboxWorker:
     engine = create_store(f"sqlite:///{tmp_path / 'outbox.db'}")
     init_store(engine)
-    destination = MllpDestination(HL7, "127.0.0.1", port, ack_timeout_s=ack_timeout_s)
+    emr = EmrSettings(mllp_host="127.0.0.1", mllp_port=port, mllp_ack_timeout_s=ack_timeout_s)
+    destination = MllpDestination(HL7, emr)
     return OutboxWorker(
         OutboxStore(engine), {HL7: destination}, backoff=Backoff(0.05, 0.1, max_attempts=5)
     )

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from aidx.adapters.writeback import BUILD, BUILD_CXR, pack_headers
 from aidx.inference.settings import Role
+from aidx.inference.settings_sections import FhirSettings
 from aidx.inference.store import create_store, init_store
 from aidx.integrations.fhir.client import FhirDestination
 from aidx.integrations.outbox.destinations import FolderSink
@@ -80,7 +81,7 @@ def test_backoff_grows_then_the_entry_is_dead(engine: Engine) -> None:
     assert [backoff.delay_s(n) for n in (1, 2, 3, 4, 5)] == [2, 4, 8, 10, 10]
     store = OutboxStore(engine)
     store.enqueue(obj(destination="emr"))
-    down = FhirDestination("emr", f"http://127.0.0.1:{free_port()}/fhir/R4")
+    down = FhirDestination("emr", FhirSettings(base_url=f"http://127.0.0.1:{free_port()}/fhir/R4"))
     worker = OutboxWorker(store, {"emr": down}, backoff=backoff)
     import asyncio
 

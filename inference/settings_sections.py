@@ -1,0 +1,167 @@
+"""The sections of the service's settings (settings.py), one per integration or
+pipeline; each consumer receives its own section only. A field `<name>` of the section
+`<section>` is set by AIDX_<SECTION>_<NAME>; every limit and timeout has its one
+default here."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class TritonProtocol(enum.StrEnum):
+    http = "http"
+    grpc = "grpc"
+
+
+class CudnnConvAlgoSearch(enum.StrEnum):
+    exhaustive = "EXHAUSTIVE"
+    heuristic = "HEURISTIC"
+    default = "DEFAULT"
+
+
+class GpuSettings(BaseModel):
+    """GPU execution (gpu/providers.py): onnxruntime's CUDA and TensorRT providers."""
+
+    device_id: int = Field(default=0, ge=0)  # the default; instance_group `gpus` pins
+    tensorrt: bool = False  # TensorRT EP first when the wheel and libraries have it
+    fp16: bool = False  # TensorRT fp16 kernels
+    trt_engine_cache_dir: Path | None = None  # built engines kept across restarts
+    cudnn_conv_algo_search: CudnnConvAlgoSearch = CudnnConvAlgoSearch.exhaustive
+    mem_limit_bytes: int | None = Field(default=None, gt=0)  # CUDA arena cap per session
+    # CUDA/TensorRT sessions bind inputs and outputs (IO binding) instead of plain runs.
+    io_binding: bool = True
+
+
+class CpuSettings(BaseModel):
+    # intra-op threads of each session; 0: one instance uses onnxruntime's default, several
+    # split the cores between them (runtime.threads_per_instance)
+    threads_per_instance: int = Field(default=0, ge=0)
+    workers: int = Field(default=0, ge=0)  # decode/render pool; 0: one per core
+
+
+class TritonSettings(BaseModel):
+    """Models on a Triton Inference Server (AIDX_BACKEND=triton, runtime_triton.py)."""
+
+    url: str | None = None  # host:port (HTTP 8000, gRPC 8001), no scheme
+    protocol: TritonProtocol = TritonProtocol.http
+    headers: dict[str, str] = Field(default_factory=dict)  # e.g. an API key; never logged
+    timeout_s: float = Field(default=30.0, gt=0)  # connect and network timeout
+    retries: int = Field(default=2, ge=0)  # on UNAVAILABLE and connection errors
+    retry_backoff_s: float = Field(default=0.2, ge=0)
+    poll_s: float = Field(default=5.0, gt=0)  # how often model readiness is re-read
+    # Triton batches itself: aidx's batcher passes requests through without waiting
+    # (0 us); None keeps config.pbtxt's max_queue_delay_microseconds.
+    max_queue_delay_us: int | None = Field(default=0, ge=0)
+    concurrency: int = Field(default=4, ge=1)  # requests in flight per model
+    # Tensors through system shared memory instead of the request body. Only where aidx
+    # and Triton share a host and its /dev/shm (one machine, or one pod / IPC namespace):
+    # a server elsewhere refuses the regions and the model stays out of service
+    # (triton_shm_unusable). Each model gets one region per request in flight (the
+    # batcher's executors, at least `concurrency`), each bounded by config.pbtxt:
+    # max_batch_size x the byte size of every input and output.
+    shared_memory: bool = False
+
+
+class CtSettings(BaseModel):
+    """POST /v1/ct: a series' limits."""
+
+    # a 512 x 512 x 600 series is about 315 MB uncompressed
+    max_upload_bytes: int = Field(default=1 << 30, gt=0)
+    max_instances: int = Field(default=4096, ge=1)
+
+
+class WsiSettings(BaseModel):
+    """Whole slides: submitted paths must lie under one of `slide_roots` (after
+    resolving links)."""
+
+    slide_roots: list[Path] = Field(default_factory=list)
+    max_upload_bytes: int = Field(default=8 * 1024**3, gt=0)
+    max_regions: int = Field(default=10, ge=1, le=1000)
+    readers: int = Field(default=0, ge=0)  # tile reader threads per job; 0: cores / 2
+    max_running_jobs: int = Field(default=1, ge=1)
+    # Replicas sharing the store: each refreshes its jobs' heartbeat every interval, and
+    # fails (`interrupted`) any job whose heartbeat is older than the stale limit: its
+    # replica died. The limit spans missed beats, not one slow write.
+    job_heartbeat_s: float = Field(default=10.0, gt=0)
+    job_stale_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _stale_spans_missed_beats(self) -> WsiSettings:
+        if self.job_stale_s < 2 * self.job_heartbeat_s:
+            raise ValueError(
+                "AIDX_WSI_JOB_STALE_S must be at least twice AIDX_WSI_JOB_HEARTBEAT_S, "
+                "or a live replica's jobs could be failed between two heartbeats"
+            )
+        return self
+
+
+class LabsSettings(BaseModel):
+    """Lab screening: the HL7 v2 MLLP listener (None port: no listener), the analyte
+    catalogue (None: the one shipped in aidx.pipelines.labs), the live alert stream."""
+
+    mllp_host: str = "127.0.0.1"
+    mllp_port: int | None = Field(default=None, ge=0, le=65535)
+    mllp_max_frame_bytes: int = Field(default=1 << 20, gt=0)
+    mllp_frame_timeout_s: float = Field(default=5.0, gt=0)  # a message's frame, once begun
+    mllp_idle_timeout_s: float = Field(default=300.0, gt=0)  # a silent connection is closed
+    catalogue: Path | None = None
+    stream_keepalive_s: float = Field(default=15.0, gt=0)  # a comment when nothing happens
+    # a stream ends after this; EventSource reconnects with Last-Event-ID
+    stream_max_s: float = Field(default=300.0, gt=0)
+    stream_replay_max: int = Field(default=1000, ge=1)  # alerts replayed on a reconnect
+
+
+class PacsSettings(BaseModel):
+    """The PACS: findings to it (STOW-RS, or C-STORE without a DICOMweb URL), studies
+    pulled from it (QIDO/WADO-RS)."""
+
+    dicomweb_url: str | None = None  # STOW-RS and QIDO/WADO-RS base, e.g. .../dicom-web
+    dicom_host: str | None = None  # C-STORE SCU peer (used when no DICOMweb URL)
+    dicom_port: int | None = Field(default=None, ge=1, le=65535)
+    ae_title: str = "PACS"
+    # Reaching the PACS: a DICOMweb connection, a C-STORE association and its replies.
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    stow_timeout_s: float = Field(default=60.0, gt=0)  # one STOW-RS request, in all
+    read_timeout_s: float = Field(default=120.0, gt=0)  # between bytes of a QIDO/WADO answer
+
+
+class FhirSettings(BaseModel):
+    base_url: str | None = None  # e.g. https://emr.example/fhir/R4
+    bearer_token: str | None = None
+    patient_identifier_system: str = "urn:aidx:patient-id"
+    timeout_s: float = Field(default=30.0, gt=0)  # one transaction bundle's request
+
+
+class EmrSettings(BaseModel):
+    """HL7 v2 ORU^R01 of each report to the EMR over MLLP (None host or port: not sent)."""
+
+    mllp_host: str | None = None
+    mllp_port: int | None = Field(default=None, ge=1, le=65535)
+    mllp_ack_timeout_s: float = Field(default=30.0, gt=0)
+    hl7_receiving_application: str = "EMR"
+    hl7_receiving_facility: str = "HOSPITAL"
+
+
+class OutboxSettings(BaseModel):
+    """Delivery of outgoing objects: retries with exponential backoff."""
+
+    backoff_base_s: float = Field(default=2.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0)
+    max_attempts: int = Field(default=20, ge=1)
+    poll_s: float = Field(default=1.0, gt=0)
+    # How long a claimed entry is a worker's: after a crash, its entries wait this long.
+    lease_s: float = Field(default=120.0, gt=0)
+
+
+class DicomSettings(BaseModel):
+    """DICOM intake: a C-STORE SCP (None port: off), study stability, routing; the
+    AE title is also the calling AE of C-STORE write-back."""
+
+    ae_title: str = "AIDX"
+    scp_host: str = "127.0.0.1"
+    scp_port: int | None = Field(default=None, ge=0, le=65535)
+    stable_s: float = Field(default=10.0, gt=0)  # a study is complete after this quiet
+    routing_rules: Path | None = None  # YAML; None: the shipped chest rules

@@ -7,10 +7,10 @@ model metadata and config are read and checked against the local repository entr
 max_batch_size must agree, or the model stays out of service with the reason. The
 platform/backend is not compared: the same tensors served by another backend (e.g.
 PyTriton's `python`, as in the tests) are the same model to aidx. The
-server's model readiness is re-read every `triton_poll_s` (`follow_readiness`).
+server's model readiness is re-read every `triton.poll_s` (`follow_readiness`).
 
 Failures: a connection error, a timeout or UNAVAILABLE (gRPC) / 503 (HTTP) is retried
-`triton_retries` times with a growing pause, then answered 503 `triton_unavailable`;
+`triton.retries` times with a growing pause, then answered 503 `triton_unavailable`;
 any other refusal by the server is 502 `triton_error` (at load: the model stays out
 with `triton_refused`, e.g. a wrong API key). Readiness is read over a new connection
 each time (`ready`), so a server that has begun to shut down is out at once.
@@ -170,7 +170,7 @@ def compare(entry: ModelEntry, metadata: dict[str, Any], config: Any) -> list[st
 
 def region_count(config: Any, options: TritonOptions) -> int:
     """One region per request in flight: as many as the batcher's executors
-    (serving.batcher_config: instance_group's copies, at least triton_concurrency)."""
+    (serving.batcher_config: instance_group's copies, at least triton.concurrency)."""
     copies = sum(int(g.count) or 1 for g in config.instance_group) or 1
     return max(copies, options.concurrency)
 

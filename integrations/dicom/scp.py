@@ -35,6 +35,7 @@ from aidx.inference.settings_sections import DicomSettings
 from aidx.integrations.dicom.routing import SERIES_PIPELINES, Rule, route
 
 log = logging.getLogger(__name__)
+_DEFAULTS = DicomSettings()  # one default per value: the settings' (AIDX_DICOM_*)
 _UID = re.compile(r"^[0-9.]{1,64}$")
 CANNOT_UNDERSTAND = 0xC210
 OUT_OF_RESOURCES = 0xA700
@@ -53,7 +54,7 @@ class StoreScp:
         stable_s: float,
         rules: list[Rule],
         analyze: Analyze,
-        host: str,
+        host: str = _DEFAULTS.scp_host,
     ) -> None:
         self.incoming = var_dir / "incoming"
         self.quarantine = var_dir / "quarantine"

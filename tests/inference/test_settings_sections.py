@@ -15,11 +15,13 @@ from aidx.inference.runtime_triton import TritonOptions
 from aidx.inference.settings import ApiKey, Backend, Device, Mode, Role, Settings
 from aidx.inference.settings_sections import (
     CudnnConvAlgoSearch,
+    DicomSettings,
     GpuSettings,
     OutboxSettings,
     TritonProtocol,
     TritonSettings,
 )
+from aidx.integrations.dicom.scp import StoreScp
 from aidx.integrations.outbox.worker import Backoff, OutboxWorker
 
 SHA = "a" * 64
@@ -238,3 +240,4 @@ def test_option_classes_default_to_the_settings() -> None:
     options = TritonOptions.from_settings(triton.model_copy(update={"url": "t:1"}), port=1)
     assert TritonOptions(url="t:1", region_prefix=options.region_prefix) == options
     assert GpuOptions() == GpuOptions.from_settings(gpu)  # gpu/ cannot import the settings
+    assert inspect.signature(StoreScp).parameters["host"].default == DicomSettings().scp_host

@@ -171,14 +171,15 @@ def test_a_local_config_that_differs_from_real_triton_keeps_the_model_out(
     config = repository / MODEL / "config.pbtxt"
     config.write_text(
         config.read_text()
-        .replace("dims: [ 2 ]", "dims: [ 3 ]")
+        .replace("dims: [ 1, 224, 224 ]", "dims: [ 1, 256, 256 ]")  # the card checks outputs
         .replace("max_batch_size: 32", "max_batch_size: 16")
     )
     settings = triton_settings(tmp_path, triton, model_repository=repository)
     with TestClient(create_app(settings)) as front:
         (model,) = front.get("/v1/models", headers=auth(Role.engineer)).json()
         assert model["state"] == "unavailable"
-        assert "output 'logits' is FP32[-1, 2] on the server, FP32[-1, 3] here" in model["reason"]
+        expected = "input 'image' is FP32[-1, 1, 224, 224] on the server, FP32[-1, 1, 256, 256] here"
+        assert expected in model["reason"]
         assert "max_batch_size is 32 on the server, 16 here" in model["reason"]
         answer = cxr(front)
         assert (answer.status_code, answer.json()["code"]) == (503, "triton_model_mismatch")

@@ -178,7 +178,7 @@ def test_a_local_config_that_differs_from_real_triton_keeps_the_model_out(
     with TestClient(create_app(settings)) as front:
         (model,) = front.get("/v1/models", headers=auth(Role.engineer)).json()
         assert model["state"] == "unavailable"
-        expected = "input 'image' is FP32[-1, 1, 224, 224] on the server, FP32[-1, 1, 256, 256] here"
+        expected = "input 'image' is FP32[-1, 1, 224, 224] on the server, FP32[-1, 1, 256, 256]"
         assert expected in model["reason"]
         assert "max_batch_size is 32 on the server, 16 here" in model["reason"]
         answer = cxr(front)

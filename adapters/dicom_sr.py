@@ -7,6 +7,11 @@ region as an image-referenced SCOORD POLYLINE (what OHIF renders). A finding wit
 a region gets an image-level group (TID 1501) that references the source image.
 The algorithm's name and version are the observer context (device) and each group's
 algorithm identification.
+
+A finding that was not assessed has no probability and no Present/Absent: its group's
+qualitative evaluation is SCT 373068000 "Undetermined", with the reason as text. The
+report's out-of-distribution verdict and, when no finding was assessed, why, go in
+the document's Qualitative Evaluations container (TID 1500 row 12).
 """
 
 from __future__ import annotations
@@ -29,6 +34,15 @@ SR_SERIES_DESCRIPTION = "aidx AI findings (SR)"
 XR_CHEST = hd.sr.CodedConcept("36554-4", "LN", "XR Chest Single view")
 CT_CHEST = hd.sr.CodedConcept("24627-2", "LN", "CT Chest")
 _SCHEMES = {"SCT": "SCT", "LN": "LN", "DCM": "DCM", "RADLEX": "RADLEX"}
+# Not assessed: CID 240 "Present-Absent", the value set of Present and Absent, has a
+# third value for "cannot say", SCT 373068000 "Undetermined". It is the standard's own
+# answer, so no reader mistakes it for either (DCM 114011 "Value indeterminate" is a
+# NUM qualifier, and there is no probability to qualify).
+NOT_ASSESSED = codes.SCT.Undetermined
+QUALITATIVE_EVALUATIONS = hd.sr.CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
+# No standard concept names the out-of-distribution gate: a private (99) scheme.
+OOD_CHECK = hd.sr.CodedConcept("OOD", "99AIDX", "Out-of-distribution check")
+REPORT_NOT_ASSESSED = hd.sr.CodedConcept("NOTASSESSED", "99AIDX", "Findings not assessed")
 
 
 def concept(finding: Finding) -> hd.sr.CodedConcept:
@@ -76,9 +90,17 @@ def _evaluations(
     more: Sequence[hd.sr.Measurement] = (),
 ) -> dict[str, object]:
     """Finding type, algorithm, the probability (the finding's unless given) and any
-    `more` measurements, and the qualitative evaluation present/absent."""
+    `more` measurements, and the qualitative evaluation present/absent; for a finding
+    not assessed, no probability and the evaluation "Undetermined"."""
     name = concept(finding)
     value = finding.probability if probability is None else probability
+    if not finding.assessed or value is None or finding.present is None:
+        return {
+            "finding_type": name,
+            "algorithm_id": algorithm(report),
+            "measurements": list(more),
+            "qualitative_evaluations": [hd.sr.QualitativeEvaluation(name=name, value=NOT_ASSESSED)],
+        }
     return {
         "finding_type": name,
         "algorithm_id": algorithm(report),
@@ -97,6 +119,25 @@ def _evaluations(
             )
         ],
     }
+
+
+def not_assessed_text(reason: str | None, message: str | None) -> str:
+    return f"Not assessed ({reason or 'unknown'}): {message or 'no reason given'}"
+
+
+def _with_reason(group: hd.sr.MeasurementsAndQualitativeEvaluations, finding: Finding) -> None:
+    """A not-assessed finding's reason as a TEXT qualitative evaluation (TID 1501 takes
+    CODE and TEXT evaluations), named by the finding like its "Undetermined"."""
+    if finding.assessed:
+        return
+    text = not_assessed_text(finding.not_assessed_reason, finding.not_assessed_message)
+    group[0].ContentSequence.append(
+        hd.sr.TextContentItem(
+            name=concept(finding),
+            value=text,
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        )
+    )
 
 
 def measurement_groups(
@@ -128,16 +169,55 @@ def measurement_groups(
                 )
             )
         if not finding.regions:
-            groups.append(
-                hd.sr.MeasurementsAndQualitativeEvaluations(
-                    tracking_identifier=hd.sr.TrackingIdentifier(
-                        identifier=meaning, uid=derived_uid("tracking", report.id, str(i))
-                    ),
-                    source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
-                    **_evaluations(report, finding),  # type: ignore[arg-type]
-                )
+            group = hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    identifier=meaning, uid=derived_uid("tracking", report.id, str(i))
+                ),
+                source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
+                **_evaluations(report, finding),  # type: ignore[arg-type]
             )
+            _with_reason(group, finding)
+            groups.append(group)
     return groups
+
+
+def document_evaluations(report: Report) -> hd.sr.ContainerContentItem | None:
+    """TID 1500's Qualitative Evaluations container: the out-of-distribution verdict
+    (status, score, threshold, method, policy) and why no finding was assessed."""
+    items: list[hd.sr.ContentItem] = []
+    if report.ood is not None:
+        ood = report.ood
+        status = hd.sr.CodedConcept(ood.status.value, "99AIDX", ood.status.value.replace("_", " "))
+        items.append(
+            hd.sr.CodeContentItem(name=OOD_CHECK, value=status, relationship_type="CONTAINS")
+        )
+        detail = (
+            f"status {ood.status.value}; score {_number(ood.score)}; "
+            f"threshold {_number(ood.threshold)}; method {ood.method or 'none'}; "
+            f"policy {ood.policy.value}"
+        )
+        items.append(
+            hd.sr.TextContentItem(name=OOD_CHECK, value=detail, relationship_type="CONTAINS")
+        )
+    if report.not_assessed is not None:
+        why = report.not_assessed
+        text = not_assessed_text(why.reason.value, why.message)
+        items.append(
+            hd.sr.TextContentItem(
+                name=REPORT_NOT_ASSESSED, value=text, relationship_type="CONTAINS"
+            )
+        )
+    if not items:
+        return None
+    container = hd.sr.ContainerContentItem(
+        name=QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+    )
+    container.ContentSequence = hd.sr.ContentSequence(items)
+    return container
+
+
+def _number(value: float | None) -> str:
+    return "none" if value is None else f"{value:.6g}"
 
 
 def build_sr(
@@ -158,6 +238,9 @@ def build_sr(
         imaging_measurements=[*measurement_groups(report, source), *more_groups],
         title=codes.DCM.ImagingMeasurementReport,
     )
+    evaluations = document_evaluations(report)
+    if evaluations is not None:  # TID 1500 row 12, after the measurements
+        content[0].ContentSequence.append(evaluations)
     sr = hd.sr.Comprehensive3DSR(
         evidence=[*sources, *more_evidence],
         content=content,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC
 
-from aidx.inference.reports import Report
+from aidx.inference.reports import Finding, ModelRef, Report
 from aidx.integrations.hl7.message import escape
 
 _STUDY_UID_CODE = "110180^Study Instance UID^DCM"
@@ -30,6 +30,8 @@ def build_report_oru(
     one OBX per finding (OBX-3 the coded concept, OBX-5 the probability as NM in UCUM
     "1", OBX-8 A when present / N when absent, OBX-11 P, OBX-17 the model), the study
     as an OBX with its Study Instance UID, and NTEs for the threshold and disclaimer.
+    A finding not assessed gets OBX-11 X (no result), no value and no flag, and an NTE
+    with the reason; the out-of-distribution verdict is an NTE under the OBR.
     Every timestamp comes from the report, so the same report gives the same bytes."""
     at = report.created_at.astimezone(UTC).strftime("%Y%m%d%H%M%S")
     src = report.source
@@ -45,8 +47,9 @@ def build_report_oru(
     obr[4] = f"AIDX-{report.pipeline.upper()}^AI {escape(report.pipeline)} analysis^99AIDX"
     obr[7], obr[22], obr[24], obr[25] = at, at, _modality(src.modality), "P"
     lines.append("|".join(obr))
-    if report.disclaimer:
-        lines.append(f"NTE|1|L|{escape(report.disclaimer)}")
+    notes = [report.disclaimer] if report.disclaimer else []
+    notes += _assessment_notes(report)
+    lines += [f"NTE|{i}|L|{escape(note)}" for i, note in enumerate(notes, start=1)]
     n = 0
     if src.study_instance_uid:
         n += 1
@@ -55,18 +58,7 @@ def build_report_oru(
         )
     for finding in report.findings:
         n += 1
-        concept = finding.concept
-        scheme = _SCHEMES.get(concept.scheme.upper(), "99AIDX")
-        lines.append(
-            f"OBX|{n}|NM|{escape(concept.code)}^{escape(concept.meaning)}^{scheme}||"
-            f"{finding.probability:.4f}|1^^UCUM||{'A' if finding.present else 'N'}|||P|||"
-            f"{at}|||{method}"
-        )
-        verdict = "present" if finding.present else "absent"
-        lines.append(
-            f"NTE|1|L|probability {finding.probability:.4f}; {verdict} at the calibrated "
-            f"threshold {finding.threshold:.4f}; model {escape(model.name)} v{model.version}"
-        )
+        lines += _finding_segments(finding, n, at=at, method=method, model=model)
     return ("\r".join(lines) + "\r").encode("utf-8")
 
 
@@ -75,3 +67,48 @@ def _modality(modality: str | None) -> str:
     return {"CR": "RX", "DX": "RX", "CT": "CT", "MR": "MR", "US": "US"}.get(
         (modality or "").upper(), "RAD"
     )
+
+
+def _finding_segments(
+    finding: Finding, n: int, *, at: str, method: str, model: ModelRef
+) -> list[str]:
+    """The OBX and NTE of one finding. Not assessed: OBX-11 X ("results cannot be
+    obtained for this observation"), OBX-2, OBX-5, OBX-6 and OBX-8 empty (OBX-2 may
+    be empty only with X), and the reason in the NTE."""
+    concept = finding.concept
+    scheme = _SCHEMES.get(concept.scheme.upper(), "99AIDX")
+    code = f"{escape(concept.code)}^{escape(concept.meaning)}^{scheme}"
+    by = f"model {escape(model.name)} v{model.version}"
+    if not finding.assessed or finding.probability is None:
+        reason = finding.not_assessed_reason or "unknown"
+        message = finding.not_assessed_message or "no reason given"
+        obx = ["OBX", str(n), "", code] + [""] * 14
+        obx[11], obx[14], obx[17] = "X", at, method
+        return [
+            "|".join(obx),
+            f"NTE|1|L|not assessed ({escape(reason)}): {escape(message)}; {by}",
+        ]
+    verdict = "present" if finding.present else "absent"
+    return [
+        f"OBX|{n}|NM|{code}||{finding.probability:.4f}|1^^UCUM||"
+        f"{'A' if finding.present else 'N'}|||P|||{at}|||{method}",
+        f"NTE|1|L|probability {finding.probability:.4f}; {verdict} at the calibrated "
+        f"threshold {finding.threshold:.4f}; {by}",
+    ]
+
+
+def _assessment_notes(report: Report) -> list[str]:
+    """The out-of-distribution verdict and why no finding was assessed, as OBR notes."""
+    notes = []
+    if report.ood is not None:
+        ood = report.ood
+        score = "none" if ood.score is None else f"{ood.score:.6g}"
+        threshold = "none" if ood.threshold is None else f"{ood.threshold:.6g}"
+        notes.append(
+            f"out-of-distribution check: {ood.status.value}; score {score}; "
+            f"threshold {threshold}; method {ood.method or 'none'}; policy {ood.policy.value}"
+        )
+    if report.not_assessed is not None:
+        why = report.not_assessed
+        notes.append(f"findings not assessed ({why.reason.value}): {why.message}")
+    return notes

@@ -183,22 +183,32 @@ def _findings_table(title: str, report) -> Table:  # type: ignore[no-untyped-def
         "present",
         "regions (x0,y0,x1,y1 px)",
         title=f"{title} - {report.model.name} v{report.model.version}",
-        caption=report.disclaimer or "",
+        caption=" ".join(filter(None, [report.disclaimer, _not_assessed_caption(report)])),
     )
     for f in report.findings:
         boxes = "; ".join(
             f"{r.x_min_px:.0f},{r.y_min_px:.0f},{r.x_max_px:.0f},{r.y_max_px:.0f}"
             for r in f.regions
         )
+        if f.assessed and f.probability is not None:
+            probability, present = f"{f.probability:.3f}", "yes" if f.present else "no"
+        else:  # no probability and no present/absent it could stand by
+            probability = f"not assessed ({f.not_assessed_reason or 'unknown'})"
+            present = "not assessed"
         table.add_row(
             f.concept.meaning,
             f"{f.concept.scheme} {f.concept.code}",
-            f"{f.probability:.3f}",
+            probability,
             f"{f.threshold:.3f}",
-            "yes" if f.present else "no",
+            present,
             boxes,
         )
     return table
+
+
+def _not_assessed_caption(report) -> str:  # type: ignore[no-untyped-def]
+    why = report.not_assessed
+    return f"Not assessed ({why.reason}): {why.message}" if why is not None else ""
 
 
 def main() -> None:

@@ -6,6 +6,8 @@
 - One Observation per finding and the DiagnosticReport: conditional update by a
   deterministic identifier (report id, finding index), so a resend updates the same
   resources instead of creating new ones.
+- A finding not assessed: no value and no interpretation, but `dataAbsentReason`
+  with the reason, and the conclusion says which findings were not assessed and why.
 Every resource is validated by the R4B models before it leaves.
 """
 
@@ -21,6 +23,7 @@ from fhir.resources.R4B.imagingstudy import ImagingStudy
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.patient import Patient
 
+from aidx.inference.assessment import NotAssessedReason
 from aidx.inference.reports import Finding, Report
 
 SNOMED = "http://snomed.info/sct"
@@ -30,6 +33,14 @@ DICOM_DCM = "http://dicom.nema.org/resources/ontology/DCM"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 DIAGNOSTIC_SERVICE = "http://terminology.hl7.org/CodeSystem/v2-0074"
+DATA_ABSENT_REASON = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+# The model judged nothing for an input it cannot judge: "not-performed" (the
+# observation procedure was not performed), except for a patient outside the model's
+# population, for whom there is no proper value: "not-applicable".
+_ABSENT_CODES = {
+    NotAssessedReason.model_not_applicable: ("not-applicable", "Not Applicable"),
+}
+_NOT_PERFORMED = ("not-performed", "Not Performed")
 URN_IETF = "urn:ietf:rfc:3986"
 REPORT_SYSTEM = "urn:aidx:report"
 FINDING_SYSTEM = "urn:aidx:finding"
@@ -60,13 +71,6 @@ def _model_label(report: Report) -> str:
 
 
 def _observation(report: Report, index: int, finding: Finding, refs: dict[str, str]) -> Observation:
-    interpretation = ("POS", "Positive") if finding.present else ("NEG", "Negative")
-    notes = [
-        f"Calibrated threshold {finding.threshold:.4g}; "
-        f"{'present' if finding.present else 'absent'} at this threshold."
-    ]
-    if report.disclaimer:
-        notes.append(report.disclaimer)
     body: dict[str, Any] = {
         "identifier": [{"system": FINDING_SYSTEM, "value": f"{report.id}/{index}"}],
         "status": "preliminary",
@@ -74,8 +78,30 @@ def _observation(report: Report, index: int, finding: Finding, refs: dict[str, s
         "code": {"coding": [finding_coding(finding)], "text": finding.concept.meaning},
         "issued": report.created_at.isoformat(),
         "effectiveDateTime": report.created_at.isoformat(),
+        **(_result(finding) if _assessed(finding) else _absent(finding)),
+        "bodySite": {"coding": [CHEST_SITE]},
+        "method": {"text": f"AI model {_model_label(report)}"},
+        "device": {"reference": refs["device"], "display": _model_label(report)},
+    }
+    if report.disclaimer:
+        body["note"].append({"text": report.disclaimer})
+    if "patient" in refs:
+        body["subject"] = {"reference": refs["patient"]}
+    if "study" in refs:
+        body["derivedFrom"] = [{"reference": refs["study"]}]
+    return Observation.model_validate(body)
+
+
+def _assessed(finding: Finding) -> bool:
+    return finding.assessed and finding.probability is not None and finding.present is not None
+
+
+def _result(finding: Finding) -> dict[str, Any]:
+    """An assessed finding: the probability, Positive/Negative and the threshold note."""
+    interpretation = ("POS", "Positive") if finding.present else ("NEG", "Negative")
+    return {
         "valueQuantity": {
-            "value": round(float(finding.probability), 6),
+            "value": round(float(finding.probability or 0.0), 6),
             "unit": "probability",
             "system": UCUM,
             "code": "1",
@@ -91,29 +117,77 @@ def _observation(report: Report, index: int, finding: Finding, refs: dict[str, s
                 ]
             }
         ],
-        "bodySite": {"coding": [CHEST_SITE]},
-        "method": {"text": f"AI model {_model_label(report)}"},
-        "device": {"reference": refs["device"], "display": _model_label(report)},
-        "note": [{"text": n} for n in notes],
+        "note": [
+            {
+                "text": f"Calibrated threshold {finding.threshold:.4g}; "
+                f"{'present' if finding.present else 'absent'} at this threshold."
+            }
+        ],
     }
-    if "patient" in refs:
-        body["subject"] = {"reference": refs["patient"]}
-    if "study" in refs:
-        body["derivedFrom"] = [{"reference": refs["study"]}]
-    return Observation.model_validate(body)
+
+
+def _absent(finding: Finding) -> dict[str, Any]:
+    """A finding not assessed: no value and no interpretation, why in dataAbsentReason
+    (its text the stable reason code) and the message in a note."""
+    reason = finding.not_assessed_reason
+    code, display = _ABSENT_CODES.get(reason, _NOT_PERFORMED) if reason else _NOT_PERFORMED
+    message = finding.not_assessed_message or "no reason given"
+    return {
+        "dataAbsentReason": {
+            "coding": [{"system": DATA_ABSENT_REASON, "code": code, "display": display}],
+            "text": f"not assessed: {reason or 'unknown'}",
+        },
+        "note": [{"text": f"Not assessed ({reason or 'unknown'}): {message}"}],
+    }
 
 
 def _conclusion(report: Report) -> str:
-    present = [f for f in report.findings if f.present]
-    if not present:
-        text = "AI found none of the findings it screens for."
-    else:
+    present = [f for f in report.findings if _assessed(f) and f.present]
+    skipped = [f for f in report.findings if not _assessed(f)]
+    if present:
         text = (
             "AI suggests: "
             + "; ".join(f"{f.concept.meaning} (probability {f.probability:.2f})" for f in present)
             + "."
         )
-    return f"{text} Preliminary, for review by a radiologist. {report.disclaimer or ''}".strip()
+    elif not skipped:
+        text = "AI found none of the findings it screens for."
+    elif len(skipped) < len(report.findings):
+        text = "AI found none of the findings it assessed."
+    else:
+        text = "AI assessed none of the findings it screens for."
+    return " ".join(
+        filter(
+            None,
+            [
+                text,
+                _not_assessed_text(report, skipped),
+                "Preliminary, for review by a radiologist.",
+                report.disclaimer,
+            ],
+        )
+    )
+
+
+def _not_assessed_text(report: Report, skipped: list[Finding]) -> str:
+    """Which findings were not assessed and why, and the out-of-distribution verdict."""
+    parts = []
+    if skipped:
+        parts.append(
+            "Not assessed: "
+            + "; ".join(
+                f"{f.concept.meaning} ({f.not_assessed_reason or 'unknown'}: "
+                f"{f.not_assessed_message or 'no reason given'})"
+                for f in skipped
+            )
+            + "."
+        )
+    if report.ood is not None:
+        ood = report.ood
+        score = "" if ood.score is None else f", score {ood.score:.4g}"
+        threshold = "" if ood.threshold is None else f", threshold {ood.threshold:.4g}"
+        parts.append(f"Out-of-distribution check: {ood.status.value}{score}{threshold}.")
+    return " ".join(parts)
 
 
 def build_bundle(report: Report, *, patient_system: str = DEFAULT_PATIENT_SYSTEM) -> Bundle:

@@ -45,7 +45,7 @@ class OverlayInputs:
         cls,
         image01: np.ndarray,
         cam: np.ndarray | None,
-        probability: float,
+        probability: float | None,
         geometry: CropGeometry,
         regions: list[Region],
     ) -> OverlayInputs:
@@ -53,7 +53,9 @@ class OverlayInputs:
         return cls(
             grey=overlay_grey(image01),
             cam=None if cam is None else np.asarray(cam, dtype=np.float32),
-            probability=probability,
+            # A finding not assessed has no probability: its overlay draws no heat
+            # (the heat's opacity scales with the probability).
+            probability=0.0 if probability is None else probability,
             geometry=geometry,
             scale=overlay_scale(image01.shape),
             boxes_px=np.asarray(boxes, dtype=np.float64).reshape(-1, 4),

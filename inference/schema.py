@@ -89,7 +89,7 @@ lab_alerts = Table(
     Index("ix_lab_alerts_state", "state", "seq"),
 )
 
-# pipelines/wsi/jobs.py: whole-slide jobs, their progress, owner replica and heartbeat.
+# pipelines/wsi/job_store.py: whole-slide jobs, their progress, owner replica and heartbeat.
 wsi_jobs = Table(
     "wsi_jobs",
     metadata,

@@ -25,7 +25,8 @@ from aidx.integrations.dicom.scp import StoreScp, scp_from
 from aidx.pipelines.ct.pipeline import CtPipeline
 from aidx.pipelines.ct.report import CtReport
 from aidx.pipelines.cxr.pipeline import CxrPipeline
-from aidx.pipelines.wsi.jobs import JobRunner, JobStore
+from aidx.pipelines.wsi.job_runner import JobRunner
+from aidx.pipelines.wsi.job_store import JobStore
 from aidx.service.auth import KeyRing, keyring_for
 
 

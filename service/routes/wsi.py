@@ -18,7 +18,8 @@ from aidx.inference.reports import Report
 from aidx.inference.settings import Role
 from aidx.pipelines.wsi.analysis import GEOJSON_FILE, HEATMAP_FILE, tile_model
 from aidx.pipelines.wsi.intake import resolve_slide_path, save_upload, upload_suffix
-from aidx.pipelines.wsi.jobs import Job, JobRunner, JobState
+from aidx.pipelines.wsi.job_runner import JobRunner
+from aidx.pipelines.wsi.job_store import Job, JobState
 from aidx.pipelines.wsi.slide import describe
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services

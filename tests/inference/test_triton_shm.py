@@ -29,14 +29,10 @@ from fastapi.testclient import TestClient
 from tritonclient.utils import shared_memory as shm
 
 from aidx.inference.repository import load_entry
-from aidx.inference.runtime_triton import (
-    TritonModel,
-    TritonOptions,
-    TritonSharedMemoryUnusable,
-    region_layout,
-)
+from aidx.inference.runtime_triton import TritonModel, TritonOptions
 from aidx.inference.settings import Role, Settings
 from aidx.inference.settings_sections import TritonProtocol
+from aidx.inference.triton_shm import TritonSharedMemoryUnusable, region_layout
 from aidx.service.app import create_app
 
 from ..conftest import MODELS, aidx_env, auth, dicom_bytes, free_port, make_settings

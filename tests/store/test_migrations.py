@@ -71,7 +71,7 @@ def test_jobs_of_the_first_revision_gain_an_owner_column_and_count_as_stale(
     from alembic import command
 
     from aidx.inference.store import alembic_config
-    from aidx.pipelines.wsi.jobs import JobState, JobStore, wsi_jobs
+    from aidx.pipelines.wsi.job_store import JobState, JobStore, wsi_jobs
 
     engine = create_store(store_url)
     with engine.begin() as conn:

@@ -17,7 +17,7 @@ from aidx.inference.settings import Role
 from aidx.inference.store import create_store, init_store
 from aidx.integrations.outbox.store import OutboxStore, OutgoingObject, State, outbox
 from aidx.pipelines.labs.store import LabStore, NewAlert
-from aidx.pipelines.wsi.jobs import JobState, JobStore
+from aidx.pipelines.wsi.job_store import JobState, JobStore
 from aidx.service.app import create_app
 
 from ..conftest import auth, make_settings

@@ -46,7 +46,7 @@ def test_the_feature_stores_use_the_engine_tables() -> None:
     from aidx.inference import schema
     from aidx.integrations.outbox.store import outbox
     from aidx.pipelines.labs.store import lab_alerts, lab_history
-    from aidx.pipelines.wsi.jobs import wsi_jobs
+    from aidx.pipelines.wsi.job_store import wsi_jobs
 
     assert outbox is schema.outbox and wsi_jobs is schema.wsi_jobs
     assert lab_history is schema.lab_history and lab_alerts is schema.lab_alerts

@@ -15,7 +15,7 @@ from aidx.inference.errors import NotFound
 from aidx.inference.store import create_store, init_store
 from aidx.integrations.outbox.store import OutboxConflict, OutboxStore, OutgoingObject, State
 from aidx.pipelines.labs.store import Conflict, HistoryRow, LabStore, NewAlert
-from aidx.pipelines.wsi.jobs import JobState, JobStore
+from aidx.pipelines.wsi.job_store import JobState, JobStore
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,8 @@ from aidx.inference.reports import ReportStore
 from aidx.inference.serving import ModelService
 from aidx.inference.settings import Role
 from aidx.inference.store import create_store, init_store
-from aidx.pipelines.wsi.jobs import Job, JobRunner, JobState, JobStore
+from aidx.pipelines.wsi.job_runner import JobRunner
+from aidx.pipelines.wsi.job_store import Job, JobState, JobStore
 from aidx.pipelines.wsi.phantom import make_layout, write_slide
 from aidx.service.app import create_app
 

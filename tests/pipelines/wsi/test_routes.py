@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from aidx.inference.settings import Role
 from aidx.inference.store import create_store, init_store
-from aidx.pipelines.wsi.jobs import JobStore
+from aidx.pipelines.wsi.job_store import JobStore
 from aidx.service.app import create_app
 from tests.conftest import auth, make_settings
 

@@ -190,51 +190,51 @@ def _not_assessed_text(report: Report, skipped: list[Finding]) -> str:
     return " ".join(parts)
 
 
-def build_bundle(report: Report, *, patient_system: str = DEFAULT_PATIENT_SYSTEM) -> Bundle:
-    """The transaction Bundle for `report` (deterministic for a given report)."""
-    src = report.source
-    entries: list[dict[str, Any]] = []
-    refs: dict[str, str] = {}
-    if src.patient_id:
-        refs["patient"] = _urn("patient", patient_system, src.patient_id)
-        patient = Patient.model_validate(
-            {"identifier": [{"system": patient_system, "value": src.patient_id}]}
-        )
-        entries.append(
-            {
-                "fullUrl": refs["patient"],
-                "resource": patient,
-                "request": {
-                    "method": "POST",
-                    "url": "Patient",
-                    "ifNoneExist": f"identifier={patient_system}|{src.patient_id}",
-                },
-            }
-        )
-    if src.study_instance_uid and "patient" in refs:
-        study_id = f"urn:oid:{src.study_instance_uid}"
-        refs["study"] = _urn("study", src.study_instance_uid)
-        study_body: dict[str, Any] = {
-            "identifier": [{"system": URN_IETF, "value": study_id}],
-            "status": "available",
-            "subject": {"reference": refs["patient"]},
-        }
-        if src.modality:
-            study_body["modality"] = [{"system": DICOM_DCM, "code": src.modality}]
-        study = ImagingStudy.model_validate(study_body)
-        entries.append(
-            {
-                "fullUrl": refs["study"],
-                "resource": study,
-                "request": {
-                    "method": "POST",
-                    "url": "ImagingStudy",
-                    "ifNoneExist": f"identifier={URN_IETF}|{study_id}",
-                },
-            }
-        )
+def _entry(full_url: str, resource: Any, request: dict[str, str]) -> dict[str, Any]:
+    return {"fullUrl": full_url, "resource": resource, "request": request}
+
+
+def _patient_entry(patient_id: str, patient_system: str) -> dict[str, Any]:
+    """Conditional create of the patient, by identifier."""
+    patient = Patient.model_validate(
+        {"identifier": [{"system": patient_system, "value": patient_id}]}
+    )
+    return _entry(
+        _urn("patient", patient_system, patient_id),
+        patient,
+        {
+            "method": "POST",
+            "url": "Patient",
+            "ifNoneExist": f"identifier={patient_system}|{patient_id}",
+        },
+    )
+
+
+def _study_entry(study_uid: str, modality: str | None, patient_ref: str) -> dict[str, Any]:
+    """Conditional create of the imaging study, by its Study Instance UID."""
+    study_id = f"urn:oid:{study_uid}"
+    study_body: dict[str, Any] = {
+        "identifier": [{"system": URN_IETF, "value": study_id}],
+        "status": "available",
+        "subject": {"reference": patient_ref},
+    }
+    if modality:
+        study_body["modality"] = [{"system": DICOM_DCM, "code": modality}]
+    study = ImagingStudy.model_validate(study_body)
+    return _entry(
+        _urn("study", study_uid),
+        study,
+        {
+            "method": "POST",
+            "url": "ImagingStudy",
+            "ifNoneExist": f"identifier={URN_IETF}|{study_id}",
+        },
+    )
+
+
+def _device_entry(report: Report) -> dict[str, Any]:
+    """Conditional update of the model as a Device, by name and version."""
     model_key = f"{report.model.name}:{report.model.version}"
-    refs["device"] = _urn("device", model_key)
     device_body: dict[str, Any] = {
         "identifier": [{"system": MODEL_SYSTEM, "value": model_key}],
         "status": "active",
@@ -244,28 +244,30 @@ def build_bundle(report: Report, *, patient_system: str = DEFAULT_PATIENT_SYSTEM
     if report.disclaimer:
         device_body["note"] = [{"text": report.disclaimer}]
     device = Device.model_validate(device_body)
-    entries.append(
-        {
-            "fullUrl": refs["device"],
-            "resource": device,
-            "request": {"method": "PUT", "url": f"Device?identifier={MODEL_SYSTEM}|{model_key}"},
-        }
+    return _entry(
+        _urn("device", model_key),
+        device,
+        {"method": "PUT", "url": f"Device?identifier={MODEL_SYSTEM}|{model_key}"},
     )
-    results = []
-    for index, finding in enumerate(report.findings):
-        url = _urn("observation", report.id, str(index))
-        results.append({"reference": url, "display": finding.concept.meaning})
-        entries.append(
-            {
-                "fullUrl": url,
-                "resource": _observation(report, index, finding, refs),
-                "request": {
-                    "method": "PUT",
-                    "url": f"Observation?identifier={FINDING_SYSTEM}|{report.id}/{index}",
-                },
-            }
-        )
-    procedure = PROCEDURES.get(src.modality or "", PROCEDURES["default"])
+
+
+def _observation_entry(report: Report, index: int, refs: dict[str, str]) -> dict[str, Any]:
+    """Conditional update of finding `index`, by report id and index."""
+    return _entry(
+        _urn("observation", report.id, str(index)),
+        _observation(report, index, report.findings[index], refs),
+        {
+            "method": "PUT",
+            "url": f"Observation?identifier={FINDING_SYSTEM}|{report.id}/{index}",
+        },
+    )
+
+
+def _report_entry(
+    report: Report, results: list[dict[str, str]], refs: dict[str, str]
+) -> dict[str, Any]:
+    """Conditional update of the DiagnosticReport, by report id."""
+    procedure = PROCEDURES.get(report.source.modality or "", PROCEDURES["default"])
     diagnostic: dict[str, Any] = {
         "identifier": [{"system": REPORT_SYSTEM, "value": report.id}],
         "status": "preliminary",
@@ -284,16 +286,31 @@ def build_bundle(report: Report, *, patient_system: str = DEFAULT_PATIENT_SYSTEM
         diagnostic["subject"] = {"reference": refs["patient"]}
     if "study" in refs:
         diagnostic["imagingStudy"] = [{"reference": refs["study"]}]
-    entries.append(
-        {
-            "fullUrl": _urn("report", report.id),
-            "resource": DiagnosticReport.model_validate(diagnostic),
-            "request": {
-                "method": "PUT",
-                "url": f"DiagnosticReport?identifier={REPORT_SYSTEM}|{report.id}",
-            },
-        }
+    return _entry(
+        _urn("report", report.id),
+        DiagnosticReport.model_validate(diagnostic),
+        {"method": "PUT", "url": f"DiagnosticReport?identifier={REPORT_SYSTEM}|{report.id}"},
     )
+
+
+def build_bundle(report: Report, *, patient_system: str = DEFAULT_PATIENT_SYSTEM) -> Bundle:
+    """The transaction Bundle for `report` (deterministic for a given report)."""
+    src = report.source
+    entries: list[dict[str, Any]] = []
+    refs: dict[str, str] = {}
+    if src.patient_id:
+        entries.append(_patient_entry(src.patient_id, patient_system))
+        refs["patient"] = entries[-1]["fullUrl"]
+    if src.study_instance_uid and "patient" in refs:
+        entries.append(_study_entry(src.study_instance_uid, src.modality, refs["patient"]))
+        refs["study"] = entries[-1]["fullUrl"]
+    entries.append(_device_entry(report))
+    refs["device"] = entries[-1]["fullUrl"]
+    results = []
+    for index, finding in enumerate(report.findings):
+        entries.append(_observation_entry(report, index, refs))
+        results.append({"reference": entries[-1]["fullUrl"], "display": finding.concept.meaning})
+    entries.append(_report_entry(report, results, refs))
     return Bundle.model_validate({"type": "transaction", "entry": entries})
 
 

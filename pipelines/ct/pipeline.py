@@ -26,6 +26,7 @@ from aidx.inference.reports import (
     Timings,
     report_id,
 )
+from aidx.inference.repository import Label
 from aidx.inference.serving import ModelService, ServedModel
 from aidx.pipelines.ct import evidence, postprocess
 from aidx.pipelines.ct.inference import WindowConfig, probability_map
@@ -153,6 +154,54 @@ def model_ref(served: ServedModel) -> ModelRef:
     )
 
 
+def evidence_files(
+    volume: CtVolume, labels_kji: np.ndarray, lesions: list[Lesion], rid: str
+) -> tuple[list[Evidence], dict[str, bytes]]:
+    """The label map (first) and the key-slice overlays of the largest lesions: their
+    references and their bytes by file name. Sets each drawn lesion's overlay_url."""
+    files: dict[str, bytes] = {}
+    evidences = [Evidence(kind="label_map", media_type="application/x-npz",
+                          url=f"{EVIDENCE_PREFIX}/{rid}/{LABEL_MAP_FILE}")]  # fmt: skip
+    for lesion in lesions[:MAX_KEY_SLICES]:
+        name = f"keyslice_{lesion.number}.png"
+        files[name] = evidence.key_slice_png(volume, labels_kji, lesion.key_slice_k, lesion.number)
+        lesion.overlay_url = f"{EVIDENCE_PREFIX}/{rid}/{name}"
+        evidences.append(Evidence(kind="overlay", media_type="image/png", url=lesion.overlay_url))
+    segments = [{"label": x.number, "description": f"lesion {x.number}, {x.side} {x.zone}"}
+                for x in lesions]  # fmt: skip
+    files[LABEL_MAP_FILE] = evidence.label_map_npz(labels_kji, volume, segments)
+    return evidences, files
+
+
+def lung_involvement(
+    labels_xyz: np.ndarray, lungs: postprocess.Lungs, voxel_ml: float
+) -> list[LungInvolvement]:
+    """Per side: the lung's volume and how much of it the lesions take."""
+    return [
+        LungInvolvement(
+            side=side,
+            lung_volume_ml=round(part.lung_ml, 1),
+            involved_ml=round(part.involved_ml, 3),
+            involvement_percent=round(part.percent, 2),
+        )
+        for side, part in postprocess.involvement(labels_xyz, lungs, voxel_ml).items()
+    ]
+
+
+def peak_finding(
+    label: Label, probability: np.ndarray, lungs: postprocess.Lungs, present: bool
+) -> Finding:
+    """The finding's probability: the highest voxel probability inside the lungs."""
+    in_lung = probability[lungs.region]
+    peak = float(in_lung.max()) if in_lung.size else 0.0
+    return Finding(
+        concept=Coding(scheme=label.scheme, code=label.code, meaning=label.meaning),
+        probability=round(peak, 4),
+        threshold=label.threshold,
+        present=present,
+    )
+
+
 def build_report(
     served: ServedModel, analysis: Analysis, min_lesion_ml: float, content_sha256: str
 ) -> tuple[CtReport, dict[str, bytes]]:
@@ -173,46 +222,19 @@ def build_report(
     rid = report_id(PIPELINE, source_uid, ref)
     lesions = lesion_entries(volume, grid, measures)
     labels_kji = evidence.label_map_on_series(labels_xyz, volume, grid)
-    files: dict[str, bytes] = {}
-    evidences = [Evidence(kind="label_map", media_type="application/x-npz",
-                          url=f"{EVIDENCE_PREFIX}/{rid}/{LABEL_MAP_FILE}")]  # fmt: skip
-    for lesion in lesions[:MAX_KEY_SLICES]:
-        name = f"keyslice_{lesion.number}.png"
-        files[name] = evidence.key_slice_png(volume, labels_kji, lesion.key_slice_k, lesion.number)
-        lesion.overlay_url = f"{EVIDENCE_PREFIX}/{rid}/{name}"
-        evidences.append(Evidence(kind="overlay", media_type="image/png", url=lesion.overlay_url))
-    segments = [{"label": x.number, "description": f"lesion {x.number}, {x.side} {x.zone}"}
-                for x in lesions]  # fmt: skip
-    files[LABEL_MAP_FILE] = evidence.label_map_npz(labels_kji, volume, segments)
-    lung_rows = [
-        LungInvolvement(
-            side=side,
-            lung_volume_ml=round(part.lung_ml, 1),
-            involved_ml=round(part.involved_ml, 3),
-            involvement_percent=round(part.percent, 2),
-        )
-        for side, part in postprocess.involvement(labels_xyz, lungs, grid.voxel_ml).items()
-    ]
-    in_lung = probability[lungs.region]
-    peak = float(in_lung.max()) if in_lung.size else 0.0
-    finding = Finding(
-        concept=Coding(scheme=label.scheme, code=label.code, meaning=label.meaning),
-        probability=round(peak, 4),
-        threshold=label.threshold,
-        present=bool(lesions),
-    )
+    evidences, files = evidence_files(volume, labels_kji, lesions, rid)
     report = CtReport(
         id=rid,
         pipeline=PIPELINE,
         source=volume.source,
         model=ref,
-        findings=[finding],
+        findings=[peak_finding(label, probability, lungs, present=bool(lesions))],
         evidence=evidences,
         timings=Timings(),
         warnings=warnings,
         disclaimer=DEMO_DISCLAIMER if ref.demo_weights else None,
         lesions=lesions,
-        lungs=lung_rows,
+        lungs=lung_involvement(labels_xyz, lungs, grid.voxel_ml),
         label_map=LabelMapRef(url=evidences[0].url, shape_kji=list(volume.shape)),
         slices=volume.shape[0],
         spacing_mm=_r(volume.spacing_mm, 4),

@@ -102,73 +102,83 @@ def _parser(scope: Any, model: Any, inputs: Any, custom_parsers: Any = None) -> 
     return operator.outputs
 
 
+class _Graph:
+    """Initializers and nodes added to skl2onnx's container under unique names."""
+
+    def __init__(self, scope: Any, container: Any) -> None:
+        from onnx import TensorProto
+
+        self.scope = scope
+        self.container = container
+        self.axes = self.name("axes")  # the feature axis, for row sums
+        container.add_initializer(self.axes, TensorProto.INT64, [1], [1])
+
+    def name(self, hint: str) -> str:
+        return str(self.scope.get_unique_variable_name(hint))
+
+    def const(self, hint: str, value: np.ndarray) -> str:
+        from onnx import TensorProto
+
+        n = self.name(hint)
+        arr = np.asarray(value, dtype=np.float32)
+        self.container.add_initializer(n, TensorProto.FLOAT, list(arr.shape), arr.ravel().tolist())
+        return n
+
+    def node(self, op: str, inputs: list[str], hint: str, **attrs: Any) -> str:
+        out = self.name(hint)
+        self.output(op, inputs, out, **attrs)
+        return out
+
+    def output(self, op: str, inputs: list[str], out: str, **attrs: Any) -> None:
+        """A node that writes the named graph output `out`."""
+        name = self.scope.get_unique_operator_name(op)
+        self.container.add_node(op, inputs, [out], name=name, **attrs)
+
+    def rowsum(self, x: str, hint: str) -> str:
+        return self.node("ReduceSum", [x, self.axes], hint, keepdims=1)
+
+
+def _fill_missing(g: _Graph, z: str, missing: str, precision: str, eps: str, steps: int) -> str:
+    """z with its missing block at the conditional mean: conjugate gradient on
+    P_mm z_m = -P_mo z_o from z_m = 0, exact after `steps` (the feature count)."""
+    r = g.node("Neg", [g.node("Mul", [missing, g.node("MatMul", [z, precision], "g")], "gm")], "r")
+    p = r
+    rs = g.rowsum(g.node("Mul", [r, r], "rr"), "rs")
+    for _ in range(steps):
+        ap = g.node("Mul", [missing, g.node("MatMul", [p, precision], "pp")], "ap")
+        pap = g.rowsum(g.node("Mul", [p, ap], "pap_e"), "pap")
+        alpha = g.node("Div", [rs, g.node("Add", [pap, eps], "pap_eps")], "alpha")
+        z = g.node("Add", [z, g.node("Mul", [alpha, p], "step")], "z")
+        r = g.node("Sub", [r, g.node("Mul", [alpha, ap], "rstep")], "r")
+        rs_new = g.rowsum(g.node("Mul", [r, r], "rr"), "rs")
+        beta = g.node("Div", [rs_new, g.node("Add", [rs, eps], "rs_eps")], "beta")
+        p = g.node("Add", [r, g.node("Mul", [beta, p], "bp")], "p")
+        rs = rs_new
+    return z
+
+
 def _converter(scope: Any, operator: Any, container: Any) -> None:
     from onnx import TensorProto
 
     model: PanelAnomalyModel = operator.raw_operator
-    features = model.n_features_in_
-
-    def name(hint: str) -> str:
-        return str(scope.get_unique_variable_name(hint))
-
-    def const(hint: str, value: np.ndarray) -> str:
-        n = name(hint)
-        arr = np.asarray(value, dtype=np.float32)
-        container.add_initializer(n, TensorProto.FLOAT, list(arr.shape), arr.ravel().tolist())
-        return n
-
-    def node(op: str, inputs: list[str], hint: str, **attrs: Any) -> str:
-        out = name(hint)
-        container.add_node(op, inputs, [out], name=scope.get_unique_operator_name(op), **attrs)
-        return out
-
-    axes = name("axes")
-    container.add_initializer(axes, TensorProto.INT64, [1], [1])
-
-    def rowsum(x: str, hint: str) -> str:
-        return node("ReduceSum", [x, axes], hint, keepdims=1)
-
+    g = _Graph(scope, container)
     x = operator.inputs[0].full_name
-    center = const("center", model.center_)
-    scale = const("scale", model.scale_)
-    precision = const("precision", model.precision_)
-    one = const("one", np.array(1.0))
-    eps = const("eps", np.array(1e-30))
+    center = g.const("center", model.center_)
+    scale = g.const("scale", model.scale_)
+    precision = g.const("precision", model.precision_)
+    one = g.const("one", np.array(1.0))
+    eps = g.const("eps", np.array(1e-30))
 
-    missing_b = node("IsNaN", [x], "missing_b")
-    missing = node("Cast", [missing_b], "missing", to=TensorProto.FLOAT)
-    present = node("Sub", [one, missing], "present")
-    filled = node("Where", [missing_b, center, x], "filled")
-    z = node("Div", [node("Sub", [filled, center], "centered"), scale], "z")
-    # conjugate gradient on the missing block: P_mm z_m = -P_mo z_o, from z_m = 0
-    r = node("Neg", [node("Mul", [missing, node("MatMul", [z, precision], "g")], "gm")], "r")
-    p = r
-    rs = rowsum(node("Mul", [r, r], "rr"), "rs")
-    for _ in range(features):
-        ap = node("Mul", [missing, node("MatMul", [p, precision], "pp")], "ap")
-        pap = rowsum(node("Mul", [p, ap], "pap_e"), "pap")
-        alpha = node("Div", [rs, node("Add", [pap, eps], "pap_eps")], "alpha")
-        z = node("Add", [z, node("Mul", [alpha, p], "step")], "z")
-        r = node("Sub", [r, node("Mul", [alpha, ap], "rstep")], "r")
-        rs_new = rowsum(node("Mul", [r, r], "rr"), "rs")
-        beta = node("Div", [rs_new, node("Add", [rs, eps], "rs_eps")], "beta")
-        p = node("Add", [r, node("Mul", [beta, p], "bp")], "p")
-        rs = rs_new
-    pz = node("MatMul", [z, precision], "pz")
+    missing_b = g.node("IsNaN", [x], "missing_b")
+    missing = g.node("Cast", [missing_b], "missing", to=TensorProto.FLOAT)
+    present = g.node("Sub", [one, missing], "present")
+    filled = g.node("Where", [missing_b, center, x], "filled")
+    z = g.node("Div", [g.node("Sub", [filled, center], "centered"), scale], "z")
+    z = _fill_missing(g, z, missing, precision, eps, model.n_features_in_)
+    pz = g.node("MatMul", [z, precision], "pz")
     contributions = operator.outputs[1].full_name
-    container.add_node(
-        "Mul",
-        [node("Mul", [z, pz], "zpz"), present],
-        [contributions],
-        name=scope.get_unique_operator_name("Mul"),
-    )
-    container.add_node(
-        "ReduceSum",
-        [contributions, axes],
-        [operator.outputs[0].full_name],
-        name=scope.get_unique_operator_name("ReduceSum"),
-        keepdims=1,
-    )
+    g.output("Mul", [g.node("Mul", [z, pz], "zpz"), present], contributions)
+    g.output("ReduceSum", [contributions, g.axes], operator.outputs[0].full_name, keepdims=1)
 
 
 def export_onnx(model: PanelAnomalyModel, opset: int = 17) -> bytes:

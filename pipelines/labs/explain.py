@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from aidx.inference.reports import Coding
+from aidx.pipelines.labs.catalogue import Analyte, Delta
 from aidx.pipelines.labs.normalize import Normalized
 from aidx.pipelines.labs.rules import (
     EDTA_CA_WITHOUT_MG_ALP_MMOL_L,
@@ -73,6 +74,69 @@ def interpretation(bits: int, status: ResultStatus) -> str:
     return "N"
 
 
+def _limit_reasons(
+    a: Analyte, v: float, bits: int, ref_low: float, ref_high: float
+) -> list[Reason]:
+    """Why a value is flagged against its critical limits and reference interval."""
+    reasons: list[Reason] = []
+    unit, crit = a.unit, a.critical
+    if bits & Rule.critical_high and crit is not None and crit.high is not None:
+        reasons.append(
+            Reason(
+                rule="critical_high",
+                message=f"{a.name} {_fmt(v)} {unit} is above the critical limit "
+                f"{_fmt(crit.high)} ({crit.source})",
+            )
+        )
+    if bits & Rule.critical_low and crit is not None and crit.low is not None:
+        reasons.append(
+            Reason(
+                rule="critical_low",
+                message=f"{a.name} {_fmt(v)} {unit} is below the critical limit "
+                f"{_fmt(crit.low)} ({crit.source})",
+            )
+        )
+    if bits & (Rule.high | Rule.low):
+        side = "above" if bits & Rule.high else "below"
+        reasons.append(
+            Reason(
+                rule="high" if bits & Rule.high else "low",
+                message=f"{a.name} {_fmt(v)} {unit} is {side} the reference interval "
+                f"{_fmt(ref_low)}-{_fmt(ref_high)}",
+            )
+        )
+    return reasons
+
+
+def _delta_reason(a: Analyte, delta: Delta, v: float, previous: Previous) -> Reason:
+    """Why a value is flagged against the patient's previous one."""
+    unit = a.unit
+    change = v - previous.value
+    limit = f"{_fmt(delta.abs)} {unit}" if delta.abs is not None else f"{delta.percent_limit:.1f} %"
+    pct = f" ({100 * change / previous.value:+.0f} %)" if previous.value else ""
+    return Reason(
+        rule="delta",
+        message=f"{a.name} changed from {_fmt(previous.value)} to {_fmt(v)} {unit}"
+        f"{pct} since {previous.collected_at.isoformat()}; the delta limit is "
+        f"{limit} within {delta.window_h:g} h ({delta.source})",
+    )
+
+
+def _result_reasons(
+    n: Normalized, bits: int, ref_low: float, ref_high: float, previous: Previous | None
+) -> list[Reason]:
+    """A result that could not be screened: why; a screened one: each rule it broke."""
+    a = n.analyte
+    if n.status is not ResultStatus.screened:
+        return [Reason(rule=n.status.value, message=n.message or n.status.value)]
+    if a is None or n.canonical is None:
+        return []
+    reasons = _limit_reasons(a, n.canonical, bits, ref_low, ref_high)
+    if bits & Rule.delta and previous is not None and a.delta is not None:
+        reasons.append(_delta_reason(a, a.delta, n.canonical, previous))
+    return reasons
+
+
 def describe_result(
     n: Normalized,
     bits: int,
@@ -82,53 +146,7 @@ def describe_result(
     contribution: float | None,
 ) -> ResultOutcome:
     a = n.analyte
-    reasons: list[Reason] = []
-    if n.status is not ResultStatus.screened:
-        reasons.append(Reason(rule=n.status.value, message=n.message or n.status.value))
-    elif a is not None and n.canonical is not None:
-        v, unit = n.canonical, a.unit
-        crit = a.critical
-        if bits & Rule.critical_high and crit is not None and crit.high is not None:
-            reasons.append(
-                Reason(
-                    rule="critical_high",
-                    message=f"{a.name} {_fmt(v)} {unit} is above the critical limit "
-                    f"{_fmt(crit.high)} ({crit.source})",
-                )
-            )
-        if bits & Rule.critical_low and crit is not None and crit.low is not None:
-            reasons.append(
-                Reason(
-                    rule="critical_low",
-                    message=f"{a.name} {_fmt(v)} {unit} is below the critical limit "
-                    f"{_fmt(crit.low)} ({crit.source})",
-                )
-            )
-        if bits & (Rule.high | Rule.low):
-            side = "above" if bits & Rule.high else "below"
-            reasons.append(
-                Reason(
-                    rule="high" if bits & Rule.high else "low",
-                    message=f"{a.name} {_fmt(v)} {unit} is {side} the reference interval "
-                    f"{_fmt(ref_low)}-{_fmt(ref_high)}",
-                )
-            )
-        if bits & Rule.delta and previous is not None and a.delta is not None:
-            change = v - previous.value
-            limit = (
-                f"{_fmt(a.delta.abs)} {unit}"
-                if a.delta.abs is not None
-                else f"{a.delta.percent_limit:.1f} %"
-            )
-            pct = f" ({100 * change / previous.value:+.0f} %)" if previous.value else ""
-            reasons.append(
-                Reason(
-                    rule="delta",
-                    message=f"{a.name} changed from {_fmt(previous.value)} to {_fmt(v)} {unit}"
-                    f"{pct} since {previous.collected_at.isoformat()}; the delta limit is "
-                    f"{limit} within {a.delta.window_h:g} h ({a.delta.source})",
-                )
-            )
+    reasons = _result_reasons(n, bits, ref_low, ref_high, previous)
     flags = rule_names(bits) if n.status is ResultStatus.screened else [n.status.value]
     return ResultOutcome(
         code=n.result.code,

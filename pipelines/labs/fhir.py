@@ -19,7 +19,14 @@ from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
 
 from aidx.inference.errors import Unprocessable
-from aidx.pipelines.labs.types import LabResultIn, SpecimenIn, SpecimenOutcome
+from aidx.inference.reports import Coding
+from aidx.pipelines.labs.types import (
+    LabResultIn,
+    Reason,
+    ResultOutcome,
+    SpecimenIn,
+    SpecimenOutcome,
+)
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -150,11 +157,83 @@ def _uuid(*parts: str) -> str:
     return str(uuid.uuid5(_FHIR_NAMESPACE, "|".join(parts)))
 
 
+def _quantity(value: float, unit: str | None) -> dict[str, Any]:
+    return {"value": value, "system": UCUM, "code": unit}
+
+
+def _reference_range(r: ResultOutcome) -> dict[str, Any]:
+    rng: dict[str, Any] = {}
+    if r.reference_low is not None:
+        rng["low"] = _quantity(r.reference_low, r.unit_canonical)
+    if r.reference_high is not None:
+        rng["high"] = _quantity(r.reference_high, r.unit_canonical)
+    return rng
+
+
+def _interpretation(code: str) -> dict[str, Any]:
+    coding = {"system": INTERPRETATION, "code": code, "display": _INTERPRETATION_TEXT[code]}
+    return {"coding": [coding]}
+
+
+def _observation(
+    o: SpecimenOutcome, r: ResultOutcome, obs_id: str, concept: Coding
+) -> dict[str, Any]:
+    """One screened result: value, interpretation, reference range, reasons as notes."""
+    obs: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": obs_id,
+        "status": _STATUS.get(r.result_status, "final"),
+        "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "laboratory"}]}],
+        "code": {"coding": [{"system": LOINC, "code": concept.code, "display": concept.meaning}]},
+        "subject": {"reference": f"Patient/{o.patient_id}"},
+        "effectiveDateTime": o.collected_at.isoformat(),
+    }
+    if r.value_canonical is not None:
+        obs["valueQuantity"] = {
+            "value": r.value_canonical,
+            "unit": r.unit_canonical,
+            "system": UCUM,
+            "code": r.unit_canonical,
+        }
+    else:
+        obs["valueString"] = str(r.value)
+    if r.interpretation:
+        obs["interpretation"] = [_interpretation(r.interpretation)]
+    if r.reference_low is not None or r.reference_high is not None:
+        obs["referenceRange"] = [_reference_range(r)]
+    if r.reasons:
+        obs["note"] = [{"text": f"{x.rule}: {x.message}"} for x in r.reasons]
+    return obs
+
+
+def _detected_issue(
+    o: SpecimenOutcome, reason: Reason, issue_id: str, by_analyte: dict[str, str]
+) -> dict[str, Any]:
+    """One alert, implicating the Observations of the results its rule flagged."""
+    implicated = [
+        {"reference": f"urn:uuid:{by_analyte[r.analyte]}"}
+        for r in o.results
+        if r.analyte in by_analyte and reason.rule in r.flags
+    ]
+    issue: dict[str, Any] = {
+        "resourceType": "DetectedIssue",
+        "id": issue_id,
+        "status": "preliminary",
+        "code": {"text": reason.rule},
+        "severity": "high" if o.verdict.value == "critical" else "moderate",
+        "patient": {"reference": f"Patient/{o.patient_id}"},
+        "identifiedDateTime": datetime.now(UTC).isoformat(),
+        "detail": reason.message,
+    }
+    if implicated:
+        issue["implicated"] = implicated
+    return issue
+
+
 def to_bundle(outcomes: list[SpecimenOutcome]) -> dict[str, Any]:
     """A collection Bundle of Observations and DetectedIssues, validated as R4."""
     entries: list[dict[str, Any]] = []
     for o in outcomes:
-        patient_ref = {"reference": f"Patient/{o.patient_id}"}
         by_analyte: dict[str, str] = {}
         for i, r in enumerate(o.results):
             if r.concept is None:
@@ -162,77 +241,11 @@ def to_bundle(outcomes: list[SpecimenOutcome]) -> dict[str, Any]:
             obs_id = _uuid(o.specimen_id, r.code, str(i))
             if r.analyte:
                 by_analyte[r.analyte] = obs_id
-            obs: dict[str, Any] = {
-                "resourceType": "Observation",
-                "id": obs_id,
-                "status": _STATUS.get(r.result_status, "final"),
-                "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "laboratory"}]}],
-                "code": {
-                    "coding": [
-                        {"system": LOINC, "code": r.concept.code, "display": r.concept.meaning}
-                    ]
-                },
-                "subject": patient_ref,
-                "effectiveDateTime": o.collected_at.isoformat(),
-            }
-            if r.value_canonical is not None:
-                obs["valueQuantity"] = {
-                    "value": r.value_canonical,
-                    "unit": r.unit_canonical,
-                    "system": UCUM,
-                    "code": r.unit_canonical,
-                }
-            else:
-                obs["valueString"] = str(r.value)
-            if r.interpretation:
-                obs["interpretation"] = [
-                    {
-                        "coding": [
-                            {
-                                "system": INTERPRETATION,
-                                "code": r.interpretation,
-                                "display": _INTERPRETATION_TEXT[r.interpretation],
-                            }
-                        ]
-                    }
-                ]
-            if r.reference_low is not None or r.reference_high is not None:
-                rng: dict[str, Any] = {}
-                if r.reference_low is not None:
-                    rng["low"] = {
-                        "value": r.reference_low,
-                        "system": UCUM,
-                        "code": r.unit_canonical,
-                    }
-                if r.reference_high is not None:
-                    rng["high"] = {
-                        "value": r.reference_high,
-                        "system": UCUM,
-                        "code": r.unit_canonical,
-                    }
-                obs["referenceRange"] = [rng]
-            if r.reasons:
-                obs["note"] = [{"text": f"{x.rule}: {x.message}"} for x in r.reasons]
+            obs = _observation(o, r, obs_id, r.concept)
             entries.append({"fullUrl": f"urn:uuid:{obs_id}", "resource": obs})
         for reason in o.reasons:
             issue_id = _uuid(o.specimen_id, reason.rule, reason.message)
-            implicated = [
-                {"reference": f"urn:uuid:{by_analyte[r.analyte]}"}
-                for r in o.results
-                if r.analyte in by_analyte and reason.rule in r.flags
-            ]
-            issue: dict[str, Any] = {
-                "resourceType": "DetectedIssue",
-                "id": issue_id,
-                "status": "preliminary",
-                "code": {"text": reason.rule},
-                "severity": "high" if o.verdict.value == "critical" else "moderate",
-                "patient": patient_ref,
-                "identifiedDateTime": datetime.now(UTC).isoformat(),
-                "detail": reason.message,
-            }
-            if implicated:
-                issue["implicated"] = implicated
+            issue = _detected_issue(o, reason, issue_id, by_analyte)
             entries.append({"fullUrl": f"urn:uuid:{issue_id}", "resource": issue})
     data = {"resourceType": "Bundle", "type": "collection", "entry": entries}
     Bundle.model_validate(data)  # what leaves is valid R4

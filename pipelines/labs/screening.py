@@ -22,7 +22,12 @@ from aidx.pipelines.labs.anomaly_client import AnomalyClient, AnomalyResult
 from aidx.pipelines.labs.catalogue import Catalogue, Sex
 from aidx.pipelines.labs.explain import describe_result, describe_specimen
 from aidx.pipelines.labs.hub import AlertHub
-from aidx.pipelines.labs.normalize import NormalizedSpecimen, is_final, normalize_specimen
+from aidx.pipelines.labs.normalize import (
+    Normalized,
+    NormalizedSpecimen,
+    is_final,
+    normalize_specimen,
+)
 from aidx.pipelines.labs.rules import (
     CRITICAL,
     INTEGRITY,
@@ -186,24 +191,9 @@ class LabScreener:
         results, rows, alerts = [], [], []
         usable = not specimen_bits & int(SUSPECT)
         for n in item.results:
-            column = n.column if n.status is ResultStatus.screened else None
-            prev = previous.get((i, column)) if column is not None else None
-            valid_prev = (
-                prev is not None and column is not None and bool(ruled.delta_valid[i, column])
-            )
-            bits = int(ruled.flags[i, column]) if column is not None else 0
-            outcome = describe_result(
-                n,
-                bits,
-                ruled.ref_low[i, column] if column is not None else np.nan,
-                ruled.ref_high[i, column] if column is not None else np.nan,
-                _previous(n.analyte.unit if n.analyte else "", prev) if valid_prev else None,
-                float(anomaly.contributions[i, column])
-                if anomaly is not None and column is not None and anomaly.scored[i]
-                else None,
-            )
+            outcome, bits = _result_outcome(i, n, ruled, previous, anomaly)
             results.append(outcome)
-            if column is not None and n.analyte is not None and n.canonical is not None:
+            if _column(n) is not None and n.analyte is not None and n.canonical is not None:
                 if is_final(n.result.status):
                     rows.append(
                         HistoryRow(
@@ -216,16 +206,7 @@ class LabScreener:
                         )
                     )
                 alerts.extend(_result_alerts(s, outcome, bits, verdict))
-        anomaly_out = None
-        if anomaly is not None and anomaly.scored[i]:
-            anomaly_out = Anomaly(
-                score=anomaly.score(i),
-                probability=float(1.0 - anomaly.p[i]),
-                threshold=float(1.0 - anomaly.p_threshold),
-                present=bool(anomaly.alarm[i]),
-                analytes_used=int(anomaly.analytes_used[i]),
-                model=anomaly.model,
-            )
+        anomaly_out = _anomaly_of(anomaly, i)
         reasons = describe_specimen(specimen_bits, results, ruled.wbit_index[i], anomaly_out)
         for reason in reasons:
             alerts.append(_specimen_alert(s, reason, results, anomaly_out))
@@ -242,6 +223,50 @@ class LabScreener:
         if s.age_y is None:
             outcome.warnings.append(f"age unknown: intervals for age {DEFAULT_AGE_Y:g} used")
         return outcome, rows, alerts
+
+
+def _column(n: Normalized) -> int | None:
+    """The result's column in the batch; None for a result that was not screened."""
+    return n.column if n.status is ResultStatus.screened else None
+
+
+def _result_outcome(
+    i: int,
+    n: Normalized,
+    ruled: RuleOutcome,
+    previous: dict[tuple[int, int], _Prev],
+    anomaly: AnomalyResult | None,
+) -> tuple[ResultOutcome, int]:
+    """Result `n` of batch row `i` described, and its rule bits."""
+    column = _column(n)
+    prev = previous.get((i, column)) if column is not None else None
+    valid_prev = prev is not None and column is not None and bool(ruled.delta_valid[i, column])
+    bits = int(ruled.flags[i, column]) if column is not None else 0
+    outcome = describe_result(
+        n,
+        bits,
+        ruled.ref_low[i, column] if column is not None else np.nan,
+        ruled.ref_high[i, column] if column is not None else np.nan,
+        _previous(n.analyte.unit if n.analyte else "", prev) if valid_prev else None,
+        float(anomaly.contributions[i, column])
+        if anomaly is not None and column is not None and anomaly.scored[i]
+        else None,
+    )
+    return outcome, bits
+
+
+def _anomaly_of(anomaly: AnomalyResult | None, i: int) -> Anomaly | None:
+    """Batch row `i`'s anomaly score, if the model scored it."""
+    if anomaly is None or not anomaly.scored[i]:
+        return None
+    return Anomaly(
+        score=anomaly.score(i),
+        probability=float(1.0 - anomaly.p[i]),
+        threshold=float(1.0 - anomaly.p_threshold),
+        present=bool(anomaly.alarm[i]),
+        analytes_used=int(anomaly.analytes_used[i]),
+        model=anomaly.model,
+    )
 
 
 def _alerting(rule: str) -> bool:

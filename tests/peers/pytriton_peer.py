@@ -135,7 +135,7 @@ def bind_all(triton: Any, root: Path, only: list[str] | None, threads: int) -> l
     return bound
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=Path, required=True, help="aidx's model repository")
     parser.add_argument("--model", action="append", help="serve only these (repeatable)")
@@ -155,20 +155,13 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=0, help="onnxruntime intra-op threads (0: it decides)"
     )
-    args = parser.parse_args()
-    _ensure_libdir()
-    logging.basicConfig(level=logging.INFO, format="pytriton-peer %(levelname)s %(message)s")
-    for noisy in ("pytriton", "tritonclient"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return parser.parse_args()
 
-    from pytriton.triton import (
-        DEFAULT_PROTECTED_ENDPOINTS,
-        Triton,
-        TritonConfig,
-        TritonSecurityConfig,
-    )
 
-    config = TritonConfig(
+def triton_config(args: argparse.Namespace) -> Any:
+    from pytriton.triton import TritonConfig
+
+    return TritonConfig(
         http_address=args.address,
         http_port=args.http_port,
         grpc_address=args.address,
@@ -180,20 +173,39 @@ def main() -> None:
         # Clients' keep-alive connections would hold a stop for Triton's default 30 s.
         exit_timeout_secs=args.exit_timeout,
     )
+
+
+def security_config(access_token: str | None) -> Any:
+    """With a token: metadata, model config and inference restricted too."""
+    from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, TritonSecurityConfig
+
+    if not access_token:
+        return None
+    return TritonSecurityConfig(
+        access_token=access_token,
+        restricted_endpoints=[
+            *DEFAULT_PROTECTED_ENDPOINTS,
+            "metadata",
+            "model-config",
+            "inference",
+        ],
+    )
+
+
+def main() -> None:
+    args = parse_args()
+    _ensure_libdir()
+    logging.basicConfig(level=logging.INFO, format="pytriton-peer %(levelname)s %(message)s")
+    for noisy in ("pytriton", "tritonclient"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    from pytriton.triton import Triton
+
+    config = triton_config(args)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    security = None
-    if args.access_token:
-        security = TritonSecurityConfig(
-            access_token=args.access_token,
-            restricted_endpoints=[
-                *DEFAULT_PROTECTED_ENDPOINTS,
-                "metadata",
-                "model-config",
-                "inference",
-            ],
-        )
+    security = security_config(args.access_token)
     with Triton(config=config, workspace=args.workspace, security_config=security) as triton:
         bound = bind_all(triton, args.models, args.model, args.threads)
         if not bound:

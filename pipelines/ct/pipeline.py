@@ -15,7 +15,7 @@ import numpy as np
 
 from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.errors import DeadlineExceeded
-from aidx.inference.model_card import Pipeline, missing_section
+from aidx.inference.model_card import Label, Pipeline, missing_section
 from aidx.inference.reports import (
     DEMO_DISCLAIMER,
     Coding,
@@ -26,7 +26,6 @@ from aidx.inference.reports import (
     Timings,
     report_id,
 )
-from aidx.inference.repository import Label
 from aidx.inference.serving import ModelService, ServedModel
 from aidx.pipelines.ct import evidence, postprocess
 from aidx.pipelines.ct.inference import WindowConfig, probability_map

@@ -50,6 +50,10 @@ class CtParameters(_Section):
     overlap: float = Field(0.25, ge=0.0, lt=1.0)  # sliding-window overlap
     sw_batch_size: int = Field(4, ge=1)  # windows per batcher request
     min_lesion_ml: float = Field(0.5, ge=0.0)  # smaller components are dropped
+    # Less aerated lung inside the body than this (both sides together): not a chest
+    # CT, or the lungs are out of the field of view; the finding is not assessed.
+    # 500 mL is far under an adult's lungs (4-6 L) and over a head's sinuses and airways.
+    min_lung_ml: float = Field(500.0, ge=0.0)
 
 
 class CtSection(CtParameters):

@@ -36,7 +36,8 @@ ONNX opset 18, {size_mb:.2f} MB).
 - Output `logits`: N x 1 x {w} x {w} x {w}; probability = sigmoid(logit).
 - `config.pbtxt` parameters: `spacing_mm`, `overlap` (sliding-window overlap,
   Gaussian blending), `sw_batch_size` (windows per batcher request),
-  `min_lesion_ml` (smaller components are dropped).
+  `min_lesion_ml` (smaller components are dropped), `min_lung_ml` (default 500:
+  with less aerated lung inside the body the finding is not assessed, `no_lungs`).
 
 ## Training data
 

@@ -1,6 +1,8 @@
-"""Chest CT pipeline, wired in one place: series assembly -> MONAI preprocessing ->
-sliding-window inference through the batcher -> lungs and lesions -> label map and
-key-slice overlays -> CtReport. Each step is a function tested on its own."""
+"""Chest CT pipeline, wired in one place: series assembly (BodyPartExamined checked)
+-> MONAI preprocessing -> lungs (too little aerated lung: the finding is not
+assessed and the model does not run) -> sliding-window inference through the
+batcher -> lesions -> label map and key-slice overlays -> CtReport. Each step is a
+function tested on its own."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from aidx.inference.assessment import NotAssessed
 from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.errors import DeadlineExceeded
 from aidx.inference.model_card import Label, Pipeline, missing_section
@@ -27,7 +30,7 @@ from aidx.inference.reports import (
     report_id,
 )
 from aidx.inference.serving import ModelService, ServedModel
-from aidx.pipelines.ct import evidence, postprocess
+from aidx.pipelines.ct import content, evidence, postprocess
 from aidx.pipelines.ct.inference import WindowConfig, probability_map
 from aidx.pipelines.ct.preprocess import ModelGrid, to_model_grid
 from aidx.pipelines.ct.report import (
@@ -62,6 +65,7 @@ class Analysis:
     volume: CtVolume
     grid: ModelGrid
     probability: np.ndarray
+    lungs: postprocess.Lungs  # found before inference: no lungs, no lesion statement
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -81,6 +85,14 @@ def window_config(served: ServedModel) -> tuple[WindowConfig, float]:
     return window, ct.min_lesion_ml
 
 
+def min_lung_ml(served: ServedModel) -> float:
+    """The card's minimum aerated lung volume for a finding to be assessed."""
+    card = served.entry.card
+    if card is None or card.ct is None:
+        raise missing_section(served.name, Pipeline.ct)
+    return card.ct.min_lung_ml
+
+
 def decode(blobs: Sequence[bytes]) -> tuple[CtVolume, float, str]:
     t0 = time.perf_counter()
     digest = hashlib.sha256()
@@ -94,6 +106,12 @@ def preprocess(volume: CtVolume, spacing_mm: float) -> tuple[ModelGrid, float]:
     t0 = time.perf_counter()
     grid = to_model_grid(volume.hu, volume.affine_lps, spacing_mm)
     return grid, (time.perf_counter() - t0) * 1e3
+
+
+def find_lungs(grid: ModelGrid) -> tuple[postprocess.Lungs, float]:
+    t0 = time.perf_counter()
+    lungs = postprocess.lung_mask(grid.hu, grid.voxel_ml)
+    return lungs, (time.perf_counter() - t0) * 1e3
 
 
 def lps_box(
@@ -209,7 +227,7 @@ def build_report(
     assert card is not None and card.labels  # a model without a card never reaches ready
     label = card.labels[0]
     volume, grid, probability = analysis.volume, analysis.grid, analysis.probability
-    lungs = postprocess.lung_mask(grid.hu, grid.voxel_ml)
+    lungs = analysis.lungs
     labels_xyz, measures = postprocess.lesions(
         grid, probability, lungs, threshold=label.threshold, min_volume_ml=min_lesion_ml
     )
@@ -241,6 +259,54 @@ def build_report(
     return report, files
 
 
+def not_assessed_report(
+    served: ServedModel,
+    volume: CtVolume,
+    grid: ModelGrid,
+    lungs: postprocess.Lungs,
+    why: NotAssessed,
+    content_sha256: str,
+) -> tuple[CtReport, dict[str, bytes]]:
+    """The report of a series the model cannot judge (too little lung): the finding
+    not assessed, no lesions, each lung's measured volume with its involvement not
+    assessed, and an empty label map (the write-back reads one for every CT report)."""
+    card = served.entry.card
+    assert card is not None and card.labels  # a model without a card never reaches ready
+    label = card.labels[0]
+    ref = model_ref(served)
+    rid = report_id(PIPELINE, volume.source.series_instance_uid or content_sha256, ref)
+    url = f"{EVIDENCE_PREFIX}/{rid}/{LABEL_MAP_FILE}"
+    empty = np.zeros(volume.shape, dtype=np.uint8)
+    concept = Coding(scheme=label.scheme, code=label.code, meaning=label.meaning)
+    lung_rows = [
+        LungInvolvement(
+            side=side,
+            lung_volume_ml=round(lungs.volume_ml(side, grid.voxel_ml), 1),
+            involved_ml=None,
+            involvement_percent=None,
+            assessed=False,
+        )
+        for side in postprocess.SIDE_CODES
+    ]
+    report = CtReport(
+        id=rid,
+        pipeline=PIPELINE,
+        source=volume.source,
+        model=ref,
+        findings=[Finding.not_assessed(concept, label.threshold, why)],
+        evidence=[Evidence(kind="label_map", media_type="application/x-npz", url=url)],
+        timings=Timings(),
+        warnings=[*volume.warnings, why.message],
+        disclaimer=DEMO_DISCLAIMER if ref.demo_weights else None,
+        not_assessed=why,
+        lungs=lung_rows,
+        label_map=LabelMapRef(url=url, shape_kji=list(volume.shape)),
+        slices=volume.shape[0],
+        spacing_mm=_r(volume.spacing_mm, 4),
+    )
+    return report, {LABEL_MAP_FILE: evidence.label_map_npz(empty, volume, [])}
+
+
 class CtPipeline:
     """The CT pipeline: one series (a sequence of DICOM instances) in, a CtReport out."""
 
@@ -265,20 +331,31 @@ class CtPipeline:
         grid, preprocess_ms = await self.cpu.run(
             preprocess, volume, window.spacing_mm, priority=priority
         )
+        lungs, lungs_ms = await self.cpu.run(find_lungs, grid, priority=priority)
+        no_lungs = content.lungs_absent(lungs.total_ml(grid.voxel_ml), min_lung_ml(served))
         stats = InferenceStats()
-        predict = self._predictor(served, stats, started, timeout_s, priority)
-        t0 = time.perf_counter()
-        probability = await asyncio.to_thread(probability_map, grid.image, predict, window)
-        stats.wall_s = time.perf_counter() - t0
-        analysis = Analysis(volume, grid, probability)
-        t1 = time.perf_counter()
-        report, files = await self.cpu.run(
-            build_report, served, analysis, min_lesion_ml, digest, priority=priority
-        )
+        if no_lungs is None:
+            predict = self._predictor(served, stats, started, timeout_s, priority)
+            t0 = time.perf_counter()
+            probability = await asyncio.to_thread(probability_map, grid.image, predict, window)
+            stats.wall_s = time.perf_counter() - t0
+            analysis = Analysis(volume, grid, probability, lungs)
+            t1 = time.perf_counter()
+            report, files = await self.cpu.run(
+                build_report, served, analysis, min_lesion_ml, digest, priority=priority
+            )
+        else:  # no lesion statement without lungs: the model does not run
+            t1 = time.perf_counter()
+            report, files = await self.cpu.run(
+                not_assessed_report, served, volume, grid, lungs, no_lungs, digest,
+                priority=priority,
+            )  # fmt: skip
         post_ms = (time.perf_counter() - t1) * 1e3
+        report.ood = content.uncalibrated()
+        report.warnings.append(content.OOD_UNCALIBRATED_WARNING)
         report.timings = Timings(
             decode_ms=round(decode_ms, 2),
-            preprocess_ms=round(preprocess_ms, 2),
+            preprocess_ms=round(preprocess_ms + lungs_ms, 2),
             queue_ms=round(stats.queue_s * 1e3, 2),
             compute_ms=round(stats.compute_s * 1e3, 2),
             postprocess_ms=round(post_ms, 2),

@@ -30,6 +30,10 @@ class Lungs:
     def volume_ml(self, side: str, voxel_ml: float) -> float:
         return float(np.count_nonzero(self.side == SIDE_CODES[side])) * voxel_ml
 
+    def total_ml(self, voxel_ml: float) -> float:
+        """Both lungs' aerated volume: the measure of whether there are lungs at all."""
+        return sum(self.volume_ml(side, voxel_ml) for side in SIDE_CODES)
+
     def side_of(self, x: float) -> str:
         return "right" if x > self.mid_x else "left"  # RAS: +X is the patient's right
 

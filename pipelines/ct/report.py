@@ -39,10 +39,14 @@ class Lesion(BaseModel):
 
 
 class LungInvolvement(BaseModel):
+    """One lung's measured volume and its involvement; when the finding was not
+    assessed (too little lung), involvement is None, never a reassuring 0."""
+
     side: str
     lung_volume_ml: float
-    involved_ml: float
-    involvement_percent: float
+    involved_ml: float | None
+    involvement_percent: float | None
+    assessed: bool = True
 
 
 class LabelMapRef(BaseModel):

@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from aidx.inference.dicom_input import decode_pixels, read_dicom, require_image, require_modality
 from aidx.inference.errors import BadRequest, Unprocessable
 from aidx.inference.reports import SourceRef
+from aidx.pipelines.ct.content import check_body_part
 
 MIN_SLICES = 8  # fewer cannot be a chest CT series
 ORIENTATION_TOL = 1e-3  # direction cosines
@@ -244,6 +245,7 @@ def assemble(datasets: Iterable[Dataset], *, min_slices: int = MIN_SLICES) -> Ct
         raise _refuse("mixed_series", f"the upload mixes {len(series)} series; send one")
     if any("LOCALIZER" in f.image_type for f in frames):
         raise _refuse("localizer", "a localizer (scout) image is not a CT volume")
+    check_body_part(f.dataset.get("BodyPartExamined") for f in frames)
     if len(frames) < min_slices:
         raise _refuse(
             "too_few_slices",

@@ -179,3 +179,25 @@ def test_upload_errors(client: TestClient, blobs: list[bytes], tmp_path: Path) -
     assert bad_zip.status_code == 400 and bad_zip.json()["code"] == "invalid_zip"
     garbage = post_ct(client, [b"not dicom" * 20] * 10)
     assert garbage.status_code == 400 and garbage.json()["code"] == "not_dicom"
+
+
+def test_the_phantom_is_assessed_and_the_gate_uncalibrated(report: dict) -> None:  # type: ignore[type-arg]
+    (finding,) = report["findings"]
+    assert finding["assessed"] is True and finding["not_assessed_reason"] is None
+    assert report["not_assessed"] is None
+    assert report["ood"]["status"] == "uncalibrated"
+    assert any("out-of-distribution reference" in w for w in report["warnings"])
+    assert all(row["assessed"] and row["involvement_percent"] >= 0 for row in report["lungs"])
+
+
+def test_a_chest_abdomen_series_passes_and_a_pelvis_series_is_refused(
+    client: TestClient, blobs: list[bytes]
+) -> None:
+    uid = generate_uid()  # another series: the fixture's stored report stays as it is
+    pelvis = post_ct(client, [edited(b, BodyPartExamined="PELVIS", SeriesInstanceUID=uid)
+                              for b in blobs])  # fmt: skip
+    assert pelvis.status_code == 422 and pelvis.json()["code"] == "unsupported_body_part"
+    both = post_ct(client, [edited(b, BodyPartExamined="CHESTABDOMEN", SeriesInstanceUID=uid)
+                            for b in blobs])  # fmt: skip
+    assert both.status_code == 200, both.text
+    assert both.json()["findings"][0]["present"] is True

@@ -13,8 +13,9 @@ coloured too, so saturation alone counts it as tissue. Two rules, in optical den
 - *Blue and green ink* absorb red far more than green. H&E never does: eosin absorbs
   green (OD about 0.07 red to 0.99 green) and haematoxylin about as much green as red
   (0.65 to 0.70). So a pixel whose red OD exceeds `INK_RED_GREEN_RATIO` times its
-  green OD, by more than `INK_OD_MARGIN` (JPEG noise on glass), is ink: in HSV terms
-  a hue between yellow-green and blue (green above red) that no H&E stain makes.
+  green OD is ink, if its red OD is above `INK_MIN_RED_OD` (glass with a faint green
+  JPEG cast at the tissue's rim is not): in HSV terms a hue between yellow-green and
+  blue (green above red), that no H&E stain makes, on a pixel dark enough to be ink.
 - *Black ink* is dark and nearly grey: the brightest channel below `BLACK_VALUE` and
   saturation below `BLACK_SATURATION` (dense haematoxylin is as dark but strongly
   saturated purple), or any pixel darker than `DARK_RGB`.
@@ -37,8 +38,8 @@ from aidx.pipelines.wsi.slide import SlideInfo, SlideReader
 
 MIN_SATURATION = 0.08
 DARK_RGB = 40  # max channel below this: pen or debris, not tissue
-INK_RED_GREEN_RATIO = 1.2  # blue/green ink: red OD > 1.2 x green OD (H&E: <= ~0.93)
-INK_OD_MARGIN = 0.02  # ... and by more than this, so JPEG noise on glass is not ink
+INK_RED_GREEN_RATIO = 1.15  # blue/green ink: red OD > 1.15 x green OD (H&E: <= ~0.93)
+INK_MIN_RED_OD = 0.1  # ... and red OD above this (red < ~200): not a tinted glass rim
 BLACK_VALUE = 100  # black ink: brightest channel below this ...
 BLACK_SATURATION = 0.35  # ... and nearly grey
 INK_MARGIN_PX = 1  # the ink mask is widened by this many view pixels
@@ -75,7 +76,8 @@ def saturation(rgb: np.ndarray) -> np.ndarray:
 def ink_mask(rgb: np.ndarray) -> np.ndarray:
     """Boolean mask of blue, green and black marker ink (the rules above)."""
     od = -np.log10(np.maximum(rgb.astype(np.float32), 1.0) / 255.0)
-    blue_green = od[..., 0] > INK_RED_GREEN_RATIO * od[..., 1] + INK_OD_MARGIN
+    red, green = od[..., 0], od[..., 1]
+    blue_green = (red > INK_RED_GREEN_RATIO * green) & (red > INK_MIN_RED_OD)
     value = rgb.max(axis=-1)
     black = (value < DARK_RGB) | ((value < BLACK_VALUE) & (saturation(rgb) < BLACK_SATURATION))
     ink = blue_green | black

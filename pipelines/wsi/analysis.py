@@ -4,6 +4,11 @@
     (bounded reader pool -> dynamic batcher) into a heatmap -> regions -> Report,
     GeoJSON and heatmap PNG.
 
+A slide without tissue (none found, less than `min_tissue_mm2`, or no tile with
+`min_tissue_fraction` of it) is not scored: its finding is *not assessed*
+(`no_tissue`), never "absent". The tile model has no out-of-distribution reference,
+so every report says so (`ood.status = uncalibrated`).
+
 Memory stays flat whatever the slide's size: tile positions come from a generator,
 at most `inflight_chunks` chunks of tiles exist at a time, and what grows with the
 slide is only the heatmap (one float per tile).
@@ -22,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from aidx.inference.assessment import NotAssessed, NotAssessedReason, OodStatus, OodVerdict
 from aidx.inference.errors import AidxError, DeadlineExceeded, QueueFull
 from aidx.inference.model_card import Pipeline, missing_section
 from aidx.inference.reports import (
@@ -38,7 +44,7 @@ from aidx.inference.reports import (
 from aidx.inference.serving import ModelService, ServedModel
 from aidx.pipelines.wsi import regions as regions_mod
 from aidx.pipelines.wsi.regions import SuspiciousRegion
-from aidx.pipelines.wsi.slide import SlideInfo, SlideReader
+from aidx.pipelines.wsi.slide import SlideInfo, SlideReader, mpp_mismatch_message
 from aidx.pipelines.wsi.tiling import TilePlan, plan_tiles, tissue_fractions, tissue_tiles
 from aidx.pipelines.wsi.tissue import LowRes, read_low_res
 
@@ -48,6 +54,12 @@ GEOJSON_FILE = "regions.geojson"
 ROUTINE = 2  # batcher priority: slides are background work next to STAT requests
 MAX_RETRIES = 20
 
+MIN_TISSUE_MM2 = 0.05  # less tissue than this (about 3 tiles at 0.5 um/px): not assessed
+UNCALIBRATED_OOD = (
+    "the tile model has no out-of-distribution reference (uncalibrated): nothing checks "
+    "that this slide resembles the data it was trained on"
+)
+
 ProgressFn = Callable[[int, int], None]  # (tiles done, tiles total)
 
 
@@ -55,6 +67,7 @@ ProgressFn = Callable[[int, int], None]  # (tiles done, tiles total)
 class AnalysisParams:
     max_regions: int = 10
     min_tissue_fraction: float = 0.25
+    min_tissue_mm2: float = MIN_TISSUE_MM2
     min_region_tiles: int = 2
     readers: int = 0  # 0: half the CPU cores, at least 1
     chunk_tiles: int = 16  # tiles per read and per batcher request
@@ -130,6 +143,7 @@ class SlideAnalysis:
     tissue_s: float
     stream_s: float
     regions_s: float
+    not_assessed: NotAssessed | None = None  # set when the slide has too little tissue
 
 
 def _chunks(cells: Iterator[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
@@ -218,6 +232,27 @@ async def stream_tiles(
         await asyncio.shield(asyncio.to_thread(pool.shutdown, wait=True))
 
 
+def tissue_check(
+    low: LowRes, fractions: np.ndarray, info: SlideInfo, params: AnalysisParams
+) -> NotAssessed | None:
+    """Why the slide cannot be assessed for want of tissue; None when it can."""
+    area_mm2 = low.tissue_mm2(info.mpp_x, info.mpp_y)
+    if area_mm2 < params.min_tissue_mm2:
+        found = "no tissue was found" if area_mm2 == 0 else f"only {area_mm2:.3g} mm2 of tissue"
+        return NotAssessed(
+            reason=NotAssessedReason.no_tissue,
+            message=f"{found} on the slide (at least {params.min_tissue_mm2:g} mm2 is "
+            "needed; marker ink does not count)",
+        )
+    if not (fractions >= params.min_tissue_fraction).any():
+        return NotAssessed(
+            reason=NotAssessedReason.no_tissue,
+            message=f"no tile is at least {params.min_tissue_fraction:.0%} tissue "
+            f"({area_mm2:.3g} mm2 of tissue in all)",
+        )
+    return None
+
+
 async def analyze(
     models: ModelService,
     info: SlideInfo,
@@ -233,14 +268,15 @@ async def analyze(
         # a view fine enough for four mask pixels per tile side, if the pyramid has it
         low = await asyncio.to_thread(read_low_res, reader, plan.stride_px / 4)
         fractions = tissue_fractions(plan, low)
+        why = tissue_check(low, fractions, info, params)
         keep = fractions >= params.min_tissue_fraction
-        tally = Tally(total=int(keep.sum()))
+        tally = Tally(total=0 if why is not None else int(keep.sum()))  # no tissue: no tile is read
         heat = np.full((plan.rows, plan.cols), np.nan, dtype=np.float32)
         t1 = time.perf_counter()
         if on_progress is not None:
             on_progress(0, tally.total)
         tally.started = time.perf_counter()
-        cells = tissue_tiles(fractions, params.min_tissue_fraction)
+        cells = iter(()) if why is not None else tissue_tiles(fractions, params.min_tissue_fraction)
         await stream_tiles(models, model, reader, plan, cells, heat, params, tally, on_progress)
         t2 = time.perf_counter()
         found = regions_mod.find_regions(
@@ -256,7 +292,7 @@ async def analyze(
     finally:
         # waits for reads still running in threads whose awaiting task was cancelled
         await asyncio.shield(asyncio.to_thread(reader.close))
-    return SlideAnalysis(info, plan, low, heat, found, tally, t1 - t0, t2 - t1, t3 - t2)
+    return SlideAnalysis(info, plan, low, heat, found, tally, t1 - t0, t2 - t1, t3 - t2, why)
 
 
 # --- the Report ---------------------------------------------------------------------
@@ -279,17 +315,21 @@ def _region(region: SuspiciousRegion) -> Region:
     )
 
 
-def _warnings(info: SlideInfo, plan: TilePlan, tally: Tally) -> list[str]:
+def _warnings(info: SlideInfo, plan: TilePlan, why: NotAssessed | None) -> list[str]:
     warnings = []
     if info.mpp_source == "request":
         warnings.append("the MPP was given with the request, not read from the slide")
-    if tally.total == 0:
-        warnings.append("no tissue was detected on the slide; nothing was analysed")
+    mismatch = mpp_mismatch_message(info)
+    if mismatch is not None:  # the request said to override the slide's own
+        warnings.append(f"{mismatch}; the request's was used (mpp_override)")
+    if why is not None:
+        warnings.append(f"not assessed: {why.message}; no tile was scored")
     if plan.resized:
         warnings.append(
             f"tiles were read at level {plan.level} ({plan.read_px} px) and resized to "
             f"{plan.tile_px} px for the model's {plan.target_mpp:g} um/px"
         )
+    warnings.append(UNCALIBRATED_OOD)
     return warnings
 
 
@@ -306,6 +346,21 @@ def _timings(result: SlideAnalysis, post_ms: float) -> Timings:
     )
 
 
+def _finding(result: SlideAnalysis, model: TileModel) -> Finding:
+    """The region summary: the top tile probability and the regions, or not assessed."""
+    if result.not_assessed is not None:
+        return Finding.not_assessed(model.coding, model.threshold, result.not_assessed)
+    analysed = result.heat[~np.isnan(result.heat)]
+    top = float(analysed.max()) if analysed.size else 0.0
+    return Finding(
+        concept=model.coding,
+        probability=round(top, 4),
+        threshold=model.threshold,
+        present=bool(result.regions),
+        regions=[_region(r) for r in result.regions],
+    )
+
+
 def build_report(
     result: SlideAnalysis, model: TileModel, *, links: dict[str, str] | None = None
 ) -> tuple[Report, dict[str, bytes]]:
@@ -317,12 +372,14 @@ def build_report(
         [info.quickhash or str(info.path), f"{plan.target_mpp:g}", f"{plan.tile_px}"]
     )
     rid = report_id(PIPELINE, source_uid, ref)
-    analysed = result.heat[~np.isnan(result.heat)]
-    top = float(analysed.max()) if analysed.size else 0.0
     geojson = regions_mod.to_geojson(result.regions, namespace=rid)
-    heatmap = regions_mod.render_heatmap(
-        result.low.rgb, result.low.downsample, result.heat, plan, result.regions
-    )
+    why = result.not_assessed
+    if why is None:
+        heatmap = regions_mod.render_heatmap(
+            result.low.rgb, result.low.downsample, result.heat, plan, result.regions
+        )
+    else:  # no colour that could read as "low probability": the thumbnail, stamped
+        heatmap = regions_mod.render_not_assessed(result.low.rgb, why.message)
     links = links or {
         "heatmap": f"/v1/reports/{rid}/{HEATMAP_FILE}",
         "geojson": f"/v1/reports/{rid}/{GEOJSON_FILE}",
@@ -333,22 +390,16 @@ def build_report(
         pipeline=PIPELINE,
         source=SourceRef(modality="SM", rows=info.height_px, columns=info.width_px),
         model=ref,
-        findings=[
-            Finding(
-                concept=model.coding,
-                probability=round(top, 4),
-                threshold=model.threshold,
-                present=bool(result.regions),
-                regions=[_region(r) for r in result.regions],
-            )
-        ],
+        findings=[_finding(result, model)],
         evidence=[
             Evidence(kind="heatmap", media_type="image/png", url=links["heatmap"]),
             Evidence(kind="regions", media_type="application/geo+json", url=links["geojson"]),
         ],
         timings=_timings(result, post_ms),
-        warnings=_warnings(info, plan, result.tally),
+        warnings=_warnings(info, plan, why),
         disclaimer=DEMO_DISCLAIMER if ref.demo_weights else None,
+        ood=OodVerdict(status=OodStatus.uncalibrated),
+        not_assessed=why,
     )
     files = {
         HEATMAP_FILE: heatmap,

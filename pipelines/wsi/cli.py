@@ -24,6 +24,9 @@ def analyze_slide(
         Path | None, typer.Option(help="folder for report.json, heatmap and GeoJSON")
     ] = None,
     mpp: Annotated[float | None, typer.Option(help="um/px, if the slide lacks it")] = None,
+    mpp_override: Annotated[
+        bool, typer.Option(help="use --mpp even where it contradicts the slide's own")
+    ] = False,
     max_regions: Annotated[int, typer.Option(min=1)] = 10,
     repository: Annotated[Path | None, typer.Option(help="model repository")] = None,
     readers: Annotated[int, typer.Option(min=0, help="reader threads; 0: cores / 2")] = 0,
@@ -34,7 +37,7 @@ def analyze_slide(
     from aidx.inference.serving import ModelService
     from aidx.inference.settings import Settings
     from aidx.pipelines.wsi.analysis import AnalysisParams, analyze, build_report, tile_model
-    from aidx.pipelines.wsi.slide import describe
+    from aidx.pipelines.wsi.slide import check_request_mpp, describe
 
     values: dict[str, object] = {"mode": "development", "dev_api_key": "cli-" + "x" * 28}
     if repository is not None:
@@ -47,6 +50,7 @@ def analyze_slide(
         await service.start()
         try:
             info = describe(slide, mpp)
+            check_request_mpp(info, override=mpp_override)
             model = tile_model(service)
             with Progress(
                 TextColumn("[bold]tiles"),
@@ -82,6 +86,8 @@ def analyze_slide(
 def _regions_table(title: str, report, tiles: int, seconds: float) -> Table:  # type: ignore[no-untyped-def]
     finding = report.findings[0]
     rate = tiles / seconds if seconds > 0 else 0.0
+    if not finding.assessed:
+        title = f"{title}: not assessed ({finding.not_assessed_message})"
     table = Table(
         "rank",
         "score",

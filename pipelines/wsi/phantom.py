@@ -6,6 +6,9 @@ With an MPP the first page carries an Aperio-style ImageDescription, so OpenSlid
 reports the slide as `aperio` with `openslide.mpp-x/y` and objective power; without
 one it is a generic tiled TIFF with no resolution at all.
 
+A layout may carry marker-ink marks (`InkMark`: blue, green or black dots and
+circles, as pathologists draw on the glass), laid over tissue and glass alike.
+
 Two tile sources: `render` draws every pixel with `synthetic.render` (small slides,
 tests and the demo); `bank` repeats a bank of rendered tiles chosen by the layout
 (any size: the benchmark's 60k x 60k slides, written tile by tile in flat memory).
@@ -18,7 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import imagecodecs
@@ -78,6 +81,47 @@ class Blob:
         return ring
 
 
+# Marker ink as scanned over bare glass (RGB); over tissue it darkens what lies below.
+INK_RGB = {"blue": (40, 75, 165), "green": (45, 125, 85), "black": (30, 30, 38)}
+
+
+@dataclass(frozen=True)
+class InkMark:
+    """A marker-ink mark: a filled dot (`stroke_px` 0) or a stroke of that width
+    along the blob's outline (a circle drawn around an area)."""
+
+    colour: str  # a key of INK_RGB
+    blob: Blob
+    stroke_px: float = 0.0
+
+    def contains(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        inside = self.blob.contains(xs, ys)
+        if not self.stroke_px:
+            return inside
+        b, width = self.blob, self.stroke_px
+        hole = replace(b, rx_px=b.rx_px - width, ry_px=b.ry_px - width)
+        return np.asarray(inside & ~hole.contains(xs, ys))
+
+
+def apply_ink(tile: np.ndarray, x0: int, y0: int, marks: Sequence[InkMark]) -> np.ndarray:
+    """The tile (level-0 origin x0, y0) with the marks laid over it: each multiplies
+    what lies below by its transmittance, a little uneven as a felt tip is."""
+    if not marks:
+        return tile
+    h, w = tile.shape[:2]
+    ys, xs = np.mgrid[y0 : y0 + h, x0 : x0 + w].astype(np.float64) + 0.5
+    out = tile.astype(np.float32)
+    streaks = 0.85 + 0.15 * np.sin(xs / 23.0 + ys / 37.0) * np.sin(ys / 11.0)
+    for mark in marks:
+        inside = mark.contains(xs, ys)
+        if not inside.any():
+            continue
+        transmittance = np.asarray(INK_RGB[mark.colour], dtype=np.float32) / 255.0
+        factor = transmittance[None, None, :] ** streaks[..., None].astype(np.float32)
+        out = np.where(inside[..., None], out * factor, out)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class SlideLayout:
     """Which tissue lies where: a `synthetic.Layout` with the ground truth kept."""
@@ -90,6 +134,7 @@ class SlideLayout:
     lymphoid: tuple[Blob, ...] = ()
     seed: int = 0
     stain: synthetic.Stain = field(default_factory=synthetic.Stain)
+    ink: tuple[InkMark, ...] = ()  # marker ink on top (the `render` source only)
 
     def __call__(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         xs, ys = np.broadcast_arrays(np.asarray(xs, np.float64), np.asarray(ys, np.float64))
@@ -200,9 +245,8 @@ def rendered_levels(layout: SlideLayout) -> Iterator[Iterator[np.ndarray]]:
     for y in range(0, layout.height_px, TILE_PX):
         for x in range(0, layout.width_px, TILE_PX):
             h, w = min(TILE_PX, layout.height_px - y), min(TILE_PX, layout.width_px - x)
-            image[y : y + h, x : x + w] = synthetic.render(
-                x, y, w, h, layout, seed=layout.seed, stain=layout.stain
-            )
+            tile = synthetic.render(x, y, w, h, layout, seed=layout.seed, stain=layout.stain)
+            image[y : y + h, x : x + w] = apply_ink(tile, x, y, layout.ink)
     shapes = level_shapes(layout.width_px, layout.height_px)
     for level, (h, w) in enumerate(shapes):
         if level:
@@ -279,6 +323,8 @@ def _jpeg(tile: np.ndarray) -> bytes:
 def banked_levels(layout: SlideLayout) -> Iterator[Iterator[np.ndarray | bytes]]:
     if layout.width_px % TILE_PX or layout.height_px % TILE_PX:
         raise ValueError("the bank source needs sides that are multiples of 256")
+    if layout.ink:
+        raise ValueError("the bank source draws no ink; use the render source")
     bank = TileBank(layout)
     for level, shape in enumerate(level_shapes(layout.width_px, layout.height_px)):
         yield bank.level_tiles(level, shape)

@@ -5,6 +5,7 @@ a heatmap PNG over the slide's thumbnail."""
 from __future__ import annotations
 
 import io
+import textwrap
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -204,6 +205,31 @@ def render_heatmap(
         draw.line(ring, fill=(255, 255, 255), width=1)
         x0, y0, _, _ = region.bbox_px
         draw.text((x0 / px + 2, y0 / px + 2), str(region.rank), fill=(0, 0, 0))
+    buffer = io.BytesIO()
+    out.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def render_not_assessed(thumbnail: np.ndarray, message: str) -> bytes:
+    """PNG for a slide that was not assessed: its thumbnail greyed out under a banner
+    that says so, with no heat colour anywhere (no colour could then be read as a low
+    probability)."""
+    image = Image.fromarray(thumbnail).convert("L").convert("RGB")
+    scale = max(1.0, max(image.size) / HEATMAP_MAX_PX)
+    if scale > 1:
+        size = (max(1, round(image.width / scale)), max(1, round(image.height / scale)))
+        image = image.resize(size, Image.Resampling.BOX)
+    faded = (np.asarray(image, dtype=np.float32) * 0.5 + 127).astype(np.uint8)
+    out = Image.fromarray(faded)
+    draw = ImageDraw.Draw(out)
+    big = max(12, out.width // 24)
+    small = max(9, big // 2)
+    lines = textwrap.wrap(message, width=max(20, int(out.width / (small * 0.6))))
+    draw.rectangle((0, 0, out.width, big * 2 + len(lines) * small * 1.3), fill=(60, 60, 60))
+    draw.text((big // 2, big // 3), "NOT ASSESSED", fill=(255, 255, 255), font_size=big)
+    for k, line in enumerate(lines):
+        where = (big // 2, big * 1.6 + k * small * 1.3)
+        draw.text(where, line, fill=(230, 230, 230), font_size=small)
     buffer = io.BytesIO()
     out.save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()

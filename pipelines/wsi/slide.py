@@ -22,6 +22,7 @@ from PIL import Image
 from aidx.inference.errors import AidxError, ErrorKind, NotFound, Unprocessable
 
 MPP_RANGE = (0.05, 20.0)  # plausible microns per pixel at level 0
+MPP_TOLERANCE = 0.10  # a request MPP further than this from the slide's own is refused
 CACHE_BYTES = 16 * 1024 * 1024
 _UNIT_MICRONS = {"centimeter": 1e4, "inch": 25_400.0}
 
@@ -54,6 +55,9 @@ class SlideInfo:
     objective_power: float | None
     bounds: tuple[int, int, int, int]  # x, y, width, height of the non-empty region, level 0
     quickhash: str | None
+    # the slide's own MPP (x, y) and where it came from, when the request's replaced it
+    slide_mpp: tuple[float, float] | None = None
+    slide_mpp_source: str | None = None
 
     @property
     def mpp(self) -> float:
@@ -112,9 +116,33 @@ def _open(path: Path) -> openslide.OpenSlide:
         ) from None
 
 
+def _levels(slide: openslide.OpenSlide) -> tuple[Level, ...]:
+    props = slide.properties
+    return tuple(
+        Level(
+            int(w),
+            int(h),
+            float(slide.level_downsamples[i]),
+            int(props.get(f"openslide.level[{i}].tile-width", 0)) or None,
+        )
+        for i, (w, h) in enumerate(slide.level_dimensions)
+    )
+
+
+def _bounds(props: Mapping[str, str], width: int, height: int) -> tuple[int, int, int, int]:
+    """x, y, width, height of the scanned (non-empty) region at level 0."""
+
+    def bound(key: str, default: int) -> int:
+        value = props.get(f"openslide.bounds-{key}")
+        return int(value) if value is not None and value.isdigit() else default
+
+    return bound("x", 0), bound("y", 0), bound("width", width), bound("height", height)
+
+
 def describe(path: Path, mpp: float | None = None) -> SlideInfo:
     """Open the slide, check it, and read its geometry. `mpp` (from the request)
-    overrides the slide's own; without either the slide cannot be analysed."""
+    overrides the slide's own (kept in `slide_mpp`; `check_request_mpp` refuses a
+    contradiction); without either the slide cannot be analysed."""
     if mpp is not None and not MPP_RANGE[0] <= mpp <= MPP_RANGE[1]:
         raise Unprocessable(
             f"an MPP of {mpp} um/px is not plausible for a slide", code="implausible_mpp"
@@ -123,6 +151,7 @@ def describe(path: Path, mpp: float | None = None) -> SlideInfo:
     try:
         props = slide.properties
         found = _slide_mpp(props)
+        replaced = found if mpp is not None else None  # the slide's own, set aside
         if mpp is not None:
             mpp_x = mpp_y = mpp
             source = "request"
@@ -138,38 +167,60 @@ def describe(path: Path, mpp: float | None = None) -> SlideInfo:
                 f"the slide's MPP ({mpp_x:.4g}, {mpp_y:.4g}) is not plausible; give `mpp`",
                 code="implausible_mpp",
             )
-        levels = tuple(
-            Level(
-                int(w),
-                int(h),
-                float(slide.level_downsamples[i]),
-                int(props.get(f"openslide.level[{i}].tile-width", 0)) or None,
-            )
-            for i, (w, h) in enumerate(slide.level_dimensions)
-        )
         width, height = slide.dimensions
-
-        def bound(key: str, default: int) -> int:
-            value = props.get(f"openslide.bounds-{key}")
-            return int(value) if value is not None and value.isdigit() else default
-
-        bounds = (bound("x", 0), bound("y", 0), bound("width", width), bound("height", height))
         power = _float(props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER))
         return SlideInfo(
             path=path,
             vendor=str(props.get(openslide.PROPERTY_NAME_VENDOR) or "unknown"),
             width_px=int(width),
             height_px=int(height),
-            levels=levels,
+            levels=_levels(slide),
             mpp_x=float(mpp_x),
             mpp_y=float(mpp_y),
             mpp_source=source,
             objective_power=power,
-            bounds=bounds,
+            bounds=_bounds(props, int(width), int(height)),
             quickhash=props.get(openslide.PROPERTY_NAME_QUICKHASH1),
+            slide_mpp=(replaced[0], replaced[1]) if replaced is not None else None,
+            slide_mpp_source=replaced[2] if replaced is not None else None,
         )
     finally:
         slide.close()
+
+
+def mpp_disagreement(info: SlideInfo) -> float | None:
+    """How far the request's MPP lies from the slide's own, relative to the slide's
+    (the larger of x and y); None when the slide's own was used or it has none."""
+    if info.slide_mpp is None:
+        return None
+    own_x, own_y = info.slide_mpp
+    return max(abs(info.mpp_x - own_x) / own_x, abs(info.mpp_y - own_y) / own_y)
+
+
+def mpp_mismatch_message(info: SlideInfo) -> str | None:
+    """Both MPPs in words, when the request's differs from the slide's own by more
+    than MPP_TOLERANCE; None otherwise."""
+    off = mpp_disagreement(info)
+    if off is None or off <= MPP_TOLERANCE or info.slide_mpp is None:
+        return None
+    own_x, own_y = info.slide_mpp
+    own = f"{own_x:.4g}" if own_x == own_y else f"{own_x:.4g} x {own_y:.4g}"
+    return (
+        f"the request's mpp ({info.mpp_x:.4g} um/px) differs from the slide's own "
+        f"({own} um/px, source: {info.slide_mpp_source}) by {off:.0%}, more than "
+        f"{MPP_TOLERANCE:.0%}"
+    )
+
+
+def check_request_mpp(info: SlideInfo, *, override: bool) -> None:
+    """Refuse a request MPP that contradicts the slide's own (a wrong MPP scales every
+    tile and every area), unless the request says to override the slide's."""
+    message = mpp_mismatch_message(info)
+    if message is not None and not override:
+        raise Unprocessable(
+            f"{message}; correct it, or send mpp_override: true to analyse at the request's mpp",
+            code="mpp_mismatch",
+        )
 
 
 def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from aidx.pipelines.wsi.analysis import GEOJSON_FILE, HEATMAP_FILE, tile_model
 from aidx.pipelines.wsi.intake import resolve_slide_path, save_upload, upload_suffix
 from aidx.pipelines.wsi.job_runner import JobRunner
 from aidx.pipelines.wsi.job_store import Job, JobState
-from aidx.pipelines.wsi.slide import describe
+from aidx.pipelines.wsi.slide import check_request_mpp, describe
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
 
@@ -32,6 +32,9 @@ UPLOAD_TYPES = ("application/octet-stream", "image/tiff", "image/x-aperio-svs")
 class SlideRequest(BaseModel):
     slide_path: str = Field(description="a path under one of the configured slide roots")
     mpp: float | None = Field(default=None, gt=0, description="um/px, if the slide lacks it")
+    mpp_override: bool = Field(
+        default=False, description="use `mpp` even where it contradicts the slide's own"
+    )
     max_regions: int | None = Field(default=None, ge=1, le=1000)
     min_tissue_fraction: float = Field(default=0.25, ge=0.0, le=1.0)
 
@@ -143,18 +146,22 @@ async def submit_job(
     response: Response,
     who: Principal = Depends(pathologist),
     mpp: float | None = Query(default=None, gt=0, description="um/px, for uploads"),
+    mpp_override: bool = Query(default=False, description="for uploads: see SlideRequest"),
     svc: Services = Depends(services),
 ) -> WsiJob:
     """Submit a slide; the job id comes back at once and the work goes on in the
-    background. A slide OpenSlide cannot open, or without an MPP, is refused here."""
+    background. A slide OpenSlide cannot open, without an MPP, or with a request MPP
+    that contradicts its own (422 `mpp_mismatch`, unless overridden) is refused here."""
     body, path = await _slide_request(request, svc)
     uploaded = body is None
     wanted_mpp = body.mpp if body is not None else mpp
+    override = body.mpp_override if body is not None else mpp_override
     settings = svc.settings
     with _audit(svc, who, "wsi.submit", "upload" if uploaded else "slide"):
         try:
             tile_model(svc.models)  # 503 now rather than a failed job
             info = await asyncio.to_thread(describe, path, wanted_mpp)
+            check_request_mpp(info, override=override)
         except Exception:
             if uploaded:
                 path.unlink(missing_ok=True)

@@ -3,12 +3,12 @@ tifffile and read back only through OpenSlide. Small, written once per session."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
-from aidx.pipelines.wsi.phantom import SlideLayout, make_layout, write_slide
+from aidx.pipelines.wsi.phantom import Blob, InkMark, SlideLayout, make_layout, write_slide
 
 
 @dataclass(frozen=True)
@@ -56,3 +56,42 @@ def big_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("big")
     layout = make_layout(5, 16384, 16384, mpp=0.5, n_suspicious=2, n_lymphoid=1)
     return write_slide(root / "big.svs", layout, source="bank")
+
+
+@dataclass(frozen=True)
+class MarkedSlides:
+    """Marker ink on the glass (issue 13), written under the slide root."""
+
+    ink_only: Path  # blue, green and black marks, no tissue
+    ink_only_layout: SlideLayout
+    tissue: Path  # tissue without ink
+    tissue_inked: Path  # the same tissue with ink marks next to it
+    tissue_inked_layout: SlideLayout
+
+
+INK_ONLY_MARKS = (
+    InkMark("blue", Blob(400, 400, 260, 180)),  # a dot
+    InkMark("green", Blob(1500, 500, 320, 240), stroke_px=40),  # a circle drawn round
+    InkMark("black", Blob(1000, 1150, 420, 120)),  # a label smudge
+)
+
+
+@pytest.fixture(scope="session")
+def marked_slides(slides: Slides) -> MarkedSlides:
+    ink_only = SlideLayout(2048, 1536, 0.5, tissue=(), ink=INK_ONLY_MARKS)
+    tissue = make_layout(4, 3072, 2048, mpp=0.5, n_suspicious=1, n_lymphoid=0)
+    # ink in three corners of the glass, beside the tissue (which spans about
+    # x 280..2830, y 320..1840) and not on it, each big enough to fill whole tiles
+    marks = (
+        InkMark("blue", Blob(330, 280, 230, 230)),
+        InkMark("green", Blob(2740, 280, 230, 230), stroke_px=90),
+        InkMark("black", Blob(330, 1770, 230, 230)),
+    )
+    inked = replace(tissue, ink=marks)
+    return MarkedSlides(
+        write_slide(slides.root / "ink_only.svs", ink_only),
+        ink_only,
+        write_slide(slides.root / "tissue.svs", tissue),
+        write_slide(slides.root / "tissue_inked.svs", inked),
+        inked,
+    )

@@ -91,7 +91,8 @@ def test_bare_glass_yields_no_tiles_and_no_regions(
     result = loop.run_until_complete(analyze(service, describe(slides.blank), AnalysisParams()))
     assert result.tally.total == 0 and result.regions == []
     report, files = build_report(result, tile_model(service))
-    assert report.findings[0].present is False
+    # not assessed, never "absent" (issue 13: bare glass used to read as a negative)
+    assert report.findings[0].present is None and not report.findings[0].assessed
     assert any("no tissue" in w for w in report.warnings)
     assert json.loads(files["regions.geojson"]) == {"type": "FeatureCollection", "features": []}
 

@@ -201,3 +201,45 @@ def test_a_restart_marks_unfinished_jobs_failed(big_slide: Path, tmp_path: Path)
         for job_id in (job["id"], ghost.id):
             seen = client.get(f"/v1/wsi/jobs/{job_id}", headers=PATHOLOGIST).json()
             assert seen["state"] == "failed" and seen["error"]["code"] == "interrupted"
+
+
+def test_a_slide_without_tissue_is_an_answer_not_assessed(
+    api: TestClient, marked_slides: object
+) -> None:
+    for slide in ("blank.tiff", "ink_only.svs"):
+        response = submit(api, slide)
+        assert response.status_code == 202, response.text
+        done = wait_for(api, response.json()["id"], {"succeeded", "failed"})
+        assert done["state"] == "succeeded", done["error"]  # an answer, not a failure
+        report = done["report"]
+        finding = report["findings"][0]
+        assert finding["assessed"] is False and finding["not_assessed_reason"] == "no_tissue"
+        assert finding["probability"] is None and finding["present"] is None
+        assert report["not_assessed"]["reason"] == "no_tissue"
+        assert report["ood"]["status"] == "uncalibrated"
+        geo = api.get(done["links"]["geojson"], headers=PATHOLOGIST)
+        assert geo.json() == {"type": "FeatureCollection", "features": []}
+        heatmap = api.get(done["links"]["heatmap"], headers=PATHOLOGIST)
+        assert heatmap.status_code == 200 and heatmap.content.startswith(b"\x89PNG")
+
+
+def test_a_request_mpp_contradicting_the_slide_is_refused_unless_overridden(
+    api: TestClient, slides: Slides
+) -> None:
+    refused = submit(api, "tumour.svs", mpp=0.4)
+    assert refused.status_code == 422 and refused.json()["code"] == "mpp_mismatch"
+    message = refused.json()["message"]
+    assert "0.4 um/px" in message and "0.5 um/px" in message and "mpp_override" in message
+    upload = api.post(
+        "/v1/wsi/jobs?filename=x.svs&mpp=0.4",
+        headers={**PATHOLOGIST, "Content-Type": "image/tiff"},
+        content=slides.tumour.read_bytes(),
+    )
+    assert upload.status_code == 422 and upload.json()["code"] == "mpp_mismatch"
+    assert submit(api, "tumour.svs", mpp=0.52).status_code == 202  # within 10%: as before
+    accepted = submit(api, "tumour.svs", mpp=0.4, mpp_override=True)
+    assert accepted.status_code == 202, accepted.text
+    done = wait_for(api, accepted.json()["id"], {"succeeded", "failed"})
+    assert done["state"] == "succeeded", done["error"]
+    warned = [w for w in done["report"]["warnings"] if "mpp_override" in w]
+    assert len(warned) == 1 and "0.4 um/px" in warned[0] and "0.5 um/px" in warned[0]

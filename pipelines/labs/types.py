@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
+from typing import TypeAlias
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -45,7 +46,7 @@ class Censored(enum.StrEnum):
 
 
 # why a result was not assessed: the engine's codes, a screening status, or censoring
-NotAssessedCode = NotAssessedReason | ResultStatus | Censored
+NotAssessedCode: TypeAlias = NotAssessedReason | ResultStatus | Censored  # noqa: UP040
 
 
 class LabResultIn(BaseModel):

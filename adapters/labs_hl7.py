@@ -28,7 +28,13 @@ from aidx.integrations.hl7.message import (
     parse_ts,
     whole_field,
 )
-from aidx.pipelines.labs.types import LabResultIn, SpecimenIn, SpecimenOutcome
+from aidx.pipelines.labs.types import (
+    Comparator,
+    LabResultIn,
+    ResultOutcome,
+    SpecimenIn,
+    SpecimenOutcome,
+)
 
 
 @dataclass
@@ -163,12 +169,18 @@ def _result(obx: Any) -> LabResultIn:
     value_type = whole_field(obx, 2)
     raw = whole_field(obx, 5)
     value: float | str | None = raw if raw else None
-    if value_type == "SN" and raw:  # structured numeric: comparator^num1 ("<^0.01" stays text)
-        comparator, number = get_component(obx, 5, 1), get_component(obx, 5, 2)
-        value = number if comparator in ("", "=") and number else raw
+    comparator: Comparator | None = None
+    if value_type == "SN" and raw:  # structured numeric: comparator^num1 (a range stays text)
+        sign, number = get_component(obx, 5, 1), get_component(obx, 5, 2)
+        plain = not get_component(obx, 5, 3) and not get_component(obx, 5, 4)
+        if number and plain and sign in ("", "="):
+            value = number
+        elif number and plain and sign in {c.value for c in Comparator}:
+            value, comparator = number, Comparator(sign)
     return LabResultIn(
         code=code,
         value=value,
+        comparator=comparator,
         unit=get_component(obx, 6, 1) or None,
         status=status,
         observation_id=set_id or None,
@@ -210,7 +222,9 @@ def build_oru(
     receiving: tuple[str, str] = ("LIS", "LAB"),
 ) -> bytes:
     """The screened results as an ORU^R01: OBX-8 carries the interpretation
-    (H/L/HH/LL/A/AA/N), NTE the reasons; one PID/OBR group per specimen."""
+    (H/L/HH/LL/A/AA/N), OBX-5 a censored value as SN (`<^3`); NTE after the OBR the
+    verdict and the specimen-level reasons (integrity, anomaly, review), NTE after an
+    OBX its own reasons; one PID/OBR group per specimen."""
     lines = [
         f"MSH|^~\\&|AIDX|AIDX|{escape(receiving[0])}|{escape(receiving[1])}|{now_ts()}||"
         f"ORU^R01^ORU_R01|{escape(control_id)}|P|{version}"
@@ -223,28 +237,38 @@ def build_oru(
         obr[:4] = ["OBR", str(i), "", escape(o.specimen_id)]
         obr[4], obr[7], obr[25] = "AIDX-SCREEN^Lab screening^99AIDX", at, "F"
         lines.append("|".join(obr))
-        lines.append(f"NTE|1|L|verdict: {o.verdict.value}")
+        notes = [f"verdict: {o.verdict.value}"]
+        notes += [f"{r.rule}: {r.message}" for r in o.reasons]
+        notes += o.warnings
+        lines += [f"NTE|{k}|L|{escape(text)[:400]}" for k, text in enumerate(notes, start=1)]
         for j, r in enumerate(o.results, start=1):
-            code = r.concept.code if r.concept else r.code
-            text = r.concept.meaning if r.concept else ""
-            system = "LN" if r.concept else "L"
-            numeric = r.value_canonical is not None
-            value = f"{r.value_canonical:.6g}" if numeric else escape(str(r.value or ""))
-            unit = r.unit_canonical if numeric else (r.unit or "")
-            ref = (
-                f"{r.reference_low:g}-{r.reference_high:g}"
-                if r.reference_low is not None and r.reference_high is not None
-                else ""
-            )
-            status = r.result_status if r.result_status in ("F", "C", "P") else "F"
-            lines.append(
-                f"OBX|{j}|{'NM' if numeric else 'ST'}|{escape(code)}^{escape(text)}^{system}||"
-                f"{value}|{escape(unit or '')}^^UCUM|{ref}|{r.interpretation}|||{status}"
-                f"|||{at}"
-            )
+            lines.append(_obx(j, r, at))
             for k, reason in enumerate(r.reasons, start=1):
                 lines.append(f"NTE|{k}|L|{escape(reason.rule)}: {escape(reason.message)[:400]}")
     return ("\r".join(lines) + "\r").encode("utf-8")
+
+
+def _obx(j: int, r: ResultOutcome, at: str) -> str:
+    code = r.concept.code if r.concept else r.code
+    text = r.concept.meaning if r.concept else ""
+    system = "LN" if r.concept else "L"
+    numeric = r.value_canonical is not None
+    kind = "SN" if numeric and r.comparator else "NM" if numeric else "ST"
+    value = f"{r.value_canonical:.6g}" if numeric else escape(str(r.value or ""))
+    if kind == "SN":
+        value = f"{escape(str(r.comparator))}^{value}"
+    unit = r.unit_canonical if numeric else (r.unit or "")
+    ref = (
+        f"{r.reference_low:g}-{r.reference_high:g}"
+        if r.reference_low is not None and r.reference_high is not None
+        else ""
+    )
+    status = r.result_status if r.result_status in ("F", "C", "P") else "F"
+    return (
+        f"OBX|{j}|{kind}|{escape(code)}^{escape(text)}^{system}||"
+        f"{value}|{escape(unit or '')}^^UCUM|{ref}|{r.interpretation}|||{status}"
+        f"|||{at}"
+    )
 
 
 # --- imaging reports (aidx's own findings) as ORU^R01 ----------------------------------

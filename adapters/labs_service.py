@@ -15,14 +15,14 @@ from aidx.adapters.labs_hl7 import parse_oru
 from aidx.inference.audit import AuditLog
 from aidx.inference.serving import ModelService
 from aidx.inference.settings_sections import LabsSettings
-from aidx.integrations.hl7.message import Hl7Error, build_ack, error_code_for
+from aidx.integrations.hl7.message import Hl7Error, build_ack, error_code_for, escape
 from aidx.integrations.hl7.mllp import MllpServer
 from aidx.pipelines.labs.catalogue import load_catalogue
 from aidx.pipelines.labs.explain import summary
 from aidx.pipelines.labs.hub import AlertHub
 from aidx.pipelines.labs.screening import LabScreener
 from aidx.pipelines.labs.store import LabStore
-from aidx.pipelines.labs.types import SpecimenIn, SpecimenOutcome
+from aidx.pipelines.labs.types import SpecimenIn, SpecimenOutcome, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -98,16 +98,44 @@ class LabsService:
                 version=message.version,
             )
         log.info("HL7 %s: %s", message.control_id, "; ".join(summary(o) for o in outcomes))
-        return build_ack(
+        ack = build_ack(
             "AA",
             control_id=message.control_id,
             version=message.version,
             sending=(message.receiving_application or "AIDX", message.receiving_facility or "AIDX"),
             receiving=(message.sending_application, message.sending_facility),
         )
+        return with_verdicts(ack, outcomes, message.version)
 
 
 def specimens_screened(outcomes: list[SpecimenOutcome]) -> Audited:
     return Audited(
         "labs.screen", [(f"specimen/{o.specimen_id}", o.verdict.value) for o in outcomes]
     )
+
+
+_ERR_SEGMENT_VERSIONS = ("2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8")
+_MSA_TEXT_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6")  # withdrawn in 2.7
+
+
+def with_verdicts(ack: bytes, outcomes: Sequence[SpecimenOutcome], version: str) -> bytes:
+    """An AA that says which specimens are held: MSA-3 counts them (every version),
+    and from v2.5 one ERR per held specimen, severity W (ERR-4; ERR-3 0 "message
+    accepted", table 0357), its verdict and reasons in ERR-8. The message was
+    accepted: a receiving LIS files it and shows the warnings; nothing is resent.
+    (MSA-3 is withdrawn from v2.7: there the ERR segments alone carry it.)"""
+    held = [o for o in outcomes if o.verdict is not Verdict.release]
+    if not held:
+        return ack
+    critical = sum(o.verdict is Verdict.critical for o in held)
+    text = f"{len(held)} of {len(outcomes)} specimens held: {critical} critical"
+    text += f", {len(held) - critical} review"
+    lines = ack.decode("utf-8").rstrip("\r").split("\r")
+    if version in _MSA_TEXT_VERSIONS:
+        lines = [f"{x}|{escape(text)[:80]}" if x.startswith("MSA|") else x for x in lines]
+    if version in _ERR_SEGMENT_VERSIONS:
+        for o in held:
+            rules = ", ".join(dict.fromkeys(r.rule for r in o.reasons)) or "see results"
+            note = f"specimen {o.specimen_id}: {o.verdict.value}: {rules}"
+            lines.append(f"ERR|||0^Message accepted^HL70357|W||||{escape(note)[:200]}")
+    return ("\r".join(lines) + "\r").encode("utf-8")

@@ -68,10 +68,20 @@ class WsiSection(WsiTiling):
     probabilities_output: str
 
 
+class Population(_Section):
+    """Whom a model was trained on (the card's `population:`); outside it the model
+    does not apply and its findings are not assessed."""
+
+    min_age_y: float | None = Field(default=None, ge=0.0)
+    max_age_y: float | None = Field(default=None, gt=0.0)
+    description: str | None = None
+
+
 class LabsSection(_Section):
     label: Label  # threshold on 1 - p: the alarm level
     features: tuple[str, ...] = Field(min_length=1)  # the input's columns, in order
     transform: str | None = None
+    population: Population | None = None
 
     @property
     def p_threshold(self) -> float:
@@ -168,11 +178,17 @@ def wsi_section(
 
 
 def labs_section(
-    labels: tuple[Label, ...], features: tuple[str, ...] | None, transform: str | None, config: Any
+    labels: tuple[Label, ...],
+    features: tuple[str, ...] | None,
+    transform: str | None,
+    config: Any,
+    population: Population | None = None,
 ) -> LabsSection:
     if not features:
         raise ValueError("the card needs `features`, the analytes of the input in order")
     width = _last_dim(config.input, _first_input(config).name)
     if width is not None and width > 0 and width != len(features):
         raise ValueError(f"the card lists {len(features)} features; the input takes {width}")
-    return LabsSection(label=_first_label(labels), features=features, transform=transform)
+    return LabsSection(
+        label=_first_label(labels), features=features, transform=transform, population=population
+    )

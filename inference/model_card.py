@@ -27,6 +27,7 @@ from aidx.inference.card_sections import (
     CxrSection,
     Label,
     LabsSection,
+    Population,
     WsiSection,
     WsiTiling,
     ct_section,
@@ -46,6 +47,7 @@ __all__ = [
     "LabsSection",
     "ModelCard",
     "Pipeline",
+    "Population",
     "WsiSection",
     "WsiTiling",
     "card_from",
@@ -84,6 +86,7 @@ class FrontMatter(BaseModel):
     wsi: WsiTiling | None = None
     features: tuple[str, ...] | None = None
     transform: str | None = None
+    population: Population | None = None  # labs: whom the model was trained on
     labels: tuple[Label, ...] = ()
     metrics: dict[str, Any] = Field(default_factory=dict)
 
@@ -137,7 +140,11 @@ def _section(front: FrontMatter, config: Any) -> dict[str, Any]:
         if pipeline is Pipeline.wsi:
             return {"wsi": wsi_section(front.labels, front.outputs, front.wsi, config)}
         if pipeline is Pipeline.labs:
-            return {"labs": labs_section(front.labels, front.features, front.transform, config)}
+            return {
+                "labs": labs_section(
+                    front.labels, front.features, front.transform, config, front.population
+                )
+            }
     except ValidationError as exc:
         raise CardError(f"{pipeline} section: {describe(exc)}") from exc
     except ValueError as exc:

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aidx.inference.assessment import NotAssessed, NotAssessedReason
 from aidx.inference.errors import AidxError
-from aidx.inference.model_card import Pipeline, missing_section
+from aidx.inference.model_card import Pipeline, Population, missing_section
 from aidx.inference.reports import ModelRef
 from aidx.inference.serving import ModelService
 from aidx.pipelines.labs.anomaly import anomaly_score, tail_probability, to_features
@@ -46,6 +47,7 @@ class _Binding:
     p_threshold: float
     max_batch: int
     model: ModelRef
+    population: Population | None
 
 
 class AnomalyClient:
@@ -81,6 +83,7 @@ class AnomalyClient:
                 sha256=served.entry.sha256,
                 demo_weights=card.demo_weights,
             ),
+            population=card.labs.population,
         )
         return self._binding
 
@@ -91,6 +94,34 @@ class AnomalyClient:
         except AidxError as exc:
             return exc.message
         return None
+
+    def outside_population(self, age_y: np.ndarray) -> list[NotAssessed | None]:
+        """Per specimen: why the model does not apply (age outside the population it
+        was trained on, or unknown), None where it does or no population is stated."""
+        try:
+            population = self._bind().population
+        except AidxError:
+            return [None] * len(age_y)
+        if population is None:
+            return [None] * len(age_y)
+        low, high = population.min_age_y, population.max_age_y
+        trained = population.description or f"ages {low or 0:g}-{high or 150:g} y"
+        out: list[NotAssessed | None] = []
+        for age in age_y:
+            if np.isnan(age) and (low is not None or high is not None):
+                why = "the patient's age is unknown"
+            elif (low is not None and age < low) or (high is not None and age >= high):
+                why = f"the patient is {age:.1f} years old"
+            else:
+                out.append(None)
+                continue
+            out.append(
+                NotAssessed(
+                    reason=NotAssessedReason.model_not_applicable,
+                    message=f"anomaly model not applicable: trained on {trained}; {why}",
+                )
+            )
+        return out
 
     async def score(
         self, values: np.ndarray, *, priority: int | None = None, timeout_s: float | None = None

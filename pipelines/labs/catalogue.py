@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -28,7 +29,8 @@ class CatalogueError(AidxError):
 
 
 class Sex(enum.IntEnum):
-    """Index into the reference tables; `unknown` takes the union of the intervals."""
+    """Index into the reference tables; `unknown` has an interval only where both
+    sexes share it (else the result is not assessed: `RefState.sex_unknown`)."""
 
     female = 0
     male = 1
@@ -45,6 +47,30 @@ class Sex(enum.IntEnum):
             "m": cls.male,
             "male": cls.male,
         }.get(text, cls.unknown)
+
+
+class RefState(enum.IntEnum):
+    """Whether a reference interval applies to a patient's result, and if not why
+    (the names are the engine's `NotAssessedReason` codes)."""
+
+    assessed = 0
+    no_reference_interval = 1  # none for this age (and sex)
+    sex_unknown = 2  # the sexes' intervals differ and the sex is unknown
+    age_unknown = 3  # the interval depends on age and the age is unknown
+
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(d|w|mo|y)\s*$")
+_YEARS_PER = {"d": 1 / 365.25, "w": 7 / 365.25, "mo": 1 / 12, "y": 1.0}
+
+
+def parse_age_y(value: float | str) -> float:
+    """An age bound in years: a number, or "15d", "6w", "3mo", "2y"."""
+    if isinstance(value, int | float):
+        return float(value)
+    match = _AGE.match(value)
+    if match is None:
+        raise ValueError(f"age {value!r} is not a number of years nor like 15d, 6w, 3mo, 2y")
+    return float(match[1]) * _YEARS_PER[match[2]]
 
 
 class _Strict(BaseModel):
@@ -64,6 +90,28 @@ class Interval(_Strict):
         if value not in ("any", "male", "female"):
             raise ValueError("sex must be any, male or female")
         return value
+
+    @field_validator("age_y", mode="before")
+    @classmethod
+    def _age(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple) and len(value) == 2:
+            return tuple(parse_age_y(v) for v in value)
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Interval:
+        if self.age_y[0] >= self.age_y[1]:
+            raise ValueError(f"age band {self.age_y} is empty")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"interval {self.low}-{self.high} is empty")
+        return self
+
+    def overlaps(self, other: Interval) -> bool:
+        return (
+            self.sex == other.sex
+            and self.age_y[0] < other.age_y[1]
+            and other.age_y[0] < self.age_y[1]
+        )
 
 
 class Limits(_Strict):
@@ -132,11 +180,14 @@ class Analyte(_Strict):
 class Tables:
     """The catalogue as arrays, analytes along the last axis (index = `Catalogue.index`).
 
-    NaN marks 'no such limit'. Reference tables are [sex (3), age band, analyte]."""
+    NaN marks 'no such limit'. Reference tables are [sex (3), age band, analyte];
+    `ref_state` says why an interval is NaN (`RefState`)."""
 
     age_edges_y: np.ndarray  # band b is [edges[b], edges[b+1])
     ref_low: np.ndarray
     ref_high: np.ndarray
+    ref_state: np.ndarray  # [3, bands, K] int RefState
+    age_dependent: np.ndarray  # [K] bool: the interval (or its absence) varies with age
     crit_low: np.ndarray
     crit_high: np.ndarray
     plausible_low: np.ndarray
@@ -176,6 +227,9 @@ class Catalogue(_Strict):
                 raise ValueError(f"{a.key}: unknown source(s) {missing}")
             if a.plausible[0] >= a.plausible[1]:
                 raise ValueError(f"{a.key}: plausible range is empty")
+            for n, first in enumerate(a.reference):
+                if any(first.overlaps(second) for second in a.reference[n + 1 :]):
+                    raise ValueError(f"{a.key}: two {first.sex} intervals overlap in age")
         return self
 
     @cached_property
@@ -198,31 +252,62 @@ class Catalogue(_Strict):
         return _build_tables(self.analytes)
 
 
-def _build_tables(analytes: list[Analyte]) -> Tables:
-    k = len(analytes)
-    edges = sorted({0.0, 150.0} | {e for a in analytes for i in a.reference for e in i.age_y})
-    bands = len(edges) - 1
-    ref_low = np.full((3, bands, k), np.nan)
-    ref_high = np.full((3, bands, k), np.nan)
+def _chosen(analyte: Analyte, sex: Sex, age_y: float) -> Interval | None:
+    """The interval for one sex at one age: sex-specific over `any`; None: none."""
+    fits = [
+        i
+        for i in analyte.reference
+        if i.sex in ("any", sex.name) and i.age_y[0] <= age_y < i.age_y[1]
+    ]
+    return sorted(fits, key=lambda i: i.sex == "any")[0] if fits else None
+
+
+def _bounds(interval: Interval | None) -> tuple[float, float]:
+    if interval is None:
+        return np.nan, np.nan
+    low = -np.inf if interval.low is None else interval.low
+    high = np.inf if interval.high is None else interval.high
+    return low, high
+
+
+def _reference_tables(
+    analytes: list[Analyte], edges: list[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    bands, k = len(edges) - 1, len(analytes)
+    low = np.full((3, bands, k), np.nan)
+    high = np.full((3, bands, k), np.nan)
+    state = np.full((3, bands, k), int(RefState.no_reference_interval), dtype=np.int64)
     for j, analyte in enumerate(analytes):
         for b in range(bands):
             mid = (edges[b] + edges[b + 1]) / 2
-            for sex in (Sex.female, Sex.male):
-                fits = [
-                    i
-                    for i in analyte.reference
-                    if i.sex in ("any", sex.name) and i.age_y[0] <= mid < i.age_y[1]
-                ]
-                if fits:  # the most specific interval wins: sex-specific over 'any'
-                    chosen = sorted(fits, key=lambda i: i.sex == "any")[0]
-                    ref_low[sex, b, j] = -np.inf if chosen.low is None else chosen.low
-                    ref_high[sex, b, j] = np.inf if chosen.high is None else chosen.high
-            # sex unknown: the union of both sexes' intervals (flags only what is
-            # abnormal for either), NaN where either has none
-            ref_low[Sex.unknown, b, j] = np.fmin(ref_low[0, b, j], ref_low[1, b, j])
-            ref_high[Sex.unknown, b, j] = np.fmax(ref_high[0, b, j], ref_high[1, b, j])
-            if np.isnan(ref_low[0, b, j]) or np.isnan(ref_low[1, b, j]):
-                ref_low[Sex.unknown, b, j] = ref_high[Sex.unknown, b, j] = np.nan
+            female, male = (_chosen(analyte, s, mid) for s in (Sex.female, Sex.male))
+            for sex, interval in ((Sex.female, female), (Sex.male, male)):
+                low[sex, b, j], high[sex, b, j] = _bounds(interval)
+                if interval is not None:
+                    state[sex, b, j] = RefState.assessed
+            if female is not None and _bounds(female) == _bounds(male):
+                low[Sex.unknown, b, j], high[Sex.unknown, b, j] = _bounds(female)
+                state[Sex.unknown, b, j] = RefState.assessed
+            elif female is not None or male is not None:
+                # knowing the sex would select an interval: never the widest of both
+                state[Sex.unknown, b, j] = RefState.sex_unknown
+    return low, high, state
+
+
+def _varies_with_age(low: np.ndarray, high: np.ndarray, state: np.ndarray) -> np.ndarray:
+    """[K] bool: for some sex, a band's interval (or its absence) differs from band 0's."""
+
+    def differs(table: np.ndarray) -> np.ndarray:
+        first = table[:, :1, :]
+        same = (table == first) | (np.isnan(table) & np.isnan(first))
+        return np.asarray(~same.all(axis=(0, 1)))
+
+    return differs(low) | differs(high) | differs(state.astype(float))
+
+
+def _build_tables(analytes: list[Analyte]) -> Tables:
+    edges = sorted({0.0, 150.0} | {e for a in analytes for i in a.reference for e in i.age_y})
+    ref_low, ref_high, ref_state = _reference_tables(analytes, edges)
 
     def column(get: Any) -> np.ndarray:
         return np.array([np.nan if (v := get(a)) is None else v for a in analytes], dtype=float)
@@ -231,6 +316,8 @@ def _build_tables(analytes: list[Analyte]) -> Tables:
         age_edges_y=np.asarray(edges),
         ref_low=ref_low,
         ref_high=ref_high,
+        ref_state=ref_state,
+        age_dependent=_varies_with_age(ref_low, ref_high, ref_state),
         crit_low=column(lambda a: a.critical.low if a.critical else None),
         crit_high=column(lambda a: a.critical.high if a.critical else None),
         plausible_low=column(lambda a: a.plausible[0]),

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from aidx.inference.errors import Unprocessable
 from aidx.inference.reports import Coding
 from aidx.pipelines.labs.types import (
+    Comparator,
     LabResultIn,
     Reason,
     ResultOutcome,
@@ -130,16 +131,23 @@ def _specimen(
             raise FhirError(f"Observation {obs.id or '?'} has no code")
         value: float | str | None = None
         unit = None
+        comparator = None
         if obs.valueQuantity is not None:
             q = obs.valueQuantity
             value = float(q.value) if q.value is not None else None
             unit = q.code or q.unit
+            comparator = Comparator(str(q.comparator)) if q.comparator else None
         elif obs.valueString is not None:
             value = obs.valueString
         status = {v: k for k, v in _STATUS.items()}.get(str(obs.status), str(obs.status))
         results.append(
             LabResultIn(
-                code=str(coding.code), value=value, unit=unit, status=status, observation_id=obs.id
+                code=str(coding.code),
+                value=value,
+                comparator=comparator,
+                unit=unit,
+                status=status,
+                observation_id=obs.id,
             )
         )
     birth = patient.birthDate if patient is not None else None
@@ -195,6 +203,8 @@ def _observation(
             "system": UCUM,
             "code": r.unit_canonical,
         }
+        if r.comparator is not None:
+            obs["valueQuantity"]["comparator"] = r.comparator.value
     else:
         obs["valueString"] = str(r.value)
     if r.interpretation:

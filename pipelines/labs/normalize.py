@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 
 from aidx.pipelines.labs.catalogue import Analyte, Catalogue
-from aidx.pipelines.labs.types import LabResultIn, ResultStatus, SpecimenIn
+from aidx.pipelines.labs.types import Comparator, LabResultIn, ResultStatus, SpecimenIn
 
 FINAL_STATUSES = {"F", "C", "FINAL", "CORRECTED", "AMENDED"}
 
@@ -28,6 +28,9 @@ class NormalizedSpecimen:
     specimen: SpecimenIn
     results: list[Normalized]
     columns: dict[int, float] = field(default_factory=dict)  # column -> canonical value
+    # column -> canonical limit of a `<`/`>` result: kept out of the model, the delta
+    # checks and the history (its value is not known), checked against the limits alone
+    censored: dict[int, tuple[Comparator, float]] = field(default_factory=dict)
 
     @property
     def invalid(self) -> bool:
@@ -101,9 +104,11 @@ def normalize_specimen(catalogue: Catalogue, specimen: SpecimenIn) -> Normalized
     for result in specimen.results:
         n = normalize_result(catalogue, result)
         if n.status is ResultStatus.screened and n.column is not None:
-            if n.column in out.columns:
+            if n.column in out.columns or n.column in out.censored:
                 n.status = ResultStatus.duplicate
                 n.message = f"{n.analyte.name if n.analyte else n.column} appears twice"
+            elif result.comparator is not None:
+                out.censored[n.column] = (result.comparator, float(n.canonical or 0.0))
             else:
                 out.columns[n.column] = float(n.canonical or 0.0)
         out.results.append(n)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import chi2
 
-from aidx.pipelines.labs.catalogue import Catalogue
+from aidx.pipelines.labs.catalogue import Catalogue, RefState, Tables
 
 
 class Rule(enum.IntFlag):
@@ -80,7 +80,7 @@ class PanelBatch:
 
     values: np.ndarray  # [S, K] float64
     sex: np.ndarray  # [S] int (catalogue.Sex)
-    age_y: np.ndarray  # [S] float
+    age_y: np.ndarray  # [S] float, NaN: unknown
     prev_values: np.ndarray  # [S, K] the last valid previous result, NaN when none
     prev_age_h: np.ndarray  # [S, K] hours between it and this specimen
 
@@ -102,6 +102,7 @@ class RuleOutcome:
     specimen_flags: np.ndarray  # [S] int64 bits of Rule
     ref_low: np.ndarray  # [S, K]
     ref_high: np.ndarray  # [S, K]
+    ref_state: np.ndarray  # [S, K] int RefState: whether an interval applies, else why
     delta_valid: np.ndarray  # [S, K] bool: a previous result counts
     wbit_index: np.ndarray  # [S] the chi-squared statistic, NaN without markers
 
@@ -127,9 +128,7 @@ class RuleEngine:
         """`anomaly` [S, K] bool: analytes the model implicates; rows with any are flagged."""
         t = self.t
         v = batch.values
-        bands = t.age_band(batch.age_y)
-        ref_low = t.ref_low[batch.sex, bands]
-        ref_high = t.ref_high[batch.sex, bands]
+        ref_low, ref_high, ref_state = reference_for(t, batch.sex, batch.age_y)
         flags = np.zeros(v.shape, dtype=np.int64)
         with np.errstate(invalid="ignore"):
             flags |= np.where(v > t.crit_high, int(Rule.critical_high), 0)
@@ -154,7 +153,7 @@ class RuleEngine:
             rows = anomaly.any(axis=1)
             specimen |= np.where(rows, int(Rule.multivariate_anomaly), 0)
             flags |= np.where(anomaly, int(Rule.multivariate_anomaly), 0)
-        return RuleOutcome(flags, specimen, ref_low, ref_high, delta_valid, wbit_index)
+        return RuleOutcome(flags, specimen, ref_low, ref_high, ref_state, delta_valid, wbit_index)
 
     @staticmethod
     def _mark(
@@ -261,6 +260,20 @@ class RuleEngine:
             rows = (n >= WBIT_MIN_MARKERS) & (stat > limit)
         self._mark(rows, [int(c) for c in cols], Rule.wrong_blood_in_tube, flags, specimen)
         return stat
+
+
+def reference_for(
+    t: Tables, sex: np.ndarray, age_y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[S, K] low, high and RefState for each patient: NaN bounds where no interval
+    applies (no band for the age and sex, the sex unknown where the sexes differ, the
+    age unknown where the interval depends on age)."""
+    known_age = ~np.isnan(age_y)
+    bands = t.age_band(np.where(known_age, age_y, 0.0))
+    low, high, state = t.ref_low[sex, bands], t.ref_high[sex, bands], t.ref_state[sex, bands]
+    no_age = ~known_age[:, None] & t.age_dependent[None, :]
+    state = np.where(no_age, int(RefState.age_unknown), state)
+    return np.where(no_age, np.nan, low), np.where(no_age, np.nan, high), state
 
 
 def rule_names(bits: int) -> list[str]:

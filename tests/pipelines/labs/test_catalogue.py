@@ -10,6 +10,7 @@ import yaml
 
 from aidx.pipelines.labs.catalogue import (
     CatalogueError,
+    RefState,
     Sex,
     default_catalogue_path,
     load_catalogue,
@@ -73,12 +74,16 @@ def test_reference_tables_by_sex_and_age() -> None:
     adult = t.age_band(np.array([40.0]))[0]
     assert t.ref_low[Sex.male, adult, hb] == 13.2
     assert t.ref_low[Sex.female, adult, hb] == 11.6
-    # unknown sex: the union of both intervals
-    assert t.ref_low[Sex.unknown, adult, hb] == 11.6
-    assert t.ref_high[Sex.unknown, adult, hb] == 16.6
-    # no interval for children in the seed file: NaN, never a guess
+    # unknown sex where the sexes differ: no interval (was: the union of both, the
+    # widest interval, which released what is abnormal for one sex)
+    assert np.isnan(t.ref_low[Sex.unknown, adult, hb])
+    assert t.ref_state[Sex.unknown, adult, hb] == RefState.sex_unknown
+    # a child has its own band; an analyte without one has NaN, never a guess
     child = t.age_band(np.array([8.0]))[0]
-    assert np.isnan(t.ref_low[Sex.female, child, hb])
+    assert t.ref_low[Sex.female, child, hb] == 11.5
+    bili = catalogue.index["bilirubin_total"]
+    assert np.isnan(t.ref_low[Sex.female, child, bili])
+    assert t.ref_state[Sex.female, child, bili] == RefState.no_reference_interval
     bun = catalogue.index["urea_nitrogen"]
     old = t.age_band(np.array([70.0]))[0]
     assert t.ref_high[Sex.female, old, bun] == 23

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 
 from aidx.pipelines.ct import synthetic
@@ -30,3 +32,13 @@ def small_series(
 @pytest.fixture()
 def small_blobs(small_series: list[Path]) -> list[bytes]:
     return [p.read_bytes() for p in small_series]
+
+
+def edited(blob: bytes, **attrs: object) -> bytes:
+    """A copy of a DICOM file with some attributes changed."""
+    ds = pydicom.dcmread(io.BytesIO(blob))
+    for name, value in attrs.items():
+        setattr(ds, name, value)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()

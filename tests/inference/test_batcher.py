@@ -11,6 +11,7 @@ import pytest
 
 from aidx.inference.batcher import BatcherConfig, DynamicBatcher
 from aidx.inference.errors import AidxError, BadRequest, DeadlineExceeded, QueueFull
+from aidx.service.handlers import http_status
 
 from ..waiting import wait_until_async
 
@@ -114,7 +115,7 @@ def test_full_queue_answers_429_with_retry_after() -> None:
         return caught.value
 
     error = run(scenario())
-    assert error.status == 429 and error.code == "queue_full"
+    assert http_status(error) == 429 and error.code == "queue_full"
     assert int(error.headers["Retry-After"]) >= 1
 
 
@@ -139,7 +140,7 @@ def test_a_request_past_its_deadline_is_answered_504_and_never_run() -> None:
         return caught.value
 
     error = run(scenario())
-    assert error.status == 504 and error.code == "deadline_exceeded"
+    assert http_status(error) == 504 and error.code == "deadline_exceeded"
     assert [99.0] not in model.batches  # dropped, not computed
 
 

@@ -79,9 +79,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `aidx serve` process on loopback, for clients that need a socket."""
     import subprocess
     import sys
-    import time
 
-    import httpx
+    from .waiting import wait_serving
 
     port = free_port()
     env = aidx_env(tmp_path_factory.mktemp("srv"), port)
@@ -90,17 +89,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     url = f"127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, "aidx serve exited during start-up"
-            time.sleep(0.2)
-        else:
-            raise TimeoutError("aidx serve did not become ready in 60 s")
+        wait_serving(f"http://{url}/readyz", process, what="aidx serve")
         yield url
     finally:
         process.terminate()

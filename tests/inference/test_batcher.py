@@ -11,20 +11,24 @@ import pytest
 
 from aidx.inference.batcher import BatcherConfig, DynamicBatcher
 from aidx.inference.errors import AidxError, BadRequest, DeadlineExceeded, QueueFull
+from aidx.service.handlers import http_status
+
+from ..waiting import wait_until_async
 
 
 class Recorder:
-    """A model that doubles its input and records each batch it ran."""
+    """A model that doubles its input and records each batch it ran; with a gate, each
+    run holds the executor until the test opens it, and `entered` says one has begun."""
 
-    def __init__(self, delay_s: float = 0.0, gate: threading.Event | None = None) -> None:
+    def __init__(self, gate: threading.Event | None = None) -> None:
         self.batches: list[list[float]] = []
-        self.delay_s = delay_s
         self.gate = gate
+        self.entered = threading.Event()
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.entered.set()
         if self.gate is not None:
             self.gate.wait(5)
-        time.sleep(self.delay_s)
         x = inputs["x"]
         self.batches.append(x[:, 0].tolist())
         return {"y": x * 2}
@@ -39,7 +43,7 @@ def one(value: float, n: int = 1) -> dict[str, np.ndarray]:
 
 
 def test_sixteen_concurrent_requests_with_max_batch_8_run_in_at_most_3_batches() -> None:
-    model = Recorder(delay_s=0.02)
+    model = Recorder()
 
     async def scenario() -> list:
         batcher = DynamicBatcher(
@@ -96,12 +100,13 @@ def test_full_queue_answers_429_with_retry_after() -> None:
 
     async def scenario() -> QueueFull:
         config = BatcherConfig(max_batch_size=1, max_queue_delay_us=0, max_queue_size=2)
-        batcher = DynamicBatcher("m", Recorder(gate=gate), config)
+        model = Recorder(gate=gate)
+        batcher = DynamicBatcher("m", model, config)
         batcher.start()
         running = asyncio.ensure_future(batcher.infer(one(0)))  # occupies the executor
-        await asyncio.sleep(0.05)
+        await wait_until_async(model.entered.is_set, what="the first request to run")
         queued = [asyncio.ensure_future(batcher.infer(one(i))) for i in (1, 2)]
-        await asyncio.sleep(0.01)
+        await wait_until_async(lambda: batcher.depth == 2, what="two requests queued")
         with pytest.raises(QueueFull) as caught:
             await batcher.infer(one(3))
         gate.set()
@@ -110,7 +115,7 @@ def test_full_queue_answers_429_with_retry_after() -> None:
         return caught.value
 
     error = run(scenario())
-    assert error.status == 429 and error.code == "queue_full"
+    assert http_status(error) == 429 and error.code == "queue_full"
     assert int(error.headers["Retry-After"]) >= 1
 
 
@@ -122,19 +127,20 @@ def test_a_request_past_its_deadline_is_answered_504_and_never_run() -> None:
         batcher = DynamicBatcher("m", model, BatcherConfig(max_batch_size=1, max_queue_delay_us=0))
         batcher.start()
         blocker = asyncio.ensure_future(batcher.infer(one(0)))
-        await asyncio.sleep(0.05)
+        await wait_until_async(model.entered.is_set, what="the blocker to run")
         t0 = time.perf_counter()
         with pytest.raises(DeadlineExceeded) as caught:
             await batcher.infer(one(99), timeout_s=0.1)
         assert time.perf_counter() - t0 < 0.5
         gate.set()
         await blocker
-        await asyncio.sleep(0.05)
+        # One request at a time, in order: had 99 stayed queued, it would run before 100.
+        await batcher.infer(one(100))
         await batcher.stop()
         return caught.value
 
     error = run(scenario())
-    assert error.status == 504 and error.code == "deadline_exceeded"
+    assert http_status(error) == 504 and error.code == "deadline_exceeded"
     assert [99.0] not in model.batches  # dropped, not computed
 
 
@@ -146,11 +152,11 @@ def test_stat_overtakes_routine() -> None:
         batcher = DynamicBatcher("m", model, BatcherConfig(max_batch_size=1, max_queue_delay_us=0))
         batcher.start()
         blocker = asyncio.ensure_future(batcher.infer(one(0)))
-        await asyncio.sleep(0.05)
+        await wait_until_async(model.entered.is_set, what="the blocker to run")
         routine = [asyncio.ensure_future(batcher.infer(one(i), priority=2)) for i in (1, 2, 3)]
-        await asyncio.sleep(0.01)
+        await wait_until_async(lambda: batcher.depth == 3, what="three routine requests")
         stat = asyncio.ensure_future(batcher.infer(one(9), priority=1))
-        await asyncio.sleep(0.01)
+        await wait_until_async(lambda: batcher.depth == 4, what="the STAT request queued")
         gate.set()
         await asyncio.gather(blocker, stat, *routine)
         await batcher.stop()

@@ -7,12 +7,16 @@ import threading
 
 from aidx.inference.cpu_stage import CpuStage
 
+from ..waiting import wait_until_async
+
 
 def test_the_cpu_stage_runs_stat_before_routine_and_bounds_concurrency() -> None:
     order: list[str] = []
     gate = threading.Event()
+    entered = threading.Event()
 
     def step(name: str) -> str:
+        entered.set()
         gate.wait(5)
         order.append(name)
         return name
@@ -21,12 +25,13 @@ def test_the_cpu_stage_runs_stat_before_routine_and_bounds_concurrency() -> None
         stage = CpuStage(workers=1)
         stage.start()
         first = asyncio.ensure_future(stage.run(step, "first"))
-        await asyncio.sleep(0.05)  # occupies the only worker
+        await wait_until_async(entered.is_set, what="the first step on the only worker")
         routine = [
             asyncio.ensure_future(stage.run(step, f"routine{i}", priority=2)) for i in range(3)
         ]
         stat = asyncio.ensure_future(stage.run(step, "stat", priority=1))
-        await asyncio.sleep(0.05)
+        # the stage's own queue: the four are waiting before the worker is let go
+        await wait_until_async(lambda: stage._queue.qsize() == 4, what="four steps queued")
         gate.set()
         assert await stat == "stat"
         await asyncio.gather(first, *routine)

@@ -13,14 +13,12 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import numpy as np
-import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
 
@@ -32,6 +30,8 @@ from aidx.inference.settings import Role, Settings
 from aidx.service.app import create_app
 
 from ..conftest import MODELS, aidx_env, auth, dicom_bytes, free_port, make_settings
+from ..waiting import wait_serving, wait_until
+from .reference import kserve_json, v2_matches_onnxruntime
 
 pytestmark = pytest.mark.integration
 MODEL = "cxr_pneumonia"
@@ -56,16 +56,8 @@ class AidxKServePeer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "aidx.service", "serve", "--log-level", "warning"], env=env
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "the KServe peer exited during start-up"
-            try:
-                if httpx.get(f"http://{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError("the KServe peer did not become ready in 60 s")
+        wait_serving(f"http://{self.url}/v2/health/ready", self.process, what="the KServe peer")
+        return self
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -103,47 +95,6 @@ def triton_settings(var_dir: Path, peer: AidxKServePeer, **overrides: object) ->
     return make_settings(var_dir, **values)
 
 
-def reference(x: np.ndarray) -> dict[str, np.ndarray]:
-    session = ort.InferenceSession(
-        str(MODELS / MODEL / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
-    )
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, {"image": x}), strict=True))
-
-
-def v2_matches_onnxruntime(front: TestClient, x: np.ndarray) -> None:
-    """/v2 infer with JSON tensors answers what onnxruntime in this process does."""
-    answer = front.post(
-        f"/v2/models/{MODEL}/infer", json=kserve_json(x), headers=auth(Role.engineer)
-    )
-    assert answer.status_code == 200, answer.text
-    got = {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in answer.json()["outputs"]}
-    for name, expected in reference(x).items():
-        np.testing.assert_allclose(got[name], expected, rtol=1e-5, atol=1e-5)
-
-
-def kserve_json(x: np.ndarray) -> dict[str, object]:
-    return {
-        "inputs": [
-            {
-                "name": "image",
-                "shape": list(x.shape),
-                "datatype": "FP32",
-                "data": x.ravel().tolist(),
-            }
-        ]
-    }
-
-
-def wait_until(predicate: object, timeout_s: float = 15) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise TimeoutError("condition not met")
-
-
 def test_the_backend_matches_onnxruntime_and_follows_an_outage(
     peer: AidxKServePeer, tmp_path: Path
 ) -> None:
@@ -179,13 +130,13 @@ def test_the_backend_matches_onnxruntime_and_follows_an_outage(
         )
         assert down.status_code == 503, down.text
         assert down.json()["code"] == "triton_unavailable"
-        wait_until(lambda: front.get("/readyz").status_code == 503)
+        wait_until(lambda: front.get("/readyz").status_code == 503, what="/readyz 503")
         down = front.post("/v1/cxr", content=dicom, headers=headers)
         assert (down.status_code, down.json()["code"]) == (503, "triton_unavailable")
 
         # ... and comes back: aidx serves again without a restart.
         peer.start()
-        wait_until(lambda: front.get("/readyz").status_code == 200)
+        wait_until(lambda: front.get("/readyz").status_code == 200, what="/readyz 200")
         again = front.post(
             f"/v2/models/{MODEL}/infer", json=kserve_json(x), headers=auth(Role.engineer)
         )

@@ -14,13 +14,12 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import numpy as np
-import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
 
@@ -31,22 +30,19 @@ from aidx.inference.settings import Role, Settings
 from aidx.inference.settings_sections import TritonProtocol
 from aidx.service.app import create_app
 
-from ..conftest import MODELS, auth, dicom_bytes, make_settings
-from ..peers.triton import TritonPeer, running
+from ..conftest import MODELS, auth, make_settings
+from ..peers.triton import TritonPeer, running, serving
+from ..waiting import wait_until
+from .reference import cxr, in_process_findings, reference, same_findings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MODEL = "cxr_pneumonia"
-CXR = "RG1_UNCR.dcm"
 
 
 @pytest.fixture(scope="module")
 def triton_peer() -> Iterator[TritonPeer]:
-    peer = TritonPeer(MODELS, only=[MODEL]).start()
-    try:
+    with serving(TritonPeer(MODELS, only=[MODEL])) as peer:
         yield peer
-    finally:
-        peer.stop()
-        shutil.rmtree(peer.workdir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -69,14 +65,6 @@ def triton_settings(var_dir: Path, peer: TritonPeer, **overrides: object) -> Set
     return make_settings(var_dir, **values)
 
 
-def reference(x: np.ndarray) -> dict[str, np.ndarray]:
-    session = ort.InferenceSession(
-        str(MODELS / MODEL / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
-    )
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, {"image": x}), strict=True))
-
-
 def _ready_on_a_new_connection(url: str) -> bool:
     try:
         return httpx.get(f"http://{url}/v2/health/ready", timeout=2).status_code == 200
@@ -84,28 +72,11 @@ def _ready_on_a_new_connection(url: str) -> bool:
         return False
 
 
-def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"{what}: not within {timeout_s} s")
-
-
-def cxr(front: TestClient) -> httpx.Response:
-    headers = {**auth(Role.radiologist), "Content-Type": "application/dicom"}
-    return front.post("/v1/cxr", content=dicom_bytes(CXR), headers=headers)
-
-
 def test_real_triton_gives_the_in_process_findings_and_follows_an_outage(
     triton: TritonPeer, tmp_path: Path
 ) -> None:
     # The in-process onnxruntime backend: the findings to match.
-    local_settings = make_settings(tmp_path / "local", enabled_models=[MODEL], writeback=False)
-    with TestClient(create_app(local_settings)) as local:
-        expected = cxr(local)
-    assert expected.status_code == 200, expected.text
+    want = in_process_findings(tmp_path / "local")
 
     with TestClient(create_app(triton_settings(tmp_path / "triton", triton))) as front:
         (model,) = front.get("/v1/models", headers=auth(Role.engineer)).json()
@@ -116,14 +87,7 @@ def test_real_triton_gives_the_in_process_findings_and_follows_an_outage(
         )
         assert front.get("/readyz").status_code == 200
 
-        remote = cxr(front)
-        assert remote.status_code == 200, remote.text
-        want, got = expected.json()["findings"], remote.json()["findings"]
-        assert want and len(got) == len(want)
-        for a, b in zip(got, want, strict=True):
-            assert (a["concept"], a["present"]) == (b["concept"], b["present"])
-            assert a["probability"] == pytest.approx(b["probability"], abs=1e-4)
-            assert a["regions"] == b["regions"]
+        same_findings(cxr(front), want)
 
         # Several at once: Triton's dynamic batcher forms the batches, answers agree.
         with ThreadPoolExecutor(6) as pool:
@@ -138,13 +102,13 @@ def test_real_triton_gives_the_in_process_findings_and_follows_an_outage(
         down = cxr(front)
         assert down.status_code == 503, down.text
         assert down.json()["code"] == "triton_unavailable"
-        wait_until(lambda: front.get("/readyz").status_code == 503, "/readyz 503 while down")
+        wait_until(lambda: front.get("/readyz").status_code == 503, what="/readyz 503 while down")
         again_down = cxr(front)
         assert (again_down.status_code, again_down.json()["code"]) == (503, "triton_unavailable")
 
         # ... and comes back on the same address: aidx serves again without a restart.
         triton.start()
-        wait_until(lambda: front.get("/readyz").status_code == 200, "/readyz 200 once back")
+        wait_until(lambda: front.get("/readyz").status_code == 200, what="/readyz 200 once back")
         back = cxr(front)
         assert back.status_code == 200, back.text
         for a, b in zip(back.json()["findings"], want, strict=True):
@@ -188,8 +152,7 @@ def test_a_local_config_that_differs_from_real_triton_keeps_the_model_out(
 def test_a_key_on_real_triton_travels_and_a_wrong_one_is_refused(tmp_path: Path) -> None:
     """Triton's restricted APIs (metadata, model config, inference) behind a header:
     AIDX_TRITON_HEADERS carries it; a wrong one is refused at load, not retried."""
-    peer = TritonPeer(MODELS, only=[MODEL], access_token="peer-key-0123456789").start()
-    try:
+    with serving(TritonPeer(MODELS, only=[MODEL], access_token="peer-key-0123456789")) as peer:
         entry = load_entry(MODELS / MODEL)
         model = TritonModel(entry, TritonOptions(url=peer.url, headers=peer.headers))
         out = model.run({"image": np.zeros((1, 1, 224, 224), np.float32)})
@@ -201,32 +164,25 @@ def test_a_key_on_real_triton_travels_and_a_wrong_one_is_refused(tmp_path: Path)
         with pytest.raises(ModelUnavailable) as refused:
             TritonModel(entry, TritonOptions(url=peer.url))
         assert refused.value.code == "triton_refused"
-    finally:
-        peer.stop()
-        shutil.rmtree(peer.workdir, ignore_errors=True)
 
 
 def test_readiness_turns_false_on_every_connection_once_triton_starts_to_stop() -> None:
     """While Triton shuts down it keeps answering on open keep-alive connections for its
     exit timeout (model still loaded) and refuses new ones: readiness read over an open
     connection must not say ready then, or the model flaps back into service."""
-    peer = TritonPeer(MODELS, only=[MODEL]).start()
-    try:
+    with serving(TritonPeer(MODELS, only=[MODEL])) as peer:
         assert peer.process is not None
         model = TritonModel(load_entry(MODELS / MODEL), TritonOptions(url=peer.url, retries=0))
         assert model.ready()
         model.run({"image": np.zeros((1, 1, 224, 224), np.float32)})  # a kept connection
         log = peer.workdir / "triton.log"
         os.killpg(peer.process.pid, signal.SIGTERM)
-        wait_until(lambda: "Signal (15) received" in log.read_text(), "Triton saw SIGTERM")
+        wait_until(lambda: "Signal (15) received" in log.read_text(), what="Triton saw SIGTERM")
         # It logs the signal a moment before it stops taking new connections; from then
         # on the model's readiness must say no, though its old connection still answers.
-        wait_until(lambda: not _ready_on_a_new_connection(peer.url), "new connections refused")
+        wait_until(lambda: not _ready_on_a_new_connection(peer.url), what="new connections refused")
         seen = []
         while peer.process.poll() is None:
             seen.append(model.ready())
             time.sleep(0.05)
         assert not any(seen), seen
-    finally:
-        peer.stop()
-        shutil.rmtree(peer.workdir, ignore_errors=True)

@@ -12,11 +12,9 @@ utilities, to show that the tensors went that way and not in the request body.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,10 +33,17 @@ from aidx.inference.settings_sections import TritonProtocol
 from aidx.inference.triton_shm import TritonSharedMemoryUnusable, region_layout
 from aidx.service.app import create_app
 
-from ..conftest import MODELS, aidx_env, auth, dicom_bytes, free_port, make_settings
-from ..peers.triton import TritonPeer, private_shm_missing, running
-from .test_triton_backend import kserve_json, reference, v2_matches_onnxruntime
-from .test_triton_peer import wait_until
+from ..conftest import MODELS, aidx_env, auth, free_port, make_settings
+from ..peers.triton import TritonPeer, private_shm_missing, running, serving
+from ..waiting import wait_serving, wait_until
+from .reference import (
+    cxr,
+    in_process_findings,
+    kserve_json,
+    reference,
+    same_findings,
+    v2_matches_onnxruntime,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MODEL = "cxr_pneumonia"
@@ -48,12 +53,8 @@ SHM = Path("/dev/shm")
 
 @pytest.fixture(scope="module")
 def triton_peer() -> Iterator[TritonPeer]:
-    peer = TritonPeer(MODELS, only=[MODEL], access_token=TOKEN).start()
-    try:
+    with serving(TritonPeer(MODELS, only=[MODEL], access_token=TOKEN)) as peer:
         yield peer
-    finally:
-        peer.stop()
-        shutil.rmtree(peer.workdir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -122,29 +123,10 @@ def holding(regions: dict[str, str], x: np.ndarray) -> list[str]:
     return found
 
 
-def cxr(front: TestClient) -> httpx.Response:
-    headers = {**auth(Role.radiologist), "Content-Type": "application/dicom"}
-    return front.post("/v1/cxr", content=dicom_bytes("RG1_UNCR.dcm"), headers=headers)
-
-
-def same_findings(got: httpx.Response, want: list[dict[str, object]]) -> None:
-    assert got.status_code == 200, got.text
-    findings = got.json()["findings"]
-    assert want and len(findings) == len(want)
-    for a, b in zip(findings, want, strict=True):
-        assert (a["concept"], a["present"]) == (b["concept"], b["present"])
-        assert a["probability"] == pytest.approx(b["probability"], abs=1e-4)
-        assert a["regions"] == b["regions"]
-
-
 def test_shared_memory_gives_the_in_process_findings_and_is_released_at_stop(
     triton: TritonPeer, tmp_path: Path
 ) -> None:
-    local_settings = make_settings(tmp_path / "local", enabled_models=[MODEL], writeback=False)
-    with TestClient(create_app(local_settings)) as local:
-        expected = cxr(local)
-    assert expected.status_code == 200, expected.text
-    want = expected.json()["findings"]
+    want = in_process_findings(tmp_path / "local")
 
     settings = shm_settings(tmp_path / "triton", triton)
     prefix = region_names(settings)
@@ -167,9 +149,9 @@ def test_shared_memory_gives_the_in_process_findings_and_is_released_at_stop(
 
         # A restarted server has forgotten the regions: aidx registers them again.
         triton.stop()
-        wait_until(lambda: front.get("/readyz").status_code == 503, "/readyz 503 while down")
+        wait_until(lambda: front.get("/readyz").status_code == 503, what="/readyz 503 while down")
         triton.start()
-        wait_until(lambda: front.get("/readyz").status_code == 200, "/readyz 200 once back")
+        wait_until(lambda: front.get("/readyz").status_code == 200, what="/readyz 200 once back")
         same_findings(cxr(front), want)
         assert registered(triton, prefix) == regions
 
@@ -213,8 +195,7 @@ def test_a_server_without_this_hosts_shared_memory_keeps_the_model_out(tmp_path:
     missing = private_shm_missing()
     if missing:
         pytest.skip(missing)
-    peer = TritonPeer(MODELS, only=[MODEL], access_token=TOKEN, private_shm=True).start()
-    try:
+    with serving(TritonPeer(MODELS, only=[MODEL], access_token=TOKEN, private_shm=True)) as peer:
         settings = shm_settings(tmp_path, peer, port=free_port())  # names of its own
         prefix = region_names(settings)
         with TestClient(create_app(settings)) as front:
@@ -236,9 +217,6 @@ def test_a_server_without_this_hosts_shared_memory_keeps_the_model_out(tmp_path:
                     shared_memory=True,
                 ),
             )
-    finally:
-        peer.stop()
-        shutil.rmtree(peer.workdir, ignore_errors=True)
 
 
 def serve(var_dir: Path, port: int, peer: TritonPeer) -> subprocess.Popen[bytes]:
@@ -251,17 +229,12 @@ def serve(var_dir: Path, port: int, peer: TritonPeer) -> subprocess.Popen[bytes]
     process = subprocess.Popen(
         [sys.executable, "-m", "aidx.service", "serve", "--log-level", "warning"], env=env
     )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "aidx exited during start-up"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise TimeoutError("aidx was not ready in 90 s")
+    try:
+        wait_serving(f"http://127.0.0.1:{port}/readyz", process, what="aidx")
+    except AssertionError:
+        process.kill()
+        raise
+    return process
 
 
 def infer_ok(port: int) -> None:
@@ -303,4 +276,6 @@ def test_a_start_after_a_kill_clears_what_the_killed_run_left(
     assert registered(triton, prefix) == {}
     assert on_host(now.values()) == []
     # The killed run's objects: Python's resource tracker (its child) unlinks them.
-    wait_until(lambda: on_host(left.values()) == [], "the killed run's objects unlinked", 10)
+    wait_until(
+        lambda: on_host(left.values()) == [], what="the killed run's objects unlinked", timeout_s=10
+    )

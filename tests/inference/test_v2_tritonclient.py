@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from aidx.inference.settings import Role
-from tests.conftest import MODELS, auth
+from tests.conftest import auth
+from tests.inference.reference import reference
 
 pytestmark = pytest.mark.integration
 MODEL = "cxr_pneumonia"
@@ -18,14 +18,6 @@ MODEL = "cxr_pneumonia"
 @pytest.fixture(scope="module")
 def triton(live_server: str) -> httpclient.InferenceServerClient:
     return httpclient.InferenceServerClient(url=live_server)
-
-
-def reference(x: np.ndarray) -> dict[str, np.ndarray]:
-    session = ort.InferenceSession(
-        str(MODELS / MODEL / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
-    )
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, {"image": x}), strict=True))
 
 
 def test_health_metadata_and_config(triton: httpclient.InferenceServerClient) -> None:

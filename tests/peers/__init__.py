@@ -13,12 +13,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from ..waiting import wait_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 ORTHANC = Path("/usr/sbin/Orthanc")
@@ -41,20 +42,6 @@ def missing_peers() -> list[str]:
     if not (FHIR_PEER_DIR / "node_modules" / "@medplum" / "fhir-router").is_dir():
         missing.append(str(FHIR_PEER_DIR / "node_modules"))
     return missing
-
-
-def _wait_http(url: str, process: subprocess.Popen[bytes], what: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited during start-up (rc {process.returncode})")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} did not answer {url} in {timeout_s} s")
 
 
 def _stop(process: subprocess.Popen[bytes] | None) -> None:
@@ -115,7 +102,7 @@ class OrthancPeer:
         self.process = subprocess.Popen(
             [str(ORTHANC), "--no-jobs", str(config)], stdout=log, stderr=subprocess.STDOUT
         )
-        _wait_http(f"{self.url}/system", self.process, "Orthanc", 30)
+        wait_serving(f"{self.url}/system", self.process, what="Orthanc", timeout_s=30)
         return self
 
     def stop(self) -> None:
@@ -172,7 +159,7 @@ class FhirPeer:
             cwd=FHIR_PEER_DIR,
             env={**os.environ, "NODE_ENV": "test"},
         )
-        _wait_http(f"{self.base_url}/metadata", self.process, "FHIR server", 60)
+        wait_serving(f"{self.base_url}/metadata", self.process, what="the FHIR server")
         return self
 
     def stop(self) -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,6 +136,17 @@ class TritonPeer:
                 _signal_group(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
         _signal_group(process.pid, signal.SIGKILL)  # any straggler left in the group
+
+
+@contextlib.contextmanager
+def serving(peer: TritonPeer) -> Iterator[TritonPeer]:
+    """The peer started; then stopped and its working folder removed."""
+    peer.start()
+    try:
+        yield peer
+    finally:
+        peer.stop()
+        shutil.rmtree(peer.workdir, ignore_errors=True)
 
 
 def running(peer: TritonPeer) -> TritonPeer:

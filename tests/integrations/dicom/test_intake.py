@@ -24,7 +24,7 @@ from aidx.service.app import create_app
 
 from ...conftest import dicom_bytes, free_port, make_settings
 from ...peers import OrthancPeer
-from ..outbox.test_end_to_end import wait_for
+from ...waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -147,7 +147,7 @@ def test_pacs_routes_a_study_to_aidx(tmp_path: Path, orthanc: OrthancPeer) -> No
             series.update(series_of_study())
             return ours()
 
-        results = wait_for(lambda: len(ours_now()) == 2 and ours(), timeout_s=60, what="SR + SC")
+        results = wait_until(lambda: len(ours_now()) == 2 and ours(), timeout_s=60, what="SR + SC")
         modalities = sorted(
             str(pydicom.dcmread(io.BytesIO(orthanc.file(str(i["ID"]))), stop_before_pixels=True)
                 .Modality) for i in results
@@ -185,8 +185,8 @@ def test_a_chest_ct_series_is_gathered_and_analysed_as_one_series(
             series = httpx.get(f"{orthanc.url}/studies/{study}/series").json()
             return sorted(s["MainDicomTags"]["Modality"] for s in series)
 
-        found = wait_for(lambda: derived_modalities() == ["CT", "SEG", "SR"] and True,
-                         timeout_s=90, what="SEG + SR from the C-STOREd CT series")  # fmt: skip
+        found = wait_until(lambda: derived_modalities() == ["CT", "SEG", "SR"] and True,
+                           timeout_s=90, what="SEG + SR from the C-STOREd CT series")  # fmt: skip
         assert found
     assert not list((tmp_path / "quarantine").rglob("*.reason.txt"))
     assert not any((tmp_path / "incoming").rglob("*.dcm"))

@@ -23,7 +23,8 @@ from aidx.service.app import create_app
 
 from ...conftest import auth, dicom_bytes, free_port, make_settings
 from ...peers import OrthancPeer
-from ..outbox.test_end_to_end import outbox, wait_for
+from ...waiting import wait_until
+from ..conftest import outbox
 
 pytestmark = pytest.mark.integration
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
@@ -107,7 +108,7 @@ def test_pull_routes_analyses_and_writes_back_into_the_study(
         return [pydicom.Dataset.from_json(i) for i in found
                 if pydicom.Dataset.from_json(i).SOPClassUID in (SR_CLASS, SC_CLASS)]  # fmt: skip
 
-    written = wait_for(lambda: len(ours()) == 2 and ours(), what="SR + SC in Orthanc")
+    written = wait_until(lambda: len(ours()) == 2 and ours(), what="SR + SC in Orthanc")
     assert {str(d.SOPClassUID) for d in written} == {SR_CLASS, SC_CLASS}
     sr_meta = next(d for d in written if d.SOPClassUID == SR_CLASS)
     sr = DICOMwebClient(orthanc.dicomweb).retrieve_instance(
@@ -219,5 +220,5 @@ def test_pull_analyses_a_chest_ct_series_as_one_series(
         assert series["pipeline"] == "ct" and series["instances"] == len(blobs)
         assert series["status"] == "analysed" and len(summary["reports"]) == 1
 
-        wait_for(lambda: len(orthanc.instances()) == len(blobs) + 2, timeout_s=60,
-                 what="SEG + SR in the PACS")  # fmt: skip
+        wait_until(lambda: len(orthanc.instances()) == len(blobs) + 2, timeout_s=60,
+                   what="SEG + SR in the PACS")  # fmt: skip

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from ...conftest import aidx_env, free_port
+from ...waiting import wait_serving
 
 
 @dataclass
@@ -33,16 +32,7 @@ class LabServer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "aidx.service", "serve", "--log-level", "warning"], env=env
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.process.poll() is None, "aidx serve exited during start-up"
-            time.sleep(0.2)
-        raise TimeoutError("aidx serve did not become ready in 60 s")
+        wait_serving(f"{self.url}/readyz", self.process, what="aidx serve")
 
     def stop(self) -> None:
         if self.process is not None:

@@ -111,72 +111,57 @@ def test_a_frame_without_end_gets_a_nak_and_the_connection_closes(lab_server: La
     assert "without an end block" in ack.err.err_8.value
 
 
-def _listen(url: str, events: queue.Queue[tuple[float, dict[str, Any]]]) -> None:
-    with httpx.stream(
-        "GET", f"{url}/v1/labs/alerts/stream", headers=auth(Role.lab), timeout=30
-    ) as response:
-        events.put((time.monotonic(), {"status": response.status_code}))
-        kind = None
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: ") and kind == "alert":
-                events.put((time.monotonic(), json.loads(line[6:])))
+class AlertFeed:
+    """A live SSE client of /v1/labs/alerts/stream on a thread: each alert with the
+    moment it arrived; `subscribed` is set once the server has subscribed it (it says
+    so with its first comment line, `: connected`)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.events: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
+        self.subscribed = threading.Event()
+        self.thread = threading.Thread(target=self._listen, daemon=True)
+        self.thread.start()
+
+    def _listen(self) -> None:
+        with httpx.stream(
+            "GET", f"{self.url}/v1/labs/alerts/stream", headers=auth(Role.lab), timeout=30
+        ) as response:
+            self.events.put((time.monotonic(), {"status": response.status_code}))
+            kind = None
+            for line in response.iter_lines():
+                if line == ": connected":
+                    self.subscribed.set()
+                elif line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: ") and kind == "alert":
+                    self.events.put((time.monotonic(), json.loads(line[6:])))
 
 
-def test_alerts_stream_to_the_feed_within_a_second_and_survive_a_restart(
-    lab_server: LabServer,
+def alert_ids(server: LabServer, **params: object) -> set[str]:
+    answer = httpx.get(f"{server.url}/v1/labs/alerts", params=params, headers=auth(Role.lab))
+    return {a["id"] for a in answer.json()["alerts"]}
+
+
+def _restart_keeps_the_alert_and_a_resend_adds_none(
+    server: LabServer, feed: AlertFeed, message: bytes, alert_id: str
 ) -> None:
-    events: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
-    listener = threading.Thread(target=_listen, args=(lab_server.url, events), daemon=True)
-    listener.start()
-    _, first = events.get(timeout=10)
-    assert first == {"status": 200}
-    time.sleep(0.2)  # the stream is subscribed
-
-    message = critical_message("MLLP-C1", "MRN-CRIT", "SPC-CRIT")
-    ack = send(lab_server, message)
-    acked_at = time.monotonic()
-    assert ack.msa.msa_1.value == "AA"
-    arrived_at, alert = events.get(timeout=5)
-    assert arrived_at - acked_at < 1.0
-    assert alert["rule"] == "critical_high" and alert["analyte"] == "potassium"
-    assert alert["severity"] == "critical" and alert["specimen_id"] == "SPC-CRIT"
-    assert alert["source_id"] == "MLLP-C1"
-    assert alert["evidence"]["values"][0]["value_canonical"] == 7.4
-
-    headers = auth(Role.lab)
-    listed = httpx.get(f"{lab_server.url}/v1/labs/alerts", headers=headers).json()["alerts"]
-    assert alert["id"] in {a["id"] for a in listed}
-
-    # restart on the same store: the alert is still there, a resend raises nothing new.
     # The open stream ends at once: it would hold the graceful shutdown for its 10 s.
     stopping = time.monotonic()
-    lab_server.stop()
+    server.stop()
     assert time.monotonic() - stopping < 5
-    listener.join(timeout=1)
-    assert not listener.is_alive()
-    lab_server.start()
-    ids_before = {
-        a["id"]
-        for a in httpx.get(
-            f"{lab_server.url}/v1/labs/alerts", params={"state": "all", "limit": 1000},
-            headers=headers,
-        ).json()["alerts"]
-    }  # fmt: skip
-    assert alert["id"] in ids_before
-    assert send(lab_server, message).msa.msa_1.value == "AA"
-    ids_after = {
-        a["id"]
-        for a in httpx.get(
-            f"{lab_server.url}/v1/labs/alerts", params={"state": "all", "limit": 1000},
-            headers=headers,
-        ).json()["alerts"]
-    }  # fmt: skip
-    assert ids_after == ids_before
+    feed.thread.join(timeout=1)
+    assert not feed.thread.is_alive()
+    server.start()
+    ids_before = alert_ids(server, state="all", limit=1000)
+    assert alert_id in ids_before
+    assert send(server, message).msa.msa_1.value == "AA"
+    assert alert_ids(server, state="all", limit=1000) == ids_before
 
-    # acknowledge with a reason: no longer open, and only once
-    url = f"{lab_server.url}/v1/labs/alerts/{alert['id']}"
+
+def _acknowledged_once_with_a_reason(server: LabServer, alert_id: str) -> None:
+    headers = auth(Role.lab)
+    url = f"{server.url}/v1/labs/alerts/{alert_id}"
     done = httpx.post(f"{url}/ack", json={"reason": "phoned Dr Smith"}, headers=headers)
     assert done.status_code == 200 and done.json()["state"] == "acknowledged"
     assert done.json()["acked_by"] == "lab-1"
@@ -184,11 +169,33 @@ def test_alerts_stream_to_the_feed_within_a_second_and_survive_a_restart(
     assert again.status_code == 409 and again.json()["code"] == "alert_already_acknowledged"
     evidence = httpx.get(url, headers=headers).json()["evidence"]
     assert evidence["rule"] == "critical_high"
-    open_ids = {
-        a["id"]
-        for a in httpx.get(f"{lab_server.url}/v1/labs/alerts", headers=headers).json()["alerts"]
-    }
-    assert alert["id"] not in open_ids
+    assert alert_id not in alert_ids(server)  # no longer open
+
+
+def test_alerts_stream_to_the_feed_within_a_second_and_survive_a_restart(
+    lab_server: LabServer,
+) -> None:
+    feed = AlertFeed(lab_server.url)
+    _, first = feed.events.get(timeout=10)
+    assert first == {"status": 200}
+    assert feed.subscribed.wait(10)
+
+    message = critical_message("MLLP-C1", "MRN-CRIT", "SPC-CRIT")
+    ack = send(lab_server, message)
+    acked_at = time.monotonic()
+    assert ack.msa.msa_1.value == "AA"
+    arrived_at, alert = feed.events.get(timeout=5)
+    assert arrived_at - acked_at < 1.0
+    assert alert["rule"] == "critical_high" and alert["analyte"] == "potassium"
+    assert alert["severity"] == "critical" and alert["specimen_id"] == "SPC-CRIT"
+    assert alert["source_id"] == "MLLP-C1"
+    assert alert["evidence"]["values"][0]["value_canonical"] == 7.4
+    assert alert["id"] in alert_ids(lab_server)
+
+    # restart on the same store: the alert is still there, a resend raises nothing new
+    _restart_keeps_the_alert_and_a_resend_adds_none(lab_server, feed, message, alert["id"])
+    # acknowledge with a reason: no longer open, and only once
+    _acknowledged_once_with_a_reason(lab_server, alert["id"])
 
 
 def test_the_stream_replays_after_last_event_id(lab_server: LabServer) -> None:

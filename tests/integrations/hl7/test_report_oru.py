@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,8 +27,8 @@ from aidx.integrations.outbox.worker import Backoff, OutboxWorker
 from aidx.service.app import create_app
 
 from ...conftest import dicom_bytes, make_settings
-from ..conftest import AnalysedCxr, cxr_headers
-from ..outbox.test_end_to_end import outbox, wait_for
+from ...waiting import wait_until
+from ..conftest import AnalysedCxr, cxr_headers, outbox, outbox_drained
 from .peer import Answer, Hl7Peer
 
 pytestmark = pytest.mark.integration
@@ -93,14 +92,14 @@ def test_peer_down_then_back_gets_it_once_and_a_resend_has_the_same_id(
         assert answer.status_code == 200, answer.text
         report = Report.model_validate(answer.json())
         # The peer is down: the ORU waits in the outbox, the reason visible.
-        state = wait_for(
+        state = wait_until(
             lambda: (s := outbox(client))["destinations"].get(HL7, {}).get("last_error") and s,
             what="a failed attempt",
         )
         assert state["destinations"][HL7]["pending"] == 1
         assert "no ACK" in state["destinations"][HL7]["last_error"]
         peer.start()
-        wait_for(lambda: outbox(client)["destinations"][HL7]["delivered"] == 1, what="delivery")
+        wait_until(lambda: outbox(client)["destinations"][HL7]["delivered"] == 1, what="delivery")
         assert len(peer.received) == 1
         # The other destinations (folder sinks here) are unaffected.
         assert outbox(client)["destinations"]["emr"]["delivered"] == 1
@@ -108,7 +107,7 @@ def test_peer_down_then_back_gets_it_once_and_a_resend_has_the_same_id(
         # A resubmission adds nothing; a forced resend is the same message, same MSH-10.
         again = client.post("/v1/cxr", content=data, headers=cxr_headers())
         assert again.json()["id"] == report.id
-        time.sleep(0.3)
+        wait_until(lambda: outbox_drained(client), what="the resubmission to be handled")
         assert outbox(client)["destinations"][HL7]["delivered"] == 1
         assert len(peer.received) == 1
         store = client.app.state.services.writeback.store  # type: ignore[attr-defined]
@@ -152,8 +151,8 @@ def _enqueue(worker: OutboxWorker, report: Report) -> str:
 
 
 def _pass(worker: OutboxWorker) -> None:
-    time.sleep(0.15)  # past the backoff
-    asyncio.run(worker.run_once())
+    """The worker's next pass that finds the entry due (once its backoff has passed)."""
+    wait_until(lambda: asyncio.run(worker.run_once()), what="the entry to come due")
 
 
 def test_ae_and_silence_are_retried_until_aa(

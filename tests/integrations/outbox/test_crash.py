@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,8 @@ from aidx.inference.settings import Role
 
 from ...conftest import aidx_env, auth, dicom_bytes, free_port
 from ...peers import OrthancPeer
-from .test_end_to_end import wait_for
+from ...waiting import wait_serving, wait_until
+from ..conftest import outbox_drained
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,15 +38,7 @@ def aidx_process(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
                                 "--log-level", "warning"], env=env)  # fmt: skip
     url = f"http://127.0.0.1:{env['AIDX_PORT']}/readyz"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, "aidx serve exited during start-up"
-            time.sleep(0.2)
+        wait_serving(url, process, what="aidx serve")
         yield process
     finally:
         if process.poll() is None:
@@ -75,15 +67,17 @@ def test_sigkill_while_the_pacs_is_down_loses_and_duplicates_nothing(
                 counts = state["destinations"].get("pacs", {})
                 return int(counts.get("pending", 0))
 
-            wait_for(lambda: pending() >= 2, timeout_s=10, what="SR + SC pending")
+            wait_until(lambda: pending() >= 2, timeout_s=10, what="SR + SC pending")
             first.send_signal(signal.SIGKILL)  # no shutdown hooks, no goodbye
             first.wait(timeout=10)
     finally:
         orthanc.start()
     with aidx_process(env):
-        wait_for(lambda: len(orthanc.instances()) == 2, timeout_s=60, what="SR + SC delivered")
+        wait_until(lambda: len(orthanc.instances()) == 2, timeout_s=60, what="SR + SC delivered")
         again = httpx.post(f"{base}/v1/cxr", content=dicom_bytes("RG1_UNCR.dcm"),
                            headers=headers, timeout=60)  # fmt: skip
         assert again.json()["id"] == report_id
-        time.sleep(2)  # give a duplicate every chance to show up
+        # Nothing left to deliver (a rebuilt object would be pending): no duplicate can come.
+        with httpx.Client(base_url=base) as api:
+            wait_until(lambda: outbox_drained(api), what="an empty outbox", timeout_s=60)
         assert len(orthanc.instances()) == 2

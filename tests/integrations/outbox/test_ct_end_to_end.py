@@ -17,12 +17,13 @@ from fastapi.testclient import TestClient
 
 from aidx.adapters.dicom_seg import LabelMap
 from aidx.inference.settings import Role
-from aidx.service.app import create_app
 
-from ...conftest import auth, make_settings
+from ...conftest import auth
 from ...peers import FhirPeer, OrthancPeer
+from ...waiting import wait_until
+from ..conftest import a_resend_changes_nothing, outbox, writeback_client
 from ..dicom.test_seg import ct_series, post_series
-from .test_end_to_end import SR_CLASS, outbox, wait_for
+from .test_end_to_end import SR_CLASS
 
 pytestmark = pytest.mark.integration
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -30,55 +31,15 @@ SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 
 @pytest.fixture()
 def client(tmp_path: Path, orthanc: OrthancPeer, fhir_server: FhirPeer) -> Iterator[TestClient]:
-    orthanc.clear()
-    settings = make_settings(
-        tmp_path,
-        enabled_models=["ct_pneumonia"],
-        pacs_dicomweb_url=orthanc.dicomweb,
-        fhir_base_url=fhir_server.base_url,
-        outbox_poll_s=0.05,
-        outbox_backoff_base_s=0.1,
-        outbox_backoff_max_s=0.5,
-    )
-    with TestClient(create_app(settings)) as test_client:
+    with writeback_client(tmp_path, "ct_pneumonia", orthanc, fhir_server) as test_client:
         yield test_client
 
 
-def test_ct_seg_and_sr_reach_the_pacs_in_the_study_once(
-    client: TestClient, orthanc: OrthancPeer, fhir_server: FhirPeer, tmp_path: Path
-) -> None:
-    blobs = ct_series(tmp_path / "series", seed=11)
-    for blob in blobs:  # the PACS holds the study, as it would in a hospital
-        httpx.post(f"{orthanc.url}/instances", content=blob, timeout=30).raise_for_status()
+def _seg_and_sr_in_the_source_study(
+    orthanc: OrthancPeer, blobs: list[bytes]
+) -> dict[str, pydicom.Dataset]:
+    """Our objects in Orthanc by SOP class, each once, beside the CT in its study."""
     source = pydicom.dcmread(io.BytesIO(blobs[0]), stop_before_pixels=True)
-
-    answer = post_series(client, blobs)
-    assert answer.status_code == 200, answer.text
-    report = answer.json()
-    assert report["lesions"]
-    # Queued before the answer: the build record, from which the worker builds SEG +
-    # SR for the PACS and the bundle for the EMR.
-    queued = outbox(client)["destinations"]
-    assert queued["build"]["pending"] + queued["build"]["delivered"] == 1
-    wait_for(
-        lambda: (
-            (d := outbox(client)["destinations"])["pacs"]["delivered"] == 2
-            and d["emr"]["delivered"] == 1
-        ),
-        what="delivery",
-    )
-
-    # A resubmission adds nothing; a forced resend of every entry changes nothing.
-    again = post_series(client, blobs[::-1])
-    assert again.json()["id"] == report["id"]
-    delivered = {k: d["delivered"] for k, d in outbox(client)["destinations"].items()}
-    assert delivered == {"build": 1, "pacs": 2, "emr": 1, "hl7": 0}
-    store = client.app.state.services.writeback.store  # type: ignore[attr-defined]
-    destinations = client.app.state.services.writeback.worker.destinations  # type: ignore[attr-defined]
-    for entry in store.list():  # the build too: rebuilding queues nothing new
-        destinations[entry.destination].deliver(entry)
-    assert len(store.list()) == 4
-
     instances = orthanc.instances()
     assert len(instances) == len(blobs) + 2
     sources = {
@@ -96,17 +57,54 @@ def test_ct_seg_and_sr_reach_the_pacs_in_the_study_once(
     assert sorted(s["MainDicomTags"]["Modality"] for s in series) == ["CT", "SEG", "SR"]
     for ds in objects.values():
         assert ds.StudyInstanceUID == source.StudyInstanceUID
+    return objects
 
-    # The SEG from Orthanc is the label map the report links to.
+
+def _seg_is_the_reports_label_map(
+    client: TestClient, report_id: str, seg_dataset: pydicom.Dataset
+) -> None:
     npz = client.get(
-        f"/v1/ct/reports/{report['id']}/labelmap.npz", headers=auth(Role.radiologist)
+        f"/v1/ct/reports/{report_id}/labelmap.npz", headers=auth(Role.radiologist)
     ).content
     label_map = LabelMap.from_npz(npz)
-    seg = hd.seg.Segmentation.from_dataset(objects[SEG_CLASS])
+    seg = hd.seg.Segmentation.from_dataset(seg_dataset)
     pixels = seg.get_pixels_by_source_instance(
         label_map.sop_instance_uids, combine_segments=True, assert_missing_frames_are_empty=True
     )
     assert np.array_equal(pixels, label_map.labels)
+
+
+def test_ct_seg_and_sr_reach_the_pacs_in_the_study_once(
+    client: TestClient, orthanc: OrthancPeer, fhir_server: FhirPeer, tmp_path: Path
+) -> None:
+    blobs = ct_series(tmp_path / "series", seed=11)
+    for blob in blobs:  # the PACS holds the study, as it would in a hospital
+        httpx.post(f"{orthanc.url}/instances", content=blob, timeout=30).raise_for_status()
+
+    answer = post_series(client, blobs)
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert report["lesions"]
+    # Queued before the answer: the build record, from which the worker builds SEG +
+    # SR for the PACS and the bundle for the EMR.
+    queued = outbox(client)["destinations"]
+    assert queued["build"]["pending"] + queued["build"]["delivered"] == 1
+    wait_until(
+        lambda: (
+            (d := outbox(client)["destinations"])["pacs"]["delivered"] == 2
+            and d["emr"]["delivered"] == 1
+        ),
+        what="delivery",
+    )
+
+    # A resubmission adds nothing; a forced resend of every entry changes nothing.
+    again = post_series(client, blobs[::-1])
+    assert again.json()["id"] == report["id"]
+    a_resend_changes_nothing(client)
+
+    objects = _seg_and_sr_in_the_source_study(orthanc, blobs)
+    # The SEG from Orthanc is the label map the report links to.
+    _seg_is_the_reports_label_map(client, report["id"], objects[SEG_CLASS])
 
     # The EMR: one DiagnosticReport with the CT finding.
     reports = fhir_server.search("DiagnosticReport", identifier=report["id"])

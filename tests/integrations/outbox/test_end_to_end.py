@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,70 +13,33 @@ import pydicom
 import pytest
 from fastapi.testclient import TestClient
 
-from aidx.inference.settings import Role
-from aidx.service.app import create_app
-
-from ...conftest import auth, make_settings
+from ...conftest import dicom_bytes
 from ...peers import FhirPeer, OrthancPeer
-from ..conftest import cxr_headers
+from ...waiting import wait_until
+from ..conftest import a_resend_changes_nothing, cxr_headers, outbox, writeback_client
 
 pytestmark = pytest.mark.integration
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
 
 
-def wait_for(predicate: Any, timeout_s: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def outbox(client: TestClient) -> dict[str, Any]:
-    """GET /v1/outbox, with zero counts for a destination that has no entry yet (the
-    worker builds a report's objects after the answer)."""
-    answer = client.get("/v1/outbox", headers=auth(Role.engineer))
-    assert answer.status_code == 200, answer.text
-    state = dict(answer.json())
-    for name in ("build", "pacs", "emr", "hl7"):
-        state["destinations"].setdefault(name, {"pending": 0, "delivered": 0, "failed": 0})
-    return state
-
-
 @pytest.fixture()
 def client(tmp_path: Path, orthanc: OrthancPeer, fhir_server: FhirPeer) -> Iterator[TestClient]:
-    orthanc.clear()
-    settings = make_settings(
-        tmp_path,
-        enabled_models=["cxr_pneumonia"],
-        pacs_dicomweb_url=orthanc.dicomweb,
-        fhir_base_url=fhir_server.base_url,
-        outbox_poll_s=0.05,
-        outbox_backoff_base_s=0.1,
-        outbox_backoff_max_s=0.5,
-    )
-    with TestClient(create_app(settings)) as test_client:
+    with writeback_client(tmp_path, "cxr_pneumonia", orthanc, fhir_server) as test_client:
         yield test_client
 
 
-def test_outage_then_everything_arrives_once(
-    client: TestClient, orthanc: OrthancPeer, fhir_server: FhirPeer, tmp_path: Path
-) -> None:
-    from pydicom.data import get_testdata_file
-
-    data = Path(get_testdata_file("RG1_UNCR.dcm")).read_bytes()  # type: ignore[arg-type]
-    source = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+def _analyse_during_an_outage(
+    client: TestClient, orthanc: OrthancPeer, fhir_server: FhirPeer, data: bytes
+) -> dict[str, Any]:
+    """The report of `data` posted while both peers are down; they are back after."""
     orthanc.stop()
     fhir_server.stop()
     try:
         answer = client.post("/v1/cxr", content=data, headers=cxr_headers())
         assert answer.status_code == 200, answer.text
-        report = answer.json()
         # Both peers are down: the entries wait, with the reason visible per destination.
-        state = wait_for(
+        state = wait_until(
             lambda: (
                 (s := outbox(client))["destinations"].get("emr", {}).get("last_error")
                 and s["destinations"].get("pacs", {}).get("last_error")
@@ -89,29 +51,15 @@ def test_outage_then_everything_arrives_once(
         assert state["destinations"]["emr"]["pending"] == 1
         assert all(e["attempts"] >= 1 for e in state["entries"])
         assert "payload" not in state["entries"][0]
+        return dict(answer.json())
     finally:
         orthanc.start()
         fhir_server.start()
-    wait_for(
-        lambda: (
-            outbox(client)["destinations"]["pacs"]["delivered"] == 2
-            and outbox(client)["destinations"]["emr"]["delivered"] == 1
-        ),
-        what="delivery",
-    )
 
-    # A resubmission of the same image adds nothing; a forced resend changes nothing.
-    again = client.post("/v1/cxr", content=data, headers=cxr_headers())
-    assert again.json()["id"] == report["id"]
-    delivered = {k: d["delivered"] for k, d in outbox(client)["destinations"].items()}
-    assert delivered == {"build": 1, "pacs": 2, "emr": 1, "hl7": 0}
-    store = client.app.state.services.writeback.store  # type: ignore[attr-defined]
-    destinations = client.app.state.services.writeback.worker.destinations  # type: ignore[attr-defined]
-    for entry in store.list():  # the build too: rebuilding queues nothing new
-        destinations[entry.destination].deliver(entry)
-    assert len(store.list()) == 4
 
-    # PACS: the SR and the overlay, once each, in the source study.
+def _sr_and_overlay_once_in_the_study(
+    orthanc: OrthancPeer, source: pydicom.Dataset, tmp_path: Path
+) -> None:
     instances = orthanc.instances()
     ours = [
         i for i in instances if i["MainDicomTags"].get("SOPInstanceUID") != source.SOPInstanceUID
@@ -127,7 +75,10 @@ def test_outage_then_everything_arrives_once(
     run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
     assert run.returncode == 0 and "Error" not in run.stdout + run.stderr
 
-    # EMR: one DiagnosticReport, searchable by patient, with one Observation per finding.
+
+def _one_diagnostic_report_with_its_observations(
+    fhir_server: FhirPeer, source: pydicom.Dataset, report: dict[str, Any]
+) -> None:
     patients = fhir_server.search("Patient", identifier=f"urn:aidx:patient-id|{source.PatientID}")
     assert len(patients) == 1
     reports = fhir_server.search("DiagnosticReport", subject=f"Patient/{patients[0]['id']}")
@@ -148,4 +99,29 @@ def test_outage_then_everything_arrives_once(
             "POS" if finding["present"] else "NEG"
         )
         assert report["model"]["name"] in obs["method"]["text"]
+
+
+def test_outage_then_everything_arrives_once(
+    client: TestClient, orthanc: OrthancPeer, fhir_server: FhirPeer, tmp_path: Path
+) -> None:
+    data = dicom_bytes("RG1_UNCR.dcm")
+    source = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    report = _analyse_during_an_outage(client, orthanc, fhir_server, data)
+    wait_until(
+        lambda: (
+            outbox(client)["destinations"]["pacs"]["delivered"] == 2
+            and outbox(client)["destinations"]["emr"]["delivered"] == 1
+        ),
+        what="delivery",
+    )
+
+    # A resubmission of the same image adds nothing; a forced resend changes nothing.
+    again = client.post("/v1/cxr", content=data, headers=cxr_headers())
+    assert again.json()["id"] == report["id"]
+    a_resend_changes_nothing(client)
+
+    # PACS: the SR and the overlay, once each, in the source study.
+    _sr_and_overlay_once_in_the_study(orthanc, source, tmp_path)
+    # EMR: one DiagnosticReport, searchable by patient, with one Observation per finding.
+    _one_diagnostic_report_with_its_observations(fhir_server, source, report)
     assert len(fhir_server.search("ImagingStudy")) == 1

@@ -27,8 +27,8 @@ from aidx.service.app import create_app
 
 from ...conftest import auth, free_port, make_settings
 from ...peers import FhirPeer
-from ..conftest import AnalysedCxr, cxr_headers
-from .test_end_to_end import outbox, wait_for
+from ...waiting import wait_until
+from ..conftest import AnalysedCxr, cxr_headers, outbox
 
 pytestmark = pytest.mark.integration
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
@@ -106,7 +106,7 @@ def test_folder_sink_is_the_default(analysed_cxr: AnalysedCxr, tmp_path: Path) -
     with TestClient(create_app(settings)) as client:
         answer = client.post("/v1/cxr", content=analysed_cxr.source, headers=cxr_headers())
         assert answer.is_success
-        wait_for(
+        wait_until(
             lambda: (
                 outbox(client)["destinations"]["pacs"]["delivered"] == 2
                 and outbox(client)["destinations"]["emr"]["delivered"] == 1
@@ -153,7 +153,7 @@ def test_refused_entry_is_dead_then_retried_or_dropped(
             OutgoingObject("emr", "bad-bundle", "fhir-bundle", "application/fhir+json", bad)
         )
         client.app.state.services.writeback.worker.wake()  # type: ignore[attr-defined]
-        state = wait_for(
+        state = wait_until(
             lambda: (s := outbox(client))["destinations"]["emr"]["failed"] == 1 and s,
             what="dead entry",
         )
@@ -169,7 +169,7 @@ def test_refused_entry_is_dead_then_retried_or_dropped(
         )
         retried = client.post(f"/v1/outbox/{dead['id']}/retry", headers=auth(Role.engineer))
         assert retried.status_code == 200 and retried.json()["state"] == "pending"
-        wait_for(lambda: store.get(dead["id"]).state is State.failed, what="dead again")
+        wait_until(lambda: store.get(dead["id"]).state is State.failed, what="dead again")
         # Only a dead entry may be dropped; a pending or delivered one is 409.
         assert (
             client.delete(f"/v1/outbox/{dead['id']}", headers=auth(Role.engineer)).status_code
@@ -179,7 +179,7 @@ def test_refused_entry_is_dead_then_retried_or_dropped(
             client.get(f"/v1/outbox/{dead['id']}", headers=auth(Role.engineer)).status_code == 404
         )
         assert client.post("/v1/cxr", content=analysed_cxr.source, headers=cxr_headers()).is_success
-        wait_for(lambda: outbox(client)["destinations"]["emr"]["delivered"] == 1, what="good one")
+        wait_until(lambda: outbox(client)["destinations"]["emr"]["delivered"] == 1, what="good one")
         good = outbox(client)["entries"][0]
         conflict = client.delete(f"/v1/outbox/{good['id']}", headers=auth(Role.engineer))
         assert conflict.status_code == 409 and conflict.json()["code"] == "outbox_entry_not_failed"
@@ -199,7 +199,7 @@ def test_a_build_record_whose_report_is_gone_is_dead_with_the_reason(
         record = OutgoingObject(BUILD, f"x:{gone}", BUILD_CXR, "application/dicom", headers, gone)
         writeback.store.enqueue(record)
         assert client.post("/v1/cxr", content=analysed_cxr.source, headers=cxr_headers()).is_success
-        state = wait_for(
+        state = wait_until(
             lambda: (
                 (s := outbox(client))["destinations"]["build"]["failed"] == 1
                 and s["destinations"]["emr"]["delivered"] == 1

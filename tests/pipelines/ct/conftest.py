@@ -70,3 +70,13 @@ def head_series() -> list[bytes]:
     """A real non-contrast head CT slice (pydicom-data 693_UNCR.dcm: brain in a head
     holder, frontal sinus air) as a 12-slice series without BodyPartExamined."""
     return replicated_series("693_UNCR.dcm")
+
+
+def edited(blob: bytes, **attrs: object) -> bytes:
+    """A copy of a DICOM file with some attributes changed."""
+    ds = pydicom.dcmread(io.BytesIO(blob))
+    for name, value in attrs.items():
+        setattr(ds, name, value)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()

@@ -9,7 +9,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 from fastapi.testclient import TestClient
 from pydicom.uid import generate_uid
@@ -17,6 +16,7 @@ from pydicom.uid import generate_uid
 from aidx.inference.settings import Role
 from aidx.pipelines.ct import synthetic
 from tests.conftest import auth, dicom_bytes
+from tests.pipelines.ct.conftest import edited
 
 SPACING = (3.5, 3.5, 5.0)
 SHAPE = (68, 86, 114)  # 340 x 300 x 400 mm
@@ -131,15 +131,6 @@ def test_zip_upload_gives_the_same_report(
     )
     assert response.status_code == 200, response.text
     assert response.json()["id"] == report["id"]  # the id is the series + the model
-
-
-def edited(blob: bytes, **attrs: object) -> bytes:
-    ds = pydicom.dcmread(io.BytesIO(blob))
-    for name, value in attrs.items():
-        setattr(ds, name, value)
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
 
 
 @pytest.mark.parametrize(

@@ -17,21 +17,13 @@ from aidx.inference.errors import BadRequest, Unprocessable
 from aidx.pipelines.ct import synthetic
 from aidx.pipelines.ct.series import assemble, assemble_bytes
 from aidx.service.handlers import http_status
+from tests.pipelines.ct.conftest import edited
 
 
 def pydicom_file(name: str) -> Path:
     path = get_testdata_file(name)
     assert path is not None, f"{name} is missing (pip install pydicom-data)"
     return Path(path)
-
-
-def edited(blob: bytes, **attrs: object) -> bytes:
-    ds = pydicom.dcmread(io.BytesIO(blob))
-    for name, value in attrs.items():
-        setattr(ds, name, value)
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
 
 
 def refused(blobs: list[bytes], code: str) -> Unprocessable:

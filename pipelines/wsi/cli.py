@@ -36,7 +36,7 @@ def analyze_slide(
     from aidx.inference.errors import AidxError
     from aidx.inference.serving import ModelService
     from aidx.inference.settings import Settings
-    from aidx.pipelines.wsi.analysis import AnalysisParams, analyze, build_report, tile_model
+    from aidx.pipelines.wsi.analysis import AnalysisParams, build_report, tile_model
     from aidx.pipelines.wsi.slide import check_request_mpp, describe
 
     values: dict[str, object] = {"mode": "development", "dev_api_key": "cli-" + "x" * 28}
@@ -52,20 +52,8 @@ def analyze_slide(
             info = describe(slide, mpp)
             check_request_mpp(info, override=mpp_override)
             model = tile_model(service)
-            with Progress(
-                TextColumn("[bold]tiles"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TimeRemainingColumn(),
-                console=console,
-            ) as bar:
-                task = bar.add_task("tiles", total=None)
-
-                def progress(done: int, total: int) -> None:
-                    bar.update(task, completed=done, total=total)
-
-                params = AnalysisParams(max_regions=max_regions, readers=readers)
-                result = await analyze(service, info, params, progress, model)
+            params = AnalysisParams(max_regions=max_regions, readers=readers)
+            result = await _with_progress_bar(service, info, params, model)
             report, files = build_report(result, model)
         except AidxError as exc:
             console.print(f"[red]{slide.name}: {exc.code}: {exc.message}[/red]")
@@ -82,6 +70,20 @@ def analyze_slide(
 
     raise typer.Exit(code=asyncio.run(run()))
 
+
+
+async def _with_progress_bar(service, info, params, model):  # type: ignore[no-untyped-def]
+    """The slide's analysis, with a progress bar of its tiles."""
+    from aidx.pipelines.wsi.analysis import analyze
+
+    columns = (TextColumn("[bold]tiles"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
+    with Progress(*columns, TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("tiles", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return await analyze(service, info, params, progress, model)
 
 def _regions_table(title: str, report, tiles: int, seconds: float) -> Table:  # type: ignore[no-untyped-def]
     finding = report.findings[0]

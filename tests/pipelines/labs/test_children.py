@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from aidx.adapters.labs_hl7 import build_oru
 from aidx.pipelines.labs.fhir import to_bundle
 from aidx.pipelines.labs.screening import LabScreener
@@ -77,8 +79,15 @@ def _result(outcome: SpecimenOutcome, analyte: str) -> ResultOutcome:
     return next(r for r in outcome.results if r.analyte == analyte)
 
 
-def test_children_adults_and_patients_of_unknown_age_or_sex(tmp_path: Path) -> None:
-    out, alerts = _screen(tmp_path)
+@pytest.fixture(scope="module")
+def screened(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, list]:  # type: ignore[type-arg]
+    return _screen(tmp_path_factory.mktemp("children"))
+
+
+def test_children_get_their_age_band_and_adults_model_is_kept_off(
+    screened: tuple[dict, list],  # type: ignore[type-arg]
+) -> None:
+    out, _ = screened
     newborn = out["NEWBORN"]
     hb = _result(newborn, "hemoglobin")
     assert (hb.reference_low, hb.reference_high, hb.interpretation) == (14.5, 22.5, "N")
@@ -107,6 +116,11 @@ def test_children_adults_and_patients_of_unknown_age_or_sex(tmp_path: Path) -> N
     assert _result(out["TEEN-M"], "creatinine").reference_low == 55
     assert _result(out["TEEN-F"], "alp").interpretation == "H"
 
+
+def test_unknown_sex_or_age_is_reviewed_and_raises_a_review_alert(
+    screened: tuple[dict, list],  # type: ignore[type-arg]
+) -> None:
+    out, alerts = screened
     no_sex = out["ADULT-NOSEX"]  # was "N" against the widest interval of both sexes
     creatinine = _result(no_sex, "creatinine")
     assert no_sex.verdict is Verdict.review
@@ -125,6 +139,12 @@ def test_children_adults_and_patients_of_unknown_age_or_sex(tmp_path: Path) -> N
     assert review["ADULT-NOSEX"].severity == "warning"
     assert review["ADULT-NOSEX"].evidence["values"][0]["not_assessed_reason"] == "sex_unknown"
 
+
+def test_comparators_are_judged_only_when_decidable_and_survive_fhir_and_hl7(
+    screened: tuple[dict, list],  # type: ignore[type-arg]
+) -> None:
+    out, _ = screened
+    no_sex = out["ADULT-NOSEX"]
     cens = out["ADULT-CENS"]
     troponin = _result(cens, "troponin_i_hs")  # <3 against 0-34: decidably normal
     assert troponin.comparator is Comparator.lt and troponin.interpretation == "N"

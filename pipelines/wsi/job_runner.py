@@ -13,13 +13,14 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from aidx.inference.errors import AidxError
 from aidx.inference.reports import ReportStore
 from aidx.inference.serving import ModelService
-from aidx.pipelines.wsi.analysis import AnalysisParams, analyze, build_report, tile_model
+from aidx.pipelines.wsi.analysis import AnalysisParams
 from aidx.pipelines.wsi.job_store import ACTIVE, INTERRUPTED, Job, JobState, JobStore
-from aidx.pipelines.wsi.slide import describe
+from aidx.pipelines.wsi.pipeline import SlideInput, WsiPipeline
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.5
@@ -51,6 +52,7 @@ class JobRunner:
         self.stale_s = stale_s or wsi.job_stale_s
         self.store = store
         self.models = models
+        self.pipeline = WsiPipeline(models)
         self.reports = reports
         self.readers = readers
         self.links = links
@@ -169,9 +171,7 @@ class JobRunner:
             started_at=_now(),
             heartbeat_at=_now(),
         )
-        info = await asyncio.to_thread(describe, job.slide_path, job.mpp)
         params = AnalysisParams(**job.params, readers=self.readers)
-        model = tile_model(self.models)
         last = {"at": 0.0, "writing": False, "t0": time.perf_counter()}
 
         def progress(done: int, total: int) -> None:
@@ -201,10 +201,11 @@ class JobRunner:
 
             asyncio.get_running_loop().run_in_executor(None, write)
 
-        result = await analyze(self.models, info, params, progress, model)
         links = self.links(job_id) if self.links else None
-        report, files = await asyncio.to_thread(build_report, result, model, links=links)
-        await asyncio.to_thread(self.reports.save, report, files)
+        slide = SlideInput(Path(job.slide_path), job.mpp, params, progress, links)
+        done = await self.pipeline.analyze(slide)
+        report, result = done.report, done.analysis
+        await asyncio.to_thread(self.reports.save, report, done.files)
         await asyncio.to_thread(
             self.store.update,
             job_id,

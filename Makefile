@@ -48,9 +48,10 @@ PEERS_PYTRITON := .peers/pytriton
 PYTRITON_PKGS := nvidia-pytriton==0.7.0 "numpy<2" onnxruntime
 peers: $(PEERS_FHIR)/node_modules/.installed $(PEERS_PYTRITON)/.installed
 	@if [ ! -x /usr/sbin/Orthanc ] || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] \
-	    || ! command -v dciodvfy >/dev/null || ! command -v dsrdump >/dev/null; then \
+	    || ! command -v dciodvfy >/dev/null || ! command -v dsrdump >/dev/null \
+	    || ! command -v strace >/dev/null; then \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
-	    --no-install-recommends orthanc orthanc-dicomweb dcmtk dicom3tools; fi
+	    --no-install-recommends orthanc orthanc-dicomweb dcmtk dicom3tools strace; fi
 	@# PostgreSQL server binaries for tests/peers/postgres.py (each run makes its own
 	@# cluster in a temp dir). Debian's install makes and starts a default cluster:
 	@# stop and drop it, nothing of ours listens on 5432.

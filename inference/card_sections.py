@@ -5,6 +5,7 @@ model out of service instead of failing each request."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,11 +35,55 @@ class WsiTiling(_Section):
     mpp: float = Field(gt=0.0)
 
 
+class RadiographView(enum.StrEnum):
+    """A radiograph's projection, as DICOM's ViewPosition names it."""
+
+    PA = "PA"  # postero-anterior
+    AP = "AP"  # antero-posterior
+    LL = "LL"  # left lateral
+    RL = "RL"  # right lateral
+    LATERAL = "LATERAL"  # lateral, side not stated
+    OBLIQUE = "OBLIQUE"
+
+    @property
+    def frontal(self) -> bool:
+        return self in (RadiographView.PA, RadiographView.AP)
+
+
+FRONTAL_VIEWS = (RadiographView.PA, RadiographView.AP)
+
+
 class CxrSection(_Section):
     labels: tuple[Label, ...] = Field(min_length=1)  # in the order of the scores
     scores_output: str  # one score per label
     scores_are_probabilities: bool  # False: logits, the pipeline applies the sigmoid
     cam_output: str | None = None  # class activation maps, one per label
+    views: tuple[RadiographView, ...] = Field(FRONTAL_VIEWS, min_length=1)  # supported
+
+
+class OodSetResult(_Section):
+    """The gate on one out-of-distribution set: how many of its images it caught."""
+
+    images: int = Field(gt=0)
+    detected: int = Field(ge=0)
+    rate: float = Field(ge=0.0, le=1.0)
+    source: str  # what the set is made of
+
+
+class OodSection(_Section):
+    """The front matter's `ood:` block: the model's out-of-distribution gate
+    (inference/ood.py), its reference file and what it was measured to do."""
+
+    method: str
+    file: str  # the reference, relative to the model folder; its sha256 is in `files`
+    threshold: float = Field(gt=0.0)
+    target_false_rejection_rate: float = Field(gt=0.0, le=0.05)
+    false_rejection_rate: float = Field(ge=0.0, le=1.0)  # measured on `heldout_images`
+    fit_images: int = Field(gt=0)
+    calibration_images: int = Field(gt=0)  # the threshold's split
+    heldout_images: int = Field(gt=0)
+    dataset: str  # where the in-distribution images came from
+    detection: dict[str, OodSetResult] = Field(default_factory=dict)
 
 
 class CtParameters(_Section):
@@ -124,7 +169,12 @@ def _first_input(config: Any) -> Any:
     return config.input[0]
 
 
-def cxr_section(labels: tuple[Label, ...], outputs: dict[str, str], config: Any) -> CxrSection:
+def cxr_section(
+    labels: tuple[Label, ...],
+    outputs: dict[str, str],
+    config: Any,
+    views: tuple[RadiographView, ...] | None = None,
+) -> CxrSection:
     own_sigmoid = "probabilities" in outputs
     scores = outputs["probabilities"] if own_sigmoid else outputs.get("logits", "logits")
     section = CxrSection(
@@ -132,6 +182,7 @@ def cxr_section(labels: tuple[Label, ...], outputs: dict[str, str], config: Any)
         scores_output=scores,
         scores_are_probabilities=own_sigmoid,
         cam_output=outputs.get("cam"),
+        views=views or FRONTAL_VIEWS,
     )
     _check_outputs(config, [section.scores_output, section.cam_output])
     width = _last_dim(config.output, scores)

@@ -3,8 +3,10 @@ entry is loaded, and every card writer renders through the same model.
 
 On disk nothing changes: YAML front matter (name, version, pipeline, demo_weights,
 files, outputs, labels, metrics; `wsi: {tile_px, mpp}` for a tile model, `features`
-for the labs model) and markdown prose. A CT model's sliding-window settings stay in
-config.pbtxt `parameters`; they are read here as well, not at each request.
+for the labs model, optional `views` for a CXR model, `ood:` once the model's
+out-of-distribution gate is calibrated) and markdown prose. A CT model's
+sliding-window settings stay in config.pbtxt `parameters`; they are read here as
+well, not at each request.
 
 From these the loader builds the typed section of the pipeline the card names
 (`card.cxr`, `card.ct`, `card.wsi`, `card.labs`), so a pipeline reads typed fields
@@ -27,7 +29,10 @@ from aidx.inference.card_sections import (
     CxrSection,
     Label,
     LabsSection,
+    OodSection,
+    OodSetResult,
     Population,
+    RadiographView,
     WsiSection,
     WsiTiling,
     ct_section,
@@ -46,8 +51,11 @@ __all__ = [
     "Label",
     "LabsSection",
     "ModelCard",
+    "OodSection",
+    "OodSetResult",
     "Pipeline",
     "Population",
+    "RadiographView",
     "WsiSection",
     "WsiTiling",
     "card_from",
@@ -89,6 +97,8 @@ class FrontMatter(BaseModel):
     population: Population | None = None  # labs: whom the model was trained on
     labels: tuple[Label, ...] = ()
     metrics: dict[str, Any] = Field(default_factory=dict)
+    views: tuple[RadiographView, ...] | None = None  # a CXR model's; default PA and AP
+    ood: OodSection | None = None  # the out-of-distribution gate, once calibrated
 
 
 class ModelCard(BaseModel):
@@ -106,6 +116,7 @@ class ModelCard(BaseModel):
     outputs: dict[str, str]
     metrics: dict[str, Any]
     text: str
+    ood: OodSection | None = None
     cxr: CxrSection | None = None
     ct: CtSection | None = None
     wsi: WsiSection | None = None
@@ -134,7 +145,7 @@ def _section(front: FrontMatter, config: Any) -> dict[str, Any]:
     pipeline = front.pipeline
     try:
         if pipeline is Pipeline.cxr:
-            return {"cxr": cxr_section(front.labels, front.outputs, config)}
+            return {"cxr": cxr_section(front.labels, front.outputs, config, front.views)}
         if pipeline is Pipeline.ct:
             return {"ct": ct_section(front.labels, config)}
         if pipeline is Pipeline.wsi:
@@ -152,7 +163,14 @@ def _section(front: FrontMatter, config: Any) -> dict[str, Any]:
     return {}
 
 
+def _check_ood(front: FrontMatter) -> None:
+    """The gate's reference file is one the card lists with its sha256."""
+    if front.ood is not None and front.ood.file not in front.files:
+        raise CardError(f"ood.file {front.ood.file!r} is not listed in `files` with its sha256")
+
+
 def card_from(front: FrontMatter, text: str, config: Any) -> ModelCard:
+    _check_ood(front)
     return ModelCard(
         name=front.name,
         version=front.version,
@@ -163,6 +181,7 @@ def card_from(front: FrontMatter, text: str, config: Any) -> ModelCard:
         outputs=front.outputs,
         metrics=front.metrics,
         text=text,
+        ood=front.ood,
         **_section(front, config),
     )
 

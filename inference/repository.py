@@ -84,6 +84,19 @@ def _is_onnx(config: Any) -> bool:
     return bool(config.platform == "onnxruntime_onnx" or config.backend == "onnxruntime")
 
 
+def _listed_file_problem(directory: Path, card: ModelCard, model_relative: str) -> str | None:
+    """Each other file the card lists (e.g. the OOD reference) is there, unchanged."""
+    for relative, expected in card.files_sha256.items():
+        path = directory / relative
+        if relative == model_relative:
+            continue
+        if not path.is_file():
+            return f"{relative} is listed in card.md but missing"
+        if sha256_file(path) != expected:
+            return f"checksum mismatch for {relative}; the model stays out of service"
+    return None
+
+
 def load_entry(directory: Path, *, verify: bool = True) -> ModelEntry:
     """Read one model folder. Problems become `problem`, so one bad model never
     hides the others; only a missing config raises."""
@@ -118,6 +131,8 @@ def load_entry(directory: Path, *, verify: bool = True) -> ModelEntry:
                 f"checksum mismatch for {relative}: card says {expected[:12]}..., "
                 f"file is {digest[:12]}...; the model stays out of service"
             )
+    if problem is None and card is not None and verify:
+        problem = _listed_file_problem(directory, card, relative)
     return ModelEntry(name, directory, config, card, version, model_path, digest, problem, checks)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aidx.inference.assessment import OodPolicy
 from aidx.inference.settings_sections import (
     CpuSettings,
     CtSettings,
@@ -92,6 +93,9 @@ class Settings(BaseSettings):
     enabled_models: list[str] | None = None  # None: every model in the repository
     # Which model serves a pipeline when several could, e.g. {"cxr": "xrv_densenet"}.
     pipeline_models: dict[str, str] = Field(default_factory=dict)
+    # An input out of a model's distribution: findings not assessed, or (a site's
+    # choice) scored under a prominent warning.
+    ood_policy: OodPolicy = OodPolicy.not_assessed
     device: Device = Device.auto
     # Where models run: in-process, or on a Triton Inference Server (runtime_triton.py).
     backend: Backend = Backend.onnxruntime

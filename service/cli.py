@@ -139,6 +139,78 @@ def models_export_xrv(
     console.print(f"wrote {path}")
 
 
+def _named_folders(pairs: list[str]) -> dict[str, Path]:
+    folders = {}
+    for pair in pairs:
+        name, sep, folder = pair.partition("=")
+        if not sep or not name or not Path(folder).is_dir():
+            raise typer.BadParameter(f"{pair!r} is not NAME=FOLDER with an existing folder")
+        folders[name] = Path(folder)
+    return folders
+
+
+@models_app.command("calibrate-ood")
+def models_calibrate_ood(
+    model: Annotated[str, typer.Argument(help="the model's folder in the repository")],
+    dataset: Annotated[
+        Path | None, typer.Option(help="a folder of in-distribution DICOM files")
+    ] = None,
+    synthetic: Annotated[
+        int | None, typer.Option(help="instead: N phantoms per split from the recipe")
+    ] = None,
+    ood_set: Annotated[
+        list[str] | None, typer.Option(help="NAME=FOLDER: a further out-of-distribution set")
+    ] = None,
+    builtin_sets: Annotated[
+        bool, typer.Option(help="also measure the built-in sets (pydicom-data, drawn)")
+    ] = True,
+    target_frr: Annotated[float, typer.Option(min=0.001, max=0.05)] = 0.01,
+    seed: int = 0,
+    workers: int = 1,
+    repository: RepoOption = None,
+) -> None:
+    """Fit the model's out-of-distribution gate, measure it, and write its reference
+    (<version>/ood.npz) and the card's `ood:` section and table."""
+    from aidx.inference.model_card import Pipeline
+    from aidx.inference.ood_calibration import write_calibration
+    from aidx.inference.repository import load_entry
+
+    settings = _settings(repository, mode="development")
+    entry = load_entry(settings.model_repository / model, verify=False)
+    if entry.card is None or entry.card.pipeline is not Pipeline.cxr:
+        console.print(f"[red]{model}: calibrate-ood reads CXR models' inputs only (so far)[/red]")
+        raise typer.Exit(code=2)
+    from aidx.pipelines.cxr.ood_sets import calibration_for
+
+    try:
+        calibration = calibration_for(
+            dataset=dataset,
+            synthetic_images=synthetic,
+            recipe_seed=seed,
+            extra_sets=_named_folders(ood_set or []),
+            builtin_sets=builtin_sets,
+            target_frr=target_frr,
+            workers=workers,
+        )
+    except ValueError as exc:
+        console.print(f"[red]{model}: {exc}[/red]")
+        raise typer.Exit(code=1) from None
+    path = write_calibration(entry.directory, entry.version, calibration)
+    console.print(_ood_table(calibration.section))
+    console.print(f"wrote {path} and the card's `ood:` section")
+
+
+def _ood_table(section) -> Table:  # type: ignore[no-untyped-def]
+    table = Table(
+        "set", "images", "detected", "rate",
+        title=f"threshold {section.threshold}: false-rejection rate "
+        f"{section.false_rejection_rate:.1%} on {section.heldout_images} held-out images",
+    )  # fmt: skip
+    for name, result in section.detection.items():
+        table.add_row(name, str(result.images), str(result.detected), f"{result.rate:.1%}")
+    return table
+
+
 @app.command()
 def analyze(
     files: Annotated[list[Path], typer.Argument(help="chest radiographs, DICOM")],
@@ -158,7 +230,8 @@ def analyze(
         await service.start()
         failures = 0
         with tempfile.TemporaryDirectory() as tmp:
-            pipeline = CxrPipeline(service, ReportStore(Path(tmp)), CpuStage(1))
+            store = ReportStore(Path(tmp))
+            pipeline = CxrPipeline(service, store, CpuStage(1), settings.ood_policy)
             for path in track(files, description="analyzing", console=console):
                 try:
                     report = await pipeline.analyze(path.read_bytes())

@@ -66,7 +66,7 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
     metrics.registry.register(OutboxCollector(writeback.store.counts))
     # every CXR and CT report goes to the outbox before it is answered
     recorder = ReportRecorder[Report](reports, writeback if settings.writeback else None)
-    cxr_pipeline = CxrPipeline(models, reports, cpu)
+    cxr_pipeline = CxrPipeline(models, reports, cpu, settings.ood_policy)
     cxr = AnalysisStep(cxr_pipeline, audit, recorder=recorder, audited=report_created)
     ct = AnalysisStep(
         CtPipeline(models, reports, cpu), audit, recorder=recorder, audited=report_created

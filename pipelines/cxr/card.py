@@ -75,6 +75,11 @@ took {wall_min:.1f} minutes on 2 shared CPU cores, with
 {versions}. The recipe is deterministic for a given machine and library versions;
 others may change the file's bits (and so its sha256) slightly.
 
+Last, the recipe calibrates the model's out-of-distribution gate on the same
+splits (`calibrate_gate`, what `aidx models calibrate-ood cxr_pneumonia --synthetic
+N` does; see *Out-of-distribution gate*). The reference file is rewritten (its zip
+entries carry a timestamp) and so gets a new sha256 each run.
+
 ## Metrics (held-out synthetic phantoms, measured on this ONNX file with onnxruntime)
 
 | label | positives | AUROC | threshold (probability) | sensitivity | specificity |
@@ -97,7 +102,9 @@ when probability >= threshold. The held-out split played no part in choosing it.
 
 - Synthetic domain only. Real radiographs (devices, lines, positioning, other
   diseases, real anatomy and texture, lateral views, children) are out of
-  distribution; expect meaningless outputs on them.
+  distribution: the gate above says so on each report and their findings are not
+  assessed; a site that sets `AIDX_OOD_POLICY=warn` gets meaningless scores under a
+  warning.
 - The phantoms are drawn to be learnable; the metrics say the pipeline works, not
   that the task is solved. Cardiomegaly in particular is easy here: the normal and
   enlarged cardiothoracic ratio ranges do not overlap (0.50 vs 0.56), so a

@@ -2,8 +2,9 @@
 
 The display chain is the standard one: stored values -> modality LUT -> VOI LUT or
 window -> MONOCHROME1 inversion. Damaged DICOM gets the codes every DICOM route
-shares (aidx.inference.dicom_input); anything that is not a chest radiograph is
-refused here, with a specific code, before it reaches a model.
+shares (aidx.inference.dicom_input); anything that is not a radiograph, or whose
+header names another body part, is refused here, with a specific code, before it
+reaches a model. What the image itself shows is checked next (content.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from aidx.inference.dicom_input import (
 )
 from aidx.inference.errors import Unprocessable
 from aidx.inference.reports import SourceRef
+from aidx.pipelines.cxr.content import Projection, projection_from_header, stored_spread
 
 RADIOGRAPH_MODALITIES = {"CR", "DX"}
 CHEST_BODY_PARTS = {"CHEST", "THORAX", "LUNG", "PORTABLE CHEST"}
@@ -34,19 +36,20 @@ class Radiograph:
     image01: np.ndarray  # float32, 2-D, [0, 1], bright = dense
     source: SourceRef
     warnings: list[str] = field(default_factory=list)
+    # header and pixel facts the content checks (content.py) read
+    body_part_stated: bool = True  # BodyPartExamined present (and a chest, or refused)
+    projection: Projection = Projection(view=None, frontal=None, sources=())
+    stored_spread: float = 1.0  # the stored values' robust spread / bit range
 
 
-def check_radiograph(ds: pydicom.Dataset) -> list[str]:
-    """Refuse an image the chest X-ray pipeline is not for; return soft warnings."""
+def check_radiograph(ds: pydicom.Dataset) -> None:
+    """Refuse an image the chest X-ray pipeline is not for."""
     require_modality(ds, RADIOGRAPH_MODALITIES, "a radiograph (CR or DX)")
-    notes = []
     body_part = str(ds.get("BodyPartExamined", "")).upper()
     if body_part and body_part not in CHEST_BODY_PARTS:
         raise Unprocessable(
             f"body part {body_part!r} is not the chest", code="unsupported_body_part"
         )
-    if not body_part:
-        notes.append("BodyPartExamined is absent; assumed chest")
     if int(ds.get("SamplesPerPixel", 1)) != 1 or int(ds.get("NumberOfFrames", 1) or 1) != 1:
         raise Unprocessable(
             "expected a single-frame greyscale radiograph", code="unsupported_image_type"
@@ -63,7 +66,6 @@ def check_radiograph(ds: pydicom.Dataset) -> list[str]:
             f"image is {rows}x{cols} px; at least {MIN_SIDE_PX} px a side is needed",
             code="image_too_small",
         )
-    return notes
 
 
 def _voi_range(ds: pydicom.Dataset, modality_values: np.ndarray) -> tuple[float, float]:
@@ -110,8 +112,14 @@ def source_of(ds: pydicom.Dataset) -> SourceRef:
 
 def decode_radiograph(data: bytes) -> Radiograph:
     ds = read_image(data)
-    notes = check_radiograph(ds)
+    check_radiograph(ds)
     stored = decode_pixels(ds)
     if stored.shape != (int(ds.Rows), int(ds.Columns)):
         raise dicom_error(DicomCode.malformed, "decoded pixels do not match Rows x Columns")
-    return Radiograph(to_display(ds, stored), source_of(ds), notes)
+    return Radiograph(
+        to_display(ds, stored),
+        source_of(ds),
+        body_part_stated=bool(str(ds.get("BodyPartExamined", "")).strip()),
+        projection=projection_from_header(ds),
+        stored_spread=stored_spread(stored, int(ds.BitsStored)),
+    )

@@ -8,6 +8,8 @@ index])`, so a split is reproducible image by image and in any order. With
 and + 3 (held-out: the card's metrics). Images go through
 `preprocess.to_model_input`, the function the service uses. The held-out metrics
 are measured on the exported ONNX file with onnxruntime, i.e. on what ships.
+Last, the recipe calibrates the model's out-of-distribution gate on the same three
+splits (what `aidx models calibrate-ood cxr_pneumonia --synthetic N` does).
 """
 
 from __future__ import annotations
@@ -202,6 +204,8 @@ class Recipe:
     train_images: int = 3000
     val_images: int = 600
     heldout_images: int = 1000
+    ood_images: int = 1000  # phantoms per split for the OOD gate (fit, held-out; 0.6x threshold)
+    ood_target_frr: float = 0.005  # the gate's threshold: this share of the threshold split above
     epochs: int = 12
     batch: int = 32
     lr: float = 3e-3
@@ -272,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train-images", type=int, default=Recipe.train_images)
     parser.add_argument("--val-images", type=int, default=Recipe.val_images)
     parser.add_argument("--heldout-images", type=int, default=Recipe.heldout_images)
+    parser.add_argument("--ood-images", type=int, default=Recipe.ood_images)
     parser.add_argument("--epochs", type=int, default=Recipe.epochs)
     parser.add_argument("--threads", type=int, default=Recipe.threads)
     args = parser.parse_args(argv)
@@ -280,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_images=args.train_images,
         val_images=args.val_images,
         heldout_images=args.heldout_images,
+        ood_images=args.ood_images,
         epochs=args.epochs,
         threads=args.threads,
     )
@@ -317,7 +323,25 @@ def run_recipe(recipe: Recipe, out: Path) -> int:
         parameters=count_parameters(model),
         wall_s=wall_s,
     )
+    calibrate_gate(recipe, out)
     return 0
+
+
+def calibrate_gate(recipe: Recipe, out: Path) -> None:
+    """The model's out-of-distribution gate on the recipe's own splits (fit: train,
+    threshold: validation, false-rejection rate: held-out), written into `out`."""
+    from aidx.inference.ood_calibration import write_calibration
+    from aidx.pipelines.cxr.ood_sets import calibration_for
+
+    calibration = calibration_for(
+        dataset=None,
+        synthetic_images=recipe.ood_images,
+        recipe_seed=recipe.seed,
+        target_frr=recipe.ood_target_frr,
+        workers=recipe.threads,
+    )
+    write_calibration(out, 1, calibration)
+    print(calibration.section.model_dump_json(indent=1))
 
 
 def _r(x: float) -> float:

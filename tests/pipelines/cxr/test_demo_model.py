@@ -26,7 +26,10 @@ FRESH_SPLIT_SEED = 9_000_001  # not a training split seed (1000*seed + 1..3)
 FRESH_IMAGES = 200
 AUROC_MARGIN = 0.05  # allowed drop from the card's 1000-image estimate (~3 standard errors)
 HIT_RATE_MARGIN = 0.10
-CARD_KEYS = {"name", "version", "pipeline", "demo_weights", "files", "outputs", "labels", "metrics"}
+CARD_KEYS = {
+    "name", "version", "pipeline", "demo_weights", "files", "outputs", "labels", "metrics",
+    "ood",  # the out-of-distribution gate (inference/ood.py), calibrated by the recipe
+}  # fmt: skip
 
 
 def front_matter(path: Path) -> dict:
@@ -127,7 +130,7 @@ def test_card_front_matter(card: dict) -> None:
 
 
 def test_card_sha256_matches_the_file(card: dict) -> None:
-    assert set(card["files"]) == {"1/model.onnx"}
+    assert set(card["files"]) == {"1/model.onnx", "1/ood.npz"}  # + the OOD reference
     assert hashlib.sha256(ONNX_PATH.read_bytes()).hexdigest() == card["files"]["1/model.onnx"]
     assert ONNX_PATH.stat().st_size < 5_000_000
 

@@ -13,10 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from aidx.adapters.turnaround import ANALYSED, Observe
 from aidx.adapters.writeback import Writeback
 from aidx.inference.audit import AuditLog
 from aidx.inference.pipeline import Pipeline
-from aidx.inference.reports import Report, ReportStore
+from aidx.inference.reports import Report, ReportStore, Turnaround
 
 InputT = TypeVar("InputT")
 ResultT = TypeVar("ResultT")
@@ -86,13 +87,16 @@ class AnalysisStep(Generic[InputT, ResultT]):
         recorder: Recorder[InputT, ResultT] | None,
         audited: Callable[[ResultT], Audited],
         action: str | None = None,
+        observe: Observe | None = None,
     ) -> None:
-        """`action` names the analysis in the audit trail (default `<pipeline>.analyze`)."""
+        """`action` names the analysis in the audit trail (default `<pipeline>.analyze`);
+        `observe` is told the seconds from received to analysed of each run."""
         self.pipeline = pipeline
         self.action = action or f"{pipeline.name}.analyze"
         self.audit = audit
         self.recorder = recorder
         self.audited = audited
+        self.observe = observe
 
     @property
     def name(self) -> str:
@@ -105,11 +109,15 @@ class AnalysisStep(Generic[InputT, ResultT]):
         *,
         priority: int | None = None,
         timeout_s: float | None = None,
+        received_at: float | None = None,
     ) -> ResultT:
+        """`received_at`: when the input arrived (POSIX seconds; default: now)."""
+        received_s = time.time() if received_at is None else received_at
         with self.audit.access(
             actor=actor.name, role=actor.role, action=self.action, resource="upload"
         ):
             result = await self.pipeline.analyze(data, priority=priority, timeout_s=timeout_s)
+        self._analysed(result, received_s)
         if self.recorder is not None:
             await self.recorder.record(data, result, priority=priority)
         audited = self.audited(result)
@@ -123,14 +131,29 @@ class AnalysisStep(Generic[InputT, ResultT]):
             )
         return result
 
+    def _analysed(self, result: ResultT, received_s: float) -> None:
+        analysed_s = time.time()
+        if isinstance(result, Report):  # kept with the report, shown when it is read
+            result.turnaround = Turnaround.between(received_s, analysed_s)
+        if self.observe is not None:
+            self.observe(self.name, ANALYSED, analysed_s - received_s)
+
 
 class ActingAs(Generic[InputT, ResultT]):
     """An analysis step run on one actor's behalf: what an intake (the C-STORE SCP, a
-    DICOMweb pull) calls as `analyze(data)`."""
+    DICOMweb pull) calls as `analyze(data)`. `received_at` (POSIX seconds): when the
+    inputs were asked for (a pull's request), unless `analyze` is told otherwise."""
 
-    def __init__(self, step: AnalysisStep[InputT, ResultT], actor: Actor) -> None:
+    def __init__(
+        self,
+        step: AnalysisStep[InputT, ResultT],
+        actor: Actor,
+        received_at: float | None = None,
+    ) -> None:
         self.step = step
         self.actor = actor
+        self.received_at = received_at
 
-    async def analyze(self, data: InputT) -> ResultT:
-        return await self.step.run(data, self.actor)
+    async def analyze(self, data: InputT, received_at: float | None = None) -> ResultT:
+        when = self.received_at if received_at is None else received_at
+        return await self.step.run(data, self.actor, received_at=when)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 
 from sqlalchemy import Engine
 
 from aidx.adapters.analysis import Actor, AnalysisStep, Audited
 from aidx.adapters.labs_hl7 import parse_oru
+from aidx.adapters.turnaround import Observe
 from aidx.inference.audit import AuditLog
 from aidx.inference.serving import ModelService
 from aidx.inference.settings_sections import LabsSettings
@@ -34,7 +36,9 @@ class LabsService:
         engine: Engine,
         audit: AuditLog,
         labs: LabsSettings,
+        observe: Observe | None = None,
     ) -> None:
+        """`observe`: told each screening's seconds from received to analysed."""
         self.catalogue = load_catalogue(labs.catalogue)
         self.store = LabStore(engine)
         self.hub = AlertHub()
@@ -42,8 +46,9 @@ class LabsService:
         self.audit = audit
         # the screener stores results and raises alerts as it screens: nothing to record
         self.step: AnalysisStep[Sequence[SpecimenIn], list[SpecimenOutcome]] = AnalysisStep(
-            self.screener, audit, recorder=None, audited=specimens_screened, action="labs.screen"
-        )
+            self.screener, audit, recorder=None, audited=specimens_screened,
+            action="labs.screen", observe=observe,
+        )  # fmt: skip
         self._loop: asyncio.AbstractEventLoop | None = None
         self.mllp = (
             MllpServer(
@@ -77,6 +82,7 @@ class LabsService:
 
     async def handle_hl7(self, data: bytes) -> bytes:
         """One ORU^R01 in, its ACK out: AA when screened, AE/AR with the reason."""
+        received_s = time.time()  # the message has just arrived whole
         try:
             message = parse_oru(data)
         except Hl7Error as exc:
@@ -88,7 +94,7 @@ class LabsService:
             )
         sender = Actor(f"mllp:{message.sending_application or 'unknown'}", "lab")
         try:
-            outcomes = await self.step.run(message.specimens, sender)
+            outcomes = await self.step.run(message.specimens, sender, received_at=received_s)
         except Exception as exc:  # keep listening; the sender retries on AE
             log.exception("screening an HL7 message failed")
             return build_ack(

@@ -26,6 +26,7 @@ import numpy as np
 import pydicom
 from sqlalchemy import Engine
 
+from aidx.adapters.turnaround import Observe, TurnaroundTracker
 from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.errors import NotFound
 from aidx.inference.reports import Report, ReportStore
@@ -219,7 +220,9 @@ class Writeback:
         emr: EmrSettings,
         audit: Any = None,
         cpu: CpuStage | None = None,
+        observe: Observe | None = None,
     ) -> None:
+        """`observe` is told each report's delivery turnaround per destination."""
         self.patient_system = fhir.patient_identifier_system
         self.hl7_receiving = (emr.hl7_receiving_application, emr.hl7_receiving_facility)
         self.reports = reports
@@ -227,6 +230,7 @@ class Writeback:
         # first (without one, e.g. in the CLI, a plain thread).
         self.cpu = cpu or CpuStage(1)
         self.store = OutboxStore(engine)
+        self.turnaround = TurnaroundTracker(self.store, reports, list(destinations), observe)
         self.worker = OutboxWorker(
             self.store,
             {**destinations, BUILD: BuildDestination(self)},
@@ -234,6 +238,7 @@ class Writeback:
             poll_s=outbox.poll_s,
             lease_s=outbox.lease_s,
             audit=audit,
+            on_delivered=self.turnaround.delivered,
         )
 
     def start(self) -> None:

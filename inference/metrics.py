@@ -9,6 +9,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+# From a few seconds (REST, analysed) to an hour (a PACS down for a while).
+_TURNAROUND_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 _TIME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -49,6 +51,13 @@ class ServiceMetrics:
             ["route", "status"],
             registry=r,
         )
+        self.turnaround = Histogram(
+            "aidx_turnaround_seconds",
+            "Seconds from a report's input received to each stage (analysed, delivered_*)",
+            ["pipeline", "stage"],
+            buckets=_TURNAROUND_BUCKETS,
+            registry=r,
+        )
         self.model_ready = Gauge(
             "aidx_model_ready", "1 when a model is loaded and warmed", ["model"], registry=r
         )
@@ -59,6 +68,9 @@ class ServiceMetrics:
         self.queue_depth_gauge.labels(model).set(0)
         for histogram in (self.batch_size, self.queue_wait, self.compute):
             histogram.labels(model)
+
+    def observe_turnaround(self, pipeline: str, stage: str, seconds: float) -> None:
+        self.turnaround.labels(pipeline, stage).observe(max(0.0, seconds))
 
     # BatchObserver
     def queue_depth(self, model: str, depth: int) -> None:

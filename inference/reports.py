@@ -103,6 +103,37 @@ class Evidence(BaseModel):
     url: str
 
 
+class Delivery(BaseModel):
+    """One destination's write-back of a report: delivered once every object for it
+    is (the outbox knows when), with the seconds since the report was received."""
+
+    destination: str  # pacs | fhir | hl7
+    state: str  # pending | delivered | failed
+    delivered_at: datetime | None = None
+    seconds: float | None = None
+
+
+class Turnaround(BaseModel):
+    """When the report's input was received (first instance arrival for C-STORE,
+    request start for REST, message arrival for MLLP), analysed, and delivered."""
+
+    received_at: datetime
+    analysed_at: datetime
+    analysed_s: float
+    deliveries: list[Delivery] = Field(
+        default_factory=list, description="filled when the report is read"
+    )
+
+    @classmethod
+    def between(cls, received_s: float, analysed_s: float) -> Turnaround:
+        """From POSIX seconds (UTC)."""
+        return cls(
+            received_at=datetime.fromtimestamp(received_s, UTC),
+            analysed_at=datetime.fromtimestamp(analysed_s, UTC),
+            analysed_s=round(analysed_s - received_s, 3),
+        )
+
+
 class Report(BaseModel):
     id: str
     pipeline: str
@@ -117,6 +148,7 @@ class Report(BaseModel):
     disclaimer: str | None = None
     ood: OodVerdict | None = None  # the model's out-of-distribution gate, when it has one
     not_assessed: NotAssessed | None = None  # set when no finding could be assessed
+    turnaround: Turnaround | None = None
 
 
 def report_id(pipeline: str, source_uid: str, model: ModelRef) -> str:

@@ -48,9 +48,13 @@ class Services:
     labs: LabsService
     wsi_jobs: JobRunner
 
-    def puller(self, actor: Actor) -> DicomwebPuller:
-        """A DICOMweb puller whose reports are made (and audited) on `actor`'s behalf."""
-        intake = {"cxr": ActingAs(self.cxr, actor), "ct": ActingAs(self.ct, actor)}
+    def puller(self, actor: Actor, received_at: float | None = None) -> DicomwebPuller:
+        """A DICOMweb puller whose reports are made (and audited) on `actor`'s behalf;
+        `received_at`: when the pull was asked for (POSIX seconds)."""
+        intake = {
+            "cxr": ActingAs(self.cxr, actor, received_at),
+            "ct": ActingAs(self.ct, actor, received_at),
+        }
         return puller_from(self.settings.pacs, self.settings.dicom, intake)
 
 
@@ -62,16 +66,20 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
     db = create_store(settings.store_url)
     audit = AuditLog(settings.audit_log)
     cpu = CpuStage(settings.cpu.workers or os.cpu_count() or 1)
-    writeback = _writeback(settings, db, reports, audit, cpu)
+    writeback = _writeback(settings, db, reports, audit, cpu, metrics)
     metrics.registry.register(OutboxCollector(writeback.store.counts))
     # every CXR and CT report goes to the outbox before it is answered
     recorder = ReportRecorder[Report](reports, writeback if settings.writeback else None)
     cxr_pipeline = CxrPipeline(models, reports, cpu, settings.ood_policy)
-    cxr = AnalysisStep(cxr_pipeline, audit, recorder=recorder, audited=report_created)
-    ct = AnalysisStep(
-        CtPipeline(models, reports, cpu), audit, recorder=recorder, audited=report_created
+    observe = metrics.observe_turnaround
+    cxr = AnalysisStep(
+        cxr_pipeline, audit, recorder=recorder, audited=report_created, observe=observe
     )
-    labs = LabsService(models, db, audit, settings.labs)
+    ct = AnalysisStep(
+        CtPipeline(models, reports, cpu), audit, recorder=recorder, audited=report_created,
+        observe=observe,
+    )  # fmt: skip
+    labs = LabsService(models, db, audit, settings.labs, observe=observe)
     wsi = settings.wsi
     wsi_jobs = JobRunner(
         JobStore(db), models, reports, max_running=wsi.max_running_jobs, readers=wsi.readers,
@@ -89,7 +97,12 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
 
 
 def _writeback(
-    settings: Settings, db: Engine, reports: ReportStore, audit: AuditLog, cpu: CpuStage
+    settings: Settings,
+    db: Engine,
+    reports: ReportStore,
+    audit: AuditLog,
+    cpu: CpuStage,
+    metrics: ServiceMetrics,
 ) -> Writeback:
     """The outbox and its destinations, each integration from its own section."""
     destinations = destinations_from(
@@ -99,6 +112,7 @@ def _writeback(
     return Writeback(
         settings.outbox, destinations, db, reports,
         fhir=settings.fhir, emr=settings.emr, audit=audit, cpu=cpu,
+        observe=metrics.observe_turnaround,
     )  # fmt: skip
 
 

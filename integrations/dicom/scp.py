@@ -40,8 +40,9 @@ _UID = re.compile(r"^[0-9.]{1,64}$")
 CANNOT_UNDERSTAND = 0xC210
 OUT_OF_RESOURCES = 0xA700
 
-# (pipeline, an instance's bytes or a whole series' instances) -> report
-Analyze = Callable[[str, "bytes | list[bytes]"], Awaitable[Any]]
+# (pipeline, an instance's bytes or a whole series' instances, when the first of them
+# arrived in POSIX seconds) -> report
+Analyze = Callable[[str, "bytes | list[bytes]", float], Awaitable[Any]]
 
 
 class StoreScp:
@@ -167,8 +168,9 @@ class StoreScp:
         """Run one instance (or one whole series) through its pipeline; what the
         pipeline refuses is quarantined with the reason, the rest leaves incoming/. A
         failure of the service (busy, model down) is raised: the study is retried."""
+        received_s = await asyncio.to_thread(_first_arrival, paths)
         try:
-            await self.analyze(pipeline, data)
+            await self.analyze(pipeline, data, received_s)
         except AidxError as exc:
             if not exc.refuses_input:
                 raise
@@ -186,6 +188,11 @@ class StoreScp:
         log.info("dicom intake: quarantined %s (%s)", path.stem, reason)
 
 
+def _first_arrival(paths: list[Path]) -> float:
+    """When the first of `paths` arrived: each instance's file is written as it does."""
+    return min(path.stat().st_mtime for path in paths)
+
+
 def scp_from(dicom: DicomSettings, var_dir: Path, pipelines: dict[str, Any]) -> StoreScp | None:
     """The SCP the DICOM section asks for (None when its `scp_port` is unset), keeping
     studies under `var_dir`; `pipelines` maps a rule's pipeline name to an object with
@@ -199,8 +206,8 @@ def scp_from(dicom: DicomSettings, var_dir: Path, pipelines: dict[str, Any]) -> 
     if unknown:
         raise ValueError(f"routing rules name unknown pipelines: {sorted(unknown)}")
 
-    async def analyze(pipeline: str, data: bytes | list[bytes]) -> Any:
-        return await pipelines[pipeline].analyze(data)
+    async def analyze(pipeline: str, data: bytes | list[bytes], received_s: float) -> Any:
+        return await pipelines[pipeline].analyze(data, received_at=received_s)
 
     return StoreScp(var_dir, ae_title=dicom.ae_title, host=dicom.scp_host,
                     port=dicom.scp_port, stable_s=dicom.stable_s,

@@ -97,6 +97,22 @@ class Entry:
         }
 
 
+@dataclass
+class ReportProgress:
+    """One report's entries for one destination, counted by state."""
+
+    pending: int = 0
+    delivered: int = 0
+    failed: int = 0
+    last_delivered_at: float | None = None
+
+    @property
+    def state(self) -> State:
+        if self.failed:
+            return State.failed
+        return State.pending if self.pending or not self.delivered else State.delivered
+
+
 def _newest_first(
     query: Select[Any], state: State | None, destination: str | None, limit: int
 ) -> Select[Any]:
@@ -271,6 +287,24 @@ class OutboxStore:
                 if last is not None:
                     entry["last_error"], entry["last_error_at"] = last[0], last[1]
         return out
+
+    def report_progress(self, report_id: str) -> dict[str, ReportProgress]:
+        """Per destination, how far the objects of one report are (payloads unread)."""
+        query = (
+            select(
+                outbox.c.destination, outbox.c.state, func.count(), func.max(outbox.c.delivered_at)
+            )
+            .where(outbox.c.report_id == report_id)
+            .group_by(outbox.c.destination, outbox.c.state)
+        )
+        found: dict[str, ReportProgress] = {}
+        with self.engine.connect() as conn:
+            for destination, state, count, last in conn.execute(query):
+                progress = found.setdefault(destination, ReportProgress())
+                setattr(progress, state, count)
+                if state == State.delivered.value:
+                    progress.last_delivered_at = last
+        return found
 
     def retry(self, eid: str, *, now: float | None = None) -> Entry:
         """A dead (failed) entry back to pending, due now, with fresh attempts."""

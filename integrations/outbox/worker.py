@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +54,9 @@ class OutboxWorker:
         lease_s: float = _DEFAULTS.lease_s,
         batch: int = 16,
         audit: Any = None,
+        on_delivered: Callable[[Entry], None] | None = None,
     ) -> None:
+        """`on_delivered` is told of each delivered entry (in the worker's thread)."""
         self.store = store
         self.destinations = dict(destinations)
         self.backoff = backoff or Backoff()
@@ -62,6 +64,7 @@ class OutboxWorker:
         self.lease_s = lease_s
         self.batch = batch
         self.audit = audit  # an AuditLog: each delivery of patient data is recorded
+        self.on_delivered = on_delivered
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -146,3 +149,12 @@ class OutboxWorker:
                     resource=f"outbox/{entry.id}",
                     outcome=entry.destination,
                 )
+            self._tell_delivered(entry)
+
+    def _tell_delivered(self, entry: Entry) -> None:
+        if self.on_delivered is None:
+            return
+        try:
+            self.on_delivered(entry)
+        except Exception:  # an observer's failure never undoes a delivery
+            log.exception("outbox: the delivery observer failed")

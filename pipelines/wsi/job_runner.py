@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aidx.inference.errors import AidxError
-from aidx.inference.reports import ReportStore
+from aidx.inference.reports import ReportStore, Turnaround
 from aidx.inference.serving import ModelService
 from aidx.pipelines.wsi.analysis import AnalysisParams
 from aidx.pipelines.wsi.job_store import ACTIVE, INTERRUPTED, Job, JobState, JobStore
@@ -205,6 +205,7 @@ class JobRunner:
         slide = SlideInput(Path(job.slide_path), job.mpp, params, progress, links)
         done = await self.pipeline.analyze(slide)
         report, result = done.report, done.analysis
+        report.turnaround = Turnaround.between(job.created_at.timestamp(), time.time())
         await asyncio.to_thread(self.reports.save, report, done.files)
         await asyncio.to_thread(
             self.store.update,

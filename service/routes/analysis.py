@@ -3,6 +3,8 @@ the analysis step records in the audit trail."""
 
 from __future__ import annotations
 
+import time
+
 from aidx.adapters.analysis import Actor
 from aidx.inference.errors import BadRequest
 from aidx.service.auth import Principal
@@ -31,3 +33,9 @@ def request_timeout_s(deadline_ms: int | None) -> float | None:
 
 def actor(who: Principal) -> Actor:
     return Actor(who.name, who.role.value)
+
+
+async def received_at() -> float:
+    """A dependency: when the request arrived (POSIX seconds), taken before its body
+    is read (async: no worker-thread hop)."""
+    return time.time()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import zipfile
@@ -17,7 +18,12 @@ from aidx.pipelines.ct.pipeline import LABEL_MAP_FILE
 from aidx.pipelines.ct.report import CtReport
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
-from aidx.service.routes.analysis import actor, request_priority, request_timeout_s
+from aidx.service.routes.analysis import (
+    actor,
+    received_at,
+    request_priority,
+    request_timeout_s,
+)
 from aidx.service.routes.reports import readers
 from aidx.service.uploads import read_body, require_media_type
 
@@ -107,7 +113,7 @@ async def get_ct_report(
         report = CtReport.model_validate_json(path.read_bytes())
     if report.pipeline != "ct":
         raise NotFound(f"report {rid!r} is not a CT report", code="report_not_found")
-    return report
+    return await asyncio.to_thread(svc.writeback.turnaround.with_deliveries, report)
 
 
 @router.get("/ct/reports/{rid}/{name}")
@@ -126,6 +132,7 @@ async def get_ct_evidence(
 @router.post("/ct", response_model=CtReport)
 async def analyze_ct(
     request: Request,
+    received_s: float = Depends(received_at),
     who: Principal = Depends(require(Role.radiologist)),
     x_aidx_priority: str | None = Header(default=None),
     x_aidx_deadline_ms: int | None = Header(default=None),
@@ -134,4 +141,6 @@ async def analyze_ct(
     priority = request_priority(x_aidx_priority)
     timeout_s = request_timeout_s(x_aidx_deadline_ms)
     blobs = await series_blobs(request, svc.settings.ct)
-    return await svc.ct.run(blobs, actor(who), priority=priority, timeout_s=timeout_s)
+    return await svc.ct.run(
+        blobs, actor(who), priority=priority, timeout_s=timeout_s, received_at=received_s
+    )

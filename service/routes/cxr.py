@@ -8,7 +8,12 @@ from aidx.inference.reports import Report
 from aidx.inference.settings import Role
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
-from aidx.service.routes.analysis import actor, request_priority, request_timeout_s
+from aidx.service.routes.analysis import (
+    actor,
+    received_at,
+    request_priority,
+    request_timeout_s,
+)
 from aidx.service.uploads import read_body, require_media_type
 
 router = APIRouter(prefix="/v1")
@@ -17,6 +22,7 @@ router = APIRouter(prefix="/v1")
 @router.post("/cxr", response_model=Report)
 async def analyze_cxr(
     request: Request,
+    received_s: float = Depends(received_at),
     who: Principal = Depends(require(Role.radiologist)),
     x_aidx_priority: str | None = Header(default=None),
     x_aidx_deadline_ms: int | None = Header(default=None),
@@ -26,4 +32,6 @@ async def analyze_cxr(
     priority = request_priority(x_aidx_priority)
     timeout_s = request_timeout_s(x_aidx_deadline_ms)
     data = await read_body(request, svc.settings.max_upload_bytes)
-    return await svc.cxr.run(data, actor(who), priority=priority, timeout_s=timeout_s)
+    return await svc.cxr.run(
+        data, actor(who), priority=priority, timeout_s=timeout_s, received_at=received_s
+    )

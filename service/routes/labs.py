@@ -31,7 +31,12 @@ from aidx.pipelines.labs.store import Alert
 from aidx.pipelines.labs.types import ScreenRequest, ScreenResponse, SpecimenIn
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
-from aidx.service.routes.analysis import actor, request_priority, request_timeout_s
+from aidx.service.routes.analysis import (
+    actor,
+    received_at,
+    request_priority,
+    request_timeout_s,
+)
 from aidx.service.uploads import read_body, require_media_type
 
 router = APIRouter(prefix="/v1/labs")
@@ -77,6 +82,7 @@ def _parse(media_type: str, body: bytes) -> list[SpecimenIn]:
 @router.post("/screen", response_model=ScreenResponse)
 async def screen(
     request: Request,
+    received_s: float = Depends(received_at),
     who: Principal = Depends(require(Role.lab)),
     x_aidx_priority: str | None = Header(default=None),
     x_aidx_deadline_ms: int | None = Header(default=None),
@@ -89,7 +95,9 @@ async def screen(
     body = await read_body(request, svc.settings.max_upload_bytes)
     labs = _labs(svc)
     specimens = _parse(media_type, body)
-    outcomes = await labs.step.run(specimens, actor(who), priority=priority, timeout_s=timeout_s)
+    outcomes = await labs.step.run(
+        specimens, actor(who), priority=priority, timeout_s=timeout_s, received_at=received_s
+    )
     accept = request.headers.get("accept", "")
     if FHIR in accept:
         return Response(json.dumps(to_bundle(outcomes)), media_type=FHIR)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from fastapi import APIRouter, Depends
@@ -29,7 +30,7 @@ async def get_report(
 ) -> Report:
     with _access(svc, who, "report.read", rid):
         report: Report = svc.reports.load(rid)
-    return report
+    return await asyncio.to_thread(svc.writeback.turnaround.with_deliveries, report)
 
 
 @router.get("/{rid}/overlay.png")

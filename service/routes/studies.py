@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends
 from aidx.inference.settings import Role
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
-from aidx.service.routes.analysis import actor
+from aidx.service.routes.analysis import actor, received_at
 
 router = APIRouter(prefix="/v1/studies")
 
@@ -20,10 +20,11 @@ router = APIRouter(prefix="/v1/studies")
 @router.post("/{study_uid}/analyze")
 async def analyze_study(
     study_uid: str,
+    received_s: float = Depends(received_at),
     who: Principal = Depends(require(Role.radiologist, Role.engineer)),
     svc: Services = Depends(services),
 ) -> dict[str, Any]:
-    puller = svc.puller(actor(who))  # each report it makes is audited as `who`'s
+    puller = svc.puller(actor(who), received_s)  # each report it makes is audited as `who`'s
     with svc.audit.access(
         actor=who.name, role=who.role.value, action="study.analyze", resource=f"study/{study_uid}"
     ):

@@ -52,7 +52,7 @@ def test_damaged_files_are_quarantined_with_their_code_and_service_failures_retr
 ) -> None:
     refusal: list[AidxError] = [QueueFull("busy", retry_after_s=1)]
 
-    async def analyze(pipeline: str, data: bytes | list[bytes]) -> None:
+    async def analyze(pipeline: str, data: bytes | list[bytes], received_s: float) -> None:
         raise refusal[0]
 
     scp = StoreScp(tmp_path, ae_title="AIDX", port=0, stable_s=1.0,
@@ -71,6 +71,7 @@ def test_damaged_files_are_quarantined_with_their_code_and_service_failures_retr
         "1.2.3.1.reason.txt": "truncated_dicom",
         "1.2.3.2.reason.txt": "cxr: image_too_small",
     }
+
 
 def _bad_instance() -> Dataset:
     ds = Dataset()

@@ -49,6 +49,7 @@ outbox = Table(
     Column("delivered_at", Float),
     Index("ix_outbox_due", "state", "next_attempt_at"),
     Index("ix_outbox_destination", "destination", "state"),
+    Index("ix_outbox_report", "report_id"),  # a report's deliveries (its turnaround)
 )
 
 # pipelines/labs/store.py: one result per patient, analyte and specimen.
@@ -112,4 +113,25 @@ wsi_jobs = Table(
     Column("report_id", String(36), nullable=True),
     Column("owner", String(128), nullable=True),  # the replica running it (replica_id)
     Column("heartbeat_at", DateTime(timezone=True), nullable=True),
+)
+
+# inference/feedback.py: clinicians' answers on a report's findings, append-only; a
+# user's current answer on a finding (or region) is their latest row.
+report_feedback = Table(
+    "report_feedback",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("report_id", String(36), nullable=False),
+    Column("pipeline", String(16), nullable=False),
+    Column("model_name", String(128), nullable=True),  # agreement per model version
+    Column("model_version", Integer, nullable=True),
+    Column("finding", String(200), nullable=False),
+    Column("region", Integer, nullable=True),  # a region of the finding, or the whole
+    Column("actor", String(200), nullable=False),  # the API key's name
+    Column("role", String(32), nullable=False),
+    Column("verdict", String(16), nullable=False),
+    Column("reason", String(32), nullable=True),
+    Column("comment", Text, nullable=True),
+    Column("answered_at_s", Float, nullable=False),
+    Index("ix_report_feedback_report", "report_id", "seq"),
 )

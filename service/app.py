@@ -15,7 +15,19 @@ from aidx.inference.settings import Settings
 from aidx.inference.store import init_store
 from aidx.service.container import Services, build_services
 from aidx.service.handlers import install_error_handlers
-from aidx.service.routes import ct, cxr, health, labs, models, outbox, reports, studies, v2, wsi
+from aidx.service.routes import (
+    ct,
+    cxr,
+    feedback,
+    health,
+    labs,
+    models,
+    outbox,
+    reports,
+    studies,
+    v2,
+    wsi,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = (health.router, models.router, v2.router, cxr.router, reports.router, wsi.router)
     for router in (*routers, labs.router, outbox.router, ct.router, studies.router):
         app.include_router(router)
+    app.include_router(feedback.router)
     app.add_middleware(RequestCounter, metrics=services.metrics)
     return app
 

@@ -11,10 +11,12 @@ from fastapi import Request
 from sqlalchemy import Engine
 
 from aidx.adapters.analysis import ActingAs, Actor, AnalysisStep, ReportRecorder, report_created
+from aidx.adapters.feedback import Feedback
 from aidx.adapters.labs_service import LabsService
 from aidx.adapters.writeback import Writeback, destinations_from
 from aidx.inference.audit import AuditLog
 from aidx.inference.cpu_stage import CpuStage
+from aidx.inference.feedback import FeedbackStore
 from aidx.inference.metrics import OutboxCollector, ServiceMetrics
 from aidx.inference.reports import Report, ReportStore
 from aidx.inference.serving import ModelService
@@ -47,6 +49,7 @@ class Services:
     dicom_scp: StoreScp | None
     labs: LabsService
     wsi_jobs: JobRunner
+    feedback: Feedback  # clinicians' answers on findings
 
     def puller(self, actor: Actor, received_at: float | None = None) -> DicomwebPuller:
         """A DICOMweb puller whose reports are made (and audited) on `actor`'s behalf;
@@ -93,6 +96,7 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
         cxr=cxr, ct=ct, writeback=writeback,
         dicom_scp=scp_from(settings.dicom, settings.var_dir, intake),
         labs=labs, wsi_jobs=wsi_jobs,
+        feedback=Feedback(FeedbackStore(db), reports, labs.store),
     )  # fmt: skip
 
 

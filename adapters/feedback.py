@@ -1,0 +1,112 @@
+"""What a clinician can answer on: a report's findings (CXR, CT: by label; whole
+slides: also each region of a finding) or a lab alert (one finding, named by its
+rule), and which role owns it. The review workspace reads this shape."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydantic import BaseModel, Field
+
+from aidx.inference.errors import NotFound, Unprocessable
+from aidx.inference.feedback import Answer, AnswerIn, FeedbackStore, Subject
+from aidx.inference.reports import Report, ReportStore
+from aidx.inference.settings import Role
+from aidx.pipelines.labs.store import Alert, LabStore
+
+OWNERS = {"cxr": Role.radiologist, "ct": Role.radiologist, "wsi": Role.pathologist}
+LABS = "labs"
+
+
+class Answerable(BaseModel):
+    """A finding one can answer on, and how many regions it has (0: the whole only)."""
+
+    finding: str
+    regions: int = 0
+
+
+class FeedbackView(BaseModel):
+    report_id: str
+    pipeline: str
+    owner_role: Role = Field(description="the role whose members answer")
+    findings: list[Answerable]
+    current: list[Answer] = Field(description="each user's latest answer per finding")
+    history: list[Answer] = Field(description="every answer, oldest first")
+
+
+class FeedbackSaved(FeedbackView):
+    recorded: int = Field(description="answers recorded; 0 when all were already current")
+
+
+@dataclass(frozen=True)
+class Target:
+    subject: Subject
+    owner: Role
+    findings: Sequence[Answerable]
+
+    def check(self, answers: Sequence[AnswerIn]) -> None:
+        """422 for an answer on a finding (or region) the report does not have."""
+        known = {f.finding: f.regions for f in self.findings}
+        for answer in answers:
+            if answer.finding not in known:
+                raise Unprocessable(
+                    f"the report has no finding {answer.finding!r}",
+                    code="unknown_finding",
+                    findings=sorted(known),
+                )
+            if answer.region is not None and answer.region >= known[answer.finding]:
+                raise Unprocessable(
+                    f"finding {answer.finding!r} has no region {answer.region}",
+                    code="unknown_region",
+                    regions=known[answer.finding],
+                )
+
+
+def _report_target(report: Report) -> Target:
+    findings = [
+        Answerable(finding=f.concept.meaning, regions=len(f.regions)) for f in report.findings
+    ]
+    subject = Subject(report.id, report.pipeline, report.model.name, report.model.version)
+    return Target(subject, OWNERS.get(report.pipeline, Role.radiologist), findings)
+
+
+def _alert_target(alert: Alert) -> Target:
+    return Target(Subject(alert.id, LABS, None, None), Role.lab, [Answerable(finding=alert.rule)])
+
+
+class Feedback:
+    """Feedback on reports (from the report store) and lab alerts (the lab store)."""
+
+    def __init__(self, store: FeedbackStore, reports: ReportStore, alerts: LabStore) -> None:
+        self.store = store
+        self.reports = reports
+        self.alerts = alerts
+
+    def target(self, rid: str) -> Target:
+        try:
+            return _report_target(self.reports.load(rid))
+        except NotFound:
+            pass
+        try:
+            return _alert_target(self.alerts.alert(rid))
+        except NotFound:
+            raise NotFound(f"no report {rid!r}", code="report_not_found") from None
+
+    def view(self, target: Target) -> FeedbackView:
+        history = self.store.history(target.subject.report_id)
+        return FeedbackView(
+            report_id=target.subject.report_id,
+            pipeline=target.subject.pipeline,
+            owner_role=target.owner,
+            findings=list(target.findings),
+            current=[a for a in history if a.current],
+            history=history,
+        )
+
+    def record(
+        self, target: Target, actor: str, role: Role, answers: Sequence[AnswerIn]
+    ) -> FeedbackSaved:
+        target.check(answers)
+        recorded = self.store.record(target.subject, actor, role.value, answers)
+        return FeedbackSaved(**self.view(target).model_dump(), recorded=recorded)

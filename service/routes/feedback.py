@@ -1,0 +1,78 @@
+"""Clinicians' feedback on a report's findings (a lab alert's id works as a report's):
+
+POST /v1/reports/{id}/feedback   answers, by the role that owns the report kind
+GET  /v1/reports/{id}/feedback   the current answers and their history
+
+Both are accesses to patient data: audited with their outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from aidx.adapters.feedback import Feedback, FeedbackSaved, FeedbackView, Target
+from aidx.inference.errors import Forbidden
+from aidx.inference.feedback import FeedbackRequest
+from aidx.inference.settings import Role
+from aidx.service.auth import Principal, require
+from aidx.service.container import Services, services
+
+router = APIRouter(prefix="/v1/reports", tags=["feedback"])
+clinicians = require(Role.radiologist, Role.pathologist, Role.lab)
+_REFUSALS: dict[int | str, dict[str, Any]] = {
+    403: {"description": "`role_not_allowed`, or `role_not_owner`: another role owns the report"},
+    404: {"description": "`report_not_found`"},
+    422: {"description": "`unknown_finding`, `unknown_region` or `invalid_request`"},
+}
+
+
+def _owner_only(target: Target, who: Principal, *, admin_reads: bool) -> None:
+    if who.role is target.owner or (admin_reads and who.role is Role.admin):
+        return
+    raise Forbidden(
+        f"{target.subject.pipeline} reports are answered by the {target.owner.value} role",
+        code="role_not_owner",
+    )
+
+
+def _feedback(svc: Services) -> Feedback:
+    feedback: Feedback = svc.feedback
+    return feedback
+
+
+@router.post("/{rid}/feedback", response_model=FeedbackSaved, responses=_REFUSALS)
+async def post_feedback(
+    rid: str,
+    body: FeedbackRequest,
+    who: Principal = Depends(clinicians),
+    svc: Services = Depends(services),
+) -> FeedbackSaved:
+    """Answer on findings: a later answer on the same finding replaces the user's
+    current one (the earlier stays in the history); the same answer again records
+    nothing."""
+    feedback = _feedback(svc)
+    with svc.audit.access(
+        actor=who.name, role=who.role.value, action="report.feedback", resource=f"report/{rid}"
+    ):
+        target = await asyncio.to_thread(feedback.target, rid)
+        _owner_only(target, who, admin_reads=False)
+        return await asyncio.to_thread(feedback.record, target, who.name, who.role, body.answers)
+
+
+@router.get("/{rid}/feedback", response_model=FeedbackView, responses=_REFUSALS)
+async def get_feedback(
+    rid: str, who: Principal = Depends(clinicians), svc: Services = Depends(services)
+) -> FeedbackView:
+    feedback = _feedback(svc)
+    with svc.audit.access(
+        actor=who.name,
+        role=who.role.value,
+        action="report.feedback.read",
+        resource=f"report/{rid}",
+    ):
+        target = await asyncio.to_thread(feedback.target, rid)
+        _owner_only(target, who, admin_reads=True)
+        return await asyncio.to_thread(feedback.view, target)

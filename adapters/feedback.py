@@ -67,12 +67,15 @@ def _report_target(report: Report) -> Target:
     findings = [
         Answerable(finding=f.concept.meaning, regions=len(f.regions)) for f in report.findings
     ]
-    subject = Subject(report.id, report.pipeline, report.model.name, report.model.version)
+    present = {f.concept.meaning: f.present for f in report.findings}
+    model = report.model
+    subject = Subject(report.id, report.pipeline, model.name, model.version, present)
     return Target(subject, OWNERS.get(report.pipeline, Role.radiologist), findings)
 
 
 def _alert_target(alert: Alert) -> Target:
-    return Target(Subject(alert.id, LABS, None, None), Role.lab, [Answerable(finding=alert.rule)])
+    subject = Subject(alert.id, LABS, None, None, {alert.rule: True})  # an alert: present
+    return Target(subject, Role.lab, [Answerable(finding=alert.rule)])
 
 
 class Feedback:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -89,12 +89,14 @@ class Answer(BaseModel):
 
 @dataclass(frozen=True)
 class Subject:
-    """What is answered on: a report (or a lab alert) and the model that made it."""
+    """What is answered on: a report (or a lab alert), the model that made it, and
+    what it said of each finding (present, absent, or None: not assessed)."""
 
     report_id: str
     pipeline: str
     model_name: str | None
     model_version: int | None
+    present: Mapping[str, bool | None]
 
 
 def _answer(m: Any, current: bool) -> Answer:
@@ -170,6 +172,7 @@ def _row(subject: Subject, actor: str, role: str, a: AnswerIn, now: float) -> di
         "model_version": subject.model_version,
         "finding": a.finding,
         "region": a.region,
+        "model_present": subject.present.get(a.finding),
         "actor": actor,
         "role": role,
         "verdict": a.verdict.value,

@@ -127,6 +127,7 @@ report_feedback = Table(
     Column("model_version", Integer, nullable=True),
     Column("finding", String(200), nullable=False),
     Column("region", Integer, nullable=True),  # a region of the finding, or the whole
+    Column("model_present", Boolean, nullable=True),  # what the model said of the finding
     Column("actor", String(200), nullable=False),  # the API key's name
     Column("role", String(32), nullable=False),
     Column("verdict", String(16), nullable=False),

@@ -14,6 +14,7 @@ from aidx.adapters.analysis import ActingAs, Actor, AnalysisStep, ReportRecorder
 from aidx.adapters.feedback import Feedback
 from aidx.adapters.labs_service import LabsService
 from aidx.adapters.writeback import Writeback, destinations_from
+from aidx.inference.agreement import FeedbackCollector
 from aidx.inference.audit import AuditLog
 from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.feedback import FeedbackStore
@@ -71,6 +72,7 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
     cpu = CpuStage(settings.cpu.workers or os.cpu_count() or 1)
     writeback = _writeback(settings, db, reports, audit, cpu, metrics)
     metrics.registry.register(OutboxCollector(writeback.store.counts))
+    metrics.registry.register(FeedbackCollector(db))  # agreement, with its counts
     # every CXR and CT report goes to the outbox before it is answered
     recorder = ReportRecorder[Report](reports, writeback if settings.writeback else None)
     cxr_pipeline = CxrPipeline(models, reports, cpu, settings.ood_policy)

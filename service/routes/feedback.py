@@ -2,8 +2,9 @@
 
 POST /v1/reports/{id}/feedback   answers, by the role that owns the report kind
 GET  /v1/reports/{id}/feedback   the current answers and their history
+GET  /v1/feedback/agreement      agreement per model version and finding, with counts
 
-Both are accesses to patient data: audited with their outcome.
+The first two are accesses to patient data: audited with their outcome.
 """
 
 from __future__ import annotations
@@ -11,16 +12,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
 
 from aidx.adapters.feedback import Feedback, FeedbackSaved, FeedbackView, Target
+from aidx.inference.agreement import Agreement, agreement
 from aidx.inference.errors import Forbidden
 from aidx.inference.feedback import FeedbackRequest
 from aidx.inference.settings import Role
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
 
-router = APIRouter(prefix="/v1/reports", tags=["feedback"])
+router = APIRouter(tags=["feedback"])
 clinicians = require(Role.radiologist, Role.pathologist, Role.lab)
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     403: {"description": "`role_not_allowed`, or `role_not_owner`: another role owns the report"},
@@ -43,7 +46,7 @@ def _feedback(svc: Services) -> Feedback:
     return feedback
 
 
-@router.post("/{rid}/feedback", response_model=FeedbackSaved, responses=_REFUSALS)
+@router.post("/v1/reports/{rid}/feedback", response_model=FeedbackSaved, responses=_REFUSALS)
 async def post_feedback(
     rid: str,
     body: FeedbackRequest,
@@ -62,7 +65,7 @@ async def post_feedback(
         return await asyncio.to_thread(feedback.record, target, who.name, who.role, body.answers)
 
 
-@router.get("/{rid}/feedback", response_model=FeedbackView, responses=_REFUSALS)
+@router.get("/v1/reports/{rid}/feedback", response_model=FeedbackView, responses=_REFUSALS)
 async def get_feedback(
     rid: str, who: Principal = Depends(clinicians), svc: Services = Depends(services)
 ) -> FeedbackView:
@@ -76,3 +79,19 @@ async def get_feedback(
         target = await asyncio.to_thread(feedback.target, rid)
         _owner_only(target, who, admin_reads=True)
         return await asyncio.to_thread(feedback.view, target)
+
+
+class AgreementList(BaseModel):
+    groups: list[Agreement]
+
+
+@router.get("/v1/feedback/agreement", response_model=AgreementList)
+async def get_agreement(
+    pipeline: str | None = Query(default=None, max_length=16),
+    who: Principal = Depends(require(Role.engineer)),
+    svc: Services = Depends(services),
+) -> AgreementList:
+    """From each user's current answers: counts by verdict, the agreement rate and the
+    estimated PPV per pipeline, model version and finding, each rate with its n."""
+    groups = await asyncio.to_thread(agreement, svc.db, pipeline)
+    return AgreementList(groups=groups)

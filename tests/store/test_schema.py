@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-TABLES = {"outbox", "lab_history", "lab_alerts", "wsi_jobs"}
+TABLES = {"outbox", "lab_history", "lab_alerts", "wsi_jobs", "report_feedback"}
 
 _PROBE = textwrap.dedent(
     """

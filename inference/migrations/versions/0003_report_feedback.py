@@ -37,6 +37,7 @@ def _create_feedback() -> None:
         sa.Column("model_version", sa.Integer(), nullable=True),
         sa.Column("finding", sa.String(200), nullable=False),
         sa.Column("region", sa.Integer(), nullable=True),
+        sa.Column("model_present", sa.Boolean(), nullable=True),
         sa.Column("actor", sa.String(200), nullable=False),
         sa.Column("role", sa.String(32), nullable=False),
         sa.Column("verdict", sa.String(16), nullable=False),

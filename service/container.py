@@ -66,11 +66,10 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
     metrics.registry.register(OutboxCollector(writeback.store.counts))
     # every CXR and CT report goes to the outbox before it is answered
     recorder = ReportRecorder[Report](reports, writeback if settings.writeback else None)
-    cxr_pipeline = CxrPipeline(models, reports, cpu, settings.ood_policy)
+    cxr_pipeline = CxrPipeline(models, reports, cpu, settings.ood_policy, settings.image)
     cxr = AnalysisStep(cxr_pipeline, audit, recorder=recorder, audited=report_created)
-    ct = AnalysisStep(
-        CtPipeline(models, reports, cpu), audit, recorder=recorder, audited=report_created
-    )
+    ct_pipeline = CtPipeline(models, reports, cpu, settings.image)
+    ct = AnalysisStep(ct_pipeline, audit, recorder=recorder, audited=report_created)
     labs = LabsService(models, db, audit, settings.labs)
     wsi = settings.wsi
     wsi_jobs = JobRunner(

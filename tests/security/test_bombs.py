@@ -38,7 +38,10 @@ def refused_meanwhile(server: Server, send: Callable[[], httpx.Response]) -> tup
         while thread.is_alive() or not probes:
             probes.append(healthz_ms(client, server))
         thread.join()
-    return result["answer"], result["seconds"], rss["growth"], max(probes)
+    answer = result["answer"]
+    print(f"\n{answer.status_code} {answer.json().get('code')} in {result['seconds']:.3f} s, "
+          f"RSS +{rss['growth'] / MIB:.1f} MiB, /healthz max {max(probes):.0f} ms")  # fmt: skip
+    return answer, result["seconds"], rss["growth"], max(probes)
 
 
 def post_cxr(server: Server, data: bytes) -> httpx.Response:

@@ -11,15 +11,19 @@ whichever way it came in:
   undecodable_pixel_data  the pixels cannot be decoded (codec, transfer syntax)
   no_pixel_data           a well-formed object that holds no image (an SR, a KO...)
   unsupported_modality    an image of a modality the route is not for
+  too_many_pixels         more pixels or frames than the image limits (AIDX_IMAGE_*) allow
+  pixel_data_mismatch     the codestream declares another size than Rows x Columns
 
-The first four are damaged input (BadRequest); the last two well-formed input the route
-is not made for (Unprocessable). Inside a series upload, `instance` (the 1-based
+The first four are damaged input (BadRequest); too_many_pixels is a 413 (the limits are
+checked on the header, before anything is decoded); the others well-formed input the
+route is not made for (Unprocessable). Inside a series upload, `instance` (the 1-based
 position of the file in the upload) says which file it was.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from collections.abc import Collection
 from enum import StrEnum
@@ -29,10 +33,13 @@ import numpy as np
 import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from aidx.inference.errors import AidxError, BadRequest, Unprocessable
+from aidx.inference.codestream import codestream_size
+from aidx.inference.errors import AidxError, BadRequest, PayloadTooLarge, Unprocessable
+from aidx.inference.settings_sections import ImageLimits
 
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 
@@ -44,7 +51,11 @@ class DicomCode(StrEnum):
     undecodable_pixel_data = "undecodable_pixel_data"
     no_pixel_data = "no_pixel_data"
     unsupported_modality = "unsupported_modality"
+    too_many_pixels = "too_many_pixels"
+    pixel_data_mismatch = "pixel_data_mismatch"
 
+
+DEFAULT_IMAGE_LIMITS = ImageLimits()
 
 _ERROR_CLASS: dict[DicomCode, type[AidxError]] = {
     DicomCode.not_dicom: BadRequest,
@@ -53,6 +64,8 @@ _ERROR_CLASS: dict[DicomCode, type[AidxError]] = {
     DicomCode.undecodable_pixel_data: BadRequest,
     DicomCode.no_pixel_data: Unprocessable,
     DicomCode.unsupported_modality: Unprocessable,
+    DicomCode.too_many_pixels: PayloadTooLarge,
+    DicomCode.pixel_data_mismatch: Unprocessable,
 }
 
 
@@ -151,8 +164,72 @@ def require_modality(
     return modality
 
 
-def decode_pixels(ds: Dataset, *, instance: int | None = None) -> np.ndarray:
-    """All frames' stored values; a codec failure is the client's data, not a crash."""
+def _header_int(ds: Dataset, keyword: str, default: int) -> int:
+    value = ds.get(keyword, default)
+    try:
+        return int(value if value not in (None, "") else default)
+    except (TypeError, ValueError):
+        raise dicom_error(DicomCode.malformed, f"{keyword} is not a number") from None
+
+
+def check_pixel_budget(
+    ds: Dataset, limits: ImageLimits = DEFAULT_IMAGE_LIMITS, *, instance: int | None = None
+) -> None:
+    """Refuse, before decoding, an image whose header declares more pixels or frames
+    than `limits`, or whose compressed frames declare another size than the header."""
+    rows, columns = _header_int(ds, "Rows", 0), _header_int(ds, "Columns", 0)
+    frames = _header_int(ds, "NumberOfFrames", 1)
+    frame_pixels = rows * columns
+    if frame_pixels > limits.max_frame_pixels or frames > limits.max_frames:
+        raise dicom_error(
+            DicomCode.too_many_pixels,
+            f"the image declares {frames} frame(s) of {rows} x {columns} px; the limits are "
+            f"{limits.max_frame_pixels} px a frame and {limits.max_frames} frames",
+            instance=instance, rows=rows, columns=columns, frames=frames,
+        )  # fmt: skip
+    if frame_pixels * frames > limits.max_total_pixels:
+        raise dicom_error(
+            DicomCode.too_many_pixels,
+            f"the image declares {frame_pixels * frames} px in all; the limit is "
+            f"{limits.max_total_pixels}",
+            instance=instance,
+        )
+    _check_codestreams(ds, rows, columns, frames, instance)
+
+
+def _check_codestreams(
+    ds: Dataset, rows: int, columns: int, frames: int, instance: int | None
+) -> None:
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax is None or not UID(syntax).is_encapsulated or "PixelData" not in ds:
+        return
+    samples = _header_int(ds, "SamplesPerPixel", 1)
+    try:
+        for frame in generate_frames(ds.PixelData, number_of_frames=frames):
+            size = codestream_size(frame, syntax)
+            if size is None:
+                return  # a syntax without a size header (RLE): decoders allocate Rows x Columns
+            if (size.rows, size.columns) != (rows, columns) or size.components > max(samples, 1):
+                raise dicom_error(
+                    DicomCode.pixel_data_mismatch,
+                    f"a frame's codestream declares {size.rows} x {size.columns} px and "
+                    f"{size.components} component(s); the header says {rows} x {columns}",
+                    instance=instance,
+                )
+    except (ValueError, struct.error) as exc:
+        raise dicom_error(
+            DicomCode.undecodable_pixel_data, f"the pixel data cannot be read: {exc}",
+            instance=instance,
+        ) from None  # fmt: skip
+
+
+def decode_pixels(
+    ds: Dataset, limits: ImageLimits = DEFAULT_IMAGE_LIMITS, *, instance: int | None = None
+) -> np.ndarray:
+    """All frames' stored values, once the header and the codestreams are within
+    `limits`; a codec failure is the client's data, not a crash."""
+    check_pixel_budget(ds, limits, instance=instance)
     try:
         return np.asarray(ds.pixel_array)
     except Exception as exc:

@@ -27,6 +27,8 @@ from aidx.inference.settings_sections import (
     EmrSettings,
     FhirSettings,
     GpuSettings,
+    HttpSettings,
+    ImageLimits,
     LabsSettings,
     OutboxSettings,
     PacsSettings,
@@ -116,6 +118,8 @@ class Settings(BaseSettings):
     gpu: GpuSettings = Field(default_factory=GpuSettings)
     cpu: CpuSettings = Field(default_factory=CpuSettings)
     triton: TritonSettings = Field(default_factory=TritonSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    image: ImageLimits = Field(default_factory=ImageLimits)
     ct: CtSettings = Field(default_factory=CtSettings)
     wsi: WsiSettings = Field(default_factory=WsiSettings)
     labs: LabsSettings = Field(default_factory=LabsSettings)

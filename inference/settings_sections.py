@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from pathlib import Path
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class TritonProtocol(enum.StrEnum):
@@ -66,11 +66,45 @@ class TritonSettings(BaseModel):
 
 
 class CtSettings(BaseModel):
-    """POST /v1/ct: a series' limits."""
+    """POST /v1/ct: a series' limits. A zip's members are counted by the bytes actually
+    unpacked, never by the sizes its own directory declares."""
 
     # a 512 x 512 x 600 series is about 315 MB uncompressed
     max_upload_bytes: int = Field(default=1 << 30, gt=0)
     max_instances: int = Field(default=4096, ge=1)
+    # unpacked / packed bytes of a zip member: DICOM packs 2-10x, an air-filled slice
+    # rarely past 50x; deflate's own ceiling (about 1032x) is a bomb
+    max_compression_ratio: float = Field(default=200.0, ge=1.0)
+
+
+class HttpSettings(BaseModel):
+    """What one HTTP request may cost before any route sees it (service/limits.py,
+    service/http_protocol.py). The upload routes have their own body limits
+    (AIDX_MAX_UPLOAD_BYTES, AIDX_CT_MAX_UPLOAD_BYTES, AIDX_WSI_MAX_UPLOAD_BYTES)."""
+
+    max_body_bytes: int = Field(default=64 * 1024, gt=0)  # every other route's body (JSON)
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)  # request line and headers
+    max_headers: int = Field(default=100, ge=8)
+    header_timeout_s: float = Field(default=10.0, gt=0)  # a request's head, once connected
+    keep_alive_timeout_s: int = Field(default=5, ge=1)  # an idle connection between requests
+    # A body must keep coming: waits for it may total this, plus one second per
+    # `body_min_rate_bytes_s` bytes received (a slow-loris upload is cut off: 408).
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    body_min_rate_bytes_s: int = Field(default=64 * 1024, gt=0)
+
+
+class ImageLimits(BaseModel):
+    """Pixels a DICOM image may hold, read from its header (and its JPEG / JPEG 2000
+    codestream header) before anything is decoded: a few kilobytes of JPEG 2000 can
+    declare gigabytes of pixels. Frozen: pipelines share one instance."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # the largest chest detectors are about 4300 x 4300; 25 M is 5000 x 5000
+    max_frame_pixels: int = Field(default=25_000_000, gt=0)
+    max_frames: int = Field(default=4096, ge=1)  # frames of one instance
+    # all frames of an instance or a CT series: 512 x 512 x 2048 (2 GiB as float32)
+    max_total_pixels: int = Field(default=512 * 512 * 2048, gt=0)
 
 
 class WsiSettings(BaseModel):

@@ -15,6 +15,7 @@ from aidx.inference.settings import Settings
 from aidx.inference.store import init_store
 from aidx.service.container import Services, build_services
 from aidx.service.handlers import install_error_handlers
+from aidx.service.limits import RequestLimits
 from aidx.service.routes import (
     ct,
     cxr,
@@ -72,6 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (*routers, labs.router, outbox.router, ct.router, studies.router):
         app.include_router(router)
     app.include_router(feedback.router)
+    # auth before any body, body sizes and timeouts; inside the counter, which counts its refusals
+    app.add_middleware(RequestLimits, settings=services.settings, keyring=services.keyring)
     app.add_middleware(RequestCounter, metrics=services.metrics)
     return app
 

@@ -44,6 +44,7 @@ def serve(
     import uvicorn
 
     from aidx.service.app import create_app
+    from aidx.service.http_protocol import bounded_protocol
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -64,6 +65,9 @@ def serve(
         access_log=False,
         # a client that never finishes cannot hold a stop (AIDX_SHUTDOWN_TIMEOUT_S)
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        # request heads bounded in bytes and time, idle connections closed (AIDX_HTTP_*)
+        http=bounded_protocol(settings.http),
+        timeout_keep_alive=settings.http.keep_alive_timeout_s,
     )
     Server(config).run()
 

@@ -75,15 +75,15 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
     metrics.registry.register(FeedbackCollector(db))  # agreement, with its counts
     # every CXR and CT report goes to the outbox before it is answered
     recorder = ReportRecorder[Report](reports, writeback if settings.writeback else None)
-    cxr_pipeline = CxrPipeline(models, reports, cpu, settings.ood_policy)
+    cxr_pipeline = CxrPipeline(models, reports, cpu, settings.ood_policy, settings.image)
+    ct_pipeline = CtPipeline(models, reports, cpu, settings.image)
     observe = metrics.observe_turnaround
     cxr = AnalysisStep(
         cxr_pipeline, audit, recorder=recorder, audited=report_created, observe=observe
     )
     ct = AnalysisStep(
-        CtPipeline(models, reports, cpu), audit, recorder=recorder, audited=report_created,
-        observe=observe,
-    )  # fmt: skip
+        ct_pipeline, audit, recorder=recorder, audited=report_created, observe=observe
+    )
     labs = LabsService(models, db, audit, settings.labs, observe=observe)
     wsi = settings.wsi
     wsi_jobs = JobRunner(

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from aidx.inference.errors import AidxError, ErrorKind
 
@@ -66,6 +67,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http(request: Request, exc: HTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         return error_response(request, exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(ClientDisconnect)
+    async def on_disconnect(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # A client that gives up on its upload is no server error: one line, no traceback.
+        log.info("%s %s: the client left before its body was read", request.method,
+                 request.url.path)  # fmt: skip
+        return error_response(request, 400, "client_disconnected", "the client disconnected")
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

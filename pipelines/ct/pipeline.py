@@ -17,6 +17,7 @@ import numpy as np
 
 from aidx.inference.assessment import NotAssessed
 from aidx.inference.cpu_stage import CpuStage
+from aidx.inference.dicom_input import DEFAULT_IMAGE_LIMITS
 from aidx.inference.errors import DeadlineExceeded
 from aidx.inference.model_card import Label, Pipeline, missing_section
 from aidx.inference.reports import (
@@ -30,6 +31,7 @@ from aidx.inference.reports import (
     report_id,
 )
 from aidx.inference.serving import ModelService, ServedModel
+from aidx.inference.settings_sections import ImageLimits
 from aidx.pipelines.ct import content, evidence, postprocess
 from aidx.pipelines.ct.inference import WindowConfig, probability_map
 from aidx.pipelines.ct.preprocess import ModelGrid, to_model_grid
@@ -93,12 +95,14 @@ def min_lung_ml(served: ServedModel) -> float:
     return card.ct.min_lung_ml
 
 
-def decode(blobs: Sequence[bytes]) -> tuple[CtVolume, float, str]:
+def decode(
+    blobs: Sequence[bytes], limits: ImageLimits = DEFAULT_IMAGE_LIMITS
+) -> tuple[CtVolume, float, str]:
     t0 = time.perf_counter()
     digest = hashlib.sha256()
     for blob in blobs:
         digest.update(hashlib.sha256(blob).digest())
-    volume = assemble_bytes(blobs)
+    volume = assemble_bytes(blobs, limits=limits)
     return volume, (time.perf_counter() - t0) * 1e3, digest.hexdigest()
 
 
@@ -312,10 +316,17 @@ class CtPipeline:
 
     name = PIPELINE
 
-    def __init__(self, models: ModelService, store: ReportStore, cpu: CpuStage) -> None:
+    def __init__(
+        self,
+        models: ModelService,
+        store: ReportStore,
+        cpu: CpuStage,
+        image_limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
+    ) -> None:
         self.models = models
         self.store = store
         self.cpu = cpu
+        self.image_limits = image_limits  # checked on the headers, before decoding
 
     async def analyze(
         self,
@@ -327,7 +338,9 @@ class CtPipeline:
         started = time.perf_counter()
         served = self.models.for_pipeline(PIPELINE)
         window, min_lesion_ml = window_config(served)
-        volume, decode_ms, digest = await self.cpu.run(decode, blobs, priority=priority)
+        volume, decode_ms, digest = await self.cpu.run(
+            decode, blobs, self.image_limits, priority=priority
+        )
         grid, preprocess_ms = await self.cpu.run(
             preprocess, volume, window.spacing_mm, priority=priority
         )

@@ -16,9 +16,19 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
-from aidx.inference.dicom_input import decode_pixels, read_dicom, require_image, require_modality
+from aidx.inference.dicom_input import (
+    DEFAULT_IMAGE_LIMITS,
+    DicomCode,
+    check_pixel_budget,
+    decode_pixels,
+    dicom_error,
+    read_dicom,
+    require_image,
+    require_modality,
+)
 from aidx.inference.errors import BadRequest, Unprocessable
 from aidx.inference.reports import SourceRef
+from aidx.inference.settings_sections import ImageLimits
 from aidx.pipelines.ct.content import check_body_part
 
 MIN_SLICES = 8  # fewer cannot be a chest CT series
@@ -46,6 +56,7 @@ class Frame:
     intercept: float
     image_type: tuple[str, ...]
     instance: int | None = None  # the instance's 1-based position in the upload
+    limits: ImageLimits = DEFAULT_IMAGE_LIMITS  # checked before its pixels are decoded
 
     @property
     def sop_instance_uid(self) -> str:
@@ -56,7 +67,7 @@ class Frame:
         return str(self.dataset.get("SeriesInstanceUID", ""))
 
     def pixels(self) -> np.ndarray:
-        array = decode_pixels(self.dataset, instance=self.instance)
+        array = decode_pixels(self.dataset, self.limits, instance=self.instance)
         return array if self.frame_index is None else array[self.frame_index]
 
 
@@ -121,7 +132,11 @@ def _frame_geometry(groups: list[Dataset]) -> dict[str, Any]:
 
 
 def _make_frame(
-    ds: Dataset, index: int | None, attrs: dict[str, Any], instance: int | None
+    ds: Dataset,
+    index: int | None,
+    attrs: dict[str, Any],
+    instance: int | None,
+    limits: ImageLimits,
 ) -> Frame:
     iop = _floats(attrs.get("ImageOrientationPatient"), 6, "ImageOrientationPatient")
     ipp = _floats(attrs.get("ImagePositionPatient"), 3, "ImagePositionPatient")
@@ -143,16 +158,20 @@ def _make_frame(
         intercept=0.0 if intercept is None else float(intercept),
         image_type=tuple(str(t).strip().upper() for t in kinds),
         instance=instance,
+        limits=limits,
     )
 
 
-def frames_of(ds: Dataset, instance: int | None = None) -> list[Frame]:
+def frames_of(
+    ds: Dataset, instance: int | None = None, limits: ImageLimits = DEFAULT_IMAGE_LIMITS
+) -> list[Frame]:
     """The image planes of one instance (`instance`: its position in the upload),
-    checked to be CT with pixels."""
+    checked to be CT with pixels within `limits`."""
     require_image(ds, instance=instance)
     require_modality(ds, {"CT"}, "CT", instance=instance)
     if "Rows" not in ds or "Columns" not in ds:
         raise _refuse("no_pixel_data", "an instance has no pixel data")
+    check_pixel_budget(ds, limits, instance=instance)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     if "PerFrameFunctionalGroupsSequence" in ds:  # enhanced (multi-frame) CT
         shared = list(ds.get("SharedFunctionalGroupsSequence") or [])
@@ -163,7 +182,8 @@ def frames_of(ds: Dataset, instance: int | None = None) -> list[Frame]:
         for index, group in enumerate(per_frame):
             attrs = _frame_geometry([group, *shared])
             attrs.setdefault("ImageType", ds.get("ImageType"))
-            frames.append(_make_frame(ds, index if n_frames > 1 else None, attrs, instance))
+            frame_index = index if n_frames > 1 else None
+            frames.append(_make_frame(ds, frame_index, attrs, instance, limits))
         return frames
     if n_frames != 1:
         raise _refuse("missing_geometry", "a multi-frame instance without functional groups")
@@ -171,7 +191,7 @@ def frames_of(ds: Dataset, instance: int | None = None) -> list[Frame]:
         "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing",
         "RescaleSlope", "RescaleIntercept", "ImageType",
     )}  # fmt: skip
-    return [_make_frame(ds, None, attrs, instance)]
+    return [_make_frame(ds, None, attrs, instance, limits)]
 
 
 def _check_uniform(frames: list[Frame]) -> None:
@@ -236,8 +256,23 @@ def _source(ds: Dataset, frame: Frame) -> SourceRef:
     )
 
 
-def assemble(datasets: Iterable[Dataset], *, min_slices: int = MIN_SLICES) -> CtVolume:
-    frames = [frame for n, ds in enumerate(datasets, 1) for frame in frames_of(ds, n)]
+def _check_series_pixels(frames: list[Frame], limits: ImageLimits) -> None:
+    """The volume is allocated before any slice is decoded: bound it first."""
+    total = len(frames) * frames[0].rows * frames[0].columns
+    if total > limits.max_total_pixels:
+        raise dicom_error(
+            DicomCode.too_many_pixels,
+            f"the series declares {total} voxels; the limit is {limits.max_total_pixels}",
+        )
+
+
+def assemble(
+    datasets: Iterable[Dataset],
+    *,
+    min_slices: int = MIN_SLICES,
+    limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
+) -> CtVolume:
+    frames = [frame for n, ds in enumerate(datasets, 1) for frame in frames_of(ds, n, limits)]
     if not frames:
         raise BadRequest("the upload holds no DICOM instances", code="empty_series")
     series = {f.series_uid for f in frames}
@@ -253,6 +288,7 @@ def assemble(datasets: Iterable[Dataset], *, min_slices: int = MIN_SLICES) -> Ct
             slices=len(frames),
         )
     _check_uniform(frames)
+    _check_series_pixels(frames, limits)
     normal = slice_normal(frames[0].orientation)
     if abs(normal[2]) < AXIAL_MIN_COS:
         raise _refuse("not_axial", "the series is not axial (slice normal far from head-foot)")
@@ -282,8 +318,13 @@ def assemble(datasets: Iterable[Dataset], *, min_slices: int = MIN_SLICES) -> Ct
     )
 
 
-def assemble_bytes(blobs: Iterable[bytes], *, min_slices: int = MIN_SLICES) -> CtVolume:
+def assemble_bytes(
+    blobs: Iterable[bytes],
+    *,
+    min_slices: int = MIN_SLICES,
+    limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
+) -> CtVolume:
     """Assemble uploaded files; a damaged one is refused with the shared DICOM code
     (aidx.inference.dicom_input) and its position in the upload."""
     datasets = (read_dicom(blob, instance=n) for n, blob in enumerate(blobs, 1))
-    return assemble(datasets, min_slices=min_slices)
+    return assemble(datasets, min_slices=min_slices, limits=limits)

@@ -16,6 +16,7 @@ import pydicom
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 from aidx.inference.dicom_input import (
+    DEFAULT_IMAGE_LIMITS,
     DicomCode,
     decode_pixels,
     dicom_error,
@@ -24,6 +25,7 @@ from aidx.inference.dicom_input import (
 )
 from aidx.inference.errors import Unprocessable
 from aidx.inference.reports import SourceRef
+from aidx.inference.settings_sections import ImageLimits
 from aidx.pipelines.cxr.content import Projection, projection_from_header, stored_spread
 
 RADIOGRAPH_MODALITIES = {"CR", "DX"}
@@ -110,10 +112,10 @@ def source_of(ds: pydicom.Dataset) -> SourceRef:
     )
 
 
-def decode_radiograph(data: bytes) -> Radiograph:
+def decode_radiograph(data: bytes, limits: ImageLimits = DEFAULT_IMAGE_LIMITS) -> Radiograph:
     ds = read_image(data)
     check_radiograph(ds)
-    stored = decode_pixels(ds)
+    stored = decode_pixels(ds, limits)
     if stored.shape != (int(ds.Rows), int(ds.Columns)):
         raise dicom_error(DicomCode.malformed, "decoded pixels do not match Rows x Columns")
     return Radiograph(

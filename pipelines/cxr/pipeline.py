@@ -17,6 +17,7 @@ import numpy as np
 from aidx.inference.assessment import OodPolicy
 from aidx.inference.batcher import BatchResult
 from aidx.inference.cpu_stage import CpuStage
+from aidx.inference.dicom_input import DEFAULT_IMAGE_LIMITS
 from aidx.inference.errors import DeadlineExceeded
 from aidx.inference.model_card import CxrSection, Pipeline, missing_section
 from aidx.inference.ood import gate_for
@@ -31,6 +32,7 @@ from aidx.inference.reports import (
     report_id,
 )
 from aidx.inference.serving import ModelService, ServedModel
+from aidx.inference.settings_sections import ImageLimits
 from aidx.pipelines.cxr.decode import Radiograph, decode_radiograph
 from aidx.pipelines.cxr.evidence import (
     OVERLAY_FILE,
@@ -61,9 +63,9 @@ class Prepared:
         return (self.decode_ms + self.preprocess_ms) / 1e3
 
 
-def prepare(data: bytes, model: Screen) -> Prepared:
+def prepare(data: bytes, model: Screen, limits: ImageLimits = DEFAULT_IMAGE_LIMITS) -> Prepared:
     t0 = time.perf_counter()
-    radiograph = decode_radiograph(data)
+    radiograph = decode_radiograph(data, limits)
     t1 = time.perf_counter()
     tensor, geometry = to_model_input(radiograph.image01)
     assessment = screen(radiograph, tensor, model)
@@ -162,11 +164,13 @@ class CxrPipeline:
         store: ReportStore,
         cpu: CpuStage,
         ood_policy: OodPolicy = OodPolicy.not_assessed,
+        image_limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
     ) -> None:
         self.models = models
         self.store = store
         self.cpu = cpu
         self.ood_policy = ood_policy  # the site's: out of distribution -> not assessed or warn
+        self.image_limits = image_limits  # checked on the header, before decoding
         self._rendering: dict[str, asyncio.Future[Path]] = {}  # report id -> render in flight
 
     def _screen(self, served: ServedModel) -> Screen:
@@ -179,7 +183,9 @@ class CxrPipeline:
     ) -> Report:
         started = time.perf_counter()
         served = self.models.for_pipeline(PIPELINE)
-        prepared = await self.cpu.run(prepare, data, self._screen(served), priority=priority)
+        prepared = await self.cpu.run(
+            prepare, data, self._screen(served), self.image_limits, priority=priority
+        )
         waited_s = time.perf_counter() - started - prepared.work_s
         result = None
         if prepared.assessment.not_assessed is None:  # else the model has nothing to judge

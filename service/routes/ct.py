@@ -6,6 +6,7 @@ import asyncio
 import io
 import re
 import zipfile
+import zlib
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import FileResponse
@@ -43,9 +44,43 @@ def _skipped(name: str) -> bool:
     return name.endswith("/") or base.startswith(".") or "__MACOSX" in name or base == "DICOMDIR"
 
 
+_CHUNK_BYTES = 1 << 20
+_RATIO_SLACK_BYTES = 1 << 20  # a tiny member may pack far better than the ratio
+
+
+def _too_packed(ratio: float) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"a zip member unpacks to more than {ratio:g} times its packed size",
+        code="zip_ratio_exceeded", max_compression_ratio=ratio,
+    )  # fmt: skip
+
+
+def _inflate(
+    archive: zipfile.ZipFile, member: zipfile.ZipInfo, budget: int, limits: CtSettings
+) -> bytes:
+    """One member, counted by the bytes actually unpacked while they are unpacked
+    (`budget`: what the series may still take): the zip's own directory may lie."""
+    ratio = limits.max_compression_ratio
+    ceiling = ratio * member.compress_size + _RATIO_SLACK_BYTES
+    if member.file_size > ceiling:
+        raise _too_packed(ratio)
+    chunks, total = [], 0
+    with archive.open(member) as stream:
+        while chunk := stream.read(_CHUNK_BYTES):
+            total += len(chunk)
+            if total > budget:
+                raise _too_large(limits.max_upload_bytes)
+            if total > ceiling:
+                raise _too_packed(ratio)
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def unzip_instances(data: bytes, limits: CtSettings) -> list[bytes]:
-    """The members of a zip (folders, dot files and DICOMDIR skipped), with a limit
-    on the unpacked size so a zip bomb is refused before it is inflated."""
+    """The members of a zip (folders, dot files and DICOMDIR skipped). Their number,
+    unpacked size and compression ratio are limited on what the directory declares
+    before anything is inflated, and again on the bytes actually inflated. Blocking:
+    run it off the event loop."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
@@ -55,10 +90,16 @@ def unzip_instances(data: bytes, limits: CtSettings) -> list[bytes]:
         raise BadRequest(f"more than {limits.max_instances} instances", code="too_many_instances")
     if sum(m.file_size for m in members) > limits.max_upload_bytes:
         raise _too_large(limits.max_upload_bytes)
+    blobs: list[bytes] = []
+    budget = limits.max_upload_bytes
     try:
-        return [archive.read(m) for m in members]
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
+        for member in members:
+            blobs.append(_inflate(archive, member, budget, limits))
+            budget -= len(blobs[-1])
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error,
+            NotImplementedError, RuntimeError) as exc:  # fmt: skip
         raise BadRequest(f"a zip member cannot be read: {exc}", code="invalid_zip") from None
+    return blobs
 
 
 async def multipart_instances(request: Request, limits: CtSettings) -> list[bytes]:
@@ -88,7 +129,8 @@ async def series_blobs(request: Request, limits: CtSettings) -> list[bytes]:
         raise _too_large(limits.max_upload_bytes)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type in ZIP_MEDIA_TYPES:
-        return unzip_instances(await read_body(request, limits.max_upload_bytes), limits)
+        body = await read_body(request, limits.max_upload_bytes)
+        return await asyncio.to_thread(unzip_instances, body, limits)
     return await multipart_instances(request, limits)
 
 

@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from aidx.gpu.providers import GpuOptions
+from aidx.inference.assessment import OodPolicy
 from aidx.inference.runtime_triton import TritonOptions
 from aidx.inference.settings import ApiKey, Backend, Device, Mode, Role, Settings
 from aidx.inference.settings_sections import (
@@ -36,6 +37,7 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
     ("AIDX_MODEL_REPOSITORY", "model_repository", "/srv/models", Path("/srv/models")),
     ("AIDX_ENABLED_MODELS", "enabled_models", '["cxr_pneumonia"]', ["cxr_pneumonia"]),
     ("AIDX_PIPELINE_MODELS", "pipeline_models", '{"cxr": "xrv"}', {"cxr": "xrv"}),
+    ("AIDX_OOD_POLICY", "ood_policy", "warn", OodPolicy.warn),
     ("AIDX_DEVICE", "device", "cpu", Device.cpu),
     ("AIDX_BACKEND", "backend", "triton", Backend.triton),
     ("AIDX_VAR_DIR", "var_dir", "/srv/var", Path("/srv/var")),
@@ -70,6 +72,17 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
     ("AIDX_TRITON_SHARED_MEMORY", "triton.shared_memory", "true", True),
     ("AIDX_CT_MAX_UPLOAD_BYTES", "ct.max_upload_bytes", "2048", 2048),
     ("AIDX_CT_MAX_INSTANCES", "ct.max_instances", "100", 100),
+    ("AIDX_CT_MAX_COMPRESSION_RATIO", "ct.max_compression_ratio", "50", 50.0),
+    ("AIDX_HTTP_MAX_BODY_BYTES", "http.max_body_bytes", "4096", 4096),
+    ("AIDX_HTTP_MAX_HEADER_BYTES", "http.max_header_bytes", "8192", 8192),
+    ("AIDX_HTTP_MAX_HEADERS", "http.max_headers", "50", 50),
+    ("AIDX_HTTP_HEADER_TIMEOUT_S", "http.header_timeout_s", "3", 3.0),
+    ("AIDX_HTTP_KEEP_ALIVE_TIMEOUT_S", "http.keep_alive_timeout_s", "2", 2),
+    ("AIDX_HTTP_BODY_TIMEOUT_S", "http.body_timeout_s", "7", 7.0),
+    ("AIDX_HTTP_BODY_MIN_RATE_BYTES_S", "http.body_min_rate_bytes_s", "1000", 1000),
+    ("AIDX_IMAGE_MAX_FRAME_PIXELS", "image.max_frame_pixels", "1000000", 1_000_000),
+    ("AIDX_IMAGE_MAX_FRAMES", "image.max_frames", "10", 10),
+    ("AIDX_IMAGE_MAX_TOTAL_PIXELS", "image.max_total_pixels", "5000000", 5_000_000),
     ("AIDX_WSI_SLIDE_ROOTS", "wsi.slide_roots", '["/data/slides"]', [Path("/data/slides")]),
     ("AIDX_WSI_MAX_UPLOAD_BYTES", "wsi.max_upload_bytes", "1024", 1024),
     ("AIDX_WSI_MAX_REGIONS", "wsi.max_regions", "20", 20),

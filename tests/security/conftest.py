@@ -1,0 +1,81 @@
+"""One real `aidx serve` process for the hostile-input tests: the bounds on heads,
+bodies and connections live in uvicorn's protocol and the ASGI stack, so they are
+tried over a socket. Short timeouts keep the slow-client tests fast."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ..conftest import aidx_env, free_port
+from ..waiting import wait_serving
+
+TIMEOUT_S = 1  # AIDX_HTTP_BODY_TIMEOUT_S, _HEADER_TIMEOUT_S, _KEEP_ALIVE_TIMEOUT_S here
+WSI_LIMIT_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Server:
+    host: str
+    port: int
+    pid: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    var_dir = tmp_path_factory.mktemp("hostile")
+    port = free_port()
+    env = aidx_env(
+        var_dir, port,
+        http_body_timeout_s=str(TIMEOUT_S), http_header_timeout_s=str(TIMEOUT_S),
+        http_keep_alive_timeout_s=str(TIMEOUT_S), wsi_max_upload_bytes=str(WSI_LIMIT_BYTES),
+        ct_max_compression_ratio="100",
+    )  # fmt: skip
+    log = var_dir / "server.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "aidx.service", "serve", "--log-level", "info"],
+            env=env, stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    found = Server("127.0.0.1", port, process.pid, log)
+    try:
+        wait_serving(f"{found.url}/readyz", process, what="aidx serve", timeout_s=300)
+        yield found
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def timed(call):  # type: ignore[no-untyped-def]
+    """(the call's result, its seconds)."""
+    started = time.perf_counter()
+    result = call()
+    return result, time.perf_counter() - started
+
+
+def healthz_ms(client: httpx.Client, server: Server) -> float:
+    """One /healthz on an open connection (a new client's set-up is not the server's time)."""
+    started = time.perf_counter()
+    assert client.get(f"{server.url}/healthz", timeout=5).status_code == 200
+    return (time.perf_counter() - started) * 1e3

@@ -227,9 +227,7 @@ class Catalogue(_Strict):
                 raise ValueError(f"{a.key}: unknown source(s) {missing}")
             if a.plausible[0] >= a.plausible[1]:
                 raise ValueError(f"{a.key}: plausible range is empty")
-            for n, first in enumerate(a.reference):
-                if any(first.overlaps(second) for second in a.reference[n + 1 :]):
-                    raise ValueError(f"{a.key}: two {first.sex} intervals overlap in age")
+            _check_age_bands(a)
         return self
 
     @cached_property
@@ -250,6 +248,38 @@ class Catalogue(_Strict):
     @cached_property
     def tables(self) -> Tables:
         return _build_tables(self.analytes)
+
+
+_AGE_TOLERANCE_Y = 1e-9
+
+
+def age_gaps(intervals: list[Interval], sex: str) -> list[tuple[float, float]]:
+    """Ages [from, to) left without an interval for one sex between its first and last
+    band: a band that starts later than its predecessor ends (a typo in the file, as a
+    child's result there would silently get no interval)."""
+    spans = sorted(i.age_y for i in intervals if i.sex in ("any", sex))
+    gaps: list[tuple[float, float]] = []
+    reach = spans[0][1] if spans else 0.0
+    for start, end in spans[1:]:
+        if start > reach + _AGE_TOLERANCE_Y:
+            gaps.append((reach, start))
+        reach = max(reach, end)
+    return gaps
+
+
+def _check_age_bands(analyte: Analyte) -> None:
+    """Intervals of one sex never overlap in age and leave no gap between bands."""
+    for n, first in enumerate(analyte.reference):
+        if any(first.overlaps(second) for second in analyte.reference[n + 1 :]):
+            raise ValueError(f"{analyte.key}: two {first.sex} intervals overlap in age")
+    for sex in ("female", "male"):
+        gaps = age_gaps(analyte.reference, sex)
+        if gaps:
+            start, end = gaps[0]
+            raise ValueError(
+                f"{analyte.key}: no {sex} interval from {start:.4g} to {end:.4g} y,"
+                " between two age bands"
+            )
 
 
 def _chosen(analyte: Analyte, sex: Sex, age_y: float) -> Interval | None:

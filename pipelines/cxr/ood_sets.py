@@ -96,13 +96,16 @@ def folder_in_distribution(folder: Path, seed: int = 0) -> InDistribution:
 
 
 def _phantom_embedding(job: tuple[int, int, str]) -> np.ndarray:
-    from aidx.pipelines.cxr import synthetic, train
+    from aidx.pipelines.cxr import synthetic_dicom, train_data
 
     split_seed, index, folder = job
     path = Path(folder) / f"{split_seed}-{index}.dcm"
     photometric = "MONOCHROME1" if index % 2 else "MONOCHROME2"
-    synthetic.write_dicom(
-        train.draw_sample(split_seed, index), path, photometric=photometric, window=index % 3 != 2
+    synthetic_dicom.write_dicom(
+        train_data.draw_sample(split_seed, index),
+        path,
+        photometric=photometric,
+        window=index % 3 != 2,
     )
     try:
         return embedding(served_image(path.read_bytes()))
@@ -118,16 +121,16 @@ def phantom_embeddings(split_seed: int, n: int, workers: int = 1) -> np.ndarray:
             return np.stack([_phantom_embedding(job) for job in jobs])
         import multiprocessing
 
-        from aidx.pipelines.cxr.train import _worker_init  # one torch thread per worker
+        from aidx.pipelines.cxr.train_data import worker_init  # one torch thread per worker
 
-        with multiprocessing.get_context("spawn").Pool(workers, _worker_init) as pool:
+        with multiprocessing.get_context("spawn").Pool(workers, worker_init) as pool:
             return np.stack(pool.map(_phantom_embedding, jobs, chunksize=8))
 
 
 def synthetic_in_distribution(recipe_seed: int, n: int, workers: int = 1) -> InDistribution:
     """The recipe's phantoms: n from the train split (fit), 0.6 n from the validation
     split (threshold), n from the held-out split (false-rejection rate)."""
-    from aidx.pipelines.cxr.train import split_seed
+    from aidx.pipelines.cxr.train_recipe import split_seed
 
     seeds = {split: split_seed(recipe_seed, split) for split in ("train", "val", "heldout")}
     return InDistribution(

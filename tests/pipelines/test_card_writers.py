@@ -36,7 +36,8 @@ def test_the_ct_recipe_writes_a_valid_card(tmp_path: Path) -> None:
 
 
 def test_the_cxr_recipe_writes_a_valid_card(tmp_path: Path) -> None:
-    from aidx.pipelines.cxr.train import CONFIG_PBTXT, Recipe, render_card
+    from aidx.pipelines.cxr.train_card import CONFIG_PBTXT, render_card
+    from aidx.pipelines.cxr.train_recipe import Recipe
 
     per_label = {"Pneumonia": 0.9, "Cardiomegaly": 0.95}
     metrics = {"n": 100, "n_positive": {"Pneumonia": 50, "Cardiomegaly": 40},

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from aidx.pipelines.cxr import synthetic
+from aidx.pipelines.cxr import synthetic, synthetic_dicom
 from tests.conftest import dicom_bytes
 
 
@@ -39,7 +39,7 @@ def drawn_cr(image01: np.ndarray, folder: Path, name: str, **changes: object) ->
         pixel_spacing_mm=(0.3, 0.3),
     )
     path = folder / f"{name}.dcm"
-    ds = synthetic.write_dicom(sample, path)
+    ds = synthetic_dicom.write_dicom(sample, path)
     for keyword, value in changes.items():
         if value is None:
             delattr(ds, keyword)
@@ -59,5 +59,5 @@ def phantom_cr(seed: int, folder: Path, **write: object) -> bytes:
         cardiomegaly=bool(rng.random() < 0.4),
     )
     path = folder / f"phantom-{seed}.dcm"
-    synthetic.write_dicom(sample, path, **write)  # type: ignore[arg-type]
+    synthetic_dicom.write_dicom(sample, path, **write)  # type: ignore[arg-type]
     return path.read_bytes()

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from aidx.inference.model_card import load_card, parse_card_text, render_card
 from aidx.inference.ood import gate_for
 from aidx.inference.repository import load_entry, parse_config
-from aidx.pipelines.cxr import synthetic
+from aidx.pipelines.cxr import synthetic, synthetic_dicom
 from aidx.service.cli import app
 from tests.conftest import MODELS
 from tests.pipelines.cxr.dicom_copies import edited
@@ -45,7 +45,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
             base.image01 * rng.uniform(0.9, 1.1) + rng.normal(0, 0.01, (256, 256)), 0, 1
         )
         sample = synthetic.SyntheticCxr(**{**base.__dict__, "image01": image.astype(np.float32)})
-        synthetic.write_dicom(sample, folder / f"{i:02d}.dcm")
+        synthetic_dicom.write_dicom(sample, folder / f"{i:02d}.dcm")
     return folder
 
 

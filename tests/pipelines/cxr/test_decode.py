@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from aidx.inference.errors import BadRequest, Unprocessable
-from aidx.pipelines.cxr import synthetic
+from aidx.pipelines.cxr import synthetic, synthetic_dicom
 from aidx.pipelines.cxr.decode import decode_radiograph
 from aidx.pipelines.cxr.preprocess import MODEL_SIZE_PX, to_model_input
 from tests.conftest import dicom_bytes
@@ -27,7 +27,7 @@ def test_monochrome1_and_monochrome2_decode_to_the_same_display_image(
     images = []
     for photometric in ("MONOCHROME1", "MONOCHROME2"):
         path = tmp_path / f"{photometric}.dcm"
-        synthetic.write_dicom(sample, path, photometric=photometric, window=window)  # type: ignore[arg-type]
+        synthetic_dicom.write_dicom(sample, path, photometric=photometric, window=window)  # type: ignore[arg-type]
         images.append(decode_radiograph(path.read_bytes()).image01)
     np.testing.assert_allclose(images[0], images[1], atol=1e-3)
     # and it is the phantom itself, up to the 12-bit quantisation and window

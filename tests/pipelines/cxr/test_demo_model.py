@@ -17,7 +17,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from aidx.pipelines.cxr import model as cxr_model
-from aidx.pipelines.cxr import train
+from aidx.pipelines.cxr import train_data, train_eval
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL_DIR = ROOT / "models" / "cxr_pneumonia"
@@ -45,7 +45,7 @@ def session(path: Path, providers: list[str] | None = None) -> ort.InferenceSess
 
 
 def phantom_batch(n: int, seed: int) -> np.ndarray:
-    cases = [train.make_case(train.draw_sample(seed, i)) for i in range(n)]
+    cases = [train_data.make_case(train_data.draw_sample(seed, i)) for i in range(n)]
     return np.stack([c.image for c in cases])
 
 
@@ -175,9 +175,12 @@ def test_committed_model_is_batch_invariant() -> None:
 
 def test_metrics_hold_on_fresh_phantoms(card: dict) -> None:
     """Re-measure the card's claims on phantoms from a split seed training never used."""
-    cases = [train.make_case(train.draw_sample(FRESH_SPLIT_SEED, i)) for i in range(FRESH_IMAGES)]
+    cases = [
+        train_data.make_case(train_data.draw_sample(FRESH_SPLIT_SEED, i))
+        for i in range(FRESH_IMAGES)
+    ]
     thresholds = {lab["name"]: lab["threshold"] for lab in card["labels"]}
-    measured = train.evaluate(train.onnx_runner(ONNX_PATH), cases, thresholds)
+    measured = train_eval.evaluate(train_eval.onnx_runner(ONNX_PATH), cases, thresholds)
     claimed = card["metrics"]
     for name in cxr_model.LABELS:
         assert measured["auroc"][name] >= claimed["auroc"][name] - AUROC_MARGIN, (name, measured)
@@ -196,18 +199,18 @@ def test_auroc_matches_pairwise_definition() -> None:
     scores = np.round(rng.normal(labels * 0.8, 1.0), 1)  # rounded: plenty of ties
     pos, neg = scores[labels], scores[~labels]
     pairwise = ((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean()
-    assert train.auroc(scores, labels) == pytest.approx(pairwise, abs=1e-12)
-    assert train.auroc(np.array([0.1, 0.9]), np.array([0, 1])) == 1.0
+    assert train_eval.auroc(scores, labels) == pytest.approx(pairwise, abs=1e-12)
+    assert train_eval.auroc(np.array([0.1, 0.9]), np.array([0, 1])) == 1.0
     with pytest.raises(ValueError):
-        train.auroc(np.array([0.1, 0.2]), np.array([1, 1]))
+        train_eval.auroc(np.array([0.1, 0.2]), np.array([1, 1]))
 
 
 def test_youden_threshold_separates_separable_scores() -> None:
     probabilities = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.9])
     labels = np.array([0, 0, 0, 1, 1, 1])
-    cut = train.youden_threshold(probabilities, labels)
+    cut = train_eval.youden_threshold(probabilities, labels)
     assert 0.3 < cut <= 0.6
-    assert train.sensitivity_specificity(probabilities, labels, cut) == (1.0, 1.0)
+    assert train_eval.sensitivity_specificity(probabilities, labels, cut) == (1.0, 1.0)
 
 
 def test_peak_in_mask_uses_original_pixels() -> None:
@@ -218,11 +221,11 @@ def test_peak_in_mask_uses_original_pixels() -> None:
     cam = np.zeros((28, 28), dtype=np.float32)
     cam[3, 5] = 1.0  # centre at model (28, 44) -> original (156, 88)
     mask[150:160, 85:90] = True
-    assert train.peak_in_mask(cam, geometry, mask, radius_px=0.0)
+    assert train_eval.peak_in_mask(cam, geometry, mask, radius_px=0.0)
     mask[:] = False
     mask[156, 96] = True  # 8 px to the right of the peak
-    assert not train.peak_in_mask(cam, geometry, mask, radius_px=4.0)
-    assert train.peak_in_mask(cam, geometry, mask, radius_px=8.0)
+    assert not train_eval.peak_in_mask(cam, geometry, mask, radius_px=4.0)
+    assert train_eval.peak_in_mask(cam, geometry, mask, radius_px=8.0)
 
 
 # --- GPU: runs whenever onnxruntime can use CUDA ---------------------------------------

@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from pydicom.pixels import apply_voi_lut
 
-from aidx.pipelines.cxr import synthetic
+from aidx.pipelines.cxr import synthetic, synthetic_dicom
 from aidx.pipelines.cxr.preprocess import to_model_input
 
 SIZES = [(512, 512), (256, 320), (1024, 800), (300, 256)]
@@ -122,10 +122,10 @@ def sample() -> synthetic.SyntheticCxr:
 
 def test_dicom_monochrome2_round_trip(sample: synthetic.SyntheticCxr, tmp_path: Path) -> None:
     path = tmp_path / "cxr.dcm"
-    written = synthetic.write_dicom(sample, path)
+    written = synthetic_dicom.write_dicom(sample, path)
     ds = pydicom.dcmread(path)
     assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
-    assert ds.SOPClassUID == synthetic.CR_IMAGE_STORAGE == "1.2.840.10008.5.1.4.1.1.1"
+    assert ds.SOPClassUID == synthetic_dicom.CR_IMAGE_STORAGE == "1.2.840.10008.5.1.4.1.1.1"
     assert ds.file_meta.MediaStorageSOPClassUID == ds.SOPClassUID
     assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID == written.SOPInstanceUID
     assert (ds.Modality, ds.BodyPartExamined, ds.ViewPosition) == ("CR", "CHEST", "PA")
@@ -143,7 +143,7 @@ def test_dicom_monochrome2_round_trip(sample: synthetic.SyntheticCxr, tmp_path: 
 
 def test_dicom_monochrome1_inverts(sample: synthetic.SyntheticCxr, tmp_path: Path) -> None:
     path = tmp_path / "cxr_m1.dcm"
-    synthetic.write_dicom(
+    synthetic_dicom.write_dicom(
         sample, path, photometric="MONOCHROME1", bits_stored=10, window=False, patient_id="P-1"
     )
     ds = pydicom.dcmread(path)
@@ -157,8 +157,10 @@ def test_dicom_monochrome1_inverts(sample: synthetic.SyntheticCxr, tmp_path: Pat
 
 
 def test_dicom_uids_are_fresh_unless_given(sample: synthetic.SyntheticCxr, tmp_path: Path) -> None:
-    a = synthetic.write_dicom(sample, tmp_path / "a.dcm")
-    b = synthetic.write_dicom(sample, tmp_path / "b.dcm", study_instance_uid=a.StudyInstanceUID)
+    a = synthetic_dicom.write_dicom(sample, tmp_path / "a.dcm")
+    b = synthetic_dicom.write_dicom(
+        sample, tmp_path / "b.dcm", study_instance_uid=a.StudyInstanceUID
+    )
     assert a.SOPInstanceUID != b.SOPInstanceUID and a.SeriesInstanceUID != b.SeriesInstanceUID
     assert b.StudyInstanceUID == a.StudyInstanceUID
     for uid in (a.SOPInstanceUID, a.StudyInstanceUID, a.SeriesInstanceUID):
@@ -167,6 +169,6 @@ def test_dicom_uids_are_fresh_unless_given(sample: synthetic.SyntheticCxr, tmp_p
 
 def test_dicom_rejects_bad_arguments(sample: synthetic.SyntheticCxr, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="photometric"):
-        synthetic.write_dicom(sample, tmp_path / "x.dcm", photometric="RGB")  # type: ignore[arg-type]
+        synthetic_dicom.write_dicom(sample, tmp_path / "x.dcm", photometric="RGB")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="bits_stored"):
-        synthetic.write_dicom(sample, tmp_path / "x.dcm", bits_stored=17)
+        synthetic_dicom.write_dicom(sample, tmp_path / "x.dcm", bits_stored=17)

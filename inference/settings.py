@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     mode: Mode = Mode.production
     host: str = "127.0.0.1"
     port: int = 8000
+    # KServe v2 over gRPC (Triton's GRPCInferenceService; Triton's own port is 8001),
+    # on `host` beside HTTP. None: no gRPC listener.
+    grpc_port: int | None = Field(default=None, ge=1, le=65535)
     model_repository: Path = Path("models")
     enabled_models: list[str] | None = None  # None: every model in the repository
     # Which model serves a pipeline when several could, e.g. {"cxr": "xrv_densenet"}.

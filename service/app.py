@@ -14,6 +14,7 @@ from aidx.inference.metrics import ServiceMetrics
 from aidx.inference.settings import Settings
 from aidx.inference.store import init_store
 from aidx.service.container import Services, build_services
+from aidx.service.grpc_server import GrpcServer
 from aidx.service.handlers import install_error_handlers
 from aidx.service.limits import RequestLimits
 from aidx.service.routes import (
@@ -94,7 +95,10 @@ async def _lifespan(s: Services) -> AsyncIterator[None]:
     # Start-up objects (torch, pydicom, models) live as long as the process: keep
     # them out of the collector's full passes, which otherwise stall requests.
     gc.freeze()
+    kserve_grpc = GrpcServer(s)  # KServe v2 over gRPC beside uvicorn (AIDX_GRPC_PORT)
+    await kserve_grpc.start()
     yield
+    await kserve_grpc.stop()
     if s.dicom_scp is not None:
         await s.dicom_scp.stop()
     await s.writeback.stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -49,25 +49,36 @@ def keyring_for(settings: Settings) -> KeyRing:
 
 
 def presented_key(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
+    return key_in(request.headers)
+
+
+def key_in(headers: Mapping[str, str]) -> str | None:
+    """The key in HTTP headers or gRPC metadata (whose names are lower case)."""
+    header = headers.get("authorization", "")
     if header.lower().startswith("bearer "):
         return header[7:].strip()
-    return request.headers.get("x-api-key")
+    return headers.get("x-api-key")
+
+
+def authorize(keyring: KeyRing, presented: str | None, roles: Iterable[Role]) -> Principal:
+    """The caller's principal, if its role is one of `roles` (admin may do anything):
+    the one check behind every route and RPC that needs a key."""
+    principal = keyring.identify(presented)
+    if principal.role not in {*roles, Role.admin}:
+        raise Forbidden(
+            f"role {principal.role.value!r} may not use this route", code="role_not_allowed"
+        )
+    return principal
 
 
 def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
     """A FastAPI dependency: the caller's principal, if its role may use the route.
     Admin may use every route."""
-    allowed = set(roles) | {Role.admin}
-
     # async on purpose: FastAPI runs a sync dependency in a worker thread, a costly
     # hop on every request of the hot /v2 path.
     async def dependency(request: Request) -> Principal:
-        principal = request.app.state.services.keyring.identify(presented_key(request))
-        if principal.role not in allowed:
-            raise Forbidden(
-                f"role {principal.role.value!r} may not use this route", code="role_not_allowed"
-            )
+        keyring = request.app.state.services.keyring
+        principal = authorize(keyring, presented_key(request), roles)
         request.state.principal = principal
         return principal
 

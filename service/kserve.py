@@ -55,6 +55,13 @@ def _encode_bytes_tensor(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
+def raw_tensor(array: np.ndarray) -> bytes:
+    """Triton's binary form of a tensor: little-endian, BYTES length-prefixed."""
+    if array.dtype == np.object_:
+        return _encode_bytes_tensor(array)
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
 def _shape_of(spec: dict[str, Any]) -> tuple[int, ...]:
     shape = spec.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
@@ -62,7 +69,9 @@ def _shape_of(spec: dict[str, Any]) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _tensor(spec: dict[str, Any], blob: memoryview | None) -> np.ndarray:
+def decode_tensor(spec: dict[str, Any], blob: memoryview | None) -> np.ndarray:
+    """One input from its spec (name, datatype, shape and, without `blob`, its `data`)
+    or from its raw little-endian bytes; gRPC's tensors are decoded here too."""
     name, datatype = spec.get("name"), spec.get("datatype")
     shape = _shape_of(spec)
     count = int(np.prod(shape)) if shape else 1
@@ -123,7 +132,7 @@ def parse_request(body: bytes, header_length: int | None) -> InferRequest:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
                 raise _bad(f"input {spec['name']!r}: binary_data_size runs past the body")
             blob, offset = binary[offset : offset + size], offset + size
-        inputs[spec["name"]] = _tensor(spec, blob)
+        inputs[spec["name"]] = decode_tensor(spec, blob)
     if offset != len(binary):
         raise _bad("the body holds more binary data than the inputs claim")
     outputs = header.get("outputs")
@@ -150,11 +159,7 @@ def encode_response(
             "shape": list(array.shape),
         }
         if (spec.get("parameters") or {}).get("binary_data", binary_default):
-            raw = (
-                _encode_bytes_tensor(array)
-                if array.dtype == np.object_
-                else np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-            )
+            raw = raw_tensor(array)
             entry["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
         elif array.dtype == np.object_:

@@ -1,0 +1,145 @@
+"""KServe v2 (the Open Inference Protocol) as Triton serves it, without a transport.
+
+`/v2` over HTTP (routes/v2.py) and `inference.GRPCInferenceService` over gRPC
+(grpc_server.py) only decode and encode; finding the model, checking the inputs,
+reading the request parameters `priority` and `timeout` (us) and running the batcher
+happen here, once, so both protocols validate and refuse alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from aidx.inference.dtypes import config_to_kserve, kserve_of
+from aidx.inference.errors import BadRequest, NotFound
+from aidx.inference.repository import model_config_pb2
+from aidx.inference.serving import ModelState, ServedModel
+from aidx.inference.settings import Role
+from aidx.service.container import Services
+
+SERVER_NAME = "aidx"
+SERVER_VERSION = "0.1.0"
+EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics")
+# Who may use the model routes and RPCs (admin may use everything); health is open.
+MODEL_ROLES = (Role.engineer,)
+
+
+def server_metadata() -> dict[str, Any]:
+    return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": list(EXTENSIONS)}
+
+
+def served_model(svc: Services, name: str, version: str | None = None) -> ServedModel:
+    """The model `name`; `version` empty or None means the one in service."""
+    served: ServedModel = svc.models.find(name)
+    if version not in (None, "", str(served.entry.version)):
+        raise NotFound(
+            f"model {name!r} has no version {version!r} in service", code="model_version_not_found"
+        )
+    return served
+
+
+def model_ready(served: ServedModel) -> bool:
+    return served.state is ModelState.ready
+
+
+def _tensor_meta(specs: Any, batched: bool) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": s.name,
+            "datatype": config_to_kserve(model_config_pb2.DataType.Name(s.data_type)),
+            "shape": ([-1] if batched else []) + list(s.dims),
+        }
+        for s in specs
+    ]
+
+
+def model_metadata(served: ServedModel) -> dict[str, Any]:
+    config = served.entry.config
+    batched = config.max_batch_size > 0
+    return {
+        "name": served.name,
+        "versions": [str(served.entry.version)],
+        "platform": config.platform or config.backend,
+        "inputs": _tensor_meta(config.input, batched),
+        "outputs": _tensor_meta(config.output, batched),
+    }
+
+
+def check_inputs(served: ServedModel, inputs: dict[str, np.ndarray]) -> None:
+    config = served.entry.config
+    batched = config.max_batch_size > 0
+    expected = {s.name: s for s in config.input}
+    if set(inputs) != set(expected):
+        raise BadRequest(
+            f"model {served.name!r} expects inputs {sorted(expected)}, got {sorted(inputs)}",
+            code="input_mismatch",
+        )
+    for name, array in inputs.items():
+        spec = expected[name]
+        datatype = config_to_kserve(model_config_pb2.DataType.Name(spec.data_type))
+        if kserve_of(array) != datatype:
+            raise BadRequest(
+                f"input {name!r} must be {datatype}, got {kserve_of(array)}",
+                code="input_datatype_mismatch",
+            )
+        shape = array.shape[1:] if batched else array.shape
+        dims = list(spec.dims)
+        fits = len(shape) == len(dims) and all(
+            d in (-1, s) for d, s in zip(dims, shape, strict=True)
+        )
+        if not fits or (batched and array.ndim == 0):
+            raise BadRequest(
+                f"input {name!r} has shape {list(array.shape)}; expected "
+                f"{([-1] if batched else []) + dims}",
+                code="input_shape_mismatch",
+            )
+
+
+def int_parameter(parameters: dict[str, Any], name: str) -> int | None:
+    """Triton's request parameters `priority` and `timeout` (us): integers or absent."""
+    value = parameters.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadRequest(
+            f"parameter {name!r} must be a non-negative integer", code="invalid_parameter"
+        )
+    return value
+
+
+def _timeout_s(parameters: dict[str, Any], deadline_s: float | None) -> float | None:
+    """The request's `timeout` parameter or the transport's deadline, whichever is
+    sooner (None: the model's or the service's default applies)."""
+    timeout_us = int_parameter(parameters, "timeout")
+    given = [t for t in (timeout_us / 1e6 if timeout_us else None, deadline_s) if t is not None]
+    return min(given) if given else None
+
+
+async def infer(
+    svc: Services,
+    served: ServedModel,
+    inputs: dict[str, np.ndarray],
+    parameters: dict[str, Any],
+    wanted: list[str] | None = None,
+    *,
+    deadline_s: float | None = None,
+) -> dict[str, np.ndarray]:
+    """Check the inputs, run them through the model's batcher and answer the outputs
+    `wanted` (None: every output), in that order. `deadline_s`: the time the
+    transport leaves (a gRPC deadline) as the batcher's timeout."""
+    check_inputs(served, inputs)
+    result = await svc.models.infer(
+        served.name,
+        inputs,
+        priority=int_parameter(parameters, "priority") or None,
+        timeout_s=_timeout_s(parameters, deadline_s),
+    )
+    if wanted is None:
+        return result.outputs
+    unknown = [name for name in wanted if name not in result.outputs]
+    if unknown:
+        raise BadRequest(
+            f"model {served.name!r} has no output {unknown[0]!r}", code="unknown_output"
+        )
+    return {name: result.outputs[name] for name in wanted}

@@ -32,9 +32,9 @@ RUN pip install --upgrade pip \
 COPY models models
 
 USER aidx
-ENV AIDX_HOST=0.0.0.0 AIDX_PORT=8000 AIDX_MODEL_REPOSITORY=/opt/aidx/models \
-    AIDX_VAR_DIR=/var/lib/aidx
-EXPOSE 8000
+ENV AIDX_HOST=0.0.0.0 AIDX_PORT=8000 AIDX_GRPC_PORT=8001 \
+    AIDX_MODEL_REPOSITORY=/opt/aidx/models AIDX_VAR_DIR=/var/lib/aidx
+EXPOSE 8000 8001
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s \
   CMD curl -fsS http://127.0.0.1:8000/readyz || exit 1
 CMD ["aidx", "serve"]

@@ -47,7 +47,7 @@ class ServiceMetrics:
         )
         self.requests = Counter(
             "aidx_requests_total",
-            "HTTP requests by route and status",
+            "Requests by route (HTTP path template or gRPC method) and status (HTTP or gRPC)",
             ["route", "status"],
             registry=r,
         )

@@ -108,7 +108,7 @@ def int_parameter(parameters: dict[str, Any], name: str) -> int | None:
     return value
 
 
-def _timeout_s(parameters: dict[str, Any], deadline_s: float | None) -> float | None:
+def request_timeout_s(parameters: dict[str, Any], deadline_s: float | None) -> float | None:
     """The request's `timeout` parameter or the transport's deadline, whichever is
     sooner (None: the model's or the service's default applies)."""
     timeout_us = int_parameter(parameters, "timeout")
@@ -133,7 +133,7 @@ async def infer(
         served.name,
         inputs,
         priority=int_parameter(parameters, "priority") or None,
-        timeout_s=_timeout_s(parameters, deadline_s),
+        timeout_s=request_timeout_s(parameters, deadline_s),
     )
     if wanted is None:
         return result.outputs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -83,23 +84,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class LiveServer:
+    http: str  # host:port of HTTP (/v1, /v2)
+    grpc: str  # host:port of KServe v2 over gRPC
+
+
 @pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `aidx serve` process on loopback, for clients that need a socket."""
+def live_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A real `aidx serve` process on loopback, HTTP and gRPC, for clients that need
+    a socket."""
     import subprocess
     import sys
 
     from .waiting import wait_serving
 
-    port = free_port()
-    env = aidx_env(tmp_path_factory.mktemp("srv"), port)
+    port, grpc_port = free_port(), free_port()
+    env = aidx_env(tmp_path_factory.mktemp("srv"), port, grpc_port=str(grpc_port))
     process = subprocess.Popen(
         [sys.executable, "-m", "aidx.service", "serve", "--log-level", "warning"], env=env
     )
     url = f"127.0.0.1:{port}"
     try:
         wait_serving(f"http://{url}/readyz", process, what="aidx serve")
-        yield url
+        yield LiveServer(http=url, grpc=f"127.0.0.1:{grpc_port}")
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def live_server(live_servers: LiveServer) -> str:
+    """host:port of the real `aidx serve` process's HTTP."""
+    return live_servers.http

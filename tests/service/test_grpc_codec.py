@@ -1,0 +1,81 @@
+"""The gRPC codec on real protocol messages: raw and typed tensors, parameters, BYTES,
+and the requests Triton refuses; and the deadline the batcher gets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tritonclient.grpc import InferResult, service_pb2
+
+from aidx.inference.errors import BadRequest
+from aidx.service.grpc_codec import decode_inputs, encode_response, parameters_of
+from aidx.service.kserve import raw_tensor
+from aidx.service.kserve_protocol import request_timeout_s
+
+
+def request_with(x: np.ndarray, datatype: str, *, raw: bool) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name="m")
+    tensor = request.inputs.add(name="x", datatype=datatype, shape=x.shape)
+    if raw:
+        request.raw_input_contents.append(raw_tensor(x))
+    else:
+        getattr(tensor.contents, "int_contents" if datatype == "INT32" else "fp32_contents").extend(
+            x.ravel().tolist()
+        )
+    return request
+
+
+@pytest.mark.parametrize(("dtype", "datatype"), [(np.float32, "FP32"), (np.int32, "INT32")])
+def test_raw_and_typed_contents_decode_to_the_same_array(dtype: type, datatype: str) -> None:
+    x = np.arange(6, dtype=dtype).reshape(2, 3)
+    for raw in (True, False):
+        (got,) = decode_inputs(request_with(x, datatype, raw=raw)).values()
+        assert got.dtype == x.dtype and np.array_equal(got, x)
+
+
+def test_malformed_tensors_are_bad_requests() -> None:
+    x = np.zeros((2, 3), np.float32)
+    short = request_with(x, "FP32", raw=True)
+    short.raw_input_contents[0] = short.raw_input_contents[0][:-4]
+    extra = request_with(x, "FP32", raw=True)
+    extra.raw_input_contents.append(b"")
+    fp16 = service_pb2.ModelInferRequest(model_name="m")
+    fp16.inputs.add(name="x", datatype="FP16", shape=[1]).contents.fp32_contents.append(1.0)
+    twice = request_with(x, "FP32", raw=False)
+    twice.inputs.append(twice.inputs[0])
+    for request, says in ((short, "bytes"), (extra, "raw_input_contents"),
+                          (fp16, "raw_input_contents"), (twice, "twice")):  # fmt: skip
+        with pytest.raises(BadRequest, match=says):
+            decode_inputs(request)
+
+
+def test_parameters_become_plain_values() -> None:
+    request = service_pb2.ModelInferRequest()
+    request.parameters["priority"].uint64_param = 1
+    request.parameters["timeout"].int64_param = 5000
+    request.parameters["binary_data_output"].bool_param = True
+    assert parameters_of(request.parameters) == {
+        "priority": 1, "timeout": 5000, "binary_data_output": True
+    }  # fmt: skip
+
+
+def test_outputs_come_back_raw_as_tritonclient_reads_them() -> None:
+    request = service_pb2.ModelInferRequest(model_name="m", id="r1")
+    outputs = {
+        "scores": np.array([[0.5, -1.25]], np.float32),
+        "labels": np.array([[b"no", b"pneumonia"]], np.object_),
+    }
+    response = encode_response(request, "m", "3", outputs)
+    assert (response.model_name, response.model_version, response.id) == ("m", "3", "r1")
+    result = InferResult(response)
+    assert np.array_equal(result.as_numpy("scores"), outputs["scores"])
+    assert result.as_numpy("labels").tolist() == [[b"no", b"pneumonia"]]
+
+
+def test_the_batcher_gets_the_sooner_of_timeout_and_deadline() -> None:
+    assert request_timeout_s({}, None) is None
+    assert request_timeout_s({"timeout": 2_000_000}, None) == 2.0
+    assert request_timeout_s({"timeout": 2_000_000}, 0.5) == 0.5
+    assert request_timeout_s({}, 0.25) == 0.25
+    with pytest.raises(BadRequest):
+        request_timeout_s({"timeout": -1}, None)

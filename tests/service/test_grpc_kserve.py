@@ -4,7 +4,9 @@ carry the gRPC status Triton would give."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import httpx
@@ -12,13 +14,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
+from fastapi.testclient import TestClient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from aidx.inference.repository import load_entry
 from aidx.inference.settings import Role
+from aidx.service.app import create_app
 
-from ..conftest import KEYS, MODELS, LiveServer
+from ..conftest import KEYS, MODELS, LiveServer, make_settings
 
 pytestmark = pytest.mark.integration
 CXR = "cxr_pneumonia"
@@ -158,3 +162,14 @@ def test_calls_are_counted_and_batched_like_http(
     refusal(lambda: client.infer("no_such_model", [_image([1, 1, 224, 224])], headers=ENGINEER))
     after = counters()
     assert all(after[k] - before[k] == 1 for k in after), (before, after)
+
+
+def test_a_taken_grpc_port_fails_the_start(tmp_path: Path) -> None:
+    """As a taken HTTP port does: a service that cannot listen does not pretend to."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = make_settings(tmp_path, enabled_models=["labs_anomaly"], grpc_port=port)
+        with pytest.raises(RuntimeError, match="Failed to bind"), TestClient(create_app(settings)):
+            pass

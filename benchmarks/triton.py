@@ -14,8 +14,11 @@ cores while measured; the Triton server stays up (idle during the in-process run
 
 Rows: "/v1/cxr" is DICOM end to end (decode, preprocess, model, findings);
 "/v2 infer" is one 1x1x224x224 tensor per request through aidx's KServe endpoint
-(tritonclient, binary). `batch` is aidx's mean batch (its /metrics); `triton batch`
-is Triton's mean executed batch (nv_inference_count / nv_inference_exec_count).
+(tritonclient, binary); "/v2 gRPC" the same tensor through aidx's KServe v2 over gRPC
+(tritonclient.grpc.aio, one channel). "Triton alone" is tritonclient straight to the
+Triton server, over HTTP and over gRPC. `batch` is aidx's mean batch (its /metrics);
+`triton batch` is Triton's mean executed batch (nv_inference_count /
+nv_inference_exec_count); `srv cpu` is aidx's process CPU per request (core-ms).
 Closed loop: each of C clients sends its next request when the last one returns.
 Prints one table and saves JSON (benchmarks/results/triton.json; with --smoke only
 when --out is given).
@@ -39,6 +42,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import onnxruntime as ort
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpc_aio
 import tritonclient.http.aio as triton_aio
 from pydicom.data import get_testdata_file
 from tritonclient.http import InferInput, InferRequestedOutput
@@ -49,13 +54,16 @@ from batching import (  # noqa: E402  (a script beside this one)
     REPOSITORY,
     Row,
     closed_loop,
+    cpu_per_request_ms,
     percentiles,
     sample_input,
+    server_counters,
     service,
     sweep_v1,
     sweep_v2,
 )
 
+from tests.peers import free_port  # noqa: E402
 from tests.peers.triton import TritonPeer, pytriton_missing  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,15 +132,65 @@ async def sweep_triton_direct(
     )
 
 
+async def sweep_grpc(
+    url: str,
+    model: str,
+    concurrency: int,
+    seconds: float,
+    *,
+    path: str,
+    key: str | None = None,
+    metrics_url: str | None = None,
+) -> Row:
+    """tritonclient.grpc.aio on one channel (HTTP/2 streams, as perf_analyzer's gRPC
+    mode): `url` is aidx's AIDX_GRPC_PORT (then `metrics_url` is its HTTP, for the
+    batch and CPU counters) or Triton's gRPC port."""
+    client = grpc_aio.InferenceServerClient(url=url)
+    headers = {"authorization": f"Bearer {key}"} if key else None
+    meta = await client.get_model_metadata(model, headers=headers, as_json=True)
+    (spec,) = meta["inputs"]
+    x = sample_input([int(d) for d in spec["shape"][1:]], 1, seed=1)
+    tensor = grpcclient.InferInput(spec["name"], list(x.shape), spec["datatype"])
+    tensor.set_data_from_numpy(x)
+    names = [o["name"] for o in meta["outputs"]]
+    outputs = [grpcclient.InferRequestedOutput(n) for n in names]
+
+    async def send() -> dict[str, float]:
+        result = await client.infer(model, [tensor], outputs=outputs, headers=headers)
+        result.as_numpy(names[0])
+        return {}
+
+    await send()
+    before = server_counters(metrics_url, model) if metrics_url else None
+    latencies, elapsed, extras = await closed_loop(concurrency, seconds, send)
+    after = server_counters(metrics_url, model) if metrics_url else None
+    await client.close()
+    p50, p95, p99 = percentiles(latencies)
+    extra, batch = {}, 0.0
+    if before is not None and after is not None:
+        batch = after.mean_batch_since(before)
+        extra = cpu_per_request_ms(before, after, extras.pop("client_cpu_s"), len(latencies))
+    return Row(path, concurrency, len(latencies), len(latencies) / elapsed, p50, p95, p99,
+               batch, extra)  # fmt: skip
+
+
 async def measure(
-    url: str, backend: str, peer: TritonPeer, args: argparse.Namespace, dicom: bytes
+    url: str,
+    grpc_url: str,
+    backend: str,
+    peer: TritonPeer,
+    args: argparse.Namespace,
+    dicom: bytes,
 ) -> list[Row]:
     rows = []
     for concurrency in args.concurrency:
         for path, sweep in (
             ("/v1/cxr", lambda c: sweep_v1(url, DEV_KEY, args.model, dicom, c, args.seconds)),
             ("/v2 infer", lambda c: sweep_v2(url, DEV_KEY, args.model, c, args.seconds)),
-        ):
+            ("/v2 gRPC", lambda c: sweep_grpc(
+                grpc_url, args.model, c, args.seconds, path="/v2 gRPC", key=DEV_KEY,
+                metrics_url=url)),
+        ):  # fmt: skip
             before = triton_counters(peer, args.model)
             row = await sweep(concurrency)
             after = triton_counters(peer, args.model)
@@ -146,14 +204,17 @@ async def measure(
 def print_table(rows: list[Row]) -> None:
     print(
         f"\n{'path':34} {'conc':>5} {'reqs':>6} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
-        f"{'p99 ms':>8} {'batch':>6} {'triton batch':>12}"
+        f"{'p99 ms':>8} {'batch':>6} {'triton batch':>12} {'srv cpu':>8}"
     )
     for r in rows:
         triton_batch = r.extra.get("triton_mean_batch")
         shown = f"{triton_batch:>12.1f}" if triton_batch is not None else f"{'':>12}"
+        cpu = r.extra.get("server_cpu_ms_per_req")
+        cpu_shown = f"{cpu:>8.2f}" if cpu is not None else f"{'':>8}"
         print(
             f"{r.path:34} {r.concurrency:>5} {r.requests:>6} {r.throughput_rps:>8.1f} "
-            f"{r.p50_ms:>8.1f} {r.p95_ms:>8.1f} {r.p99_ms:>8.1f} {r.mean_batch:>6.1f} {shown}"
+            f"{r.p50_ms:>8.1f} {r.p95_ms:>8.1f} {r.p99_ms:>8.1f} {r.mean_batch:>6.1f} {shown} "
+            f"{cpu_shown}"
         )
 
 
@@ -161,7 +222,7 @@ def summarize(rows: list[Row]) -> dict[str, object]:
     """Remote over in-process, per path and concurrency: throughput ratio, p50 added."""
     summary: dict[str, object] = {}
     by_key = {(r.path, r.concurrency): r for r in rows}
-    for path in ("/v1/cxr", "/v2 infer"):
+    for path in ("/v1/cxr", "/v2 infer", "/v2 gRPC"):
         for concurrency in sorted({r.concurrency for r in rows}):
             local = by_key.get((f"{path} · aidx in-process", concurrency))
             remote = by_key.get((f"{path} · aidx → Triton", concurrency))
@@ -173,7 +234,45 @@ def summarize(rows: list[Row]) -> dict[str, object]:
             summary[f"{path} c={concurrency} p50 added by Triton ms"] = round(
                 remote.p50_ms - local.p50_ms, 1
             )
+    summary |= aidx_against_triton(by_key)
     return summary
+
+
+TRITON_ALONE = {"/v2 infer": "Triton alone (tritonclient)",
+                "/v2 gRPC": "Triton alone (tritonclient gRPC)"}  # fmt: skip
+
+
+def aidx_against_triton(by_key: dict[tuple[str, int], Row]) -> dict[str, object]:
+    """aidx in-process over the Triton server alone, same protocol and concurrency:
+    above 1, aidx serves more requests per second than Triton on these cores."""
+    summary: dict[str, object] = {}
+    for path, triton_path in TRITON_ALONE.items():
+        for (name, concurrency), triton in sorted(by_key.items()):
+            aidx = by_key.get((f"{path} · aidx in-process", concurrency))
+            if name != triton_path or aidx is None:
+                continue
+            summary[f"{path} c={concurrency} aidx/Triton throughput"] = round(
+                aidx.throughput_rps / triton.throughput_rps, 2
+            )
+    return summary
+
+
+def triton_alone(peer: TritonPeer, args: argparse.Namespace) -> list[Row]:
+    """tritonclient straight to the Triton server, HTTP then gRPC, at each concurrency."""
+    rows = []
+    for concurrency in args.concurrency:
+        for sweep in (
+            lambda c: sweep_triton_direct(peer, args.model, c, args.seconds),
+            lambda c: sweep_grpc(peer.grpc_url, args.model, c, args.seconds,
+                                 path=TRITON_ALONE["/v2 gRPC"]),
+        ):  # fmt: skip
+            before = triton_counters(peer, args.model)
+            row = asyncio.run(sweep(concurrency))
+            after = triton_counters(peer, args.model)
+            if after[1] > before[1]:
+                row.extra["triton_mean_batch"] = (after[0] - before[0]) / (after[1] - before[1])
+            rows.append(row)
+    return rows
 
 
 def main() -> None:
@@ -197,25 +296,22 @@ def main() -> None:
     dicom = Path(get_testdata_file("RG1_UNCR.dcm")).read_bytes()
 
     peer = TritonPeer(REPOSITORY, only=[args.model]).start()
+    grpc_port = free_port()
+    grpc_url = f"127.0.0.1:{grpc_port}"
     try:
-        with environment(AIDX_ENABLED_MODELS=json.dumps([args.model])):
+        with environment(
+            AIDX_ENABLED_MODELS=json.dumps([args.model]), AIDX_GRPC_PORT=str(grpc_port)
+        ):
             with service(args.model) as url:
-                local = asyncio.run(measure(url, "in-process", peer, args, dicom))
+                local = asyncio.run(measure(url, grpc_url, "in-process", peer, args, dicom))
             with (
                 environment(
                     AIDX_BACKEND="triton", AIDX_TRITON_URL=peer.url, AIDX_TRITON_POLL_S="1"
                 ),
                 service(args.model) as url,
             ):
-                remote = asyncio.run(measure(url, "→ Triton", peer, args, dicom))
-        alone = []
-        for concurrency in args.concurrency:
-            before = triton_counters(peer, args.model)
-            row = asyncio.run(sweep_triton_direct(peer, args.model, concurrency, args.seconds))
-            after = triton_counters(peer, args.model)
-            if after[1] > before[1]:
-                row.extra["triton_mean_batch"] = (after[0] - before[0]) / (after[1] - before[1])
-            alone.append(row)
+                remote = asyncio.run(measure(url, grpc_url, "→ Triton", peer, args, dicom))
+        alone = triton_alone(peer, args)
     finally:
         peer.stop()
         shutil.rmtree(peer.workdir, ignore_errors=True)

@@ -55,6 +55,9 @@ def test_triton_benchmark_runs(tmp_path: Path) -> None:
         "/v2 infer · aidx in-process",
         "/v1/cxr · aidx → Triton",
         "/v2 infer · aidx → Triton",
+        "/v2 gRPC · aidx in-process",
+        "/v2 gRPC · aidx → Triton",
         "Triton alone (tritonclient)",
+        "Triton alone (tritonclient gRPC)",
     }
     assert all(row["requests"] > 0 for row in saved["rows"])

@@ -3,7 +3,7 @@ onnxruntime backend vs aidx with AIDX_BACKEND=triton on a real Triton Inference
 Server, at concurrency 1/8/32; plus the Triton server alone (tritonclient straight to
 it, no aidx) as the floor of the remote path.
 
-    python benchmarks/triton.py            # ~2 minutes on 2 cores
+    python benchmarks/triton.py            # ~5 minutes on 2 cores
     python benchmarks/triton.py --smoke    # seconds; proves it still works
 
 The Triton server is tests/peers/pytriton_peer.py under `.peers/pytriton` (`make

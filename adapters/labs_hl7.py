@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import hl7
+from pydantic import ValidationError
 
 from aidx.integrations.hl7.message import (
     SEGMENT_ID,
@@ -120,9 +121,18 @@ def _parse(text: str) -> OruMessage:
     except Hl7Error as exc:
         exc.control_id = control_id
         raise
+    except ValidationError as exc:  # a field past its bounds (an age of 1050 y, a long id)
+        raise Hl7Error(out_of_range(exc), control_id=control_id) from None
     if not out.specimens:
         raise Hl7Error("the message holds no OBR with OBX results", control_id=control_id)
     return out
+
+
+def out_of_range(exc: ValidationError) -> str:
+    """Where and why, without the value itself (it may be patient data)."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "a field"
+    return f"{where} is out of range: {first['msg']}"
 
 
 def _specimens(msg: Any, control_id: str) -> list[SpecimenIn]:

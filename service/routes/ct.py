@@ -8,7 +8,7 @@ import re
 import zipfile
 import zlib
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import FileResponse
 from starlette.datastructures import UploadFile
 
@@ -19,6 +19,7 @@ from aidx.pipelines.ct.pipeline import LABEL_MAP_FILE
 from aidx.pipelines.ct.report import CtReport
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
+from aidx.service.responses import ANALYSIS, AUTHED, errors
 from aidx.service.routes.analysis import (
     actor,
     received_at,
@@ -28,7 +29,7 @@ from aidx.service.routes.analysis import (
 from aidx.service.routes.reports import readers
 from aidx.service.uploads import read_body, require_media_type
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", responses=AUTHED)
 ZIP_MEDIA_TYPES = ("application/zip", "application/x-zip-compressed")
 KEY_SLICE = re.compile(r"keyslice_[0-9]{1,3}\.png")
 
@@ -142,7 +143,7 @@ def _evidence_media_type(name: str) -> str:
     raise NotFound(f"no CT evidence named {name!r}", code="evidence_not_found")
 
 
-@router.get("/ct/reports/{rid}", response_model=CtReport)
+@router.get("/ct/reports/{rid}", response_model=CtReport, responses=errors(404))
 async def get_ct_report(
     rid: str, who: Principal = Depends(readers), svc: Services = Depends(services)
 ) -> CtReport:
@@ -158,7 +159,14 @@ async def get_ct_report(
     return await asyncio.to_thread(svc.writeback.turnaround.with_deliveries, report)
 
 
-@router.get("/ct/reports/{rid}/{name}")
+@router.get(
+    "/ct/reports/{rid}/{name}",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}, "application/x-npz": {}}, "description": "evidence"},
+        **errors(404),
+    },
+)
 async def get_ct_evidence(
     rid: str, name: str, who: Principal = Depends(readers), svc: Services = Depends(services)
 ) -> FileResponse:
@@ -171,7 +179,7 @@ async def get_ct_evidence(
     return FileResponse(path, media_type=media_type)
 
 
-@router.post("/ct", response_model=CtReport)
+@router.post("/ct", response_model=CtReport, responses=ANALYSIS)
 async def analyze_ct(
     request: Request,
     received_s: float = Depends(received_at),

@@ -8,6 +8,7 @@ from aidx.inference.reports import Report
 from aidx.inference.settings import Role
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
+from aidx.service.responses import ANALYSIS, AUTHED
 from aidx.service.routes.analysis import (
     actor,
     received_at,
@@ -16,10 +17,10 @@ from aidx.service.routes.analysis import (
 )
 from aidx.service.uploads import read_body, require_media_type
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", responses=AUTHED)
 
 
-@router.post("/cxr", response_model=Report)
+@router.post("/cxr", response_model=Report, responses=ANALYSIS)
 async def analyze_cxr(
     request: Request,
     received_s: float = Depends(received_at),

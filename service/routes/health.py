@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Depends, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aidx.service.container import Services, services
@@ -18,7 +18,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "a model is not ready (same body)"}})
 async def readyz(svc: Services = Depends(services)) -> JSONResponse:
     models = svc.models
     body = {
@@ -28,7 +28,7 @@ async def readyz(svc: Services = Depends(services)) -> JSONResponse:
     return JSONResponse(body, status_code=200 if models.ready else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(svc: Services = Depends(services)) -> Response:
     # off the event loop: the outbox's counts are read from the store
     data = await asyncio.to_thread(generate_latest, svc.metrics.registry)

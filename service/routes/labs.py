@@ -31,6 +31,7 @@ from aidx.pipelines.labs.store import Alert
 from aidx.pipelines.labs.types import ScreenRequest, ScreenResponse, SpecimenIn
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
+from aidx.service.responses import ANALYSIS, AUTHED, errors
 from aidx.service.routes.analysis import (
     actor,
     received_at,
@@ -39,7 +40,7 @@ from aidx.service.routes.analysis import (
 )
 from aidx.service.uploads import read_body, require_media_type
 
-router = APIRouter(prefix="/v1/labs")
+router = APIRouter(prefix="/v1/labs", responses=AUTHED)
 JSON = "application/json"
 FHIR = "application/fhir+json"
 HL7 = "x-application/hl7-v2+er7"
@@ -79,7 +80,7 @@ def _parse(media_type: str, body: bytes) -> list[SpecimenIn]:
         raise BadRequest(f"invalid screening request: {where}", code="invalid_request") from None
 
 
-@router.post("/screen", response_model=ScreenResponse)
+@router.post("/screen", response_model=ScreenResponse, responses=ANALYSIS)
 async def screen(
     request: Request,
     received_s: float = Depends(received_at),
@@ -191,7 +192,7 @@ async def stream_alerts(
     )
 
 
-@router.get("/alerts/{alert_id}", response_model=Alert)
+@router.get("/alerts/{alert_id}", response_model=Alert, responses=errors(404))
 async def get_alert(
     alert_id: str,
     who: Principal = Depends(require(Role.lab)),
@@ -205,7 +206,7 @@ async def get_alert(
     return alert
 
 
-@router.post("/alerts/{alert_id}/ack", response_model=Alert)
+@router.post("/alerts/{alert_id}/ack", response_model=Alert, responses=errors(404, 409))
 async def acknowledge_alert(
     alert_id: str,
     body: AckRequest,

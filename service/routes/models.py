@@ -11,6 +11,7 @@ from aidx.inference.serving import ServedModel
 from aidx.inference.settings import Role
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
+from aidx.service.responses import errors
 
 router = APIRouter(prefix="/v1")
 
@@ -41,7 +42,7 @@ def describe(served: ServedModel) -> dict[str, Any]:
     }
 
 
-@router.get("/models")
+@router.get("/models", responses=errors(401))
 async def list_models(
     _: Principal = Depends(require(*Role)), svc: Services = Depends(services)
 ) -> list[dict[str, Any]]:

@@ -13,8 +13,9 @@ from aidx.inference.settings import Role
 from aidx.integrations.outbox.store import OutboxStore, State
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
+from aidx.service.responses import AUTHED, errors
 
-router = APIRouter(prefix="/v1/outbox")
+router = APIRouter(prefix="/v1/outbox", responses=AUTHED)
 operators = require(Role.engineer)
 
 
@@ -34,7 +35,7 @@ def _state(value: str | None) -> State | None:
         ) from None
 
 
-@router.get("")
+@router.get("", responses=errors(400))
 async def outbox_summary(
     request: Request,
     who: Principal = Depends(operators),
@@ -53,7 +54,7 @@ async def outbox_summary(
     return {"destinations": counts, "entries": entries}
 
 
-@router.get("/{eid}")
+@router.get("/{eid}", responses=errors(404))
 async def outbox_entry(
     eid: str,
     who: Principal = Depends(operators),
@@ -63,7 +64,7 @@ async def outbox_entry(
     return entry.summary()
 
 
-@router.post("/{eid}/retry")
+@router.post("/{eid}/retry", responses=errors(404, 409))
 async def retry_entry(
     eid: str,
     who: Principal = Depends(operators),
@@ -81,7 +82,7 @@ async def retry_entry(
     return entry.summary()
 
 
-@router.delete("/{eid}", status_code=204)
+@router.delete("/{eid}", status_code=204, responses=errors(404, 409))
 async def drop_entry(
     eid: str,
     who: Principal = Depends(operators),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import FileResponse
 
 from aidx.inference.errors import NotFound
@@ -13,8 +13,9 @@ from aidx.inference.reports import Report
 from aidx.inference.settings import Role
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
+from aidx.service.responses import AUTHED, errors, file_of
 
-router = APIRouter(prefix="/v1/reports")
+router = APIRouter(prefix="/v1/reports", responses={**AUTHED, **errors(404)})
 readers = require(Role.radiologist, Role.pathologist, Role.lab)
 
 
@@ -33,7 +34,7 @@ async def get_report(
     return await asyncio.to_thread(svc.writeback.turnaround.with_deliveries, report)
 
 
-@router.get("/{rid}/overlay.png")
+@router.get("/{rid}/overlay.png", response_class=Response, responses=file_of("image/png"))
 async def get_overlay(
     rid: str, who: Principal = Depends(readers), svc: Services = Depends(services)
 ) -> FileResponse:

@@ -12,12 +12,13 @@ from fastapi import APIRouter, Depends
 from aidx.inference.settings import Role
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
+from aidx.service.responses import AUTHED, errors
 from aidx.service.routes.analysis import actor, received_at
 
-router = APIRouter(prefix="/v1/studies")
+router = APIRouter(prefix="/v1/studies", responses=AUTHED)
 
 
-@router.post("/{study_uid}/analyze")
+@router.post("/{study_uid}/analyze", responses=errors(404, 502, 503, 504))
 async def analyze_study(
     study_uid: str,
     received_s: float = Depends(received_at),

@@ -15,11 +15,15 @@ from aidx.inference.errors import BadRequest
 from aidx.service import kserve, kserve_protocol
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
+from aidx.service.responses import ANALYSIS, AUTHED, errors
 from aidx.service.uploads import read_body
 
 router = APIRouter(prefix="/v2")
 engineers = require(*kserve_protocol.MODEL_ROLES)
 _served = kserve_protocol.served_model
+# The model routes: a key, and a model (and version) in service.
+MODEL_ROUTE = {**AUTHED, **errors(404)}
+INFER_ROUTE = {**MODEL_ROUTE, **ANALYSIS, **errors(502)}
 
 
 @router.get("")
@@ -37,8 +41,8 @@ async def ready(svc: Services = Depends(services)) -> Response:
     return Response(status_code=200 if svc.models.ready else 503)
 
 
-@router.get("/models/{name}")
-@router.get("/models/{name}/versions/{version}")
+@router.get("/models/{name}", responses=MODEL_ROUTE)
+@router.get("/models/{name}/versions/{version}", responses=MODEL_ROUTE)
 async def model_metadata(
     name: str,
     version: str | None = None,
@@ -48,8 +52,8 @@ async def model_metadata(
     return kserve_protocol.model_metadata(_served(svc, name, version))
 
 
-@router.get("/models/{name}/config")
-@router.get("/models/{name}/versions/{version}/config")
+@router.get("/models/{name}/config", responses=MODEL_ROUTE)
+@router.get("/models/{name}/versions/{version}/config", responses=MODEL_ROUTE)
 async def model_config(
     name: str,
     version: str | None = None,
@@ -60,8 +64,8 @@ async def model_config(
     return json_format.MessageToDict(config, preserving_proto_field_name=True)
 
 
-@router.get("/models/{name}/ready")
-@router.get("/models/{name}/versions/{version}/ready")
+@router.get("/models/{name}/ready", responses=MODEL_ROUTE)
+@router.get("/models/{name}/versions/{version}/ready", responses=MODEL_ROUTE)
 async def model_ready(
     name: str,
     version: str | None = None,
@@ -72,8 +76,8 @@ async def model_ready(
     return Response(status_code=200 if ready else 400)
 
 
-@router.post("/models/{name}/infer")
-@router.post("/models/{name}/versions/{version}/infer")
+@router.post("/models/{name}/infer", responses=INFER_ROUTE)
+@router.post("/models/{name}/versions/{version}/infer", responses=INFER_ROUTE)
 async def infer(
     request: Request,
     name: str,

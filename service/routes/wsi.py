@@ -23,8 +23,9 @@ from aidx.pipelines.wsi.job_store import Job, JobState
 from aidx.pipelines.wsi.slide import check_request_mpp, describe
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
+from aidx.service.responses import AUTHED, errors, file_of
 
-router = APIRouter(prefix="/v1/wsi")
+router = APIRouter(prefix="/v1/wsi", responses=AUTHED)
 pathologist = require(Role.pathologist)
 UPLOAD_TYPES = ("application/octet-stream", "image/tiff", "image/x-aperio-svs")
 
@@ -140,7 +141,9 @@ async def _slide_request(request: Request, svc: Services) -> tuple[SlideRequest 
     return None, target
 
 
-@router.post("/jobs", status_code=202, response_model=WsiJob)
+@router.post(
+    "/jobs", status_code=202, response_model=WsiJob, responses=errors(400, 404, 413, 415, 503)
+)
 async def submit_job(
     request: Request,
     response: Response,
@@ -194,7 +197,7 @@ async def list_jobs(
     return [_view(svc, job).model_copy(update={"report": None}) for job in jobs]
 
 
-@router.get("/jobs/{job_id}", response_model=WsiJob)
+@router.get("/jobs/{job_id}", response_model=WsiJob, responses=errors(404))
 async def get_job(
     job_id: str,
     who: Principal = Depends(pathologist),
@@ -205,7 +208,7 @@ async def get_job(
         return _view(svc, job)
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=WsiJob)
+@router.post("/jobs/{job_id}/cancel", response_model=WsiJob, responses=errors(404))
 async def cancel_job(
     job_id: str,
     who: Principal = Depends(pathologist),
@@ -227,7 +230,11 @@ def _finished_file(svc: Services, job_id: str, name: str) -> Path:
     return path
 
 
-@router.get("/jobs/{job_id}/regions.geojson")
+@router.get(
+    "/jobs/{job_id}/regions.geojson",
+    response_class=Response,
+    responses={**file_of("application/geo+json"), **errors(404)},
+)
 async def get_geojson(
     job_id: str,
     who: Principal = Depends(pathologist),
@@ -239,7 +246,11 @@ async def get_geojson(
     return FileResponse(path, media_type="application/geo+json")
 
 
-@router.get("/jobs/{job_id}/heatmap.png")
+@router.get(
+    "/jobs/{job_id}/heatmap.png",
+    response_class=Response,
+    responses={**file_of("image/png"), **errors(404)},
+)
 async def get_heatmap(
     job_id: str,
     who: Principal = Depends(pathologist),

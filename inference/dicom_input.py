@@ -120,7 +120,15 @@ def read_dicom(
             f"the DICOM file could not be parsed ({type(exc).__name__})",
             instance=instance,
         ) from None
-    if any("End of file" in str(w.message) for w in caught) or _ends_early(ds):
+    try:
+        cut = any("End of file" in str(w.message) for w in caught) or _ends_early(ds)
+    except Exception as exc:  # an element pydicom reads lazily is damaged (e.g. its VR)
+        raise dicom_error(
+            DicomCode.malformed,
+            f"the DICOM file could not be parsed ({type(exc).__name__})",
+            instance=instance,
+        ) from None
+    if cut:
         raise dicom_error(
             DicomCode.truncated, "the DICOM file ends early (truncated)", instance=instance
         )

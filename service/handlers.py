@@ -16,7 +16,8 @@ from aidx.inference.errors import AidxError, ErrorKind
 
 log = logging.getLogger(__name__)
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+# FastAPI raises 400 only for a JSON body it cannot parse
+_HTTP_CODES = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed"}
 
 HTTP_STATUS: dict[ErrorKind, int] = {
     ErrorKind.bad_request: 400,

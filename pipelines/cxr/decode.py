@@ -112,8 +112,22 @@ def source_of(ds: pydicom.Dataset) -> SourceRef:
     )
 
 
+# What pydicom and numpy raise on a header value of the wrong kind (a text where a
+# number belongs, two values where one does, a bit depth of 0...)
+_GARBLED_HEADER = (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError)
+
+
 def decode_radiograph(data: bytes, limits: ImageLimits = DEFAULT_IMAGE_LIMITS) -> Radiograph:
     ds = read_image(data)
+    try:
+        return _radiograph(ds, limits)
+    except _GARBLED_HEADER as exc:
+        raise dicom_error(
+            DicomCode.malformed, f"a header value cannot be interpreted ({type(exc).__name__})"
+        ) from None
+
+
+def _radiograph(ds: pydicom.Dataset, limits: ImageLimits) -> Radiograph:
     check_radiograph(ds)
     stored = decode_pixels(ds, limits)
     if stored.shape != (int(ds.Rows), int(ds.Columns)):

@@ -206,7 +206,7 @@ async def get_alert(
     return alert
 
 
-@router.post("/alerts/{alert_id}/ack", response_model=Alert, responses=errors(404, 409))
+@router.post("/alerts/{alert_id}/ack", response_model=Alert, responses=errors(400, 404, 409))
 async def acknowledge_alert(
     alert_id: str,
     body: AckRequest,

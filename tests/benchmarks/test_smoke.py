@@ -61,3 +61,13 @@ def test_triton_benchmark_runs(tmp_path: Path) -> None:
         "Triton alone (tritonclient gRPC)",
     }
     assert all(row["requests"] > 0 for row in saved["rows"])
+
+
+def test_soak_benchmark_runs(tmp_path: Path) -> None:
+    """Mixed load on a real server with real Orthanc and FHIR peers, a kill -9 half-way:
+    nothing lost, nothing twice (~30 s on a quiet machine; the 10-minute run is manual)."""
+    saved = smoke("soak.py", tmp_path / "soak.json")
+    assert saved["errors"] == {}
+    assert saved["exactly_once"]["ok"], saved["exactly_once"]
+    assert saved["wsi_job"] == "succeeded"
+    assert saved["sent"].get("cxr", 0) > 0 and saved["sent"].get("labs", 0) > 0

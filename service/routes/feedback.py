@@ -22,8 +22,9 @@ from aidx.inference.feedback import FeedbackRequest
 from aidx.inference.settings import Role
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
+from aidx.service.responses import AUTHED, errors
 
-router = APIRouter(tags=["feedback"])
+router = APIRouter(tags=["feedback"], responses=AUTHED)
 clinicians = require(Role.radiologist, Role.pathologist, Role.lab)
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     403: {"description": "`role_not_allowed`, or `role_not_owner`: another role owns the report"},
@@ -46,7 +47,11 @@ def _feedback(svc: Services) -> Feedback:
     return feedback
 
 
-@router.post("/v1/reports/{rid}/feedback", response_model=FeedbackSaved, responses=_REFUSALS)
+@router.post(
+    "/v1/reports/{rid}/feedback",
+    response_model=FeedbackSaved,
+    responses={**_REFUSALS, **errors(400)},
+)
 async def post_feedback(
     rid: str,
     body: FeedbackRequest,

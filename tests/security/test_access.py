@@ -162,3 +162,17 @@ def test_stat_follows_the_role_policy_and_is_recorded(secured: Secured) -> None:
         ("radiologist", "/v1/cxr", "ok", "10.0.0.1"),
         ("lab", "/v1/labs/screen", "stat_not_allowed", "10.0.0.1"),
     ]
+
+
+def test_wrong_keys_on_routes_with_a_body_are_throttled_and_recorded_too(
+    secured: Secured,
+) -> None:
+    guesser = secured.at("203.0.113.50")
+    for _ in range(AUTH_FAILURES_MAX):  # refused before the body is read (service/limits.py)
+        wrong = guesser.post("/v1/labs/screen", json={"specimens": []}, headers={"X-API-Key": "no"})
+        assert wrong.status_code == 401 and wrong.json()["code"] == "invalid_api_key"
+    throttled = guesser.post("/v1/labs/screen", json={"specimens": []}, headers=auth(Role.lab))
+    assert throttled.status_code == 429 and throttled.json()["code"] == "auth_throttled"
+    assert int(throttled.headers["Retry-After"]) >= 1
+    mine = [e["outcome"] for e in secured.audit() if e.get("client") == "203.0.113.50"]
+    assert mine == ["invalid_api_key"] * AUTH_FAILURES_MAX + ["auth_throttled"]

@@ -40,7 +40,6 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
     ("AIDX_PIPELINE_MODELS", "pipeline_models", '{"cxr": "xrv"}', {"cxr": "xrv"}),
     ("AIDX_OOD_POLICY", "ood_policy", "warn", OodPolicy.warn),
     ("AIDX_DEVICE", "device", "cpu", Device.cpu),
-    ("AIDX_OOD_POLICY", "ood_policy", "warn", OodPolicy.warn),
     ("AIDX_BACKEND", "backend", "triton", Backend.triton),
     ("AIDX_VAR_DIR", "var_dir", "/srv/var", Path("/srv/var")),
     ("AIDX_API_KEYS", "api_keys", KEYS, [PACS_KEY]),

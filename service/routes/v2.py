@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from google.protobuf import json_format
 
 from aidx.inference.errors import BadRequest
+from aidx.inference.serving import ServedModel
 from aidx.service import kserve, kserve_protocol
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services

@@ -39,6 +39,7 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
     ("AIDX_ENABLED_MODELS", "enabled_models", '["cxr_pneumonia"]', ["cxr_pneumonia"]),
     ("AIDX_PIPELINE_MODELS", "pipeline_models", '{"cxr": "xrv"}', {"cxr": "xrv"}),
     ("AIDX_OOD_POLICY", "ood_policy", "warn", OodPolicy.warn),
+    ("AIDX_GRPC_PORT", "grpc_port", "8001", 8001),
     ("AIDX_DEVICE", "device", "cpu", Device.cpu),
     ("AIDX_BACKEND", "backend", "triton", Backend.triton),
     ("AIDX_VAR_DIR", "var_dir", "/srv/var", Path("/srv/var")),

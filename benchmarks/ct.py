@@ -131,7 +131,7 @@ def http_run(directory: Path, runs: int) -> dict:  # type: ignore[type-arg]
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    key = "bench-ct-key-0123456789abcdef"
+    key = "bench-ct-key-0123456789abcdefghijkl"  # the production key policy: >= 32
     keys = [{"name": "bench", "role": "radiologist",
              "key_sha256": hashlib.sha256(key.encode()).hexdigest()}]  # fmt: skip
     env = {

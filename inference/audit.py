@@ -1,8 +1,8 @@
 """Audit trail: who touched which patient data, when, with what outcome.
 
-One JSON line per access, to its own file. It names the actor (API key name and
-role) and the resource by opaque id (report id, SOP Instance UID); never a patient's
-name, birth date or the like.
+One JSON line per access, to its own file (0600). It names the actor (API key name
+and role), the client's address where there is one, and the resource by opaque id
+(report id, SOP Instance UID); never a patient's name, birth date or the like.
 """
 
 from __future__ import annotations
@@ -11,37 +11,57 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
+
+from aidx.inference.files import make_folders, open_private
+
+# The address of the client whose request is being served (set once it has been
+# authenticated): every entry recorded while serving it names it.
+current_client: ContextVar[str | None] = ContextVar("aidx_audit_client", default=None)
 
 
 class AuditLog:
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folders(path.parent)
         self._lock = threading.Lock()
 
-    def record(self, *, actor: str, role: str, action: str, resource: str, outcome: str) -> None:
-        line = json.dumps(
-            {
-                "at": datetime.now(UTC).isoformat(),
-                "actor": actor,
-                "role": role,
-                "action": action,
-                "resource": resource,
-                "outcome": outcome,
-            }
-        )
-        with self._lock, self.path.open("a") as fh:
-            fh.write(line + "\n")
+    def record(
+        self,
+        *,
+        actor: str,
+        role: str,
+        action: str,
+        resource: str,
+        outcome: str,
+        client: str | None = None,
+    ) -> None:
+        entry = {
+            "at": datetime.now(UTC).isoformat(),
+            "actor": actor,
+            "role": role,
+            "action": action,
+            "resource": resource,
+            "outcome": outcome,
+        }
+        client = client if client is not None else current_client.get()
+        if client is not None:
+            entry["client"] = client
+        line = json.dumps(entry) + "\n"
+        with self._lock, open_private(self.path) as fh:
+            fh.write(line.encode())
 
     @contextmanager
-    def access(self, *, actor: str, role: str, action: str, resource: str) -> Iterator[None]:
+    def access(
+        self, *, actor: str, role: str, action: str, resource: str, client: str | None = None
+    ) -> Iterator[None]:
         """Record an access to patient data with its outcome (ok, or the error code)."""
+        where = {"actor": actor, "role": role, "action": action, "resource": resource}
         try:
             yield
         except Exception as exc:
-            outcome = str(getattr(exc, "code", "error"))
-            self.record(actor=actor, role=role, action=action, resource=resource, outcome=outcome)
+            self.record(**where, outcome=str(getattr(exc, "code", "error")), client=client)
             raise
-        self.record(actor=actor, role=role, action=action, resource=resource, outcome="ok")
+        self.record(**where, outcome="ok", client=client)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from aidx.inference.assessment import NotAssessed, NotAssessedReason, OodVerdict
 from aidx.inference.errors import NotFound
-from aidx.inference.files import atomic_write
+from aidx.inference.files import atomic_write, make_folders
 
-# Report ids are deterministic (source instance + model), so a resend is idempotent.
+# Report ids are deterministic (content + analysis), so a resend is idempotent.
 _REPORT_NAMESPACE = uuid.UUID("6f1c2a44-4b0e-4d53-9a43-8f3b1e7d2c10")
 DEMO_DISCLAIMER = "Demo weights trained on synthetic data: not for clinical use."
 
@@ -151,8 +153,18 @@ class Report(BaseModel):
     turnaround: Turnaround | None = None
 
 
-def report_id(pipeline: str, source_uid: str, model: ModelRef) -> str:
-    key = f"{pipeline}|{source_uid}|{model.name}|{model.version}|{model.sha256}"
+def report_id(
+    pipeline: str, content_sha256: str, model: ModelRef, params: Mapping[str, Any] | None = None
+) -> str:
+    """The id of analysing this content (the SHA-256 of all of it, not an identifier
+    inside it) by this pipeline, model version and weights, with these parameters: a
+    re-send of the identical input is the same report, any other byte (a file cut
+    short that keeps its SOP Instance UID) or parameter is another report."""
+    key = json.dumps(
+        [pipeline, content_sha256, model.name, model.version, model.sha256, dict(params or {})],
+        sort_keys=True,
+        default=str,
+    )
     return str(uuid.uuid5(_REPORT_NAMESPACE, key))
 
 
@@ -161,7 +173,7 @@ class ReportStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        make_folders(root)
 
     def _dir(self, rid: str) -> Path:
         try:
@@ -170,8 +182,21 @@ class ReportStore:
             raise NotFound(f"no report {rid!r}", code="report_not_found") from None
 
     def save(self, report: Report, files: dict[str, bytes]) -> None:
+        """Save `report` and its files. A report already saved under its id (the same
+        input analysed the same way, sent again) keeps its first `created_at`; `report`
+        takes it too, so the caller answers what is stored."""
+        first = self._created_at(report.id)
+        if first is not None:
+            report.created_at = first
         self.save_evidence(report.id, files)
         self.put(report.id, "report.json", report.model_dump_json(indent=2).encode())
+
+    def _created_at(self, rid: str) -> datetime | None:
+        try:
+            stored = json.loads((self._dir(rid) / "report.json").read_bytes())
+            return datetime.fromisoformat(stored["created_at"])
+        except (FileNotFoundError, KeyError, TypeError, ValueError):
+            return None
 
     def save_evidence(self, rid: str, files: dict[str, bytes]) -> None:
         for name, data in files.items():

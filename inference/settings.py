@@ -12,7 +12,6 @@ or whole sections (`Settings(pacs={"dicomweb_url": ...})`).
 from __future__ import annotations
 
 import enum
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,10 @@ from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aidx.inference.assessment import OodPolicy
+from aidx.inference.key_policy import WELL_KNOWN_HASHES
+from aidx.inference.key_policy import hash_key as hash_key  # re-exported
 from aidx.inference.settings_sections import (
+    AccessSettings,
     CpuSettings,
     CtSettings,
     DicomSettings,
@@ -32,6 +34,7 @@ from aidx.inference.settings_sections import (
     LabsSettings,
     OutboxSettings,
     PacsSettings,
+    Role,
     TritonSettings,
     WsiSettings,
 )
@@ -53,22 +56,6 @@ class Backend(enum.StrEnum):
     triton = "triton"  # a Triton Inference Server through tritonclient
 
 
-class Role(enum.StrEnum):
-    radiologist = "radiologist"
-    pathologist = "pathologist"
-    lab = "lab"
-    engineer = "engineer"
-    admin = "admin"
-
-
-# Keys that must never guard a hospital service: placeholders people paste from docs.
-_WEAK_KEYS = {"", "changeme", "change-me", "secret", "password", "aidx", "test", "dev", "admin"}
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 class ApiKey(BaseModel):
     """One client's key. Only its SHA-256 is configured; the key itself never is."""
 
@@ -86,6 +73,8 @@ class Settings(BaseSettings):
         # section's name only, so field names keep their underscores.
         env_nested_delimiter="_",
         env_nested_max_split=1,
+        # a refusal never echoes what was given (AIDX_DEV_API_KEY, a key's hash)
+        hide_input_in_errors=True,
     )
 
     mode: Mode = Mode.production
@@ -118,6 +107,7 @@ class Settings(BaseSettings):
     # PACS / EMR configured, objects go to a folder under var/outbox/.
     writeback: bool = True
 
+    access: AccessSettings = Field(default_factory=AccessSettings)
     gpu: GpuSettings = Field(default_factory=GpuSettings)
     cpu: CpuSettings = Field(default_factory=CpuSettings)
     triton: TritonSettings = Field(default_factory=TritonSettings)
@@ -181,9 +171,26 @@ class Settings(BaseSettings):
                 "no API keys configured: set AIDX_API_KEYS (name, role, key_sha256) "
                 "or run with AIDX_MODE=development"
             )
-        weak = {hash_key(k) for k in _WEAK_KEYS}
-        if any(k.key_sha256 in weak for k in self.api_keys):
-            raise ValueError("a configured API key is a well-known default; choose a random key")
+        weak = [k.name for k in self.api_keys if k.key_sha256 in WELL_KNOWN_HASHES]
+        if weak:
+            raise ValueError(
+                f"API key {weak[0]!r} is a well-known default; choose a random key "
+                "(`aidx keys new`)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _one_key_per_client(self) -> Settings:
+        """The same key under two entries would make one client the other (the last
+        entry won, silently): refused, naming the entries and never the key."""
+        first: dict[str, ApiKey] = {}
+        for key in self.api_keys:
+            seen = first.setdefault(key.key_sha256, key)
+            if seen is not key:
+                raise ValueError(
+                    f"API keys {seen.name!r} ({seen.role.value}) and {key.name!r} "
+                    f"({key.role.value}) are the same key; give each client its own"
+                )
         return self
 
     @property

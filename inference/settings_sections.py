@@ -11,6 +11,14 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+class Role(enum.StrEnum):
+    radiologist = "radiologist"
+    pathologist = "pathologist"
+    lab = "lab"
+    engineer = "engineer"
+    admin = "admin"
+
+
 class TritonProtocol(enum.StrEnum):
     http = "http"
     grpc = "grpc"
@@ -40,6 +48,17 @@ class CpuSettings(BaseModel):
     # split the cores between them (runtime.threads_per_instance)
     threads_per_instance: int = Field(default=0, ge=0)
     workers: int = Field(default=0, ge=0)  # decode/render pool; 0: one per core
+
+
+class AccessSettings(BaseModel):
+    """Beyond each route's roles: failed authentication throttled per client address,
+    and who may mark a request STAT (X-Aidx-Priority: stat)."""
+
+    # Past this many wrong keys from one address within the window, every request from
+    # it is refused (429 auth_throttled) until the window has moved on.
+    auth_failures_max: int = Field(default=10, ge=1)
+    auth_failures_window_s: int = Field(default=60, ge=1)
+    stat_roles: list[Role] = Field(default_factory=lambda: [Role.radiologist, Role.lab, Role.admin])
 
 
 class TritonSettings(BaseModel):
@@ -107,6 +126,14 @@ class ImageLimits(BaseModel):
     max_total_pixels: int = Field(default=512 * 512 * 2048, gt=0)
 
 
+class UploadRetention(enum.StrEnum):
+    """What becomes of an uploaded slide once its job has ended (succeeded, failed or
+    cancelled): deleted (its results stay), or kept under var/wsi/uploads/."""
+
+    delete_when_done = "delete_when_done"
+    keep = "keep"
+
+
 class WsiSettings(BaseModel):
     """Whole slides: submitted paths must lie under one of `slide_roots` (after
     resolving links)."""
@@ -116,6 +143,7 @@ class WsiSettings(BaseModel):
     max_regions: int = Field(default=10, ge=1, le=1000)
     readers: int = Field(default=0, ge=0)  # tile reader threads per job; 0: cores / 2
     max_running_jobs: int = Field(default=1, ge=1)
+    upload_retention: UploadRetention = UploadRetention.delete_when_done
     # Replicas sharing the store: each refreshes its jobs' heartbeat every interval, and
     # fails (`interrupted`) any job whose heartbeat is older than the stale limit: its
     # replica died. The limit spans missed beats, not one slow write.

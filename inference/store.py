@@ -8,12 +8,14 @@ change them, and `init_store` applies them at start-up on either database.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url, text
 
+from aidx.inference.files import FILE_MODE, private_file
 from aidx.inference.schema import metadata
 
 # The tables of the first revision: a store made by `create_all` before migrations
@@ -32,9 +34,25 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _private_sqlite_files(database: str | None) -> None:
+    """The database file made 0600 before SQLite opens it: SQLite gives its -wal and
+    -shm files the database's mode, so they hold the outbox's patient data unreadable
+    to others too (those an older run left are closed here as well)."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = private_file(Path(database))
+    for suffix in ("-wal", "-shm", "-journal"):
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            companion.chmod(FILE_MODE)
+
+
 def create_store(url: str) -> Engine:
     if url.startswith(("postgresql://", "postgres://")):  # psycopg 3 is the driver
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        _private_sqlite_files(parsed.database)
     engine = create_engine(url, future=True, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

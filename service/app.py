@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.include_router(feedback.router)
     # auth before any body, body sizes and timeouts; inside the counter, which counts its refusals
-    app.add_middleware(RequestLimits, settings=services.settings, keyring=services.keyring)
+    app.add_middleware(RequestLimits, settings=services.settings, access=services.access)
     app.add_middleware(RequestCounter, metrics=services.metrics)
     return app
 

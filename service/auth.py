@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from aidx.inference.errors import Forbidden, Unauthorized
+from aidx.inference.key_policy import POLICY, weakness
 from aidx.inference.settings import ApiKey, Mode, Role, Settings, hash_key
 
 
@@ -22,8 +23,20 @@ class Principal:
 
 
 class KeyRing:
-    def __init__(self, keys: list[ApiKey]) -> None:
-        self._by_hash = {k.key_sha256: k for k in keys}
+    """The configured keys by hash. With `enforce_policy` (production), a key that
+    matches but fails the key policy (key_policy.py) is refused: only hashes are
+    configured, so this is where a weak key can be seen."""
+
+    def __init__(self, keys: list[ApiKey], *, enforce_policy: bool = False) -> None:
+        self.enforce_policy = enforce_policy
+        self._by_hash: dict[str, ApiKey] = {}
+        for key in keys:
+            seen = self._by_hash.setdefault(key.key_sha256, key)
+            if seen is not key:
+                raise ValueError(
+                    f"API keys {seen.name!r} and {key.name!r} are the same key; "
+                    "give each client its own"
+                )
 
     def identify(self, presented: str | None) -> Principal:
         if not presented:
@@ -33,6 +46,12 @@ class KeyRing:
         digest = hash_key(presented)
         for known, key in self._by_hash.items():
             if hmac.compare_digest(known, digest):
+                why = weakness(presented) if self.enforce_policy else None
+                if why is not None:
+                    raise Unauthorized(
+                        f"the API key is too weak for production ({why}); the policy: {POLICY}",
+                        code="weak_api_key",
+                    )
                 return Principal(key.name, key.role)
         raise Unauthorized("the API key is not valid", code="invalid_api_key")
 
@@ -45,7 +64,7 @@ def keyring_for(settings: Settings) -> KeyRing:
         keys.append(ApiKey(name="development", role=Role.admin, key_sha256=hash_key(dev_key)))
         if settings.dev_api_key is None:
             print(f"aidx development API key (admin, shown once): {dev_key}", file=sys.stderr)
-    return KeyRing(keys)
+    return KeyRing(keys, enforce_policy=settings.mode is Mode.production)
 
 
 def presented_key(request: Request) -> str | None:
@@ -73,12 +92,15 @@ def authorize(keyring: KeyRing, presented: str | None, roles: Iterable[Role]) ->
 
 def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
     """A FastAPI dependency: the caller's principal, if its role may use the route.
-    Admin may use every route."""
+    Admin may use every route. Refusals are throttled and audited (access.py)."""
+    allowed = frozenset(roles)
+
     # async on purpose: FastAPI runs a sync dependency in a worker thread, a costly
     # hop on every request of the hot /v2 path.
     async def dependency(request: Request) -> Principal:
-        keyring = request.app.state.services.keyring
-        principal = authorize(keyring, presented_key(request), roles)
+        gate = request.app.state.services.access
+        principal: Principal = gate.authenticate(request)
+        gate.authorize(request, principal, allowed)
         request.state.principal = principal
         return principal
 

@@ -14,13 +14,16 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from aidx.inference.key_policy import hash_key, weakness
 from aidx.inference.repository import scan
-from aidx.inference.settings import Settings
+from aidx.inference.settings import Role, Settings
 from aidx.pipelines.wsi.cli import wsi_app
 
 app = typer.Typer(help="aidx: AI diagnostic assist (demo weights are not for clinical use)")
 models_app = typer.Typer(help="Inspect, verify and add models in the repository.")
+keys_app = typer.Typer(help="API keys: make one that meets the production policy.")
 app.add_typer(models_app, name="models")
+app.add_typer(keys_app, name="keys")
 app.add_typer(wsi_app, name="wsi")
 console = Console()
 
@@ -286,6 +289,20 @@ def _findings_table(title: str, report) -> Table:  # type: ignore[no-untyped-def
 def _not_assessed_caption(report) -> str:  # type: ignore[no-untyped-def]
     why = report.not_assessed
     return f"Not assessed ({why.reason}): {why.message}" if why is not None else ""
+
+
+@keys_app.command("new")
+def keys_new(name: str, role: Role) -> None:
+    """A random key (shown once; give it to the client) and the AIDX_API_KEYS entry
+    that configures it by its hash alone."""
+    import json
+    import secrets
+
+    key = secrets.token_urlsafe(32)
+    assert weakness(key) is None  # 43 characters, about 5 bits each
+    entry = {"name": name, "role": role.value, "key_sha256": hash_key(key)}
+    print(f"key (shown once): {key}")
+    print(f"AIDX_API_KEYS entry: {json.dumps(entry)}")
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from aidx.inference.agreement import FeedbackCollector
 from aidx.inference.audit import AuditLog
 from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.feedback import FeedbackStore
+from aidx.inference.files import private_folder
 from aidx.inference.metrics import OutboxCollector, ServiceMetrics
 from aidx.inference.reports import Report, ReportStore
 from aidx.inference.serving import ModelService
@@ -30,6 +31,7 @@ from aidx.pipelines.ct.report import CtReport
 from aidx.pipelines.cxr.pipeline import CxrPipeline
 from aidx.pipelines.wsi.job_runner import JobRunner
 from aidx.pipelines.wsi.job_store import JobStore
+from aidx.service.access import AccessGate
 from aidx.service.auth import KeyRing, keyring_for
 
 
@@ -38,6 +40,7 @@ class Services:
     settings: Settings
     db: Engine
     keyring: KeyRing
+    access: AccessGate  # authentication throttled, refusals audited, the STAT policy
     metrics: ServiceMetrics
     models: ModelService
     reports: ReportStore
@@ -66,7 +69,7 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
     metrics = ServiceMetrics()
     models = ModelService(settings, observer=metrics)
     reports = ReportStore(settings.reports_dir)
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(settings.var_dir)  # 0700: what an older run left is closed too
     db = create_store(settings.store_url)
     audit = AuditLog(settings.audit_log)
     cpu = CpuStage(settings.cpu.workers or os.cpu_count() or 1)
@@ -90,10 +93,12 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
         JobStore(db), models, reports, max_running=wsi.max_running_jobs, readers=wsi.readers,
         links=wsi_links, heartbeat_s=wsi.job_heartbeat_s, stale_s=wsi.job_stale_s,
     )  # fmt: skip
+    keyring = keyring_for(settings)
     scp_actor = Actor(f"scp:{settings.dicom.ae_title}", "intake")
     intake = {"cxr": ActingAs(cxr, scp_actor), "ct": ActingAs(ct, scp_actor)}
     return Services(
-        settings=settings, db=db, keyring=keyring_for(settings), metrics=metrics,
+        settings=settings, db=db, keyring=keyring,
+        access=AccessGate(keyring, audit, settings.access), metrics=metrics,
         models=models, reports=reports, audit=audit, cpu=cpu, cxr_pipeline=cxr_pipeline,
         cxr=cxr, ct=ct, writeback=writeback,
         dicom_scp=scp_from(settings.dicom, settings.var_dir, intake),

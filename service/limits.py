@@ -2,7 +2,8 @@
 ASGI middleware, ahead of FastAPI, which reads a JSON body before any dependency runs):
 
 - a request with a body must present a valid API key before one byte of the body is
-  read (401; the role is still each route's to check);
+  read (401, or 429 once its address has sent too many wrong keys; throttled and
+  audited by service/access.py like every refusal; the role is each route's to check);
 - every body has a size limit: the upload routes' own settings, a small one elsewhere
   (AIDX_HTTP_MAX_BODY_BYTES); a declared Content-Length past it is refused at once,
   a chunked body as soon as it passes it (413 `payload_too_large`);
@@ -24,10 +25,10 @@ import time
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aidx.inference.errors import Unauthorized
+from aidx.inference.errors import AidxError
 from aidx.inference.settings import Settings
-from aidx.service.auth import KeyRing, presented_key
-from aidx.service.handlers import error_response
+from aidx.service.access import AccessGate
+from aidx.service.handlers import error_response, http_status
 
 _CLOSE = {"Connection": "close"}
 _DISCONNECT: Message = {"type": "http.disconnect"}
@@ -73,8 +74,17 @@ def _declared_length(scope: Scope) -> tuple[int | None, bool]:
     return length, chunked or bool(length)
 
 
-async def refuse(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
-    response = error_response(Request(scope), status, code, message, headers=_CLOSE)
+async def refuse(
+    scope: Scope,
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+) -> None:
+    response = error_response(
+        Request(scope), status, code, message, headers={**(headers or {}), **_CLOSE}
+    )
     await response(scope, _no_body, send)
 
 
@@ -83,10 +93,10 @@ async def _no_body() -> Message:
 
 
 class RequestLimits:
-    def __init__(self, app: ASGIApp, settings: Settings, keyring: KeyRing) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, access: AccessGate) -> None:
         self.app = app
         self.settings = settings
-        self.keyring = keyring
+        self.access = access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,9 +110,9 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         try:  # before a byte of the body is read
-            self.keyring.identify(presented_key(Request(scope)))
-        except Unauthorized as exc:
-            await refuse(scope, send, 401, exc.code, exc.message)
+            self.access.authenticate(Request(scope))
+        except AidxError as exc:  # 401, or 429 auth_throttled
+            await refuse(scope, send, http_status(exc), exc.code, exc.message, exc.headers)
             return
         limit = body_limit(self.settings, scope["method"], scope["path"])
         if declared is not None and declared > limit:

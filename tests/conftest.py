@@ -17,7 +17,8 @@ from aidx.service.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = Path(__import__("os").environ.get("AIDX_TEST_MODELS", ROOT / "models"))
-KEYS = {role: f"test-{role.value}-key-0123456789abcdef" for role in Role}
+# at least 32 characters, as the production key policy asks (inference/key_policy.py)
+KEYS = {role: f"test-{role.value}-key-0123456789abcdefghijkl" for role in Role}
 
 
 def auth(role: Role) -> dict[str, str]:

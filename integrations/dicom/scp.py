@@ -30,7 +30,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from aidx.inference.dicom_input import read_dicom
 from aidx.inference.errors import AidxError
-from aidx.inference.files import atomic_write
+from aidx.inference.files import atomic_write, make_folders
 from aidx.inference.settings_sections import DicomSettings
 from aidx.integrations.dicom.routing import SERIES_PIPELINES, Rule, route
 
@@ -99,7 +99,7 @@ class StoreScp:
 
     # --- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
-        self.incoming.mkdir(parents=True, exist_ok=True)
+        make_folders(self.incoming)
         with self._lock:  # what a previous process left: process it again
             for study in self.incoming.iterdir():
                 if study.is_dir():
@@ -182,9 +182,9 @@ class StoreScp:
 
     def _quarantine(self, path: Path, reason: str) -> None:
         target = self.quarantine / path.parent.name
-        target.mkdir(parents=True, exist_ok=True)
+        make_folders(target)
         shutil.move(str(path), target / path.name)
-        (target / f"{path.stem}.reason.txt").write_text(reason + "\n")
+        atomic_write(target / f"{path.stem}.reason.txt", (reason + "\n").encode())
         log.info("dicom intake: quarantined %s (%s)", path.stem, reason)
 
 

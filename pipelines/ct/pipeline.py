@@ -99,9 +99,9 @@ def decode(
     blobs: Sequence[bytes], limits: ImageLimits = DEFAULT_IMAGE_LIMITS
 ) -> tuple[CtVolume, float, str]:
     t0 = time.perf_counter()
-    digest = hashlib.sha256()
-    for blob in blobs:
-        digest.update(hashlib.sha256(blob).digest())
+    digest = hashlib.sha256()  # of every instance, whatever order they came in
+    for instance in sorted(hashlib.sha256(blob).digest() for blob in blobs):
+        digest.update(instance)
     volume = assemble_bytes(blobs, limits=limits)
     return volume, (time.perf_counter() - t0) * 1e3, digest.hexdigest()
 
@@ -239,8 +239,7 @@ def build_report(
     if len(measures) > evidence.MAX_LABELS:
         warnings.append(f"{len(measures)} lesions; the label map holds the largest 255")
     ref = model_ref(served)
-    source_uid = volume.source.series_instance_uid or content_sha256
-    rid = report_id(PIPELINE, source_uid, ref)
+    rid = report_id(PIPELINE, content_sha256, ref)  # min_lesion_ml is the card's (model)
     lesions = lesion_entries(volume, grid, measures)
     labels_kji = evidence.label_map_on_series(labels_xyz, volume, grid)
     evidences, files = evidence_files(volume, labels_kji, lesions, rid)
@@ -278,7 +277,7 @@ def not_assessed_report(
     assert card is not None and card.labels  # a model without a card never reaches ready
     label = card.labels[0]
     ref = model_ref(served)
-    rid = report_id(PIPELINE, volume.source.series_instance_uid or content_sha256, ref)
+    rid = report_id(PIPELINE, content_sha256, ref)
     url = f"{EVIDENCE_PREFIX}/{rid}/{LABEL_MAP_FILE}"
     empty = np.zeros(volume.shape, dtype=np.uint8)
     concept = Coding(scheme=label.scheme, code=label.code, meaning=label.meaning)

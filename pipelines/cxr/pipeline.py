@@ -240,7 +240,8 @@ class CxrPipeline:
             found, inputs = scored_findings(cxr, prepared, outputs)
         ref = served.ref
         source = prepared.radiograph.source
-        rid = report_id(PIPELINE, source.sop_instance_uid or prepared.content_sha256, ref)
+        params = {"ood_policy": self.ood_policy.value}  # it decides what is assessed
+        rid = report_id(PIPELINE, prepared.content_sha256, ref, params)
         report = Report(
             id=rid,
             pipeline=PIPELINE,

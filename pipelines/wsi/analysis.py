@@ -77,6 +77,15 @@ class AnalysisParams:
     def reader_count(self) -> int:
         return self.readers or max(1, (os.cpu_count() or 2) // 2)
 
+    def result_params(self) -> dict[str, float]:
+        """The parameters that change the result (not how fast it comes): a report id's."""
+        return {
+            "max_regions": self.max_regions,
+            "min_tissue_fraction": self.min_tissue_fraction,
+            "min_tissue_mm2": self.min_tissue_mm2,
+            "min_region_tiles": self.min_region_tiles,
+        }
+
 
 @dataclass(frozen=True)
 class TileModel:
@@ -362,16 +371,26 @@ def _finding(result: SlideAnalysis, model: TileModel) -> Finding:
 
 
 def build_report(
-    result: SlideAnalysis, model: TileModel, *, links: dict[str, str] | None = None
+    result: SlideAnalysis,
+    model: TileModel,
+    *,
+    links: dict[str, str] | None = None,
+    params: AnalysisParams | None = None,
 ) -> tuple[Report, dict[str, bytes]]:
     """The Report and its files (heatmap PNG, GeoJSON). `links` gives the URLs the
-    evidence is served at (default: the generic report routes)."""
+    evidence is served at (default: the generic report routes); `params`, those the
+    slide was analysed with (default: AnalysisParams()), are part of the report id."""
     t0 = time.perf_counter()
     info, plan, ref = result.info, result.plan, model.served.ref
-    source_uid = "|".join(
-        [info.quickhash or str(info.path), f"{plan.target_mpp:g}", f"{plan.tile_px}"]
-    )
-    rid = report_id(PIPELINE, source_uid, ref)
+    # OpenSlide's quickhash1 hashes the slide's content (reading all of a multi-GB
+    # slide for an id would cost minutes); the MPP in use and the tiling change the result
+    analysed = {
+        **(params or AnalysisParams()).result_params(),
+        "mpp": [info.mpp_x, info.mpp_y, info.mpp_source],
+        "target_mpp": plan.target_mpp,
+        "tile_px": plan.tile_px,
+    }
+    rid = report_id(PIPELINE, info.quickhash or str(info.path), ref, analysed)
     geojson = regions_mod.to_geojson(result.regions, namespace=rid)
     why = result.not_assessed
     if why is None:

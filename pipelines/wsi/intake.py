@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aidx.inference.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
+from aidx.inference.files import make_folders, open_private
 
 # Single-file formats OpenSlide reads; an upload keeps its extension (some readers
 # look at it). Multi-file formats (MRXS, VMS) can only be given as paths.
@@ -18,7 +19,8 @@ _SAFE_NAME = re.compile(r"^[\w .()+-]{1,200}$")
 
 def resolve_slide_path(given: str, roots: list[Path]) -> Path:
     """The real path of `given` if it lies under a slide root once `..` and links
-    are resolved; a relative path is taken against each root in turn."""
+    are resolved; a relative path is taken against each root in turn, and the first
+    root that holds it wins."""
     if not roots:
         raise Forbidden(
             "no slide roots are configured (AIDX_WSI_SLIDE_ROOTS); upload the slide instead",
@@ -29,12 +31,16 @@ def resolve_slide_path(given: str, roots: list[Path]) -> Path:
     real_roots = [root.resolve() for root in roots]
     path = Path(given)
     candidates = [path] if path.is_absolute() else [root / path for root in real_roots]
-    for candidate in candidates:
-        real = candidate.resolve()  # follows every link, removes every `..`
-        if any(real.is_relative_to(root) for root in real_roots):
-            if not real.is_file():
-                raise NotFound("no slide at that path", code="slide_not_found")
+    inside = [
+        real
+        for real in (candidate.resolve() for candidate in candidates)  # links, `..` gone
+        if any(real.is_relative_to(root) for root in real_roots)
+    ]
+    for real in inside:
+        if real.is_file():
             return real
+    if inside:
+        raise NotFound("no slide at that path", code="slide_not_found")
     raise Forbidden("the path lies outside the configured slide roots", code="slide_path_forbidden")
 
 
@@ -60,11 +66,11 @@ async def save_upload(
         raise PayloadTooLarge(
             f"the slide exceeds the upload limit of {limit_bytes} bytes", limit_bytes=limit_bytes
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(target.parent)
     partial = target.with_name(f".{target.name}.part")
     total = 0
     try:
-        with partial.open("wb") as fh:
+        with open_private(partial, "wb") as fh:
             async for chunk in chunks:
                 total += len(chunk)
                 if total > limit_bytes:

@@ -3,7 +3,8 @@
 A job survives its client's disconnect (it runs as its own task, not the request's).
 Progress is written to the store at most every `PROGRESS_EVERY_S`. The runner keeps
 this replica's jobs alive (`heartbeat_s`) and fails those of replicas that stopped
-beating (`stale_s`): the protocol is described in job_store.py.
+beating (`stale_s`): the protocol is described in job_store.py. An uploaded slide
+is deleted once its job has ended, unless AIDX_WSI_UPLOAD_RETENTION=keep.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from aidx.inference.errors import AidxError
 from aidx.inference.reports import ReportStore, Turnaround
 from aidx.inference.serving import ModelService
+from aidx.inference.settings_sections import UploadRetention
 from aidx.pipelines.wsi.analysis import AnalysisParams
 from aidx.pipelines.wsi.job_store import ACTIVE, INTERRUPTED, Job, JobState, JobStore
 from aidx.pipelines.wsi.pipeline import SlideInput, WsiPipeline
@@ -50,6 +52,7 @@ class JobRunner:
         wsi = models.settings.wsi
         self.heartbeat_s = heartbeat_s or wsi.job_heartbeat_s
         self.stale_s = stale_s or wsi.job_stale_s
+        self.keep_uploads = wsi.upload_retention is UploadRetention.keep
         self.store = store
         self.models = models
         self.pipeline = WsiPipeline(models)
@@ -105,7 +108,9 @@ class JobRunner:
             )
             task = self._tasks.get(job_id)
             if task is not None:
-                task.cancel()
+                task.cancel()  # its end releases the upload
+            else:  # queued by a process that has since stopped
+                self._release_upload(job_id)
         return self.store.get(job_id)
 
     async def stop(self) -> None:
@@ -147,6 +152,19 @@ class JobRunner:
             await self._fail(job_id, "internal_error", f"internal error ({type(exc).__name__})")
         finally:
             self._cancel_requested.discard(job_id)
+            await asyncio.to_thread(self._release_upload, job_id)
+
+    def _release_upload(self, job_id: str) -> None:
+        """The retention rule for uploads: an ended job's uploaded slide is deleted
+        (its report, heatmap and regions stay). Never a slide under a slide root."""
+        if self.keep_uploads:
+            return
+        try:
+            job = self.store.get(job_id)
+            if job.uploaded and job.state not in ACTIVE:
+                job.slide_path.unlink(missing_ok=True)
+        except Exception as exc:  # the next job must not fail for it; the log says
+            log.warning("whole-slide job %s: upload not deleted (%s)", job_id, type(exc).__name__)
 
     async def _fail(self, job_id: str, code: str, message: str) -> None:
         await asyncio.to_thread(

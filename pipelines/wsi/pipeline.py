@@ -57,5 +57,7 @@ class WsiPipeline:
         info = await asyncio.to_thread(describe, data.path, data.mpp)
         model = tile_model(self.models)
         result = await analyze(self.models, info, data.params, data.progress, model)
-        report, files = await asyncio.to_thread(build_report, result, model, links=data.links)
+        report, files = await asyncio.to_thread(
+            build_report, result, model, links=data.links, params=data.params
+        )
         return WsiResult(report, files, result)

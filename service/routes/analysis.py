@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import time
 
+from fastapi import Request
+
 from aidx.adapters.analysis import Actor
 from aidx.inference.errors import BadRequest
 from aidx.service.auth import Principal
+from aidx.service.container import Services
 
 PRIORITIES = {"stat": 1, "routine": 2}
 
@@ -21,6 +24,17 @@ def request_priority(value: str | None) -> int | None:
         raise BadRequest(
             "X-Aidx-Priority must be 'stat' or 'routine'", code="invalid_priority"
         ) from None
+
+
+def allowed_priority(
+    request: Request, who: Principal, svc: Services, value: str | None
+) -> int | None:
+    """The request's priority; STAT only for the roles the STAT policy names (else
+    403 `stat_not_allowed`), and recorded in the audit log either way."""
+    priority = request_priority(value)
+    if priority == PRIORITIES["stat"]:
+        svc.access.allow_stat(request, who)
+    return priority
 
 
 def request_timeout_s(deadline_ms: int | None) -> float | None:

@@ -22,14 +22,15 @@ from aidx.service.container import Services, services
 from aidx.service.responses import ANALYSIS, AUTHED, errors
 from aidx.service.routes.analysis import (
     actor,
+    allowed_priority,
     received_at,
-    request_priority,
     request_timeout_s,
 )
-from aidx.service.routes.reports import readers
+from aidx.service.routes.reports import readable_report
 from aidx.service.uploads import read_body, require_media_type
 
 router = APIRouter(prefix="/v1", responses=AUTHED)
+readers = require(Role.radiologist)  # CT reports are a radiologist's (and admin's)
 ZIP_MEDIA_TYPES = ("application/zip", "application/x-zip-compressed")
 KEY_SLICE = re.compile(r"keyslice_[0-9]{1,3}\.png")
 
@@ -168,13 +169,19 @@ async def get_ct_report(
     },
 )
 async def get_ct_evidence(
-    rid: str, name: str, who: Principal = Depends(readers), svc: Services = Depends(services)
+    request: Request,
+    rid: str,
+    name: str,
+    who: Principal = Depends(readers),
+    svc: Services = Depends(services),
 ) -> FileResponse:
     media_type = _evidence_media_type(name)
     audit = svc.audit
     with audit.access(
         actor=who.name, role=who.role.value, action="report.evidence", resource=f"report/{rid}"
     ):
+        if readable_report(request, svc, who, rid).pipeline != "ct":
+            raise NotFound(f"report {rid!r} is not a CT report", code="report_not_found")
         path = svc.reports.file(rid, name)
     return FileResponse(path, media_type=media_type)
 
@@ -188,7 +195,7 @@ async def analyze_ct(
     x_aidx_deadline_ms: int | None = Header(default=None),
     svc: Services = Depends(services),
 ) -> CtReport:
-    priority = request_priority(x_aidx_priority)
+    priority = allowed_priority(request, who, svc, x_aidx_priority)
     timeout_s = request_timeout_s(x_aidx_deadline_ms)
     blobs = await series_blobs(request, svc.settings.ct)
     return await svc.ct.run(

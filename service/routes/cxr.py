@@ -11,8 +11,8 @@ from aidx.service.container import Services, services
 from aidx.service.responses import ANALYSIS, AUTHED
 from aidx.service.routes.analysis import (
     actor,
+    allowed_priority,
     received_at,
-    request_priority,
     request_timeout_s,
 )
 from aidx.service.uploads import read_body, require_media_type
@@ -30,7 +30,7 @@ async def analyze_cxr(
     svc: Services = Depends(services),
 ) -> Report:
     require_media_type(request, "application/dicom")
-    priority = request_priority(x_aidx_priority)
+    priority = allowed_priority(request, who, svc, x_aidx_priority)
     timeout_s = request_timeout_s(x_aidx_deadline_ms)
     data = await read_body(request, svc.settings.max_upload_bytes)
     return await svc.cxr.run(

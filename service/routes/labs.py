@@ -34,8 +34,8 @@ from aidx.service.container import Services, services
 from aidx.service.responses import ANALYSIS, AUTHED, errors
 from aidx.service.routes.analysis import (
     actor,
+    allowed_priority,
     received_at,
-    request_priority,
     request_timeout_s,
 )
 from aidx.service.uploads import read_body, require_media_type
@@ -43,6 +43,7 @@ from aidx.service.uploads import read_body, require_media_type
 router = APIRouter(prefix="/v1/labs", responses=AUTHED)
 JSON = "application/json"
 FHIR = "application/fhir+json"
+MAX_SEQ = 2**63 - 1  # alert sequence numbers are the store's signed 64-bit integers
 HL7 = "x-application/hl7-v2+er7"
 
 
@@ -91,7 +92,7 @@ async def screen(
 ) -> Any:
     require_media_type(request, JSON, FHIR, HL7)
     media_type = request.headers["content-type"].split(";")[0].strip().lower()
-    priority = request_priority(x_aidx_priority)
+    priority = allowed_priority(request, who, svc, x_aidx_priority)
     timeout_s = request_timeout_s(x_aidx_deadline_ms)
     body = await read_body(request, svc.settings.max_upload_bytes)
     labs = _labs(svc)
@@ -117,7 +118,7 @@ async def screen(
 async def list_alerts(
     who: Principal = Depends(require(Role.lab)),
     state: str = Query(default="open", pattern="^(open|acknowledged|all)$"),
-    after: int = Query(default=0, ge=0),
+    after: int = Query(default=0, ge=0, le=MAX_SEQ),
     limit: int = Query(default=100, ge=1, le=1000),
     specimen_id: str | None = Query(default=None, max_length=128),
     svc: Services = Depends(services),
@@ -137,6 +138,17 @@ async def list_alerts(
     return AlertList(alerts=alerts, next_after=alerts[-1].seq if len(alerts) == limit else None)
 
 
+def _event_seq(last_event_id: str | None) -> int | None:
+    """The alert sequence a reconnecting client last saw; an id this service cannot
+    have sent (not a number, or past the store's 64-bit range) is ignored: the stream
+    starts with new alerts rather than failing."""
+    given = last_event_id or ""
+    if not given.isascii() or not given.isdigit() or len(given) > len(str(MAX_SEQ)):
+        return None
+    seq = int(given)
+    return seq if seq <= MAX_SEQ else None
+
+
 def _event(alert: Alert) -> str:
     return f"id: {alert.seq}\nevent: alert\ndata: {alert.model_dump_json()}\n\n"
 
@@ -151,7 +163,7 @@ async def stream_alerts(
     reconnecting), the alerts stored since that event are replayed first."""
     labs = _labs(svc)
     limits = svc.settings.labs  # keep-alive, stream length (then the client reconnects), replay
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+    after = _event_seq(last_event_id)
     svc.audit.record(
         actor=who.name, role=who.role.value, action="labs.alerts.stream",
         resource="labs/alerts", outcome="ok",

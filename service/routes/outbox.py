@@ -70,14 +70,10 @@ async def retry_entry(
     who: Principal = Depends(operators),
     svc: Services = Depends(services),
 ) -> dict[str, Any]:
-    entry = await asyncio.to_thread(_store(svc).retry, eid)
-    svc.audit.record(
-        actor=who.name,
-        role=who.role.value,
-        action="outbox.retry",
-        resource=f"outbox/{eid}",
-        outcome="ok",
-    )
+    with svc.audit.access(
+        actor=who.name, role=who.role.value, action="outbox.retry", resource=f"outbox/{eid}"
+    ):
+        entry = await asyncio.to_thread(_store(svc).retry, eid)
     svc.writeback.worker.wake()
     return entry.summary()
 
@@ -88,12 +84,8 @@ async def drop_entry(
     who: Principal = Depends(operators),
     svc: Services = Depends(services),
 ) -> Response:
-    await asyncio.to_thread(_store(svc).drop, eid)
-    svc.audit.record(
-        actor=who.name,
-        role=who.role.value,
-        action="outbox.drop",
-        resource=f"outbox/{eid}",
-        outcome="ok",
-    )
+    with svc.audit.access(
+        actor=who.name, role=who.role.value, action="outbox.drop", resource=f"outbox/{eid}"
+    ):
+        await asyncio.to_thread(_store(svc).drop, eid)
     return Response(status_code=204)

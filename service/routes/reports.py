@@ -1,11 +1,13 @@
-"""Reports and their evidence. Reading one is an access to patient data: audited."""
+"""Reports and their evidence. Reading one is an access to patient data: audited, and
+answered to the roles of the report's kind only (service/access.py: a slide's report
+to pathologists, a radiograph's or a CT's to radiologists)."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse
 
 from aidx.inference.errors import NotFound
@@ -25,20 +27,34 @@ def _access(svc: Services, who: Principal, action: str, rid: str):  # type: igno
     )
 
 
+def readable_report(request: Request, svc: Services, who: Principal, rid: str) -> Report:
+    """Report `rid`, if `who`'s role reads reports of its kind (else 403, audited)."""
+    report: Report = svc.reports.load(rid)
+    svc.access.authorize_report(request, who, report.pipeline)
+    return report
+
+
 @router.get("/{rid}", response_model=Report)
 async def get_report(
-    rid: str, who: Principal = Depends(readers), svc: Services = Depends(services)
+    request: Request,
+    rid: str,
+    who: Principal = Depends(readers),
+    svc: Services = Depends(services),
 ) -> Report:
     with _access(svc, who, "report.read", rid):
-        report: Report = svc.reports.load(rid)
+        report = readable_report(request, svc, who, rid)
     return await asyncio.to_thread(svc.writeback.turnaround.with_deliveries, report)
 
 
 @router.get("/{rid}/overlay.png", response_class=Response, responses=file_of("image/png"))
 async def get_overlay(
-    rid: str, who: Principal = Depends(readers), svc: Services = Depends(services)
+    request: Request,
+    rid: str,
+    who: Principal = Depends(readers),
+    svc: Services = Depends(services),
 ) -> FileResponse:
     with _access(svc, who, "report.overlay", rid):
+        readable_report(request, svc, who, rid)
         path = await _overlay(svc, rid)
     return FileResponse(path, media_type="image/png")
 

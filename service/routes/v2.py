@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from google.protobuf import json_format
 
 from aidx.inference.errors import BadRequest
+from aidx.inference.serving import ServedModel
 from aidx.service import kserve, kserve_protocol
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
@@ -31,12 +32,21 @@ async def server_metadata() -> dict[str, Any]:
     return kserve_protocol.server_metadata()
 
 
-@router.get("/health/live")
+# Triton answers its health routes by status alone, with empty bodies, and
+# tritonclient reads only the status: the schema says so (no content), as it is.
+_STATUS_ONLY: dict[int | str, dict[str, Any]] = {200: {"description": "yes (empty body)"}}
+
+
+@router.get("/health/live", response_class=Response, responses=_STATUS_ONLY)
 async def live() -> Response:
     return Response(status_code=200)
 
 
-@router.get("/health/ready")
+@router.get(
+    "/health/ready",
+    response_class=Response,
+    responses={**_STATUS_ONLY, 503: {"description": "not ready (empty body)"}},
+)
 async def ready(svc: Services = Depends(services)) -> Response:
     return Response(status_code=200 if svc.models.ready else 503)
 
@@ -64,8 +74,17 @@ async def model_config(
     return json_format.MessageToDict(config, preserving_proto_field_name=True)
 
 
-@router.get("/models/{name}/ready", responses=MODEL_ROUTE)
-@router.get("/models/{name}/versions/{version}/ready", responses=MODEL_ROUTE)
+_MODEL_READY: dict[int | str, dict[str, Any]] = {
+    **_STATUS_ONLY,
+    **MODEL_ROUTE,
+    400: {"description": "the model is not ready (empty body)"},
+}
+
+
+@router.get("/models/{name}/ready", response_class=Response, responses=_MODEL_READY)
+@router.get(
+    "/models/{name}/versions/{version}/ready", response_class=Response, responses=_MODEL_READY
+)
 async def model_ready(
     name: str,
     version: str | None = None,
@@ -82,10 +101,17 @@ async def infer(
     request: Request,
     name: str,
     version: str | None = None,
-    _: Principal = Depends(engineers),
+    who: Principal = Depends(engineers),
     svc: Services = Depends(services),
 ) -> Response:
-    served = _served(svc, name, version)
+    """An engineer's direct use of a model: recorded in the audit log."""
+    with svc.audit.access(
+        actor=who.name, role=who.role.value, action="v2.infer", resource=f"model/{name}"
+    ):
+        return await _infer(request, _served(svc, name, version), svc)
+
+
+async def _infer(request: Request, served: ServedModel, svc: Services) -> Response:
     body = await read_body(request, svc.settings.max_upload_bytes)
     length = request.headers.get(kserve.HEADER_LENGTH)
     if length is not None and not length.isdigit():

@@ -21,6 +21,7 @@ from aidx.inference.settings_sections import (
     OutboxSettings,
     TritonProtocol,
     TritonSettings,
+    UploadRetention,
 )
 from aidx.integrations.dicom.scp import StoreScp
 from aidx.integrations.outbox.worker import Backoff, OutboxWorker
@@ -38,6 +39,7 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
     ("AIDX_ENABLED_MODELS", "enabled_models", '["cxr_pneumonia"]', ["cxr_pneumonia"]),
     ("AIDX_PIPELINE_MODELS", "pipeline_models", '{"cxr": "xrv"}', {"cxr": "xrv"}),
     ("AIDX_OOD_POLICY", "ood_policy", "warn", OodPolicy.warn),
+    ("AIDX_GRPC_PORT", "grpc_port", "8001", 8001),
     ("AIDX_DEVICE", "device", "cpu", Device.cpu),
     ("AIDX_BACKEND", "backend", "triton", Backend.triton),
     ("AIDX_VAR_DIR", "var_dir", "/srv/var", Path("/srv/var")),
@@ -49,6 +51,9 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
     ("AIDX_WARMUP", "warmup", "false", False),
     ("AIDX_DATABASE_URL", "database_url", "postgresql://db/aidx", "postgresql://db/aidx"),
     ("AIDX_WRITEBACK", "writeback", "false", False),
+    ("AIDX_ACCESS_AUTH_FAILURES_MAX", "access.auth_failures_max", "5", 5),
+    ("AIDX_ACCESS_AUTH_FAILURES_WINDOW_S", "access.auth_failures_window_s", "30", 30),
+    ("AIDX_ACCESS_STAT_ROLES", "access.stat_roles", '["radiologist"]', [Role.radiologist]),
     ("AIDX_GPU_DEVICE_ID", "gpu.device_id", "1", 1),
     ("AIDX_GPU_TENSORRT", "gpu.tensorrt", "true", True),
     ("AIDX_GPU_FP16", "gpu.fp16", "true", True),
@@ -90,6 +95,7 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
     ("AIDX_WSI_MAX_RUNNING_JOBS", "wsi.max_running_jobs", "2", 2),
     ("AIDX_WSI_JOB_HEARTBEAT_S", "wsi.job_heartbeat_s", "5", 5.0),
     ("AIDX_WSI_JOB_STALE_S", "wsi.job_stale_s", "60", 60.0),
+    ("AIDX_WSI_UPLOAD_RETENTION", "wsi.upload_retention", "keep", UploadRetention.keep),
     ("AIDX_LABS_MLLP_HOST", "labs.mllp_host", "0.0.0.0", "0.0.0.0"),
     ("AIDX_LABS_MLLP_PORT", "labs.mllp_port", "2575", 2575),
     ("AIDX_LABS_MLLP_MAX_FRAME_BYTES", "labs.mllp_max_frame_bytes", "4096", 4096),

@@ -1,20 +1,29 @@
 """One real `aidx serve` process for the hostile-input tests: the bounds on heads,
 bodies and connections live in uvicorn's protocol and the ASGI stack, so they are
-tried over a socket. Short timeouts keep the slow-client tests fast."""
+tried over a socket. Short timeouts keep the slow-client tests fast. And one app in
+production mode for the access tests (`secured`): the demo CXR and labs models, a low
+failed-authentication limit, a STAT policy that leaves out the lab role, and alert
+streams that end within a second."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
-from ..conftest import aidx_env, free_port
+from aidx.inference.settings import Role
+from aidx.service.app import create_app
+
+from ..conftest import aidx_env, auth, free_port, make_settings
 from ..waiting import wait_serving
 
 TIMEOUT_S = 1  # AIDX_HTTP_BODY_TIMEOUT_S, _HEADER_TIMEOUT_S, _KEEP_ALIVE_TIMEOUT_S here
@@ -79,3 +88,44 @@ def healthz_ms(client: httpx.Client, server: Server) -> float:
     started = time.perf_counter()
     assert client.get(f"{server.url}/healthz", timeout=5).status_code == 200
     return (time.perf_counter() - started) * 1e3
+
+
+AUTH_FAILURES_MAX = 3
+
+
+@dataclass
+class Secured:
+    client: TestClient
+    var_dir: Path
+
+    def at(self, host: str) -> TestClient:
+        """The same app, called from another client address."""
+        return TestClient(self.client.app, client=(host, 40000))
+
+    def audit(self) -> list[dict[str, Any]]:
+        lines = (self.var_dir / "audit.log").read_text().splitlines()
+        return [json.loads(line) for line in lines]
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    var_dir = tmp_path_factory.mktemp("secured")
+    settings = make_settings(
+        var_dir,
+        enabled_models=["cxr_pneumonia", "labs_anomaly"],
+        access_auth_failures_max=AUTH_FAILURES_MAX,
+        access_auth_failures_window_s=60,
+        access_stat_roles=[Role.radiologist, Role.admin],
+        labs_stream_max_s=0.3,  # alert streams end (as EventSource reconnects) at once
+        labs_stream_keepalive_s=0.1,
+    )
+    with TestClient(create_app(settings), client=("10.0.0.1", 40000)) as client:
+        yield Secured(client, var_dir)
+
+
+def cxr(client: TestClient, data: bytes, role: Role = Role.radiologist, **headers: str):  # type: ignore[no-untyped-def]
+    return client.post(
+        "/v1/cxr",
+        content=data,
+        headers={"Content-Type": "application/dicom", **auth(role), **headers},
+    )

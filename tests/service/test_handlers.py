@@ -41,6 +41,7 @@ STATUS_BEFORE = {
     "aidx.pipelines.labs.store.Conflict": 409,
     "aidx.pipelines.wsi.slide.SlideReadError": 422,
     "aidx.inference.model_card.CardError": 500,  # new: raised at load, keeps a model out
+    "aidx.service.access.AuthThrottled": 429,  # new: too many wrong keys from one address
 }
 
 

@@ -1,0 +1,127 @@
+"""Access you can audit: who may call a route, read a report, or mark a request STAT,
+with every refusal recorded with the client's address and wrong keys throttled per
+address (the `limits` library, a moving window in memory: one replica's view).
+
+A wrong key counts against its address: past AIDX_ACCESS_AUTH_FAILURES_MAX within
+AIDX_ACCESS_AUTH_FAILURES_WINDOW_S, every request from that address is refused (429
+`auth_throttled`, even with a right key: a guesser learns nothing more) until the
+window has moved on. A missing key is no guess and is not counted."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from fastapi import Request
+from limits import RateLimitItemPerSecond
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from aidx.inference.audit import AuditLog, current_client
+from aidx.inference.errors import Forbidden, QueueFull, Unauthorized
+from aidx.inference.settings import Role
+from aidx.inference.settings_sections import AccessSettings
+from aidx.service.auth import KeyRing, Principal, presented_key
+
+ANONYMOUS = "anonymous"
+# Which roles read the reports of each pipeline (admin reads every report).
+REPORT_READERS: dict[str, frozenset[Role]] = {
+    "cxr": frozenset({Role.radiologist}),
+    "ct": frozenset({Role.radiologist}),
+    "wsi": frozenset({Role.pathologist}),
+    "labs": frozenset({Role.lab}),
+}
+
+
+class AuthThrottled(QueueFull):
+    code = "auth_throttled"
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+class AccessGate:
+    """Authentication and authorization of each request, throttled and audited."""
+
+    def __init__(self, keyring: KeyRing, audit: AuditLog, settings: AccessSettings) -> None:
+        self.keyring = keyring
+        self.audit = audit
+        self.stat_roles = frozenset(settings.stat_roles)
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        window_s = settings.auth_failures_window_s
+        self._failures = RateLimitItemPerSecond(settings.auth_failures_max, window_s)
+        # what the audit log takes per address and window, so that no flood fills it
+        self._noted = RateLimitItemPerSecond(settings.auth_failures_max, window_s)
+        self._throttle_noted = RateLimitItemPerSecond(1, window_s)
+
+    def authenticate(self, request: Request) -> Principal:
+        client = client_address(request)
+        if not self._limiter.test(self._failures, "auth", client):
+            raise self._throttled(request, client)
+        try:
+            principal = self.keyring.identify(presented_key(request))
+        except Unauthorized as exc:
+            if self._limiter.hit(self._noted, exc.code, client):
+                self._refusal(request, ANONYMOUS, "-", exc.code, client)
+            if exc.code != "missing_api_key" and not self._limiter.hit(
+                self._failures, "auth", client
+            ):
+                raise self._throttled(request, client) from None
+            raise
+        current_client.set(client)  # every audit entry of this request names it
+        return principal
+
+    def authorize(self, request: Request, who: Principal, allowed: frozenset[Role]) -> None:
+        if who.role is Role.admin or who.role in allowed:
+            return
+        self._refusal(request, who.name, who.role.value, "role_not_allowed")
+        raise Forbidden(f"role {who.role.value!r} may not use this route", code="role_not_allowed")
+
+    def authorize_report(self, request: Request, who: Principal, pipeline: str) -> None:
+        """A report is read by the roles of its kind only (a slide's by pathologists)."""
+        if who.role is Role.admin or who.role in REPORT_READERS.get(pipeline, frozenset()):
+            return
+        self._refusal(request, who.name, who.role.value, "report_kind_not_allowed")
+        raise Forbidden(
+            f"role {who.role.value!r} may not read {pipeline} reports",
+            code="report_kind_not_allowed",
+        )
+
+    def allow_stat(self, request: Request, who: Principal) -> None:
+        """STAT jumps every queue: only the roles of AIDX_ACCESS_STAT_ROLES may ask for
+        it, and each request that does is recorded."""
+        allowed = who.role in self.stat_roles
+        self.audit.record(
+            actor=who.name,
+            role=who.role.value,
+            action="priority.stat",
+            resource=request.url.path,
+            outcome="ok" if allowed else "stat_not_allowed",
+        )
+        if not allowed:
+            raise Forbidden(
+                f"role {who.role.value!r} may not mark requests STAT", code="stat_not_allowed"
+            )
+
+    def _throttled(self, request: Request, client: str) -> AuthThrottled:
+        stats = self._limiter.get_window_stats(self._failures, "auth", client)
+        retry_after_s = max(1, math.ceil(stats.reset_time - time.time()))
+        if self._limiter.hit(self._throttle_noted, "throttled", client):
+            self._refusal(request, ANONYMOUS, "-", AuthThrottled.code, client)
+        return AuthThrottled(
+            "too many failed authentications from this address; try again later",
+            retry_after_s=retry_after_s,
+        )
+
+    def _refusal(
+        self, request: Request, actor: str, role: str, code: str, client: str | None = None
+    ) -> None:
+        self.audit.record(
+            actor=actor,
+            role=role,
+            action="access.refused",
+            resource=f"{request.method} {request.url.path}",
+            outcome=code,
+            client=client or client_address(request),
+        )

@@ -56,33 +56,47 @@ class AccessGate:
         self._throttle_noted = RateLimitItemPerSecond(1, window_s)
 
     def authenticate(self, request: Request) -> Principal:
-        client = client_address(request)
+        return self.authenticate_key(
+            presented_key(request), client_address(request), _resource(request)
+        )
+
+    def authenticate_key(self, presented: str | None, client: str, resource: str) -> Principal:
+        """The principal of a presented key, for any transport (HTTP, gRPC): a wrong
+        key counts against its client's address, every refusal is recorded."""
         if not self._limiter.test(self._failures, "auth", client):
-            raise self._throttled(request, client)
+            raise self._throttled(resource, client)
         try:
-            principal = self.keyring.identify(presented_key(request))
+            principal = self.keyring.identify(presented)
         except Unauthorized as exc:
             if self._limiter.hit(self._noted, exc.code, client):
-                self._refusal(request, ANONYMOUS, "-", exc.code, client)
+                self._refusal(resource, ANONYMOUS, "-", exc.code, client)
             if exc.code != "missing_api_key" and not self._limiter.hit(
                 self._failures, "auth", client
             ):
-                raise self._throttled(request, client) from None
+                raise self._throttled(resource, client) from None
             raise
         current_client.set(client)  # every audit entry of this request names it
         return principal
 
     def authorize(self, request: Request, who: Principal, allowed: frozenset[Role]) -> None:
+        self.authorize_call(who, allowed, client_address(request), _resource(request))
+
+    def authorize_call(
+        self, who: Principal, allowed: frozenset[Role], client: str, resource: str
+    ) -> None:
         if who.role is Role.admin or who.role in allowed:
             return
-        self._refusal(request, who.name, who.role.value, "role_not_allowed")
+        self._refusal(resource, who.name, who.role.value, "role_not_allowed", client)
         raise Forbidden(f"role {who.role.value!r} may not use this route", code="role_not_allowed")
 
     def authorize_report(self, request: Request, who: Principal, pipeline: str) -> None:
         """A report is read by the roles of its kind only (a slide's by pathologists)."""
         if who.role is Role.admin or who.role in REPORT_READERS.get(pipeline, frozenset()):
             return
-        self._refusal(request, who.name, who.role.value, "report_kind_not_allowed")
+        self._refusal(
+            _resource(request), who.name, who.role.value, "report_kind_not_allowed",
+            client_address(request),
+        )  # fmt: skip
         raise Forbidden(
             f"role {who.role.value!r} may not read {pipeline} reports",
             code="report_kind_not_allowed",
@@ -104,24 +118,26 @@ class AccessGate:
                 f"role {who.role.value!r} may not mark requests STAT", code="stat_not_allowed"
             )
 
-    def _throttled(self, request: Request, client: str) -> AuthThrottled:
+    def _throttled(self, resource: str, client: str) -> AuthThrottled:
         stats = self._limiter.get_window_stats(self._failures, "auth", client)
         retry_after_s = max(1, math.ceil(stats.reset_time - time.time()))
         if self._limiter.hit(self._throttle_noted, "throttled", client):
-            self._refusal(request, ANONYMOUS, "-", AuthThrottled.code, client)
+            self._refusal(resource, ANONYMOUS, "-", AuthThrottled.code, client)
         return AuthThrottled(
             "too many failed authentications from this address; try again later",
             retry_after_s=retry_after_s,
         )
 
-    def _refusal(
-        self, request: Request, actor: str, role: str, code: str, client: str | None = None
-    ) -> None:
+    def _refusal(self, resource: str, actor: str, role: str, code: str, client: str) -> None:
         self.audit.record(
             actor=actor,
             role=role,
             action="access.refused",
-            resource=f"{request.method} {request.url.path}",
+            resource=resource,
             outcome=code,
-            client=client or client_address(request),
+            client=client,
         )
+
+
+def _resource(request: Request) -> str:
+    return f"{request.method} {request.url.path}"

@@ -25,7 +25,7 @@ from tritonclient.grpc import service_pb2_grpc
 
 from aidx.inference.errors import AidxError, ErrorKind
 from aidx.service import grpc_codec, kserve_protocol
-from aidx.service.auth import Principal, authorize, key_in
+from aidx.service.auth import Principal, key_in
 from aidx.service.container import Services
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,19 @@ def rpc(handler: Handler[Servicer]) -> Handler[Servicer]:
     return guarded
 
 
+def peer_host(peer: str | None) -> str:
+    """The client's address from gRPC's peer string ('ipv4:127.0.0.1:5000',
+    'ipv6:[::1]:5000', 'unix:/path'), as HTTP's request.client.host gives it."""
+    if not peer:
+        return "unknown"
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest.partition("]")[0].lstrip("[")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    return rest or kind
+
+
 class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     """The RPCs `/v2` has over HTTP; the others (streaming, repository, shared memory,
     statistics, trace and log settings) answer UNIMPLEMENTED."""
@@ -94,9 +107,14 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, svc: Services) -> None:
         self.svc = svc
 
-    def _authorize(self, context: grpc.aio.ServicerContext) -> Principal:
+    def _authorize(self, context: grpc.aio.ServicerContext, rpc_name: str) -> Principal:
+        """The same gate as HTTP: wrong keys throttled per client address, refusals audited."""
         metadata = dict(context.invocation_metadata() or ())
-        return authorize(self.svc.keyring, key_in(metadata), kserve_protocol.MODEL_ROLES)
+        client, resource = peer_host(context.peer()), f"gRPC {rpc_name}"
+        gate = self.svc.access
+        who = gate.authenticate_key(key_in(metadata), client, resource)
+        gate.authorize_call(who, frozenset(kserve_protocol.MODEL_ROLES), client, resource)
+        return who
 
     @rpc
     async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -112,25 +130,35 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @rpc
     async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        self._authorize(context)
+        self._authorize(context, "ModelReady")
         served = kserve_protocol.served_model(self.svc, request.name, request.version)
         return pb.ModelReadyResponse(ready=kserve_protocol.model_ready(served))
 
     @rpc
     async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        self._authorize(context)
+        self._authorize(context, "ModelMetadata")
         served = kserve_protocol.served_model(self.svc, request.name, request.version)
         return pb.ModelMetadataResponse(**kserve_protocol.model_metadata(served))
 
     @rpc
     async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        self._authorize(context)
+        self._authorize(context, "ModelConfig")
         served = kserve_protocol.served_model(self.svc, request.name, request.version)
         return pb.ModelConfigResponse(config=served.entry.config)
 
     @rpc
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        self._authorize(context)
+        """An engineer's direct use of a model: recorded in the audit log, as over HTTP."""
+        who = self._authorize(context, "ModelInfer")
+        with self.svc.audit.access(
+            actor=who.name,
+            role=who.role.value,
+            action="v2.infer",
+            resource=f"model/{request.model_name}",
+        ):
+            return await self._infer(request, context)
+
+    async def _infer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         served = kserve_protocol.served_model(self.svc, request.model_name, request.model_version)
         outputs = await kserve_protocol.infer(
             self.svc,
@@ -140,9 +168,7 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             grpc_codec.wanted_outputs(request),
             deadline_s=context.time_remaining(),
         )
-        return grpc_codec.encode_response(
-            request, served.name, str(served.entry.version), outputs
-        )
+        return grpc_codec.encode_response(request, served.name, str(served.entry.version), outputs)
 
 
 class GrpcServer:

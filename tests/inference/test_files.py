@@ -51,8 +51,10 @@ def test_missing_folders_are_created(tmp_path: Path) -> None:
 def _fsynced_paths(path: Path, data: bytes) -> list[str]:
     """The paths fsync was called on, in order, as the kernel saw them: atomic_write
     runs in a child process under strace (no patching of os.fsync)."""
-    code = f"from pathlib import Path; from aidx.inference.files import atomic_write; " \
+    code = (
+        f"from pathlib import Path; from aidx.inference.files import atomic_write; "
         f"atomic_write(Path({str(path)!r}), {data!r})"
+    )
     trace = subprocess.run(
         ["strace", "-f", "-y", "-e", "trace=fsync", sys.executable, "-c", code],
         capture_output=True, text=True, check=True,

@@ -124,7 +124,10 @@ def test_refusals_carry_tritons_status_codes(client: grpcclient.InferenceServerC
         ),
         "StatusCode.NOT_FOUND": lambda: client.infer("no_such_model", [ok], headers=ENGINEER),
         "StatusCode.DEADLINE_EXCEEDED": lambda: client.infer(
-            CXR, [ok], headers=ENGINEER, timeout=1  # Triton's `timeout` parameter, in us
+            CXR,
+            [ok],
+            headers=ENGINEER,
+            timeout=1,  # Triton's `timeout` parameter, in us
         ),
     }
     for status, call in cases.items():

@@ -354,4 +354,3 @@ def test_random_json_as_a_fhir_bundle(post_labs: Post, body: Any, media_type: st
 @given(data=st.binary(max_size=1024), cut=st.integers(0, 400))
 def test_broken_json_bytes(post_labs: Post, data: bytes, cut: int) -> None:
     assert_coded(post_labs(json.dumps(VALID_SCREEN).encode()[:cut] + data, "application/json"))
-

@@ -201,14 +201,16 @@ def pen_ink(rng: np.random.Generator) -> np.ndarray:
 
 
 def _crops(images: list[np.ndarray], rng: np.random.Generator, n: int) -> Iterator[np.ndarray]:
-    """n random 256 x 256 crops (at a random scale) of the images, cycling through them."""
+    """n random 256 x 256 crops of the images (each at a random scale), in turn."""
     from skimage.transform import rescale
 
-    for i in range(n):
-        image = images[i % len(images)]
+    scaled = []
+    for image in images:
         image = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
         scale = max(rng.uniform(0.5, 1.2), (TILE_PX + 1) / min(image.shape[:2]))
-        image = (rescale(image, scale, channel_axis=2, anti_aliasing=True) * 255).astype(np.uint8)
+        scaled.append(rescale(image, scale, channel_axis=2, anti_aliasing=True) * 255)
+    for i in range(n):
+        image = scaled[i % len(scaled)].astype(np.uint8)
         r = int(rng.integers(0, image.shape[0] - TILE_PX + 1))
         c = int(rng.integers(0, image.shape[1] - TILE_PX + 1))
         yield _jpeg(image[r : r + TILE_PX, c : c + TILE_PX], rng)
@@ -225,7 +227,11 @@ def _skimage(names: tuple[str, ...]) -> list[np.ndarray]:
 
 
 _DRAWN: dict[str, tuple[Callable[[np.random.Generator], np.ndarray], str]] = {
-    "blank_glass": (blank_glass, "bare glass, near white, faint tint and noise"),
+    "blank_glass": (
+        blank_glass,
+        "bare glass, near white, faint tint and noise (in serving such a tile never reaches "
+        "the gate: under 25% tissue it is not a tissue tile, and a slide of it is no_tissue)",
+    ),
     "noise": (noise, "uniform, Gaussian and smoothed colour noise"),
     "ihc_dab": (ihc_dab, "the recipe's tissue re-stained: haematoxylin and DAB brown"),
     "fluorescence": (fluorescence, "the recipe's tissue as dark-field fluorescence"),

@@ -9,7 +9,11 @@ model is given, its preprocessed input tensor:
 1. Embedding (`embed`): per channel, a 16 x 16 thumbnail (block means: where the
    dense and the lucent areas lie) and an 8 x 8 map of local edge strength (block
    means of |dx| + |dy| at full resolution: how textured each area is). A
-   1 x 224 x 224 chest X-ray tensor gives 320 numbers.
+   1 x 224 x 224 chest X-ray tensor gives 320 numbers. A volume (C, X, Y, Z), e.g.
+   a CT model's grid, is embedded by six planes per channel: its mean projection
+   along each axis (where the air and the dense parts lie in 3-D) and its central
+   slice across each axis (the texture the projections average away): 1920 numbers.
+   A plane smaller than a grid is first enlarged by repeating its pixels.
 2. Reference (`OodReference.fit`), on in-distribution inputs: each feature
    standardised, then a probabilistic PCA (Tipping & Bishop 1999): the top k
    principal directions with their variances, and one variance shared by all the
@@ -37,7 +41,13 @@ from pathlib import Path
 
 import numpy as np
 
-from aidx.inference.assessment import OodPolicy, OodStatus, OodVerdict
+from aidx.inference.assessment import (
+    NotAssessed,
+    NotAssessedReason,
+    OodPolicy,
+    OodStatus,
+    OodVerdict,
+)
 from aidx.inference.errors import ModelUnavailable
 from aidx.inference.model_card import ModelCard
 
@@ -50,7 +60,10 @@ _EPS = 1e-6
 
 def _block_means(image: np.ndarray, grid: int) -> np.ndarray:
     """`image` (H, W) as grid x grid block means (edge rows/columns that do not fill
-    a block are dropped)."""
+    a block are dropped; a side shorter than `grid` is repeated up to it)."""
+    for axis, side in enumerate(image.shape):
+        if 0 < side < grid:
+            image = np.repeat(image, -(-grid // side), axis=axis)
     rows, cols = (image.shape[0] // grid) * grid, (image.shape[1] // grid) * grid
     if rows == 0 or cols == 0:
         raise ValueError(f"an input of {image.shape} is smaller than the {grid} x {grid} grid")
@@ -58,18 +71,32 @@ def _block_means(image: np.ndarray, grid: int) -> np.ndarray:
     return blocks.mean(axis=(1, 3))
 
 
+def _planes(volume: np.ndarray) -> list[np.ndarray]:
+    """A volume's mean projection along each axis, then its central slice across each."""
+    centre = [side // 2 for side in volume.shape]
+    projections = [volume.mean(axis=axis) for axis in range(3)]
+    slices = [np.take(volume, centre[axis], axis=axis) for axis in range(3)]
+    return projections + slices
+
+
+def _plane_features(plane: np.ndarray) -> list[np.ndarray]:
+    edges = np.zeros_like(plane)
+    edges[:, 1:] += np.abs(np.diff(plane, axis=1))
+    edges[1:, :] += np.abs(np.diff(plane, axis=0))
+    return [_block_means(plane, THUMBNAIL_GRID), _block_means(edges, EDGE_GRID)]
+
+
 def embed(tensor: np.ndarray) -> np.ndarray:
-    """A model input (C, H, W), or (H, W), as its 1-D embedding (float64)."""
+    """A model input (C, H, W) or (H, W), or a volume (C, X, Y, Z), as its 1-D
+    embedding (float64)."""
     x = np.asarray(tensor, dtype=np.float64)
     channels = x[None] if x.ndim == 2 else x
-    if channels.ndim != 3:
-        raise ValueError(f"expected a (C, H, W) or (H, W) input, got shape {x.shape}")
+    if channels.ndim not in (3, 4):
+        raise ValueError(f"expected a (C, H, W), (H, W) or (C, X, Y, Z) input, got {x.shape}")
     parts = []
     for channel in channels:
-        edges = np.zeros_like(channel)
-        edges[:, 1:] += np.abs(np.diff(channel, axis=1))
-        edges[1:, :] += np.abs(np.diff(channel, axis=0))
-        parts += [_block_means(channel, THUMBNAIL_GRID), _block_means(edges, EDGE_GRID)]
+        for plane in _planes(channel) if channel.ndim == 3 else [channel]:
+            parts += _plane_features(plane)
     return np.concatenate([p.ravel() for p in parts])
 
 
@@ -170,6 +197,40 @@ class OodGate:
 def uncalibrated(policy: OodPolicy) -> OodVerdict:
     """The verdict of a model with no reference: no gate ran."""
     return OodVerdict(status=OodStatus.uncalibrated, policy=policy)
+
+
+def verdict_for(gate: OodGate | None, tensor: np.ndarray, policy: OodPolicy) -> OodVerdict:
+    """The gate's verdict on a model input, or `uncalibrated` when there is no gate."""
+    return uncalibrated(policy) if gate is None else gate.verdict(tensor, policy)
+
+
+def ood_words(verdict: OodVerdict) -> str:
+    return f"OOD score {verdict.score} > threshold {verdict.threshold}, {verdict.method}"
+
+
+def stop_out_of_distribution(verdict: OodVerdict, what: str = "image") -> NotAssessed | None:
+    """`out_of_distribution` when the input is out of distribution and the policy is
+    `not_assessed`; None otherwise (`what` names the input in the message)."""
+    if verdict.status is not OodStatus.out_of_distribution:
+        return None
+    if verdict.policy is not OodPolicy.not_assessed:
+        return None
+    return NotAssessed(
+        reason=NotAssessedReason.out_of_distribution,
+        message=(
+            f"the {what} is unlike the {what}s this model was trained and validated on "
+            f"({ood_words(verdict)}): its findings would not be reliable"
+        ),
+    )
+
+
+def out_of_distribution_warning(verdict: OodVerdict, what: str = "image") -> str:
+    """What a report scored under the `warn` policy says first."""
+    return (
+        f"OUT OF DISTRIBUTION: the {what} is unlike the {what}s this model was trained and "
+        f"validated on ({ood_words(verdict)}); the findings are scored only because this "
+        "site's policy is `warn`: do not rely on them"
+    )
 
 
 UNCALIBRATED_WARNING = (

@@ -54,12 +54,14 @@ class InDistribution:
     calibration: np.ndarray
     heldout: np.ndarray
     dataset: str  # where they came from, for the card
+    unit: str = "images"  # what one input is, in the card's prose: images, volumes, tiles
 
 
 @dataclass(frozen=True)
 class Calibration:
     reference: OodReference
     section: OodSection
+    unit: str = "images"
 
 
 def _scores(reference: OodReference, embeddings: np.ndarray) -> np.ndarray:
@@ -102,26 +104,28 @@ def calibrate(
         dataset=data.dataset,
         detection=detection,
     )
-    return Calibration(reference, section)
+    return Calibration(reference, section, data.unit)
 
 
-def prose(section: OodSection) -> str:
-    """The card's section on the gate: the method, the rates, the table."""
+def prose(section: OodSection, unit: str = "images") -> str:
+    """The card's section on the gate: the method, the rates, the table (`unit`:
+    what one input is, e.g. images, volumes or tiles)."""
     how = (
-        "Every report gives the gate's verdict (`ood`: score, threshold, status). An image "
+        "Every report gives the gate's verdict (`ood`: score, threshold, status). An input "
         "scoring above the threshold is out of distribution: its findings are not assessed "
         "(`out_of_distribution`), or, where a site sets `AIDX_OOD_POLICY=warn`, scored under "
         f"a prominent warning. Method `{section.method}` (aidx.inference.ood): a 16 x 16 "
-        "thumbnail and an 8 x 8 edge-strength map of the model's input tensor, "
+        "thumbnail and an 8 x 8 edge-strength map of the model's input tensor (of a "
+        "volume: of its mean projections and central slices along each axis), "
         "standardised, scored by the Mahalanobis distance under a probabilistic PCA fitted "
         "on in-distribution inputs (about 1 in distribution). Reference: "
         f"`{section.file}` (its sha256 in `files`)."
     )
     measured = (
         f"In-distribution data: {section.dataset}. The reference was fitted on "
-        f"{section.fit_images} images; the threshold, {section.threshold}, is the score "
+        f"{section.fit_images} {unit}; the threshold, {section.threshold}, is the score "
         f"that {section.target_false_rejection_rate:.1%} of {section.calibration_images} "
-        f"calibration images exceed; on {section.heldout_images} held-out images the gate "
+        f"calibration {unit} exceed; on {section.heldout_images} held-out {unit} the gate "
         f"rejected **{section.false_rejection_rate:.1%}** (the false-rejection rate)."
     )
     rows = "".join(
@@ -129,7 +133,7 @@ def prose(section: OodSection) -> str:
         for name, result in section.detection.items()
     )
     table = (
-        "| out-of-distribution set | made of | images | detected | detection rate |\n"
+        f"| out-of-distribution set | made of | {unit} | detected | detection rate |\n"
         f"|---|---|---|---|---|\n{rows}"
     )
     paragraphs = (textwrap.fill(text, width=84) for text in (how, measured))
@@ -158,7 +162,7 @@ def write_calibration(model_dir: Path, version: int, calibration: Calibration) -
     front, body = parse_card_text(card_path.read_text(encoding="utf-8"))
     files = {**front.files, section.file: hashlib.sha256(data).hexdigest()}
     front = front.model_copy(update={"files": files, "ood": section})
-    text = render_card(front, _with_section(body, prose(section)))
+    text = render_card(front, _with_section(body, prose(section, calibration.unit)))
     staged = model_dir / ".card.md.staged"
     staged.write_text(text, encoding="utf-8")
     try:
@@ -176,3 +180,17 @@ def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[np.ndar
     order = np.random.default_rng(seed).permutation(n)
     cuts = np.cumsum([round(f * n) for f in fractions[:-1]])
     return [np.sort(part) for part in np.split(order, cuts)]
+
+
+FILE_SPLITS = (0.6, 0.2, 0.2)  # fit, calibration, held-out of a site's own dataset
+
+
+def split_embeddings(
+    embeddings: np.ndarray, dataset: str, seed: int, unit: str = "images"
+) -> InDistribution:
+    """A dataset's embeddings [n, d] cut 60/20/20 into fit, calibration and held-out
+    by a seeded shuffle."""
+    fit, calibration, heldout = (
+        embeddings[i] for i in split_indices(len(embeddings), FILE_SPLITS, seed)
+    )
+    return InDistribution(fit, calibration, heldout, dataset, unit)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,6 +19,9 @@ from aidx.inference.key_policy import hash_key, weakness
 from aidx.inference.repository import scan
 from aidx.inference.settings import Role, Settings
 from aidx.pipelines.wsi.cli import wsi_app
+
+if TYPE_CHECKING:
+    from aidx.inference.ood_calibration import Calibration
 
 app = typer.Typer(help="aidx: AI diagnostic assist (demo weights are not for clinical use)")
 models_app = typer.Typer(help="Inspect, verify and add models in the repository.")
@@ -160,10 +164,11 @@ def _named_folders(pairs: list[str]) -> dict[str, Path]:
 def models_calibrate_ood(
     model: Annotated[str, typer.Argument(help="the model's folder in the repository")],
     dataset: Annotated[
-        Path | None, typer.Option(help="a folder of in-distribution DICOM files")
+        Path | None,
+        typer.Option(help="in-distribution inputs: DICOM files (CXR), series (CT), slides (WSI)"),
     ] = None,
     synthetic: Annotated[
-        int | None, typer.Option(help="instead: N phantoms per split from the recipe")
+        int | None, typer.Option(help="instead: N phantoms (tiles) per split from the recipe")
     ] = None,
     ood_set: Annotated[
         list[str] | None, typer.Option(help="NAME=FOLDER: a further out-of-distribution set")
@@ -178,17 +183,15 @@ def models_calibrate_ood(
 ) -> None:
     """Fit the model's out-of-distribution gate, measure it, and write its reference
     (<version>/ood.npz) and the card's `ood:` section and table."""
-    from aidx.inference.model_card import Pipeline
     from aidx.inference.ood_calibration import write_calibration
     from aidx.inference.repository import load_entry
 
     settings = _settings(repository, mode="development")
     entry = load_entry(settings.model_repository / model, verify=False)
-    if entry.card is None or entry.card.pipeline is not Pipeline.cxr:
-        console.print(f"[red]{model}: calibrate-ood reads CXR models' inputs only (so far)[/red]")
+    calibration_for = _calibration_for(entry.card.pipeline if entry.card else None)
+    if calibration_for is None:
+        console.print(f"[red]{model}: calibrate-ood reads CXR, CT and WSI models only[/red]")
         raise typer.Exit(code=2)
-    from aidx.pipelines.cxr.ood_sets import calibration_for
-
     try:
         calibration = calibration_for(
             dataset=dataset,
@@ -205,6 +208,26 @@ def models_calibrate_ood(
     path = write_calibration(entry.directory, entry.version, calibration)
     console.print(_ood_table(calibration.section))
     console.print(f"wrote {path} and the card's `ood:` section")
+
+
+def _calibration_for(pipeline: object) -> Callable[..., Calibration] | None:
+    """The pipeline's side of the calibration: how its inputs become model tensors
+    and which out-of-distribution sets it is measured on (None: not an imaging model)."""
+    from aidx.inference.model_card import Pipeline
+
+    if pipeline is Pipeline.cxr:
+        from aidx.pipelines.cxr import ood_sets as cxr
+
+        return cxr.calibration_for
+    if pipeline is Pipeline.ct:
+        from aidx.pipelines.ct import ood_sets as ct
+
+        return ct.calibration_for
+    if pipeline is Pipeline.wsi:
+        from aidx.pipelines.wsi import ood_sets as wsi
+
+        return wsi.calibration_for
+    return None
 
 
 def _ood_table(section) -> Table:  # type: ignore[no-untyped-def]

@@ -79,7 +79,7 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
     # every CXR and CT report goes to the outbox before it is answered
     recorder = ReportRecorder[Report](reports, writeback if settings.writeback else None)
     cxr_pipeline = CxrPipeline(models, reports, cpu, settings.ood_policy, settings.image)
-    ct_pipeline = CtPipeline(models, reports, cpu, settings.image)
+    ct_pipeline = CtPipeline(models, reports, cpu, settings.ood_policy, settings.image)
     observe = metrics.observe_turnaround
     cxr = AnalysisStep(
         cxr_pipeline, audit, recorder=recorder, audited=report_created, observe=observe

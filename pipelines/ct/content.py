@@ -5,15 +5,35 @@ series is not what the route takes: 422). The image must hold aerated lung: a ch
 CT that cuts the lungs off, or a series whose header says nothing, is judged by the
 air-filled lung volume inside the body; below the card's minimum the finding is
 *not assessed* (no probability, no present/absent, no lesions), never "absent".
+
+Then the model's out-of-distribution gate (inference/ood.py) judges the lung-windowed
+grid the model would be given: out of distribution, the finding is not assessed
+(`out_of_distribution`), or, under the site's `warn` policy, scored with a warning
+first. Every report carries the verdict (in, out, or uncalibrated without a gate).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-from aidx.inference.assessment import NotAssessed, NotAssessedReason, OodStatus, OodVerdict
+import numpy as np
+
+from aidx.inference.assessment import (
+    NotAssessed,
+    NotAssessedReason,
+    OodPolicy,
+    OodStatus,
+    OodVerdict,
+)
 from aidx.inference.errors import Unprocessable
+from aidx.inference.ood import (
+    OodGate,
+    out_of_distribution_warning,
+    stop_out_of_distribution,
+    verdict_for,
+)
 
 # BodyPartExamined values (upper case, letters only) that contain one of these pass:
 # CHEST, THORAX, LUNG, and the combined regions (CHESTABDOMEN, CHESTABDPELVIS,
@@ -60,6 +80,30 @@ def lungs_absent(lung_ml: float, min_lung_ml: float) -> NotAssessed | None:
     )
 
 
-def uncalibrated() -> OodVerdict:
-    """The CT model's card has no out-of-distribution reference: no gate ran."""
-    return OodVerdict(status=OodStatus.uncalibrated)
+@dataclass(frozen=True)
+class Screening:
+    """Whether the model may judge the series: why not (None: it may), the OOD verdict,
+    and the warnings that go first on the report."""
+
+    not_assessed: NotAssessed | None
+    ood: OodVerdict
+    warnings: tuple[str, ...]
+
+
+def screen(
+    image: np.ndarray,
+    lung_ml: float,
+    min_lung_ml: float,
+    gate: OodGate | None,
+    policy: OodPolicy,
+) -> Screening:
+    """The lungs check, then the gate on the model grid `image` [1, X, Y, Z]: the
+    first that fails decides why the finding is not assessed."""
+    verdict = verdict_for(gate, image, policy)
+    why = lungs_absent(lung_ml, min_lung_ml) or stop_out_of_distribution(verdict, "series")
+    warnings: list[str] = []
+    if verdict.status is OodStatus.uncalibrated:
+        warnings.append(OOD_UNCALIBRATED_WARNING)
+    elif verdict.status is OodStatus.out_of_distribution and why is None:
+        warnings.append(out_of_distribution_warning(verdict, "series"))
+    return Screening(why, verdict, tuple(warnings))

@@ -1,8 +1,9 @@
 """Chest CT pipeline, wired in one place: series assembly (BodyPartExamined checked)
 -> MONAI preprocessing -> lungs (too little aerated lung: the finding is not
-assessed and the model does not run) -> sliding-window inference through the
-batcher -> lesions -> label map and key-slice overlays -> CtReport. Each step is a
-function tested on its own."""
+assessed and the model does not run) -> the out-of-distribution gate on the model
+grid (out: not assessed, or scored under a warning where the site says `warn`) ->
+sliding-window inference through the batcher -> lesions -> label map and key-slice
+overlays -> CtReport. Each step is a function tested on its own."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from aidx.inference.assessment import NotAssessed
+from aidx.inference.assessment import NotAssessed, OodPolicy
 from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.dicom_input import DEFAULT_IMAGE_LIMITS
 from aidx.inference.errors import DeadlineExceeded
 from aidx.inference.model_card import Label, Pipeline, missing_section
+from aidx.inference.ood import gate_for
 from aidx.inference.reports import (
     DEMO_DISCLAIMER,
     Coding,
@@ -270,7 +272,8 @@ def not_assessed_report(
     why: NotAssessed,
     content_sha256: str,
 ) -> tuple[CtReport, dict[str, bytes]]:
-    """The report of a series the model cannot judge (too little lung): the finding
+    """The report of a series the model cannot judge (too little lung, out of
+    distribution): the finding
     not assessed, no lesions, each lung's measured volume with its involvement not
     assessed, and an empty label map (the write-back reads one for every CT report)."""
     card = served.entry.card
@@ -320,12 +323,27 @@ class CtPipeline:
         models: ModelService,
         store: ReportStore,
         cpu: CpuStage,
+        ood_policy: OodPolicy = OodPolicy.not_assessed,
         image_limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
     ) -> None:
         self.models = models
         self.store = store
         self.cpu = cpu
         self.image_limits = image_limits  # checked on the headers, before decoding
+        self.ood_policy = ood_policy  # the site's: out of distribution -> not assessed or warn
+
+    async def _screen(
+        self, served: ServedModel, grid: ModelGrid, lungs: postprocess.Lungs, priority: int | None
+    ) -> tuple[content.Screening, float]:
+        """The lungs check and the OOD gate on the model grid, on the CPU stage, timed."""
+        t0 = time.perf_counter()
+        card = served.entry.card
+        gate = gate_for(served.entry.directory, card) if card is not None else None
+        found = await self.cpu.run(
+            content.screen, grid.image, lungs.total_ml(grid.voxel_ml), min_lung_ml(served),
+            gate, self.ood_policy, priority=priority,
+        )  # fmt: skip
+        return found, (time.perf_counter() - t0) * 1e3
 
     async def analyze(
         self,
@@ -344,9 +362,9 @@ class CtPipeline:
             preprocess, volume, window.spacing_mm, priority=priority
         )
         lungs, lungs_ms = await self.cpu.run(find_lungs, grid, priority=priority)
-        no_lungs = content.lungs_absent(lungs.total_ml(grid.voxel_ml), min_lung_ml(served))
+        screening, screen_ms = await self._screen(served, grid, lungs, priority)
         stats = InferenceStats()
-        if no_lungs is None:
+        if screening.not_assessed is None:
             predict = self._predictor(served, stats, started, timeout_s, priority)
             t0 = time.perf_counter()
             probability = await asyncio.to_thread(probability_map, grid.image, predict, window)
@@ -356,18 +374,18 @@ class CtPipeline:
             report, files = await self.cpu.run(
                 build_report, served, analysis, min_lesion_ml, digest, priority=priority
             )
-        else:  # no lesion statement without lungs: the model does not run
+        else:  # no lungs or out of distribution: the model does not run
             t1 = time.perf_counter()
             report, files = await self.cpu.run(
-                not_assessed_report, served, volume, grid, lungs, no_lungs, digest,
-                priority=priority,
+                not_assessed_report, served, volume, grid, lungs, screening.not_assessed,
+                digest, priority=priority,
             )  # fmt: skip
         post_ms = (time.perf_counter() - t1) * 1e3
-        report.ood = content.uncalibrated()
-        report.warnings.append(content.OOD_UNCALIBRATED_WARNING)
+        report.ood = screening.ood
+        report.warnings[:0] = screening.warnings  # the gate's word first
         report.timings = Timings(
             decode_ms=round(decode_ms, 2),
-            preprocess_ms=round(preprocess_ms + lungs_ms, 2),
+            preprocess_ms=round(preprocess_ms + lungs_ms + screen_ms, 2),
             queue_ms=round(stats.queue_s * 1e3, 2),
             compute_ms=round(stats.compute_s * 1e3, 2),
             postprocess_ms=round(post_ms, 2),

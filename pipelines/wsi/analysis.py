@@ -6,8 +6,11 @@
 
 A slide without tissue (none found, less than `min_tissue_mm2`, or no tile with
 `min_tissue_fraction` of it) is not scored: its finding is *not assessed*
-(`no_tissue`), never "absent". The tile model has no out-of-distribution reference,
-so every report says so (`ood.status = uncalibrated`).
+(`no_tissue`), never "absent". Each tissue tile also goes through the tile model's
+out-of-distribution gate (gate.py): out-of-distribution tiles are left out of the
+regions, too many of them and the slide is not assessed (`out_of_distribution`), or
+under the site's `warn` policy all are scored with a warning; every report carries
+the verdict (`uncalibrated` for a model without a reference).
 
 Memory stays flat whatever the slide's size: tile positions come from a generator,
 at most `inflight_chunks` chunks of tiles exist at a time, and what grows with the
@@ -27,9 +30,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from aidx.inference.assessment import NotAssessed, NotAssessedReason, OodStatus, OodVerdict
+from aidx.inference.assessment import NotAssessed, NotAssessedReason, OodPolicy
 from aidx.inference.errors import AidxError, DeadlineExceeded, QueueFull
 from aidx.inference.model_card import Pipeline, missing_section
+from aidx.inference.ood import OodGate, gate_for
 from aidx.inference.reports import (
     DEMO_DISCLAIMER,
     Coding,
@@ -43,6 +47,7 @@ from aidx.inference.reports import (
 )
 from aidx.inference.serving import ModelService, ServedModel
 from aidx.pipelines.wsi import regions as regions_mod
+from aidx.pipelines.wsi.gate import SlideGate, judge_slide, tile_scores
 from aidx.pipelines.wsi.regions import SuspiciousRegion
 from aidx.pipelines.wsi.slide import SlideInfo, SlideReader, mpp_mismatch_message
 from aidx.pipelines.wsi.tiling import TilePlan, plan_tiles, tissue_fractions, tissue_tiles
@@ -55,10 +60,6 @@ ROUTINE = 2  # batcher priority: slides are background work next to STAT request
 MAX_RETRIES = 20
 
 MIN_TISSUE_MM2 = 0.05  # less tissue than this (about 3 tiles at 0.5 um/px): not assessed
-UNCALIBRATED_OOD = (
-    "the tile model has no out-of-distribution reference (uncalibrated): nothing checks "
-    "that this slide resembles the data it was trained on"
-)
 
 ProgressFn = Callable[[int, int], None]  # (tiles done, tiles total)
 
@@ -73,6 +74,7 @@ class AnalysisParams:
     chunk_tiles: int = 16  # tiles per read and per batcher request
     inflight_chunks: int = 0  # 0: enough to keep readers and model busy
     timeout_s: float = 120.0  # per chunk, in the batcher
+    ood_policy: OodPolicy = OodPolicy.not_assessed  # the site's (AIDX_OOD_POLICY)
 
     def reader_count(self) -> int:
         return self.readers or max(1, (os.cpu_count() or 2) // 2)
@@ -100,6 +102,7 @@ class TileModel:
     coding: Coding
     threshold: float
     max_batch: int
+    gate: OodGate | None = None  # the out-of-distribution gate (None: uncalibrated)
 
     @property
     def name(self) -> str:
@@ -124,6 +127,7 @@ def tile_model(models: ModelService) -> TileModel:
         coding=Coding(scheme=label.scheme, code=label.code, meaning=label.meaning),
         threshold=label.threshold,
         max_batch=max(1, int(config.max_batch_size)),
+        gate=gate_for(served.entry.directory, card),
     )
 
 
@@ -152,7 +156,8 @@ class SlideAnalysis:
     tissue_s: float
     stream_s: float
     regions_s: float
-    not_assessed: NotAssessed | None = None  # set when the slide has too little tissue
+    not_assessed: NotAssessed | None = None  # too little tissue, or out of distribution
+    gate: SlideGate | None = None  # the OOD gate's word (None: no tile was read)
 
 
 def _chunks(cells: Iterator[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
@@ -190,13 +195,15 @@ async def stream_tiles(
     reader: SlideReader,
     plan: TilePlan,
     cells: Iterator[tuple[int, int]],
-    heat: np.ndarray,
+    maps: tuple[np.ndarray, np.ndarray],
     params: AnalysisParams,
     tally: Tally,
     on_progress: ProgressFn | None = None,
 ) -> None:
     """Read the tiles at `cells` with a bounded pool of readers, run them through the
-    batcher, and write each probability into `heat` as it arrives."""
+    batcher, and write each probability into `maps[0]` (the heat) as it arrives, and
+    the gate's score of each tile into `maps[1]` (with the model's gate)."""
+    heat, ood = maps
     readers = params.reader_count()
     chunk = max(1, min(params.chunk_tiles, model.max_batch))
     inflight = params.inflight_chunks or readers * 2 + math.ceil(model.max_batch / chunk) + 1
@@ -204,20 +211,23 @@ async def stream_tiles(
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="aidx-wsi-read")
 
-    def read(batch: list[tuple[int, int]]) -> tuple[np.ndarray, float]:
+    def read(batch: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray | None, float]:
         t0 = time.perf_counter()
         origins = [plan.origin(r, c) for r, c in batch]
         tiles = reader.read_tiles(origins, plan.level, plan.read_px, plan.tile_px)
-        return tiles, time.perf_counter() - t0
+        scores = None if model.gate is None else tile_scores(model.gate, tiles)
+        return tiles, scores, time.perf_counter() - t0
 
     async def one(batch: list[tuple[int, int]]) -> None:
         try:
-            tiles, read_s = await loop.run_in_executor(pool, read, batch)
+            tiles, scores, read_s = await loop.run_in_executor(pool, read, batch)
             result = await _infer(models, model, tiles, params.timeout_s)
             del tiles
             probabilities = result.outputs[model.output_name][:, model.label_index]
             rows, cols = zip(*batch, strict=True)
             heat[list(rows), list(cols)] = probabilities
+            if scores is not None:
+                ood[list(rows), list(cols)] = scores
             tally.done += len(batch)
             tally.read_s += read_s
             tally.queue_s += result.queue_s
@@ -281,27 +291,35 @@ async def analyze(
         keep = fractions >= params.min_tissue_fraction
         tally = Tally(total=0 if why is not None else int(keep.sum()))  # no tissue: no tile is read
         heat = np.full((plan.rows, plan.cols), np.nan, dtype=np.float32)
+        ood = np.full_like(heat, np.nan)
         t1 = time.perf_counter()
         if on_progress is not None:
             on_progress(0, tally.total)
         tally.started = time.perf_counter()
         cells = iter(()) if why is not None else tissue_tiles(fractions, params.min_tissue_fraction)
-        await stream_tiles(models, model, reader, plan, cells, heat, params, tally, on_progress)
+        maps = (heat, ood)
+        await stream_tiles(models, model, reader, plan, cells, maps, params, tally, on_progress)
         t2 = time.perf_counter()
-        found = regions_mod.find_regions(
-            heat,
-            plan,
-            mpp_x=info.mpp_x,
-            mpp_y=info.mpp_y,
-            threshold=model.threshold,
-            max_regions=params.max_regions,
-            min_tiles=params.min_region_tiles,
-        )
+        slide = judge_slide(model.gate, ood[~np.isnan(ood)], params.ood_policy)
+        if model.gate is not None and params.ood_policy is OodPolicy.not_assessed:
+            heat[ood > model.gate.threshold] = np.nan  # left out of the regions
+        why = why or slide.not_assessed
+        found = []  # a slide not assessed has no regions
+        if why is None:
+            found = regions_mod.find_regions(
+                heat,
+                plan,
+                mpp_x=info.mpp_x,
+                mpp_y=info.mpp_y,
+                threshold=model.threshold,
+                max_regions=params.max_regions,
+                min_tiles=params.min_region_tiles,
+            )
         t3 = time.perf_counter()
     finally:
         # waits for reads still running in threads whose awaiting task was cancelled
         await asyncio.shield(asyncio.to_thread(reader.close))
-    return SlideAnalysis(info, plan, low, heat, found, tally, t1 - t0, t2 - t1, t3 - t2, why)
+    return SlideAnalysis(info, plan, low, heat, found, tally, t1 - t0, t2 - t1, t3 - t2, why, slide)
 
 
 # --- the Report ---------------------------------------------------------------------
@@ -324,21 +342,23 @@ def _region(region: SuspiciousRegion) -> Region:
     )
 
 
-def _warnings(info: SlideInfo, plan: TilePlan, why: NotAssessed | None) -> list[str]:
-    warnings = []
+def _warnings(
+    info: SlideInfo, plan: TilePlan, why: NotAssessed | None, gate: SlideGate | None
+) -> list[str]:
+    warnings = [] if gate is None else gate.warnings()  # the gate's word first
     if info.mpp_source == "request":
         warnings.append("the MPP was given with the request, not read from the slide")
     mismatch = mpp_mismatch_message(info)
     if mismatch is not None:  # the request said to override the slide's own
         warnings.append(f"{mismatch}; the request's was used (mpp_override)")
     if why is not None:
-        warnings.append(f"not assessed: {why.message}; no tile was scored")
+        unscored = "; no tile was scored" if why.reason is NotAssessedReason.no_tissue else ""
+        warnings.append(f"not assessed: {why.message}{unscored}")
     if plan.resized:
         warnings.append(
             f"tiles were read at level {plan.level} ({plan.read_px} px) and resized to "
             f"{plan.tile_px} px for the model's {plan.target_mpp:g} um/px"
         )
-    warnings.append(UNCALIBRATED_OOD)
     return warnings
 
 
@@ -415,9 +435,9 @@ def build_report(
             Evidence(kind="regions", media_type="application/geo+json", url=links["geojson"]),
         ],
         timings=_timings(result, post_ms),
-        warnings=_warnings(info, plan, why),
+        warnings=_warnings(info, plan, why, result.gate),
         disclaimer=DEMO_DISCLAIMER if ref.demo_weights else None,
-        ood=OodVerdict(status=OodStatus.uncalibrated),
+        ood=result.gate.verdict if result.gate is not None else None,
         not_assessed=why,
     )
     files = {

@@ -52,7 +52,9 @@ def analyze_slide(
             info = describe(slide, mpp)
             check_request_mpp(info, override=mpp_override)
             model = tile_model(service)
-            params = AnalysisParams(max_regions=max_regions, readers=readers)
+            params = AnalysisParams(
+                max_regions=max_regions, readers=readers, ood_policy=settings.ood_policy
+            )
             result = await _with_progress_bar(service, info, params, model)
             report, files = build_report(result, model)
         except AidxError as exc:

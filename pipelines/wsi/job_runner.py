@@ -189,7 +189,9 @@ class JobRunner:
             started_at=_now(),
             heartbeat_at=_now(),
         )
-        params = AnalysisParams(**job.params, readers=self.readers)
+        # the site's OOD policy, never the request's
+        policy = self.models.settings.ood_policy
+        params = AnalysisParams(**job.params, readers=self.readers, ood_policy=policy)
         last = {"at": 0.0, "writing": False, "t0": time.perf_counter()}
 
         def progress(done: int, total: int) -> None:

@@ -1,5 +1,6 @@
-"""A series without lungs is not assessed, never "absent"; the CT model's OOD gate
-is uncalibrated on every report. Through the pipeline and through POST /v1/ct."""
+"""A series without lungs is not assessed, never "absent"; every report carries the
+CT model's OOD verdict (a head series is out of distribution, the chest phantom in).
+Through the pipeline and through POST /v1/ct."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.reports import ReportStore
 from aidx.inference.serving import ModelService
 from aidx.inference.settings import Role
-from aidx.pipelines.ct.content import OOD_UNCALIBRATED_WARNING
 from aidx.pipelines.ct.pipeline import CtPipeline
 from aidx.pipelines.ct.report import CtReport
 from tests.conftest import auth, make_settings
@@ -51,8 +51,8 @@ def assert_not_assessed(report: dict) -> None:  # type: ignore[type-arg]
         assert row["assessed"] is False
         assert row["involved_ml"] is None and row["involvement_percent"] is None
         assert row["lung_volume_ml"] < 50.0
-    assert report["ood"]["status"] == OodStatus.uncalibrated
-    assert OOD_UNCALIBRATED_WARNING in report["warnings"]
+    assert report["ood"]["status"] == OodStatus.out_of_distribution
+    assert report["ood"]["score"] > report["ood"]["threshold"]
 
 
 def test_a_head_series_is_not_assessed(head_series: list[bytes], tmp_path: Path) -> None:
@@ -71,8 +71,8 @@ def test_the_chest_phantom_is_still_assessed(small_blobs: list[bytes], tmp_path:
     assert finding.assessed and finding.probability is not None and finding.present is not None
     assert report.not_assessed is None
     assert all(row.assessed and row.involvement_percent is not None for row in report.lungs)
-    assert report.ood is not None and report.ood.status == OodStatus.uncalibrated
-    assert report.warnings == [OOD_UNCALIBRATED_WARNING]
+    assert report.ood is not None and report.ood.status == OodStatus.in_distribution
+    assert report.warnings == []
 
 
 def post_ct(client: TestClient, blobs: list[bytes]):  # type: ignore[no-untyped-def]

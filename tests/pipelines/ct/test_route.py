@@ -172,12 +172,13 @@ def test_upload_errors(client: TestClient, blobs: list[bytes], tmp_path: Path) -
     assert garbage.status_code == 400 and garbage.json()["code"] == "not_dicom"
 
 
-def test_the_phantom_is_assessed_and_the_gate_uncalibrated(report: dict) -> None:  # type: ignore[type-arg]
+def test_the_phantom_is_assessed_and_in_distribution(report: dict) -> None:  # type: ignore[type-arg]
     (finding,) = report["findings"]
     assert finding["assessed"] is True and finding["not_assessed_reason"] is None
     assert report["not_assessed"] is None
-    assert report["ood"]["status"] == "uncalibrated"
-    assert any("out-of-distribution reference" in w for w in report["warnings"])
+    assert report["ood"]["status"] == "in_distribution"
+    assert report["ood"]["score"] <= report["ood"]["threshold"]
+    assert not any("OUT OF DISTRIBUTION" in w for w in report["warnings"])
     assert all(row["assessed"] and row["involvement_percent"] >= 0 for row in report["lungs"])
 
 

@@ -1,5 +1,5 @@
 """A slide with no tissue (bare glass, only marker ink, too little tissue) is *not
-assessed*, never "absent"; every WSI report says its OOD gate is uncalibrated; ink
+assessed*, never "absent"; every WSI report carries its OOD gate's verdict; ink
 beside tissue changes nothing (issue 13). Real pyramids, the real batcher and model."""
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from PIL import Image
 from aidx.inference.assessment import NotAssessedReason, OodStatus
 from aidx.inference.serving import ModelService
 from aidx.pipelines.wsi.analysis import (
-    UNCALIBRATED_OOD,
     AnalysisParams,
     SlideAnalysis,
     analyze,
@@ -25,6 +24,7 @@ from aidx.pipelines.wsi.analysis import (
     tile_model,
     tissue_check,
 )
+from aidx.pipelines.wsi.gate import UNCALIBRATED_OOD
 from aidx.pipelines.wsi.slide import describe
 from aidx.pipelines.wsi.tiling import plan_tiles, tissue_fractions
 from aidx.pipelines.wsi.tissue import LowRes
@@ -64,7 +64,9 @@ def assert_not_assessed(result: SlideAnalysis, service: ModelService, words: str
     assert finding.not_assessed_message and words in finding.not_assessed_message
     assert report.not_assessed is not None
     assert report.not_assessed.reason is NotAssessedReason.no_tissue
-    assert report.ood is not None and report.ood.status is OodStatus.uncalibrated
+    # no tissue tile: nothing like the tile model's inputs (no score: none was scored)
+    assert report.ood is not None and report.ood.status is OodStatus.out_of_distribution
+    assert report.ood.score is None
     assert json.loads(files["regions.geojson"]) == {"type": "FeatureCollection", "features": []}
     # the heatmap has no heat colour that could read as "low probability": grey
     # thumbnail under a dark "not assessed" banner
@@ -116,12 +118,12 @@ def test_ink_beside_tissue_changes_neither_tiles_nor_regions(
     assert [r.tiles for r in marked.regions] == [r.tiles for r in clean.regions]
 
 
-def test_an_assessed_slide_says_its_ood_gate_is_uncalibrated(
+def test_an_assessed_slide_says_it_is_in_distribution(
     slides: Slides, service: ModelService, loop: asyncio.AbstractEventLoop
 ) -> None:
     report, _ = build_report(run(service, loop, slides.tumour), tile_model(service))
     finding = report.findings[0]
     assert finding.assessed and finding.present and finding.probability is not None
     assert report.not_assessed is None
-    assert report.ood is not None and report.ood.status is OodStatus.uncalibrated
-    assert UNCALIBRATED_OOD in report.warnings
+    assert report.ood is not None and report.ood.status is OodStatus.in_distribution
+    assert UNCALIBRATED_OOD not in report.warnings

@@ -216,7 +216,7 @@ def test_a_slide_without_tissue_is_an_answer_not_assessed(
         assert finding["assessed"] is False and finding["not_assessed_reason"] == "no_tissue"
         assert finding["probability"] is None and finding["present"] is None
         assert report["not_assessed"]["reason"] == "no_tissue"
-        assert report["ood"]["status"] == "uncalibrated"
+        assert report["ood"]["status"] == "out_of_distribution" and report["ood"]["score"] is None
         geo = api.get(done["links"]["geojson"], headers=PATHOLOGIST)
         assert geo.json() == {"type": "FeatureCollection", "features": []}
         heatmap = api.get(done["links"]["heatmap"], headers=PATHOLOGIST)

@@ -13,6 +13,12 @@ an upload delivers them, the model repository loaded, the batcher and the CPU st
 started. Its peak RSS (VmHWM) is its own. Then (unless --no-http) the series is zipped
 and POSTed to a real `aidx serve` process (only the CT model enabled), whose peak RSS
 is read from /proc. Prints tables and saves JSON (benchmarks/results/ct.json).
+
+    python benchmarks/ct.py --baseline main --no-http   # before (main) and after
+
+With --baseline, the same measurement runs first on that revision's code
+(benchmarks/baseline.py) and then on this checkout's, on the same series, and a
+summary compares them (median of the runs).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from baseline import checkout, environment  # benchmarks/ is the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {
@@ -179,6 +186,15 @@ def http_run(directory: Path, runs: int) -> dict:  # type: ignore[type-arg]
         server.wait(timeout=30)
 
 
+def measure_child(directory: Path, runs: int, threads: int, code: Path | None) -> dict:  # type: ignore[type-arg]
+    command = [sys.executable, __file__, "--child", str(directory), "--runs", str(runs)]
+    command += ["--threads", str(threads)]
+    done = subprocess.run(
+        command, capture_output=True, text=True, check=True, env=environment(code)
+    )
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="512x512x300")
@@ -189,34 +205,63 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ct.json")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--no-http", action="store_true", help="skip the aidx serve run")
+    parser.add_argument("--baseline", metavar="REF", help="also measure this git revision")
     args = parser.parse_args()
     if args.child is not None:
         child(args.child, args.runs, args.threads)
         return 0
     size = "128x128x60" if args.smoke else args.size
     runs = 1 if args.smoke else args.runs
+    results: dict = {}  # type: ignore[type-arg]
     with tempfile.TemporaryDirectory(prefix="aidx-ct-bench-") as tmp:
-        series = write_phantom(Path(tmp), size, args.seed)
-        command = [sys.executable, __file__, "--child", tmp, "--runs", str(runs)]
-        command += ["--threads", str(args.threads)]
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-        measured = json.loads(done.stdout.strip().splitlines()[-1])
+        series_dir = Path(tmp) / "series"
+        series = write_phantom(series_dir, size, args.seed)
+        if args.baseline:
+            code = checkout(args.baseline, Path(tmp) / "baseline")
+            results["before"] = measure_child(series_dir, runs, args.threads, code)
+        measured = measure_child(series_dir, runs, args.threads, None)
         if not args.no_http:
-            measured["http"] = http_run(Path(tmp), runs)
+            measured["http"] = http_run(series_dir, runs)
     meta = {
         "size": size,
         "spacing_mm": SIZES[size][1],
         "series": series,
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
+        "load_average_at_end": os.getloadavg(),
         "onnxruntime_threads": args.threads,
         "python": platform.python_version(),
+        "baseline": args.baseline,
     }
+    if "before" in results:
+        print(f"BEFORE ({args.baseline})")
+        print_table(size, results["before"])
+        print("\nAFTER (this checkout)")
     print_table(size, measured)
+    if "before" in results:
+        print_summary(results["before"], measured)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, **measured}, indent=2))
+    args.out.write_text(json.dumps({"meta": meta, **results, **measured}, indent=2))
     print(f"\nsaved {args.out}")
     return 0
+
+
+def print_summary(before: dict, after: dict) -> None:  # type: ignore[type-arg]
+    """Median of the runs, before and after, and the speed-up."""
+
+    def median(rows: list[dict], key: str) -> float:  # type: ignore[type-arg]
+        return float(np.median([row[key] for row in rows]))
+
+    print("\n| median | before | after | speed-up |\n|---|---|---|---|")
+    for key in ("total_s", "decode_s", "preprocess_s", "inference_s", "postprocess_s"):
+        b, a = median(before["runs"], key), median(after["runs"], key)
+        print(f"| {key} | {b:.2f} | {a:.2f} | {b / a if a else float('nan'):.1f}x |")
+    pre_post = [median(r["runs"], "preprocess_s") + median(r["runs"], "postprocess_s")
+                for r in (before, after)]  # fmt: skip
+    print(f"| preprocess + postprocess | {pre_post[0]:.2f} | {pre_post[1]:.2f} | "
+          f"{pre_post[0] / pre_post[1]:.1f}x |")  # fmt: skip
+    b, a = median(before["runs"], "peak_rss_mb"), median(after["runs"], "peak_rss_mb")
+    print(f"| peak_rss_mb | {b:.0f} | {a:.0f} | |")
 
 
 def print_table(size: str, measured: dict) -> None:  # type: ignore[type-arg]

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from skimage.morphology import convex_hull_image
+from scipy.spatial import ConvexHull
+from skimage.measure import grid_points_in_poly
 
 from aidx.pipelines.ct.preprocess import ModelGrid
 
@@ -18,6 +19,10 @@ LUNG_AIR_HU = -400.0
 MIN_LUNG_ML = 100.0
 STRUCTURE = np.ones((3, 3, 3), dtype=bool)
 ZONES = ("upper", "middle", "lower")
+MIN_SLICE_PX = 4  # a side's slice with fewer air pixels is not lung
+IN_PLANE = np.zeros((3, 3, 3), dtype=bool)  # 4-connectivity within an axial slice
+IN_PLANE[:, :, 1] = ndimage.generate_binary_structure(2, 1)
+DIAMOND = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]])  # pixel edge midpoints, doubled
 
 
 @dataclass(frozen=True)
@@ -77,20 +82,55 @@ def _lungs_from(air: np.ndarray) -> Lungs:
         return Lungs(region, side, air.shape[0] / 2.0, {})
     xs = np.flatnonzero(air.any(axis=(1, 2)))
     mid = (xs[0] + xs[-1]) / 2.0
-    x = np.arange(air.shape[0])[:, None]
+    x = np.arange(air.shape[0])[:, None, None]
     extent: dict[str, tuple[int, int]] = {}
     for name, code in SIDE_CODES.items():
-        half = x > mid if name == "right" else x <= mid
-        zs = []
-        for z in range(air.shape[2]):
-            plane = air[:, :, z] & half
-            if plane.sum() >= 4:
-                region[:, :, z] |= convex_hull_image(plane) & half
-                side[:, :, z][ndimage.binary_fill_holes(plane)] = code
-                zs.append(z)
-        if zs:
-            extent[name] = (zs[0], zs[-1])
+        half = air & (x > mid if name == "right" else x <= mid)
+        zs = np.flatnonzero(np.count_nonzero(half, axis=(0, 1)) >= MIN_SLICE_PX)
+        if zs.size == 0:
+            continue
+        planes = np.zeros_like(half)
+        planes[:, :, zs] = half[:, :, zs]
+        side[fill_holes_per_slice(planes)] = code
+        by_slice = np.ascontiguousarray(half.transpose(2, 0, 1))
+        for z in zs:
+            region[:, :, z] |= hull_image(by_slice[z])
+        extent[name] = (int(zs[0]), int(zs[-1]))
     return Lungs(region, side, float(mid), extent)
+
+
+def fill_holes_per_slice(planes: np.ndarray) -> np.ndarray:
+    """ndimage.binary_fill_holes of each axial slice [:, :, z], all at once: holes are
+    background components (4-connected in the slice) that touch no in-plane edge."""
+    background, _ = ndimage.label(~planes, IN_PLANE)
+    edges = [background[0], background[-1], background[:, 0], background[:, -1]]
+    outside = np.zeros(int(background.max()) + 1, dtype=bool)
+    outside[np.concatenate([e.ravel() for e in edges])] = True
+    outside[0] = True  # label 0 is the planes themselves
+    return planes | ~outside[background]
+
+
+def hull_image(plane: np.ndarray) -> np.ndarray:
+    """skimage's convex_hull_image of `plane`, computed on the pixels' bounding box
+    only: the hull of each row's first and last pixel, each taken as the diamond of
+    its edge midpoints (the hull of all pixels), rasterised by the same
+    grid_points_in_poly (coordinates are half-integers: the shift is exact)."""
+    rows, cols = np.nonzero(plane)
+    starts = np.flatnonzero(np.diff(rows, prepend=-1))
+    ends = np.append(starts[1:], rows.size) - 1
+    keep = np.union1d(starts, ends)
+    r0, c0 = rows[0], cols.min()
+    shape = (int(rows[-1] - r0 + 1), int(cols.max() - c0 + 1))
+    ends_rc = np.stack([rows[keep] - r0, cols[keep] - c0], axis=1)
+    doubled = (2 * ends_rc[:, None, :] + DIAMOND[None]).reshape(-1, 2)  # integers
+    width = 2 * shape[1] + 2
+    keys = np.unique((doubled[:, 0] + 1) * width + doubled[:, 1] + 1)  # duplicates out
+    points = np.stack([keys // width - 1, keys % width - 1], axis=1) / 2.0
+    hull = ConvexHull(points)
+    inside = grid_points_in_poly(shape, hull.points[hull.vertices], binarize=False) >= 1
+    out = np.zeros(plane.shape, dtype=bool)
+    out[r0 : r0 + shape[0], c0 : c0 + shape[1]] = inside
+    return out
 
 
 def zone_of(z: float, extent: tuple[int, int]) -> str:
@@ -108,43 +148,56 @@ def lesions(
     min_volume_ml: float,
 ) -> tuple[np.ndarray, list[LesionMeasure]]:
     """Label map (uint16, 1..n by decreasing volume) and measurements."""
-    voxel_ml = grid.voxel_ml
     found = (probability >= threshold) & lungs.region
     labels, n = ndimage.label(found, STRUCTURE)
     if n == 0:
         return np.zeros(found.shape, dtype=np.uint16), []
-    index = np.arange(1, n + 1)
     counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    kept = [int(i) for i in index[counts * voxel_ml >= min_volume_ml]]
-    kept.sort(key=lambda i: -counts[i - 1])
+    kept = np.flatnonzero(counts * grid.voxel_ml >= min_volume_ml) + 1
+    kept = kept[np.argsort(-counts[kept - 1], kind="stable")]  # by decreasing volume
     remap = np.zeros(n + 1, dtype=np.uint16)
     remap[kept] = np.arange(1, len(kept) + 1)
     out = remap[labels]
-    measures = []
-    boxes = ndimage.find_objects(out)
-    for new, box in enumerate(boxes, start=1):
-        if box is None:
-            continue
-        inside = out[box] == new
-        coords = np.argwhere(inside) + [s.start for s in box]
-        centroid = coords.mean(axis=0)
-        side = lungs.side_of(float(centroid[0]))
-        measures.append(
+    return out, measure(out, len(kept), grid, probability, lungs)
+
+
+def measure(
+    labels: np.ndarray, n: int, grid: ModelGrid, probability: np.ndarray, lungs: Lungs
+) -> list[LesionMeasure]:
+    """Each component's volume, centroid, box, mean HU and peak probability, all
+    components at once (bincount over the voxels, find_objects for the boxes)."""
+    inside = np.flatnonzero(labels)
+    which = labels.ravel()[inside]
+    counts = np.bincount(which, minlength=n + 1)[1:]
+    centroid = np.stack(
+        [np.bincount(which, axis_index, minlength=n + 1)[1:] / counts
+         for axis_index in np.unravel_index(inside, labels.shape)],
+        axis=1,
+    )  # fmt: skip
+    mean_hu = np.bincount(which, grid.hu.ravel()[inside], minlength=n + 1)[1:] / counts
+    peak = np.atleast_1d(ndimage.maximum(probability, labels, np.arange(1, n + 1)))
+    boxes = ndimage.find_objects(labels, max_label=n)
+    out = []
+    for i, box in enumerate(boxes):
+        assert box is not None  # every kept label has voxels
+        x, y, z = (float(v) for v in centroid[i])
+        side = lungs.side_of(x)
+        out.append(
             LesionMeasure(
-                label=new,
-                volume_ml=float(inside.sum()) * voxel_ml,
+                label=i + 1,
+                volume_ml=float(counts[i]) * grid.voxel_ml,
                 side=side,
-                zone=zone_of(float(centroid[2]), lungs.z_extent.get(side, (0, found.shape[2]))),
-                centroid_xyz=(float(centroid[0]), float(centroid[1]), float(centroid[2])),
+                zone=zone_of(z, lungs.z_extent.get(side, (0, labels.shape[2]))),
+                centroid_xyz=(x, y, z),
                 bbox_xyz=(
                     (box[0].start, box[1].start, box[2].start),
                     (box[0].stop - 1, box[1].stop - 1, box[2].stop - 1),
                 ),
-                mean_hu=float(grid.hu[box][inside].mean()),
-                max_probability=float(probability[box][inside].max()),
+                mean_hu=float(mean_hu[i]),
+                max_probability=float(peak[i]),
             )
         )
-    return out, measures
+    return out
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from aidx.pipelines.cxr.content import Projection, projection_from_header, store
 RADIOGRAPH_MODALITIES = {"CR", "DX"}
 CHEST_BODY_PARTS = {"CHEST", "THORAX", "LUNG", "PORTABLE CHEST"}
 MIN_SIDE_PX = 256
+ROBUST_WINDOW_PCT = (0.5, 99.5)  # the window of an image without VOI
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def check_radiograph(ds: pydicom.Dataset) -> None:
         )
 
 
-def _voi_range(ds: pydicom.Dataset, modality_values: np.ndarray) -> tuple[float, float]:
+def _voi_range(ds: pydicom.Dataset) -> tuple[float, float]:
     """The VOI output range, found by sending the stored extremes through the same
     transform (a window or a VOI LUT clips them to its output limits)."""
     bits = int(ds.BitsStored)
@@ -81,19 +82,58 @@ def _voi_range(ds: pydicom.Dataset, modality_values: np.ndarray) -> tuple[float,
     return float(np.min(ends)), float(np.max(ends))
 
 
-def to_display(ds: pydicom.Dataset, stored: np.ndarray) -> np.ndarray:
-    values = apply_modality_lut(stored, ds).astype(np.float64)
-    has_voi = "WindowCenter" in ds or "VOILUTSequence" in ds
-    if has_voi:
+def _modality(ds: pydicom.Dataset, stored: np.ndarray) -> np.ndarray:
+    return np.asarray(apply_modality_lut(stored, ds)).astype(np.float64)
+
+
+def _displayed(ds: pydicom.Dataset, values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Modality values -> [0, 1] display values, element by element."""
+    if "WindowCenter" in ds or "VOILUTSequence" in ds:
         values = apply_voi_lut(values, ds).astype(np.float64)
-        lo, hi = _voi_range(ds, values)
-    else:  # no VOI given: a robust window over the image's own values
-        lo, hi = (float(v) for v in np.percentile(values, (0.5, 99.5)))
     span = hi - lo if hi > lo else 1.0
     image01 = np.clip((values - lo) / span, 0.0, 1.0)
     if ds.PhotometricInterpretation == "MONOCHROME1":
         image01 = 1.0 - image01
     return image01.astype(np.float32)
+
+
+def _percentiles(values: np.ndarray, counts: np.ndarray, q: tuple[float, ...]) -> list[float]:
+    """np.percentile (linear) of an image given as its distinct `values` and each
+    one's pixel count: the same order statistics and numpy's interpolation."""
+    order = np.argsort(values, kind="stable")
+    ranked, cumulative = values[order], np.cumsum(counts[order])
+    n = int(cumulative[-1])
+    out = []
+    for virtual in (n - 1) * (np.asarray(q, dtype=np.float64) / 100):
+        below = int(np.floor(virtual))
+        a, b = (ranked[np.searchsorted(cumulative, r, side="right")]
+                for r in (below, min(below + 1, n - 1)))  # fmt: skip
+        gamma = virtual - below  # numpy's _lerp, kept exactly
+        out.append(float(b - (b - a) * (1 - gamma) if gamma >= 0.5 else a + (b - a) * gamma))
+    return out
+
+
+def to_display(ds: pydicom.Dataset, stored: np.ndarray) -> np.ndarray:
+    """Stored values -> float32 [0, 1], bright = dense. Integer pixels of up to 16
+    bits go through a lookup table of every possible stored value, computed by the
+    same chain (modality LUT, VOI LUT or window, inversion): one gather over the
+    image instead of several float64 passes, with identical values."""
+    has_voi = "WindowCenter" in ds or "VOILUTSequence" in ds
+    if stored.dtype.kind not in "iu" or stored.dtype.itemsize > 2 or not stored.dtype.isnative:
+        values = _modality(ds, stored)
+        lo, hi = _voi_range(ds) if has_voi else np.percentile(values, ROBUST_WINDOW_PCT)
+        return _displayed(ds, values, float(lo), float(hi))
+    unsigned = np.dtype(f"u{stored.dtype.itemsize}")
+    codes = np.arange(2 ** (8 * stored.dtype.itemsize), dtype=unsigned).view(stored.dtype)
+    keys = stored.view(unsigned)
+    code_values = _modality(ds, codes)
+    if has_voi:
+        lo, hi = _voi_range(ds)
+    else:  # no VOI given: a robust window over the image's own values
+        counts = np.bincount(keys.ravel(), minlength=codes.size)
+        seen = counts > 0
+        lo, hi = _percentiles(code_values[seen], counts[seen], ROBUST_WINDOW_PCT)
+    return _displayed(ds, code_values, lo, hi)[keys]
 
 
 def source_of(ds: pydicom.Dataset) -> SourceRef:

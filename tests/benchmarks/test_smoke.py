@@ -71,3 +71,10 @@ def test_soak_benchmark_runs(tmp_path: Path) -> None:
     assert saved["exactly_once"]["ok"], saved["exactly_once"]
     assert saved["wsi_job"] == "succeeded"
     assert saved["sent"].get("cxr", 0) > 0 and saved["sent"].get("labs", 0) > 0
+
+
+def test_cxr_decode_benchmark_runs_before_and_after(tmp_path: Path) -> None:
+    """With the baseline built from this repository's HEAD: the same pixels twice."""
+    saved = smoke("cxr_decode.py", tmp_path / "cxr_decode.json", "--baseline", "HEAD")
+    assert saved["before"]["sha256"] == saved["after"]["sha256"]
+    assert set(saved["after"]["ms"]) == {"decode_radiograph", "to_display"}

@@ -10,7 +10,7 @@ import pytest
 
 from aidx.pipelines.ct import evidence, postprocess, synthetic
 from aidx.pipelines.ct.pipeline import lesion_entries
-from aidx.pipelines.ct.preprocess import ModelGrid, to_model_grid
+from aidx.pipelines.ct.preprocess import ModelGrid, model_geometry, to_model_grid
 from aidx.pipelines.ct.series import CtVolume, assemble_bytes
 
 SPACING = (2.5, 2.5, 4.0)  # column, row, slice (mm): not the model's 3 mm
@@ -45,8 +45,16 @@ def test_model_grid_is_ras_at_model_spacing(grid: ModelGrid, volume: CtVolume) -
     assert grid.image.shape[0] == 1 and grid.image.min() >= 0.0 and grid.image.max() <= 1.0
     centre_kji = (np.array(volume.shape) - 1) / 2
     centre_lps = volume.voxel_to_lps(centre_kji[::-1])[0]
-    xyz = (np.array(grid.hu.shape) - 1) / 2
-    np.testing.assert_allclose(grid.to_lps(xyz)[0], centre_lps, atol=3.0)
+    # The grid is MONAI's whole-series grid cropped to the body: its centre is the
+    # series' centre, and the crop lies on it at a whole-voxel offset.
+    full_affine, full_shape, _ = model_geometry(volume.hu.shape, volume.affine_lps, 3.0)
+    full = ModelGrid(grid.image, grid.hu, full_affine, None)
+    xyz = (np.array(full_shape) - 1) / 2
+    np.testing.assert_allclose(full.to_lps(xyz)[0], centre_lps, atol=3.0)
+    offset = np.linalg.solve(full_affine, grid.affine_ras)
+    np.testing.assert_allclose(offset[:3, :3], np.eye(3), atol=1e-9)
+    np.testing.assert_allclose(offset[:3, 3], np.rint(offset[:3, 3]), atol=1e-6)
+    assert all(n <= f for n, f in zip(grid.hu.shape, full_shape, strict=True))
 
 
 def test_lungs_from_hu(grid: ModelGrid, phantom: synthetic.Phantom) -> None:

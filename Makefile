@@ -43,15 +43,20 @@ typecheck: install
 # NVIDIA Triton for the AIDX_BACKEND=triton tests and benchmarks/triton.py: nvidia-pytriton
 # bundles Triton 2.51's tritonserver with the Python backend; it wants numpy<2, so it gets
 # its own venv in the ignored .peers/pytriton (a test peer, not a dependency of aidx).
+# wsidicomizer turns the test slides into DICOM WSI (tests/peers/wsidicomizer.py); it
+# needs Debian's libturbojpeg0, and its wsidicom pins dicomweb-client<0.60 (aidx needs
+# >=0.60), so it too gets its own venv, .peers/wsidicomizer.
 PEERS_FHIR := .peers/fhir
 PEERS_PYTRITON := .peers/pytriton
+PEERS_WSIDICOMIZER := .peers/wsidicomizer
 PYTRITON_PKGS := nvidia-pytriton==0.7.0 "numpy<2" onnxruntime
-peers: $(PEERS_FHIR)/node_modules/.installed $(PEERS_PYTRITON)/.installed
+peers: $(PEERS_FHIR)/node_modules/.installed $(PEERS_PYTRITON)/.installed $(PEERS_WSIDICOMIZER)/.installed
 	@if [ ! -x /usr/sbin/Orthanc ] || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] \
 	    || ! command -v dciodvfy >/dev/null || ! command -v dsrdump >/dev/null \
-	    || ! command -v strace >/dev/null; then \
+	    || ! command -v strace >/dev/null || ! ldconfig -p | grep -q libturbojpeg.so.0; then \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
-	    --no-install-recommends orthanc orthanc-dicomweb dcmtk dicom3tools strace; fi
+	    --no-install-recommends orthanc orthanc-dicomweb dcmtk dicom3tools strace \
+	    libturbojpeg0; fi
 	@# PostgreSQL server binaries for tests/peers/postgres.py (each run makes its own
 	@# cluster in a temp dir). Debian's install makes and starts a default cluster:
 	@# stop and drop it, nothing of ours listens on 5432.
@@ -71,6 +76,12 @@ $(PEERS_PYTRITON)/.installed:
 	test -x $(PEERS_PYTRITON)/bin/python || $(PYTHON) -m venv $(PEERS_PYTRITON)
 	$(PEERS_PYTRITON)/bin/pip install --quiet $(PYTRITON_PKGS)
 	$(PEERS_PYTRITON)/bin/python -c "import pytriton.triton, onnxruntime, numpy; assert numpy.__version__ < '2'"
+	touch $@
+
+$(PEERS_WSIDICOMIZER)/.installed:
+	test -x $(PEERS_WSIDICOMIZER)/bin/python || $(PYTHON) -m venv $(PEERS_WSIDICOMIZER)
+	$(PEERS_WSIDICOMIZER)/bin/pip install --quiet wsidicomizer==0.26.1
+	$(PEERS_WSIDICOMIZER)/bin/python -c "import wsidicomizer"
 	touch $@
 
 unit: install peers

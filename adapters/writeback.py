@@ -1,8 +1,9 @@
 """Reports to outgoing objects, and the outbox wired from settings.
 
 For each report: the TID 1500 SR and (CXR) the overlay secondary capture or (CT) the
-lesion SEG for the PACS, the FHIR transaction bundle for the EMR, and (when an MLLP
-peer is configured) an HL7 v2 ORU^R01 for the EMR.
+lesion SEG for the PACS, or (a whole slide that is a DICOM WSI) its suggested regions
+as a Microscopy Bulk Simple Annotations object; the FHIR transaction bundle for the
+EMR, and (when an MLLP peer is configured) an HL7 v2 ORU^R01 for the EMR.
 
 Before a report is answered, its build record (the source instances' headers) is put
 in the outbox for the `build` step; the worker builds the objects from it and the
@@ -48,6 +49,7 @@ HL7 = "hl7"  # the EMR over HL7 v2 / MLLP
 BUILD = "build"  # the write-back's own step: a report's objects, built in the worker
 BUILD_CXR = "build-cxr"
 BUILD_CT = "build-ct"
+BUILD_WSI = "build-wsi"
 DICOM = "application/dicom"
 FHIR_JSON = "application/fhir+json"
 HL7_V2 = "x-application/hl7-v2+er7"
@@ -61,11 +63,27 @@ def dicom_bytes(ds: pydicom.Dataset) -> bytes:
 
 def pack_headers(blobs: Sequence[bytes]) -> bytes:
     """The instances' headers (no pixel data), length-prefixed: a build record."""
+    return pack_datasets(
+        [pydicom.dcmread(io.BytesIO(blob), stop_before_pixels=True) for blob in blobs]
+    )
+
+
+def pack_datasets(headers: Sequence[pydicom.Dataset]) -> bytes:
+    """Headers read without their pixel data, length-prefixed: a build record."""
     parts = []
-    for blob in blobs:
-        raw = dicom_bytes(pydicom.dcmread(io.BytesIO(blob), stop_before_pixels=True))
+    for header in headers:
+        raw = dicom_bytes(header)
         parts.append(struct.pack("<I", len(raw)) + raw)
     return b"".join(parts)
+
+
+def slide_header_record(slide_path: Path) -> bytes:
+    """A whole slide's build record: its level-0 header when it is a DICOM WSI,
+    else nothing (a slide without an image in the PACS gets no ANN)."""
+    from aidx.adapters.dicom_ann import slide_source_header
+
+    header = slide_source_header(slide_path)
+    return pack_datasets([header] if header is not None else [])
 
 
 def unpack_headers(payload: bytes) -> list[pydicom.Dataset]:
@@ -202,6 +220,31 @@ def ct_objects_for(
     return objects + emr_objects(report, patient_system=patient_system, hl7_receiving=hl7_receiving)
 
 
+def wsi_objects_for(
+    report: Report,
+    sources: Sequence[pydicom.Dataset],
+    *,
+    patient_system: str,
+    hl7_receiving: tuple[str, str] | None = None,
+) -> list[OutgoingObject]:
+    """A whole-slide report's objects: with the slide's level-0 DICOM header, the ANN
+    of its regions to the PACS (none without a region) and the report linked to the
+    slide's patient and study; then what `emr_objects` sends."""
+    from aidx.adapters.dicom_ann import build_ann, with_slide_source
+
+    objects = []
+    if sources:
+        report = with_slide_source(report, sources[0])
+        ann = build_ann(report, sources[0])
+        if ann is not None:
+            objects.append(
+                OutgoingObject(
+                    PACS, str(ann.SOPInstanceUID), "dicom-ann", DICOM, dicom_bytes(ann), report.id
+                )
+            )
+    return objects + emr_objects(report, patient_system=patient_system, hl7_receiving=hl7_receiving)
+
+
 class Writeback:
     """Puts a report's build record in the outbox (durably, before the caller
     answers); the worker builds the report's objects from it and delivers them to
@@ -257,6 +300,17 @@ class Writeback:
             raise ValueError(f"no write-back for {report.pipeline!r} reports")
         return await self._submit(kinds[report.pipeline], report.id, sources, priority)
 
+    async def submit_slide(self, report: Report, slide_path: Path) -> int:
+        """Queue a whole-slide report's build record (the slide's level-0 header when
+        it is a DICOM WSI); 1, or 0 for a resubmission of the same report."""
+        if report.pipeline != "wsi":
+            raise ValueError(f"not a whole-slide report: {report.pipeline!r}")
+        payload = await self.cpu.run(slide_header_record, slide_path)
+        record = OutgoingObject(
+            BUILD, f"{BUILD_WSI}:{report.id}", BUILD_WSI, DICOM, payload, report.id
+        )
+        return await self.worker.enqueue([record])
+
     async def _submit(
         self,
         kind: str,
@@ -278,6 +332,13 @@ class Writeback:
         if record.kind == BUILD_CT:
             path = self.reports.file(record.report_id, "report.json")
             return self._series_objects(CtReport.model_validate_json(path.read_bytes()), sources)
+        if record.kind == BUILD_WSI:
+            return wsi_objects_for(
+                self.reports.load(record.report_id),
+                sources,
+                patient_system=self.patient_system,
+                hl7_receiving=self._hl7_receiving(),
+            )
         raise PermanentDeliveryError(f"unknown build record {record.kind!r}")
 
     def _objects(self, report: Report, source: pydicom.Dataset) -> list[OutgoingObject]:

@@ -343,7 +343,8 @@ def drained(server: Server, wait_s: float = 300.0) -> dict:  # type: ignore[type
         time.sleep(0.5)
 
 
-def exactly_once(server: Server, tally: Tally) -> dict[str, object]:
+def exactly_once(server: Server, tally: Tally, slides: int) -> dict[str, object]:
+    """`slides`: whole-slide reports, one DiagnosticReport each (a TIFF: no PACS object)."""
     outbox = drained(server)
     reports = len(tally.report_ids["cxr"]) + len(tally.report_ids["ct"])
     instances = httpx.get(f"{server.orthanc.url}/instances", timeout=60).json()
@@ -352,9 +353,10 @@ def exactly_once(server: Server, tally: Tally) -> dict[str, object]:
     failed = sum(d.get("failed", 0) for d in outbox.values())
     return {
         "reports": reports, "pacs_expected": 2 * reports, "pacs_found": len(instances),
-        "emr_expected": reports, "emr_found": int(counted.get("total", -1)),
+        "emr_expected": reports + slides, "emr_found": int(counted.get("total", -1)),
         "outbox_failed": failed, "outbox": outbox,
-        "ok": len(instances) == 2 * reports and counted.get("total") == reports and not failed,
+        "ok": len(instances) == 2 * reports and counted.get("total") == reports + slides
+        and not failed,
     }  # fmt: skip
 
 
@@ -381,7 +383,8 @@ async def soak(server: Server, inputs: Inputs, args: argparse.Namespace) -> dict
     await open_loop(server, inputs, rate, args.minutes * 60, tally, kill_and_restart)
     wsi_state = await wsi["task"] if "task" in wsi else "not submitted"
     sampling.cancel()
-    check = await asyncio.to_thread(exactly_once, server, tally)
+    slides = 1 if wsi_state == "succeeded" else 0
+    check = await asyncio.to_thread(exactly_once, server, tally, slides)
     return {
         "capacity_req_s": round(capacity, 2), "offered_req_s": round(rate, 2),
         "minutes": args.minutes, "sent": dict(tally.sent), "ok": dict(tally.ok),

@@ -92,6 +92,7 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
     wsi_jobs = JobRunner(
         JobStore(db), models, reports, max_running=wsi.max_running_jobs, readers=wsi.readers,
         links=wsi_links, heartbeat_s=wsi.job_heartbeat_s, stale_s=wsi.job_stale_s,
+        on_report=writeback.submit_slide if settings.writeback else None,
     )  # fmt: skip
     keyring = keyring_for(settings)
     scp_actor = Actor(f"scp:{settings.dicom.ae_title}", "intake")

@@ -8,6 +8,10 @@
   resources instead of creating new ones.
 - A finding not assessed: no value and no interpretation, but `dataAbsentReason`
   with the reason, and the conclusion says which findings were not assessed and why.
+- A whole slide (modality SM): a surgical-pathology report (LOINC 11526-1 "Pathology
+  study", v2-0074 SP), no body site (the slide does not say), the suggested regions'
+  summary (rank, score, area, where on level 0) in the finding's note and the
+  conclusion, and "for review by a pathologist".
 Every resource is validated by the R4B models before it leaves.
 """
 
@@ -51,8 +55,34 @@ _NAMESPACE = uuid.UUID("2c5e8f0a-1d3b-4e7c-9a6f-8b4d2e0c1f57")
 CHEST_SITE = {"system": SNOMED, "code": "51185008", "display": "Thoracic structure"}
 PROCEDURES = {
     "CT": {"system": LOINC, "code": "24627-2", "display": "CT Chest"},
+    "SM": {"system": LOINC, "code": "11526-1", "display": "Pathology study"},
     "default": {"system": LOINC, "code": "36554-4", "display": "XR Chest Single view"},
 }
+RADIOLOGY = {"system": DIAGNOSTIC_SERVICE, "code": "RAD", "display": "Radiology"}
+PATHOLOGY = {"system": DIAGNOSTIC_SERVICE, "code": "SP", "display": "Surgical Pathology"}
+MAX_REGIONS_LISTED = 10
+
+
+def _is_slide(report: Report) -> bool:
+    return report.source.modality == "SM"
+
+
+def regions_summary(finding: Finding) -> str | None:
+    """A whole slide's suggested regions in a sentence (None without any)."""
+    if not finding.regions:
+        return None
+    listed = [
+        f"#{r.rank or n} score {r.score if r.score is not None else float('nan'):.2f}"
+        + (f", {r.area_mm2:.3g} mm2" if r.area_mm2 is not None else "")
+        + f", peak at ({r.peak_x_px:.0f}, {r.peak_y_px:.0f}) px"
+        for n, r in enumerate(finding.regions[:MAX_REGIONS_LISTED], start=1)
+    ]
+    more = len(finding.regions) - len(listed)
+    tail = f"; and {more} more" if more > 0 else ""
+    return (
+        f"{len(finding.regions)} suspicious region(s) suggested for review "
+        f"(level-0 pixels): {'; '.join(listed)}{tail}."
+    )
 
 
 def _urn(*parts: str) -> str:
@@ -79,10 +109,14 @@ def _observation(report: Report, index: int, finding: Finding, refs: dict[str, s
         "issued": report.created_at.isoformat(),
         "effectiveDateTime": report.created_at.isoformat(),
         **(_result(finding) if _assessed(finding) else _absent(finding)),
-        "bodySite": {"coding": [CHEST_SITE]},
         "method": {"text": f"AI model {_model_label(report)}"},
         "device": {"reference": refs["device"], "display": _model_label(report)},
     }
+    summary = regions_summary(finding) if _is_slide(report) else None
+    if summary:
+        body["note"].append({"text": summary})
+    if not _is_slide(report):
+        body["bodySite"] = {"coding": [CHEST_SITE]}
     if report.disclaimer:
         body["note"].append({"text": report.disclaimer})
     if "patient" in refs:
@@ -161,12 +195,23 @@ def _conclusion(report: Report) -> str:
             None,
             [
                 text,
+                _regions_text(report),
                 _not_assessed_text(report, skipped),
-                "Preliminary, for review by a radiologist.",
+                f"Preliminary, for review by a {_reviewer(report)}.",
                 report.disclaimer,
             ],
         )
     )
+
+
+def _reviewer(report: Report) -> str:
+    return "pathologist" if _is_slide(report) else "radiologist"
+
+
+def _regions_text(report: Report) -> str:
+    if not _is_slide(report):
+        return ""
+    return " ".join(filter(None, (regions_summary(f) for f in report.findings if _assessed(f))))
 
 
 def _not_assessed_text(report: Report, skipped: list[Finding]) -> str:
@@ -271,9 +316,7 @@ def _report_entry(
     diagnostic: dict[str, Any] = {
         "identifier": [{"system": REPORT_SYSTEM, "value": report.id}],
         "status": "preliminary",
-        "category": [
-            {"coding": [{"system": DIAGNOSTIC_SERVICE, "code": "RAD", "display": "Radiology"}]}
-        ],
+        "category": [{"coding": [PATHOLOGY if _is_slide(report) else RADIOLOGY]}],
         "code": {"coding": [procedure], "text": f"AI-assisted {procedure['display']}"},
         "effectiveDateTime": report.created_at.isoformat(),
         "issued": report.created_at.isoformat(),

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from aidx.inference.errors import AidxError
-from aidx.inference.reports import ReportStore, Turnaround
+from aidx.inference.reports import Report, ReportStore, Turnaround
 from aidx.inference.serving import ModelService
 from aidx.inference.settings_sections import UploadRetention
 from aidx.pipelines.wsi.analysis import AnalysisParams
@@ -35,7 +35,8 @@ def _now() -> datetime:
 class JobRunner:
     """Runs jobs as asyncio tasks, at most `max_running` at a time, and keeps their
     heartbeat. `heartbeat_s` and `stale_s` default to the service's settings
-    (AIDX_WSI_JOB_HEARTBEAT_S, AIDX_WSI_JOB_STALE_S)."""
+    (AIDX_WSI_JOB_HEARTBEAT_S, AIDX_WSI_JOB_STALE_S). `on_report` is given each saved
+    report and its slide before the job succeeds (the service queues the write-back)."""
 
     def __init__(
         self,
@@ -48,6 +49,7 @@ class JobRunner:
         links: Callable[[str], dict[str, str]] | None = None,
         heartbeat_s: float | None = None,
         stale_s: float | None = None,
+        on_report: Callable[[Report, Path], Awaitable[object]] | None = None,
     ) -> None:
         wsi = models.settings.wsi
         self.heartbeat_s = heartbeat_s or wsi.job_heartbeat_s
@@ -59,6 +61,7 @@ class JobRunner:
         self.reports = reports
         self.readers = readers
         self.links = links
+        self.on_report = on_report
         self._slots = asyncio.Semaphore(max_running)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancel_requested: set[str] = set()
@@ -177,6 +180,12 @@ class JobRunner:
             error_message=message,
         )
 
+    async def _record(self, report: Report, files: dict[str, bytes], slide_path: Path) -> None:
+        """Save the report, then hand it to `on_report` (the write-back)."""
+        await asyncio.to_thread(self.reports.save, report, files)
+        if self.on_report is not None:
+            await self.on_report(report, slide_path)
+
     async def _analyse(self, job_id: str) -> None:
         job = self.store.get(job_id)
         if job.state is not JobState.queued:
@@ -226,7 +235,7 @@ class JobRunner:
         done = await self.pipeline.analyze(slide)
         report, result = done.report, done.analysis
         report.turnaround = Turnaround.between(job.created_at.timestamp(), time.time())
-        await asyncio.to_thread(self.reports.save, report, done.files)
+        await self._record(report, done.files, slide.path)
         await asyncio.to_thread(
             self.store.update,
             job_id,

@@ -78,15 +78,16 @@ def cxr_headers() -> dict[str, str]:
 
 @contextmanager
 def writeback_client(
-    var_dir: Path, model: str, orthanc: OrthancPeer, fhir_server: FhirPeer
+    var_dir: Path, model: str, orthanc: OrthancPeer, fhir_server: FhirPeer, **extra: object
 ) -> Iterator[TestClient]:
     """aidx with `model`, writing back to the real Orthanc (emptied first) and FHIR
-    server through an outbox that polls and backs off in fractions of a second."""
+    server through an outbox that polls and backs off in fractions of a second;
+    `extra`: further settings."""
     orthanc.clear()
     settings = make_settings(
         var_dir, enabled_models=[model],
         pacs_dicomweb_url=orthanc.dicomweb, fhir_base_url=fhir_server.base_url,
-        outbox_poll_s=0.05, outbox_backoff_base_s=0.1, outbox_backoff_max_s=0.5,
+        outbox_poll_s=0.05, outbox_backoff_base_s=0.1, outbox_backoff_max_s=0.5, **extra,
     )  # fmt: skip
     with TestClient(create_app(settings)) as client:
         yield client

@@ -34,7 +34,8 @@ def test_files_and_card() -> None:
     meta = front_matter()
     assert meta["pipeline"] == "ct" and meta["demo_weights"] is True
     digest = hashlib.sha256(ONNX_PATH.read_bytes()).hexdigest()
-    assert meta["files"] == {"1/model.onnx": digest}
+    assert meta["files"]["1/model.onnx"] == digest
+    assert set(meta["files"]) == {"1/model.onnx", "1/ood.npz"}  # the weights and the OOD gate
     assert ONNX_PATH.stat().st_size < 3 * 1024 * 1024
     (label,) = meta["labels"]
     assert label["code"] == "233604007" and 0 < label["threshold"] < 1

@@ -167,7 +167,9 @@ def _assert_all_vietnamese(browser: Any) -> None:
     assert [(key, text) for key, text in shown if vi[key] != text] == []
 
 
-def test_a_lab_technician_sees_no_imaging(server: str, report: dict[str, Any], browser: Any) -> None:
+def test_a_lab_technician_sees_no_imaging(
+    server: str, report: dict[str, Any], browser: Any
+) -> None:
     sign_in(browser, server, Role.lab)
     nav = [a.get_attribute("id") for a in browser.find_elements(By.CSS_SELECTOR, "#nav a")]
     assert nav == ["nav-labs"]

@@ -119,9 +119,9 @@ def test_sign_out_ends_the_session_everywhere(client: TestClient, settings: Sett
     token = client.cookies[SESSION_COOKIE]
     out = client.delete("/ui/session", headers={"X-CSRF-Token": csrf})
     assert out.status_code == 204
-    assert 'aidx_session=""' in out.headers["set-cookie"] or "Max-Age=0" in out.headers[
-        "set-cookie"
-    ]
+    assert (
+        'aidx_session=""' in out.headers["set-cookie"] or "Max-Age=0" in out.headers["set-cookie"]
+    )
     client.cookies.set(SESSION_COOKIE, token)  # a copy of the old cookie opens nothing
     gone = client.get("/v1/reports", params={"kind": "cxr"})
     assert (gone.status_code, gone.json()["code"]) == (401, "session_expired")

@@ -96,9 +96,7 @@ async def current_session(
     return _info(svc.keyring.identify_digest(session.key_sha256), session)
 
 
-@router.delete(
-    "/session", status_code=204, response_class=Response, responses=errors(401, 403)
-)
+@router.delete("/session", status_code=204, response_class=Response, responses=errors(401, 403))
 async def sign_out(request: Request, svc: Services = Depends(services)) -> Response:
     token, _ = await _session(request, svc)
     who = await svc.access.authenticate_request(request)  # checks the CSRF token

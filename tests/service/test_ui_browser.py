@@ -175,5 +175,5 @@ def test_a_lab_technician_sees_no_imaging(
     assert nav == ["nav-labs"]
     browser.get(f"{server}/ui/#/report/{report['id']}")  # typed in by hand: refused
     status = browser.find_element(By.ID, "status")
-    _wait(browser).until(lambda _: "role_not_owner" in status.text)
+    _wait(browser).until(lambda _: "report_kind_not_allowed" in status.text)
     assert browser.find_element(By.ID, "radiograph").get_attribute("src") in (None, "")

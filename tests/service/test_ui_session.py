@@ -188,9 +188,9 @@ def test_a_lab_technician_or_pathologist_never_sees_imaging(
         f"/v1/reports/{rid}/heatmap.png",
     ):
         refused = client.get(path)
-        assert (refused.status_code, refused.json()["code"]) == (403, "role_not_owner"), path
+        assert (refused.status_code, refused.json()["code"]) == (403, "report_kind_not_allowed"), path
     refusals = [e for e in _audit(settings, "report.radiograph") if e["role"] == role.value]
-    assert refusals[-1]["outcome"] == "role_not_owner"
+    assert refusals[-1]["outcome"] == "report_kind_not_allowed"
 
 
 def test_the_radiograph_and_heatmap_layers_are_pngs_of_one_size_and_audited(

@@ -188,7 +188,9 @@ def test_a_lab_technician_or_pathologist_never_sees_imaging(
         f"/v1/reports/{rid}/heatmap.png",
     ):
         refused = client.get(path)
-        assert (refused.status_code, refused.json()["code"]) == (403, "report_kind_not_allowed"), path
+        assert (refused.status_code, refused.json()["code"]) == (403, "report_kind_not_allowed"), (
+            path
+        )
     refusals = [e for e in _audit(settings, "report.radiograph") if e["role"] == role.value]
     assert refusals[-1]["outcome"] == "report_kind_not_allowed"
 

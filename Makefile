@@ -57,6 +57,10 @@ peers: $(PEERS_FHIR)/node_modules/.installed $(PEERS_PYTRITON)/.installed $(PEER
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
 	    --no-install-recommends orthanc orthanc-dicomweb dcmtk dicom3tools strace \
 	    libturbojpeg0; fi
+	@# Headless Chromium and its WebDriver for the review workspace's browser tests.
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+	    --no-install-recommends chromium chromium-driver; fi
 	@# PostgreSQL server binaries for tests/peers/postgres.py (each run makes its own
 	@# cluster in a temp dir). Debian's install makes and starts a default cluster:
 	@# stop and drop it, nothing of ours listens on 5432.

@@ -62,7 +62,7 @@ class ReportRecorder(Generic[R]):
     async def record(
         self, data: bytes | Sequence[bytes], result: R, *, priority: int | None
     ) -> None:
-        await asyncio.to_thread(self.reports.save, result, {})
+        await asyncio.to_thread(self.reports.save, result, {}, priority=priority)
         if self.writeback is None:
             return
         started = time.perf_counter()
@@ -71,7 +71,9 @@ class ReportRecorder(Generic[R]):
         writeback_ms = (time.perf_counter() - started) * 1e3
         result.timings.writeback_ms = round(writeback_ms, 2)
         result.timings.total_ms = round(result.timings.total_ms + writeback_ms, 2)
-        await asyncio.to_thread(self.reports.save, result, {})  # with its timings
+        await asyncio.to_thread(
+            self.reports.save, result, {}, priority=priority
+        )  # with its timings
 
 
 def report_created(report: Report) -> Audited:

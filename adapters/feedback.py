@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from aidx.inference.errors import NotFound, Unprocessable
 from aidx.inference.feedback import Answer, AnswerIn, FeedbackStore, Subject
+from aidx.inference.report_index import ReportIndex
 from aidx.inference.reports import Report, ReportStore
 from aidx.inference.settings import Role
 from aidx.pipelines.labs.store import Alert, LabStore
@@ -79,12 +80,20 @@ def _alert_target(alert: Alert) -> Target:
 
 
 class Feedback:
-    """Feedback on reports (from the report store) and lab alerts (the lab store)."""
+    """Feedback on reports (from the report store) and lab alerts (the lab store);
+    each answer updates the report's review state in the worklist's `index`."""
 
-    def __init__(self, store: FeedbackStore, reports: ReportStore, alerts: LabStore) -> None:
+    def __init__(
+        self,
+        store: FeedbackStore,
+        reports: ReportStore,
+        alerts: LabStore,
+        index: ReportIndex | None = None,
+    ) -> None:
         self.store = store
         self.reports = reports
         self.alerts = alerts
+        self.index = index
 
     def target(self, rid: str) -> Target:
         try:
@@ -112,4 +121,7 @@ class Feedback:
     ) -> FeedbackSaved:
         target.check(answers)
         recorded = self.store.record(target.subject, actor, role.value, answers)
-        return FeedbackSaved(**self.view(target).model_dump(), recorded=recorded)
+        view = self.view(target)
+        if self.index is not None and recorded:
+            self.index.set_review(view.report_id, [a.verdict.value for a in view.current])
+        return FeedbackSaved(**view.model_dump(), recorded=recorded)

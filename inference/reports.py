@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -168,12 +168,17 @@ def report_id(
     return str(uuid.uuid5(_REPORT_NAMESPACE, key))
 
 
-class ReportStore:
-    """Reports and their evidence files on disk: var/reports/<id>/."""
+OnSave = Callable[[Report, int | None], None]
 
-    def __init__(self, root: Path) -> None:
+
+class ReportStore:
+    """Reports and their evidence files on disk: var/reports/<id>/. `on_save` is told
+    of each report saved, with its request's priority (the worklist's index)."""
+
+    def __init__(self, root: Path, on_save: OnSave | None = None) -> None:
         self.root = root
         make_folders(root)
+        self.on_save = on_save
 
     def _dir(self, rid: str) -> Path:
         try:
@@ -181,7 +186,9 @@ class ReportStore:
         except ValueError:
             raise NotFound(f"no report {rid!r}", code="report_not_found") from None
 
-    def save(self, report: Report, files: dict[str, bytes]) -> None:
+    def save(
+        self, report: Report, files: dict[str, bytes], *, priority: int | None = None
+    ) -> None:
         """Save `report` and its files. A report already saved under its id (the same
         input analysed the same way, sent again) keeps its first `created_at`; `report`
         takes it too, so the caller answers what is stored."""
@@ -190,6 +197,8 @@ class ReportStore:
             report.created_at = first
         self.save_evidence(report.id, files)
         self.put(report.id, "report.json", report.model_dump_json(indent=2).encode())
+        if self.on_save is not None:
+            self.on_save(report, priority)
 
     def _created_at(self, rid: str) -> datetime | None:
         try:
@@ -220,3 +229,8 @@ class ReportStore:
         if not path.is_file():
             raise NotFound(f"report {rid!r} has no {name}", code="evidence_not_found")
         return path
+
+    def every(self) -> Iterator[Report]:
+        """Every saved report (for rebuilding an index), in no particular order."""
+        for path in self.root.glob("*/report.json"):
+            yield Report.model_validate(json.loads(path.read_text()))

@@ -136,3 +136,35 @@ report_feedback = Table(
     Column("answered_at_s", Float, nullable=False),
     Index("ix_report_feedback_report", "report_id", "seq"),
 )
+
+# inference/report_index.py: one row per report, for the review worklist: its kind,
+# urgency (STAT, a finding present), model, review state; keyset-paged newest first.
+report_index = Table(
+    "report_index",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("pipeline", String(16), nullable=False),
+    Column("urgency", Integer, nullable=False),  # 2 STAT, 1 a finding present, 0 routine
+    Column("stat", Boolean, nullable=False),
+    Column("positive", Boolean, nullable=False),  # the model found a finding present
+    Column("assessed", Boolean, nullable=False),  # False: a finding was not assessed
+    Column("review", String(16), nullable=False),  # unreviewed | agreed | disagreed | unsure
+    Column("model_name", String(128), nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("patient_id", String(128), nullable=True),
+    Column("created_at_s", Float, nullable=False),
+    Index("ix_report_index_page", "pipeline", "urgency", "created_at_s", "id"),
+    Index("ix_report_index_review", "pipeline", "review", "urgency", "created_at_s", "id"),
+)
+
+# service/sessions.py: the review workspace's sign-in sessions. Only the token's SHA-256
+# is kept; a session acts as the API key it was opened with (by the key's SHA-256).
+ui_sessions = Table(
+    "ui_sessions",
+    metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("key_sha256", String(64), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at_s", Float, nullable=False),
+    Column("expires_at_s", Float, nullable=False, index=True),
+)

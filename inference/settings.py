@@ -36,6 +36,7 @@ from aidx.inference.settings_sections import (
     PacsSettings,
     Role,
     TritonSettings,
+    UiSettings,
     WsiSettings,
 )
 
@@ -121,6 +122,7 @@ class Settings(BaseSettings):
     emr: EmrSettings = Field(default_factory=EmrSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     dicom: DicomSettings = Field(default_factory=DicomSettings)
+    ui: UiSettings = Field(default_factory=UiSettings)
 
     @classmethod
     def sections(cls) -> dict[str, type[BaseModel]]:

@@ -227,3 +227,10 @@ class DicomSettings(BaseModel):
     scp_port: int | None = Field(default=None, ge=0, le=65535)
     stable_s: float = Field(default=10.0, gt=0)  # a study is complete after this quiet
     routing_rules: Path | None = None  # YAML; None: the shipped chest rules
+
+
+class UiSettings(BaseModel):
+    """The review workspace at /ui/: how long a sign-in lasts (the session cookie's
+    Max-Age and the server's own expiry of it)."""
+
+    session_ttl_s: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)

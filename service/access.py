@@ -5,7 +5,9 @@ address (the `limits` library, a moving window in memory: one replica's view).
 A wrong key counts against its address: past AIDX_ACCESS_AUTH_FAILURES_MAX within
 AIDX_ACCESS_AUTH_FAILURES_WINDOW_S, every request from that address is refused (429
 `auth_throttled`, even with a right key: a guesser learns nothing more) until the
-window has moved on. A missing key is no guess and is not counted."""
+window has moved on. A missing key is no guess and is not counted. The review
+workspace's browser is identified by its sign-in session instead (service/sessions.py):
+the session acts as the key it was opened with."""
 
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from aidx.inference.audit import AuditLog, current_client
-from aidx.inference.errors import Forbidden, QueueFull, Unauthorized
+from aidx.inference.errors import AidxError, Forbidden, QueueFull, Unauthorized
 from aidx.inference.settings import Role
 from aidx.inference.settings_sections import AccessSettings
 from aidx.service.auth import KeyRing, Principal, presented_key
+from aidx.service.sessions import SESSION_COOKIE, SessionStore
 
 ANONYMOUS = "anonymous"
 # Which roles read the reports of each pipeline (admin reads every report).
@@ -44,9 +47,16 @@ def client_address(request: Request) -> str:
 class AccessGate:
     """Authentication and authorization of each request, throttled and audited."""
 
-    def __init__(self, keyring: KeyRing, audit: AuditLog, settings: AccessSettings) -> None:
+    def __init__(
+        self,
+        keyring: KeyRing,
+        audit: AuditLog,
+        settings: AccessSettings,
+        sessions: SessionStore | None = None,
+    ) -> None:
         self.keyring = keyring
         self.audit = audit
+        self.sessions = sessions
         self.stat_roles = frozenset(settings.stat_roles)
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
         window_s = settings.auth_failures_window_s
@@ -54,6 +64,22 @@ class AccessGate:
         # what the audit log takes per address and window, so that no flood fills it
         self._noted = RateLimitItemPerSecond(settings.auth_failures_max, window_s)
         self._throttle_noted = RateLimitItemPerSecond(1, window_s)
+
+    async def authenticate_request(self, request: Request) -> Principal:
+        """By the API key presented; without one, by the workspace's session cookie
+        (whose state-changing requests must echo its CSRF token). Refusals audited."""
+        token = request.cookies.get(SESSION_COOKIE)
+        if self.sessions is None or not token or presented_key(request):
+            return self.authenticate(request)
+        client = client_address(request)
+        try:
+            principal = await self.sessions.principal(request, token, self.keyring)
+        except AidxError as exc:
+            if self._limiter.hit(self._noted, exc.code, client):
+                self._refusal(_resource(request), ANONYMOUS, "-", exc.code, client)
+            raise
+        current_client.set(client)
+        return principal
 
     def authenticate(self, request: Request) -> Principal:
         return self.authenticate_key(

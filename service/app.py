@@ -27,9 +27,12 @@ from aidx.service.routes import (
     outbox,
     reports,
     studies,
+    ui,
     v2,
+    worklist,
     wsi,
 )
+from aidx.service.security_headers import SecurityHeaders
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +77,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (*routers, labs.router, outbox.router, ct.router, studies.router):
         app.include_router(router)
     app.include_router(feedback.router)
+    app.include_router(worklist.router)
+    ui.mount_workspace(app)
     # auth before any body, body sizes and timeouts; inside the counter, which counts its refusals
     app.add_middleware(RequestLimits, settings=services.settings, access=services.access)
+    app.add_middleware(SecurityHeaders)  # its headers also on the limits' refusals
     app.add_middleware(RequestCounter, metrics=services.metrics)
     return app
 
@@ -83,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 @asynccontextmanager
 async def _lifespan(s: Services) -> AsyncIterator[None]:
     init_store(s.db)
+    if s.report_index.is_empty():  # reports saved before the worklist's index existed
+        s.report_index.backfill(s.reports.every())
     s.wsi_jobs.start()  # jobs a previous process left running: failed
     await s.models.start()
     s.cpu.start()

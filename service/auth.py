@@ -43,15 +43,20 @@ class KeyRing:
             raise Unauthorized(
                 "an API key is required (Authorization: Bearer <key>)", code="missing_api_key"
             )
-        digest = hash_key(presented)
+        principal = self.identify_digest(hash_key(presented))
+        why = weakness(presented) if self.enforce_policy else None
+        if why is not None:
+            raise Unauthorized(
+                f"the API key is too weak for production ({why}); the policy: {POLICY}",
+                code="weak_api_key",
+            )
+        return principal
+
+    def identify_digest(self, digest: str) -> Principal:
+        """The principal of a key known by its SHA-256 (the key a sign-in session of
+        the review workspace acts as: service/sessions.py)."""
         for known, key in self._by_hash.items():
             if hmac.compare_digest(known, digest):
-                why = weakness(presented) if self.enforce_policy else None
-                if why is not None:
-                    raise Unauthorized(
-                        f"the API key is too weak for production ({why}); the policy: {POLICY}",
-                        code="weak_api_key",
-                    )
                 return Principal(key.name, key.role)
         raise Unauthorized("the API key is not valid", code="invalid_api_key")
 
@@ -99,7 +104,7 @@ def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
     # hop on every request of the hot /v2 path.
     async def dependency(request: Request) -> Principal:
         gate = request.app.state.services.access
-        principal: Principal = gate.authenticate(request)
+        principal: Principal = await gate.authenticate_request(request)
         gate.authorize(request, principal, allowed)
         request.state.principal = principal
         return principal

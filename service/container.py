@@ -20,6 +20,7 @@ from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.feedback import FeedbackStore
 from aidx.inference.files import private_folder
 from aidx.inference.metrics import OutboxCollector, ServiceMetrics
+from aidx.inference.report_index import ReportIndex
 from aidx.inference.reports import Report, ReportStore
 from aidx.inference.serving import ModelService
 from aidx.inference.settings import Settings
@@ -33,6 +34,7 @@ from aidx.pipelines.wsi.job_runner import JobRunner
 from aidx.pipelines.wsi.job_store import JobStore
 from aidx.service.access import AccessGate
 from aidx.service.auth import KeyRing, keyring_for
+from aidx.service.sessions import SessionStore
 
 
 @dataclass
@@ -54,6 +56,8 @@ class Services:
     labs: LabsService
     wsi_jobs: JobRunner
     feedback: Feedback  # clinicians' answers on findings
+    report_index: ReportIndex  # the review worklist's index of reports
+    sessions: SessionStore  # the review workspace's sign-ins
 
     def puller(self, actor: Actor, received_at: float | None = None) -> DicomwebPuller:
         """A DICOMweb puller whose reports are made (and audited) on `actor`'s behalf;
@@ -68,9 +72,10 @@ class Services:
 def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]]) -> Services:
     metrics = ServiceMetrics()
     models = ModelService(settings, observer=metrics)
-    reports = ReportStore(settings.reports_dir)
     private_folder(settings.var_dir)  # 0700: what an older run left is closed too
     db = create_store(settings.store_url)
+    report_index = ReportIndex(db)
+    reports = ReportStore(settings.reports_dir, on_save=report_index.put)
     audit = AuditLog(settings.audit_log)
     cpu = CpuStage(settings.cpu.workers or os.cpu_count() or 1)
     writeback = _writeback(settings, db, reports, audit, cpu, metrics)
@@ -95,16 +100,18 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
         on_report=writeback.submit_slide if settings.writeback else None,
     )  # fmt: skip
     keyring = keyring_for(settings)
+    sessions = SessionStore(db, settings.ui.session_ttl_s)
     scp_actor = Actor(f"scp:{settings.dicom.ae_title}", "intake")
     intake = {"cxr": ActingAs(cxr, scp_actor), "ct": ActingAs(ct, scp_actor)}
     return Services(
         settings=settings, db=db, keyring=keyring,
-        access=AccessGate(keyring, audit, settings.access), metrics=metrics,
+        access=AccessGate(keyring, audit, settings.access, sessions), metrics=metrics,
         models=models, reports=reports, audit=audit, cpu=cpu, cxr_pipeline=cxr_pipeline,
         cxr=cxr, ct=ct, writeback=writeback,
         dicom_scp=scp_from(settings.dicom, settings.var_dir, intake),
         labs=labs, wsi_jobs=wsi_jobs,
-        feedback=Feedback(FeedbackStore(db), reports, labs.store),
+        feedback=Feedback(FeedbackStore(db), reports, labs.store, report_index),
+        report_index=report_index, sessions=sessions,
     )  # fmt: skip
 
 

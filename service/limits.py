@@ -1,8 +1,9 @@
 """What a request may cost before a route sees it, enforced as its bytes arrive (a plain
 ASGI middleware, ahead of FastAPI, which reads a JSON body before any dependency runs):
 
-- a request with a body must present a valid API key before one byte of the body is
-  read (401, or 429 once its address has sent too many wrong keys; throttled and
+- a request with a body must present a valid API key (or the review workspace's live
+  session cookie, with its CSRF token: 403 `csrf_failed`) before one byte of the body
+  is read (401, or 429 once its address has sent too many wrong keys; throttled and
   audited by service/access.py like every refusal; the role is each route's to check);
 - every body has a size limit: the upload routes' own settings, a small one elsewhere
   (AIDX_HTTP_MAX_BODY_BYTES); a declared Content-Length past it is refused at once,
@@ -110,7 +111,7 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         try:  # before a byte of the body is read
-            self.access.authenticate(Request(scope))
+            await self.access.authenticate_request(Request(scope))
         except AidxError as exc:  # 401, or 429 auth_throttled
             await refuse(scope, send, http_status(exc), exc.code, exc.message, exc.headers)
             return

@@ -62,6 +62,8 @@ def test_the_wheel_holds_every_subpackage_and_imports_from_itself(tmp_path: Path
     in_wheel = {n.rsplit("/", 1)[0].replace("/", ".") for n in names if n.endswith("__init__.py")}
     assert source_packages() <= in_wheel, source_packages() - in_wheel
     assert not any(n.split("/")[0] in TOP_LEVEL for n in names)
+    workspace = ["index.html", "app.css", "js/app.js", "i18n/en.json", "i18n/vi.json"]
+    assert {f"aidx/service/ui/{f}" for f in workspace} <= set(names)  # the /ui/ files
     modules = sorted(
         n[:-3].replace("/", ".")
         for n in names

@@ -23,12 +23,16 @@ from aidx.pipelines.cxr.postprocess import (
     encode_png,
     overlay_grey,
     overlay_scale,
+    render_heat_rgba,
     render_overlay_rgb,
 )
 from aidx.pipelines.cxr.preprocess import CropGeometry
 
 OVERLAY_FILE = "overlay.png"
 OVERLAY_INPUTS_FILE = "overlay_inputs.npz"
+# The review workspace's two layers: the radiograph, and the heatmap with its boxes.
+RADIOGRAPH_FILE = "radiograph.png"
+HEAT_LAYER_FILE = "heat_layer.png"
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,12 @@ class OverlayInputs:
                 boxes_px=np.asarray(npz["boxes_px"], dtype=np.float64),
             )
 
+    def heat_layer(self) -> np.ndarray:
+        shape = (int(self.grey.shape[0]), int(self.grey.shape[1]))
+        return render_heat_rgba(
+            shape, self.cam, self.probability, self.geometry, self.scale, self.boxes_px
+        )
+
     def render(self) -> np.ndarray:
         return render_overlay_rgb(
             self.grey, self.cam, self.probability, self.geometry, self.scale, self.boxes_px
@@ -101,7 +111,8 @@ def save_overlay_inputs(store: ReportStore, rid: str, inputs: OverlayInputs) -> 
     store.put(rid, OVERLAY_INPUTS_FILE, inputs.to_npz())
     # A re-analysis (same source and model, same report id) replaces the inputs: an
     # overlay cached from the previous ones must not be served for them.
-    store.discard(rid, OVERLAY_FILE)
+    for rendered in (OVERLAY_FILE, RADIOGRAPH_FILE, HEAT_LAYER_FILE):
+        store.discard(rid, rendered)
 
 
 def overlay_rgb(store: ReportStore, rid: str) -> np.ndarray:
@@ -120,3 +131,24 @@ def overlay_png(store: ReportStore, rid: str) -> Path:
         pass
     store.put(rid, OVERLAY_FILE, encode_png(overlay_rgb(store, rid)))
     return store.file(rid, OVERLAY_FILE)
+
+
+def _layer_png(store: ReportStore, rid: str, name: str) -> Path:
+    try:
+        return store.file(rid, name)
+    except NotFound:
+        pass
+    inputs = OverlayInputs.from_npz(store.file(rid, OVERLAY_INPUTS_FILE).read_bytes())
+    layer = inputs.grey if name == RADIOGRAPH_FILE else inputs.heat_layer()
+    store.put(rid, name, encode_png(layer))
+    return store.file(rid, name)
+
+
+def radiograph_png(store: ReportStore, rid: str) -> Path:
+    """Report `rid`'s radiograph at overlay size (grey PNG), cached on first use."""
+    return _layer_png(store, rid, RADIOGRAPH_FILE)
+
+
+def heat_layer_png(store: ReportStore, rid: str) -> Path:
+    """Report `rid`'s heatmap and boxes over transparency (RGBA PNG), cached on first use."""
+    return _layer_png(store, rid, HEAT_LAYER_FILE)

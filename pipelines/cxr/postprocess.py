@@ -159,6 +159,29 @@ def render_overlay_rgb(
     return np.asarray(out)
 
 
+def render_heat_rgba(
+    shape: tuple[int, int],
+    cam: np.ndarray | None,
+    probability: float,
+    geometry: CropGeometry,
+    scale: float,
+    boxes_px: np.ndarray,
+) -> np.ndarray:
+    """The heatmap and the hot regions' boxes alone, as RGBA uint8 over a transparent
+    image of the overlay's `shape`: the review workspace lays it over the radiograph
+    with its own opacity. The alpha is the overlay's (scaled by the probability), so
+    full opacity there shows what the blended overlay shows."""
+    heat = _heat_on_overlay(cam, geometry, scale, shape)
+    visible = np.clip((heat - HEAT_FLOOR) / (1.0 - HEAT_FLOOR), 0.0, 1.0)
+    alpha = (255 * 0.6 * probability * visible).astype(np.uint8)
+    colour = JET[(np.clip(heat, 0.0, 1.0) * 255).astype(np.uint8)].astype(np.uint8)
+    out = Image.fromarray(np.dstack([colour, alpha]), mode="RGBA")
+    draw = ImageDraw.Draw(out)
+    for box in boxes_px:
+        draw.rectangle([float(v) * scale for v in box], outline=(255, 255, 255, 255), width=2)
+    return np.asarray(out)
+
+
 def encode_png(rgb: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG", compress_level=1)  # speed: a preview

@@ -132,6 +132,7 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
     ("AIDX_DICOM_SCP_PORT", "dicom.scp_port", "11113", 11113),
     ("AIDX_DICOM_STABLE_S", "dicom.stable_s", "4", 4.0),
     ("AIDX_DICOM_ROUTING_RULES", "dicom.routing_rules", "/etc/rules.yaml", Path("/etc/rules.yaml")),
+    ("AIDX_UI_SESSION_TTL_S", "ui.session_ttl_s", "3600", 3600),
 ]  # fmt: skip
 # Settings that were constants in the code before they were sections' fields.
 NEW = {

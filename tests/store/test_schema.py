@@ -9,7 +9,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-TABLES = {"outbox", "lab_history", "lab_alerts", "wsi_jobs", "report_feedback"}
+TABLES = {
+    "outbox", "lab_history", "lab_alerts", "wsi_jobs", "report_feedback", "report_index",
+    "ui_sessions",
+}
 
 _PROBE = textwrap.dedent(
     """

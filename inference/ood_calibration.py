@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,3 +194,40 @@ def split_embeddings(
         embeddings[i] for i in split_indices(len(embeddings), FILE_SPLITS, seed)
     )
     return InDistribution(fit, calibration, heldout, dataset, unit)
+
+
+@dataclass(frozen=True)
+class OodSources:
+    """A pipeline's side of its gate's calibration: how its in-distribution data and
+    out-of-distribution sets become embeddings. The command and the recipes call
+    `calibrate` the same way for every imaging model."""
+
+    folder_in_distribution: Callable[[Path, int], InDistribution]
+    synthetic_in_distribution: Callable[[int, int, int], InDistribution]
+    builtin_ood_sets: Callable[[int], dict[str, OodSet]]
+    folder_ood_set: Callable[[str, Path], OodSet]
+    what: str  # "phantoms", "tiles": what `synthetic_images` counts
+
+    def calibrate(
+        self,
+        *,
+        dataset: Path | None,
+        synthetic_images: int | None,
+        recipe_seed: int = 0,
+        extra_sets: dict[str, Path] | None = None,
+        builtin_sets: bool = True,
+        target_frr: float = DEFAULT_TARGET_FRR,
+        workers: int = 1,
+    ) -> Calibration:
+        """In-distribution data from `dataset` or `synthetic_images` per split; the
+        built-in OOD sets (unless `builtin_sets` is False) and `extra_sets` (folders)."""
+        if (dataset is None) == (synthetic_images is None):
+            raise ValueError(f"give either a dataset folder or a number of synthetic {self.what}")
+        if dataset is not None:
+            data = self.folder_in_distribution(dataset, recipe_seed)
+        else:
+            data = self.synthetic_in_distribution(recipe_seed, synthetic_images or 0, workers)
+        sets = self.builtin_ood_sets(recipe_seed) if builtin_sets else {}
+        for name, folder in (extra_sets or {}).items():
+            sets[name] = self.folder_ood_set(name, folder)
+        return calibrate(data, sets, target_frr=target_frr)

@@ -26,11 +26,9 @@ from aidx.inference.dicom_input import decode_pixels, read_image
 from aidx.inference.errors import AidxError
 from aidx.inference.ood import embed
 from aidx.inference.ood_calibration import (
-    DEFAULT_TARGET_FRR,
-    Calibration,
     InDistribution,
     OodSet,
-    calibrate,
+    OodSources,
     split_indices,
 )
 from aidx.pipelines.cxr.decode import decode_radiograph, to_display
@@ -225,26 +223,7 @@ def folder_ood_set(name: str, folder: Path) -> OodSet:
     return OodSet(f"{name}: {len(paths)} DICOM files in {folder}", _embed_files(paths, any_image))
 
 
-def calibration_for(
-    *,
-    dataset: Path | None,
-    synthetic_images: int | None,
-    recipe_seed: int = 0,
-    extra_sets: dict[str, Path] | None = None,
-    builtin_sets: bool = True,
-    target_frr: float = DEFAULT_TARGET_FRR,
-    workers: int = 1,
-) -> Calibration:
-    """The CXR gate's calibration: in-distribution data from `dataset` (DICOM files)
-    or `synthetic_images` phantoms per split; the built-in OOD sets (unless
-    `builtin_sets` is False) and `extra_sets`."""
-    if (dataset is None) == (synthetic_images is None):
-        raise ValueError("give either a dataset folder or a number of synthetic phantoms")
-    if dataset is not None:
-        data = folder_in_distribution(dataset, recipe_seed)
-    else:
-        data = synthetic_in_distribution(recipe_seed, synthetic_images or 0, workers)
-    sets = builtin_ood_sets(recipe_seed) if builtin_sets else {}
-    for name, folder in (extra_sets or {}).items():
-        sets[name] = folder_ood_set(name, folder)
-    return calibrate(data, sets, target_frr=target_frr)
+SOURCES = OodSources(
+    folder_in_distribution, synthetic_in_distribution, builtin_ood_sets, folder_ood_set, "phantoms"
+)
+calibration_for = SOURCES.calibrate

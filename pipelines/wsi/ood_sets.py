@@ -25,11 +25,9 @@ import numpy as np
 
 from aidx.inference.ood import embed
 from aidx.inference.ood_calibration import (
-    DEFAULT_TARGET_FRR,
-    Calibration,
     InDistribution,
     OodSet,
-    calibrate,
+    OodSources,
     split_embeddings,
 )
 from aidx.pipelines.wsi.gate import tile_tensor
@@ -259,29 +257,15 @@ def builtin_ood_sets(seed: int = 0) -> dict[str, OodSet]:
     return sets
 
 
-def calibration_for(
-    *,
-    dataset: Path | None,
-    synthetic_images: int | None,
-    recipe_seed: int = 0,
-    extra_sets: dict[str, Path] | None = None,
-    builtin_sets: bool = True,
-    target_frr: float = DEFAULT_TARGET_FRR,
-    workers: int = 1,
-) -> Calibration:
-    """The tile gate's calibration: tissue tiles of the slides in `dataset`, or
-    `synthetic_images` recipe tiles per split; the built-in OOD sets (unless
-    `builtin_sets` is False) and `extra_sets` (folders of slides)."""
-    if (dataset is None) == (synthetic_images is None):
-        raise ValueError("give either a dataset folder or a number of synthetic tiles")
-    if dataset is not None:
-        data = folder_in_distribution(dataset, recipe_seed)
-    else:
-        data = synthetic_in_distribution(recipe_seed, synthetic_images or 0, workers)
-    sets = builtin_ood_sets(recipe_seed) if builtin_sets else {}
-    for name, folder in (extra_sets or {}).items():
-        found = _folder_embeddings(folder)
-        if not len(found):
-            raise ValueError(f"{folder} holds no slide with tissue tiles")
-        sets[name] = OodSet(f"{name}: {len(found)} tissue tiles of the slides in {folder}", found)
-    return calibrate(data, sets, target_frr=target_frr)
+def folder_ood_set(name: str, folder: Path) -> OodSet:
+    """A site's own out-of-distribution set: the tissue tiles of the slides in `folder`."""
+    found = _folder_embeddings(folder)
+    if not len(found):
+        raise ValueError(f"{folder} holds no slide with tissue tiles")
+    return OodSet(f"{name}: {len(found)} tissue tiles of the slides in {folder}", found)
+
+
+SOURCES = OodSources(
+    folder_in_distribution, synthetic_in_distribution, builtin_ood_sets, folder_ood_set, "tiles"
+)
+calibration_for = SOURCES.calibrate

@@ -13,6 +13,8 @@ whichever way it came in:
   unsupported_modality    an image of a modality the route is not for
   too_many_pixels         more pixels or frames than the image limits (AIDX_IMAGE_*) allow
   pixel_data_mismatch     the codestream declares another size than Rows x Columns
+  deflated_too_large      a Deflated Explicit VR Little Endian file inflates past
+                          MAX_INFLATED_BYTES (checked before pydicom inflates it)
 
 The first four are damaged input (BadRequest); too_many_pixels is a 413 (the limits are
 checked on the header, before anything is decoded); the others well-formed input the
@@ -25,6 +27,7 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+import zlib
 from collections.abc import Collection
 from enum import StrEnum
 from typing import Any
@@ -53,6 +56,7 @@ class DicomCode(StrEnum):
     unsupported_modality = "unsupported_modality"
     too_many_pixels = "too_many_pixels"
     pixel_data_mismatch = "pixel_data_mismatch"
+    deflated_too_large = "deflated_too_large"
 
 
 DEFAULT_IMAGE_LIMITS = ImageLimits()
@@ -66,7 +70,15 @@ _ERROR_CLASS: dict[DicomCode, type[AidxError]] = {
     DicomCode.unsupported_modality: Unprocessable,
     DicomCode.too_many_pixels: PayloadTooLarge,
     DicomCode.pixel_data_mismatch: Unprocessable,
+    DicomCode.deflated_too_large: PayloadTooLarge,
 }
+
+# pydicom inflates a deflated data set whole, in memory: a few kilobytes can inflate to
+# gigabytes. The largest real image objects (a 4300 x 4300 x 16-bit CR, a multiframe
+# instance) are well under this.
+MAX_INFLATED_BYTES = 256 * 1024 * 1024
+_DEFLATED = b"1.2.840.10008.1.2.1.99"
+_INFLATE_CHUNK = 1 << 20
 
 
 def dicom_error(
@@ -95,10 +107,43 @@ def _ends_early(ds: Dataset) -> bool:
     return False
 
 
+def _deflated_body_offset(data: bytes) -> int | None:
+    """Where the deflated data set starts, if the file meta names the Deflated
+    transfer syntax (the meta's group length says where the meta ends)."""
+    if data[128:132] != b"DICM" or data[132:138] != b"\x02\x00\x00\x00UL":
+        return None
+    (group_length,) = struct.unpack("<I", data[140:144])
+    end = 144 + group_length
+    return end if _DEFLATED in data[144:end] else None
+
+
+def _check_inflated_size(data: bytes, instance: int | None) -> None:
+    """Inflate a deflated file's data set in chunks, keeping nothing, and refuse it
+    once it passes MAX_INFLATED_BYTES: the bound pydicom's own inflate lacks."""
+    start = _deflated_body_offset(data)
+    if start is None:
+        return
+    inflater, total, pending = zlib.decompressobj(-zlib.MAX_WBITS), 0, data[start:]
+    try:
+        while pending and total <= MAX_INFLATED_BYTES:
+            total += len(inflater.decompress(pending, _INFLATE_CHUNK))
+            pending = inflater.unconsumed_tail
+    except zlib.error:
+        return  # damaged: pydicom's own read gives it its code
+    if total > MAX_INFLATED_BYTES:
+        raise dicom_error(
+            DicomCode.deflated_too_large,
+            f"the deflated data set inflates past {MAX_INFLATED_BYTES} bytes",
+            instance=instance,
+        )
+
+
 def read_dicom(
     data: bytes, *, instance: int | None = None, stop_before_pixels: bool = False
 ) -> Dataset:
-    """Parse a DICOM Part 10 file, or raise not_dicom / truncated_dicom / malformed_dicom."""
+    """Parse a DICOM Part 10 file, or raise not_dicom / truncated_dicom / malformed_dicom
+    (deflated_too_large before a deflated data set is inflated past its bound)."""
+    _check_inflated_size(data, instance)
     stream = io.BytesIO(data)
     try:
         with warnings.catch_warnings(record=True) as caught:

@@ -3,12 +3,16 @@ tifffile and read back only through OpenSlide. Small, written once per session."
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
+from aidx.inference.serving import ModelService
 from aidx.pipelines.wsi.phantom import Blob, InkMark, SlideLayout, make_layout, write_slide
+from tests.conftest import make_settings
 
 
 @dataclass(frozen=True)
@@ -95,3 +99,20 @@ def marked_slides(slides: Slides) -> MarkedSlides:
         write_slide(slides.root / "tissue_inked.svs", inked),
         inked,
     )
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def service(loop: asyncio.AbstractEventLoop, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The tile model served in-process, one per test module."""
+    settings = make_settings(tmp_path_factory.mktemp("var"), enabled_models=["wsi_tiles"])
+    svc = ModelService(settings)
+    loop.run_until_complete(svc.start())
+    yield svc
+    loop.run_until_complete(svc.stop())

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,26 +17,9 @@ from aidx.inference.serving import ModelService
 from aidx.pipelines.wsi.analysis import AnalysisParams, analyze, build_report, tile_model
 from aidx.pipelines.wsi.phantom import Blob
 from aidx.pipelines.wsi.slide import describe
-from tests.conftest import make_settings
 
 from .conftest import Slides
 from .test_regions import assert_qupath_geojson
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture(scope="module")
-def service(loop: asyncio.AbstractEventLoop, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    settings = make_settings(tmp_path_factory.mktemp("var"), enabled_models=["wsi_tiles"])
-    svc = ModelService(settings)
-    loop.run_until_complete(svc.start())
-    yield svc
-    loop.run_until_complete(svc.stop())
 
 
 def hits(blob: Blob, ring: tuple[tuple[float, float], ...]) -> bool:

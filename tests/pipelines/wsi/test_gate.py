@@ -6,7 +6,6 @@ batcher and model)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -22,7 +21,7 @@ from aidx.pipelines.wsi.analysis import AnalysisParams, analyze, build_report, t
 from aidx.pipelines.wsi.gate import MAX_OOD_TILE_FRACTION, judge_slide, tile_scores
 from aidx.pipelines.wsi.slide import describe
 from aidx.pipelines.wsi.train import draw_tile
-from tests.conftest import MODELS, make_settings
+from tests.conftest import MODELS
 
 from .conftest import Slides
 
@@ -82,22 +81,6 @@ def test_the_slide_verdict_follows_the_share_of_tiles_out(gate: OodGate) -> None
     warned = judge_slide(gate, over, OodPolicy.warn)
     assert warned.not_assessed is None and warned.warnings()[0].startswith("OUT OF DISTRIBUTION")
     assert judge_slide(None, over, OodPolicy.warn).verdict.status is OodStatus.uncalibrated
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture(scope="module")
-def service(loop: asyncio.AbstractEventLoop, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    settings = make_settings(tmp_path_factory.mktemp("var"), enabled_models=["wsi_tiles"])
-    svc = ModelService(settings)
-    loop.run_until_complete(svc.start())
-    yield svc
-    loop.run_until_complete(svc.stop())
 
 
 def test_the_phantom_slide_is_in_distribution_under_the_default_policy(

@@ -7,11 +7,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from aidx.inference.assessment import NotAssessedReason, OodStatus
@@ -28,25 +26,8 @@ from aidx.pipelines.wsi.gate import UNCALIBRATED_OOD
 from aidx.pipelines.wsi.slide import describe
 from aidx.pipelines.wsi.tiling import plan_tiles, tissue_fractions
 from aidx.pipelines.wsi.tissue import LowRes
-from tests.conftest import make_settings
 
 from .conftest import MarkedSlides, Slides
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture(scope="module")
-def service(loop: asyncio.AbstractEventLoop, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    settings = make_settings(tmp_path_factory.mktemp("var"), enabled_models=["wsi_tiles"])
-    svc = ModelService(settings)
-    loop.run_until_complete(svc.start())
-    yield svc
-    loop.run_until_complete(svc.stop())
 
 
 def run(

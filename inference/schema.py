@@ -168,3 +168,17 @@ ui_sessions = Table(
     Column("created_at_s", Float, nullable=False),
     Column("expires_at_s", Float, nullable=False, index=True),
 )
+
+# service/shares.py: read-only links to one report (QR codes). The link's token is
+# signed with the service's share secret; the row is what makes it revocable.
+report_shares = Table(
+    "report_shares",
+    metadata,
+    Column("share_id", String(32), primary_key=True),
+    Column("report_id", String(36), nullable=False, index=True),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at_s", Float, nullable=False),
+    Column("expires_at_s", Float, nullable=False),
+    Column("revoked_at_s", Float, nullable=True),
+    Column("revoked_by", String(128), nullable=True),
+)

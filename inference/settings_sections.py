@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
 class Role(enum.StrEnum):
@@ -234,3 +235,14 @@ class UiSettings(BaseModel):
     Max-Age and the server's own expiry of it)."""
 
     session_ttl_s: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
+    # Read-only share links (QR codes) to one report: how long one lasts unless asked
+    # for less, the longest allowed, and the secret that signs them (every replica must
+    # share it; unset: one kept in var/share.key). What identifies the patient on the
+    # shared page: nothing, or the last four characters of the patient id.
+    share_ttl_s: int = Field(default=72 * 3600, ge=60)
+    share_max_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    share_secret: SecretStr | None = None
+    share_identifier: Literal["none", "masked_id"] = "masked_id"
+    # The address patients' phones reach aidx at (e.g. https://aidx.hospital.vn); unset:
+    # the address the request came in on.
+    public_base_url: str | None = None

@@ -104,6 +104,17 @@ class AccessGate:
         current_client.set(client)  # every audit entry of this request names it
         return principal
 
+    def check_link_client(self, client: str, resource: str) -> None:
+        """A client that sent too many forged share links waits, as one with wrong keys."""
+        if not self._limiter.test(self._failures, "auth", client):
+            raise self._throttled(resource, client)
+
+    def refuse_link(self, client: str, resource: str) -> None:
+        """A share link whose signature fails counts against its client as a wrong key."""
+        if self._limiter.hit(self._noted, "invalid_share_link", client):
+            self._refusal(resource, ANONYMOUS, "-", "invalid_share_link", client)
+        self._limiter.hit(self._failures, "auth", client)
+
     def authorize(self, request: Request, who: Principal, allowed: frozenset[Role]) -> None:
         self.authorize_call(who, allowed, client_address(request), _resource(request))
 

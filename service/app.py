@@ -26,6 +26,7 @@ from aidx.service.routes import (
     models,
     outbox,
     reports,
+    share,
     studies,
     ui,
     v2,
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.include_router(feedback.router)
     app.include_router(worklist.router)
+    app.include_router(share.router)
     ui.mount_workspace(app)
     # auth before any body, body sizes and timeouts; inside the counter, which counts its refusals
     app.add_middleware(RequestLimits, settings=services.settings, access=services.access)

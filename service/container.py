@@ -35,6 +35,7 @@ from aidx.pipelines.wsi.job_store import JobStore
 from aidx.service.access import AccessGate
 from aidx.service.auth import KeyRing, keyring_for
 from aidx.service.sessions import SessionStore
+from aidx.service.shares import ShareStore, share_secret
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Services:
     feedback: Feedback  # clinicians' answers on findings
     report_index: ReportIndex  # the review worklist's index of reports
     sessions: SessionStore  # the review workspace's sign-ins
+    shares: ShareStore  # read-only links to one report (QR codes)
 
     def puller(self, actor: Actor, received_at: float | None = None) -> DicomwebPuller:
         """A DICOMweb puller whose reports are made (and audited) on `actor`'s behalf;
@@ -112,6 +114,7 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
         labs=labs, wsi_jobs=wsi_jobs,
         feedback=Feedback(FeedbackStore(db), reports, labs.store, report_index),
         report_index=report_index, sessions=sessions,
+        shares=ShareStore(db, share_secret(settings.ui.share_secret, settings.var_dir)),
     )  # fmt: skip
 
 

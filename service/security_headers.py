@@ -12,7 +12,7 @@ CSP = (
     "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )
-UI_PREFIX = "/ui"
+UI_PREFIXES = ("/ui", "/share")  # the workspace, and the shared result page
 _UI_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Frame-Options": "DENY",
@@ -22,7 +22,7 @@ _UI_HEADERS = {
 
 
 def _is_ui(path: str) -> bool:
-    return path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in UI_PREFIXES)
 
 
 class SecurityHeaders:

@@ -55,11 +55,11 @@ async def get_overlay(
 ) -> FileResponse:
     with _access(svc, who, "report.overlay", rid):
         readable_report(request, svc, who, rid)
-        path = await _overlay(svc, rid)
+        path = await overlay_file(svc, rid)
     return FileResponse(path, media_type="image/png")
 
 
-async def _overlay(svc: Services, rid: str) -> Path:
+async def overlay_file(svc: Services, rid: str) -> Path:
     try:  # a WSI heatmap, or a CXR overlay already rendered (older reports: at analysis)
         path: Path = svc.reports.file(rid, "overlay.png")
     except NotFound:  # a CXR overlay not rendered yet: from its saved inputs, off the loop

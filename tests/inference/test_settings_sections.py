@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from aidx.gpu.providers import GpuOptions
 from aidx.inference.assessment import OodPolicy
@@ -133,6 +133,11 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
     ("AIDX_DICOM_STABLE_S", "dicom.stable_s", "4", 4.0),
     ("AIDX_DICOM_ROUTING_RULES", "dicom.routing_rules", "/etc/rules.yaml", Path("/etc/rules.yaml")),
     ("AIDX_UI_SESSION_TTL_S", "ui.session_ttl_s", "3600", 3600),
+    ("AIDX_UI_SHARE_TTL_S", "ui.share_ttl_s", "7200", 7200),
+    ("AIDX_UI_SHARE_MAX_TTL_S", "ui.share_max_ttl_s", "86400", 86400),
+    ("AIDX_UI_SHARE_SECRET", "ui.share_secret", "s3cret", SecretStr("s3cret")),
+    ("AIDX_UI_SHARE_IDENTIFIER", "ui.share_identifier", "none", "none"),
+    ("AIDX_UI_PUBLIC_BASE_URL", "ui.public_base_url", "https://a.example", "https://a.example"),
 ]  # fmt: skip
 # Settings that were constants in the code before they were sections' fields.
 NEW = {

@@ -4,6 +4,7 @@
 import { api, ApiError } from "./api.js";
 import { cell, span } from "./dom.js";
 import { apply, formatDateTime, formatPercent, label, t } from "./i18n.js";
+import { showShares } from "./share.js";
 
 function byId(id) {
   return document.getElementById(id);
@@ -120,4 +121,5 @@ export async function showReport(rid, session) {
   showMeta(report);
   showImage(report);
   showFindings(report, feedback, session);
+  await showShares(report.id);
 }

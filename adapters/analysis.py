@@ -8,6 +8,7 @@ durable write-back and the same audit trail."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from aidx.inference.audit import AuditLog
 from aidx.inference.pipeline import Pipeline
 from aidx.inference.reports import Report, ReportStore, Turnaround
 
+log = logging.getLogger(__name__)
 InputT = TypeVar("InputT")
 ResultT = TypeVar("ResultT")
 R = TypeVar("R", bound=Report)
@@ -90,15 +92,18 @@ class AnalysisStep(Generic[InputT, ResultT]):
         audited: Callable[[ResultT], Audited],
         action: str | None = None,
         observe: Observe | None = None,
+        watch: Callable[[ResultT], None] | None = None,
     ) -> None:
         """`action` names the analysis in the audit trail (default `<pipeline>.analyze`);
-        `observe` is told the seconds from received to analysed of each run."""
+        `observe` is told the seconds from received to analysed of each run; `watch`
+        is given each result once recorded (drift monitoring: DriftMonitor.watch)."""
         self.pipeline = pipeline
         self.action = action or f"{pipeline.name}.analyze"
         self.audit = audit
         self.recorder = recorder
         self.audited = audited
         self.observe = observe
+        self.watch = watch
 
     @property
     def name(self) -> str:
@@ -122,6 +127,8 @@ class AnalysisStep(Generic[InputT, ResultT]):
         self._analysed(result, received_s)
         if self.recorder is not None:
             await self.recorder.record(data, result, priority=priority)
+        if self.watch is not None:
+            await asyncio.to_thread(self._watched, result)
         audited = self.audited(result)
         for resource, outcome in audited.entries:
             self.audit.record(
@@ -132,6 +139,14 @@ class AnalysisStep(Generic[InputT, ResultT]):
                 outcome=outcome,
             )
         return result
+
+    def _watched(self, result: ResultT) -> None:
+        """Monitoring never fails an analysis: a store that refuses the row is logged."""
+        assert self.watch is not None
+        try:
+            self.watch(result)
+        except Exception:
+            log.exception("%s: the drift observation was not kept", self.name)
 
     def _analysed(self, result: ResultT, received_s: float) -> None:
         analysed_s = time.time()

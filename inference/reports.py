@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from aidx.inference.assessment import NotAssessed, NotAssessedReason, OodVerdict
 from aidx.inference.errors import NotFound
@@ -151,6 +151,16 @@ class Report(BaseModel):
     ood: OodVerdict | None = None  # the model's out-of-distribution gate, when it has one
     not_assessed: NotAssessed | None = None  # set when no finding could be assessed
     turnaround: Turnaround | None = None
+    # What the pipeline observed of its input for drift monitoring (inference/drift.py):
+    # kept in memory for the analysis step, never saved nor answered.
+    _inputs_observed: dict[str, float | int | str | bool | None] = PrivateAttr(default_factory=dict)
+
+    @property
+    def inputs_observed(self) -> dict[str, float | int | str | bool | None]:
+        return self._inputs_observed
+
+    def observe_inputs(self, features: Mapping[str, float | int | str | bool | None]) -> None:
+        self._inputs_observed = dict(features)
 
 
 def report_id(

@@ -182,3 +182,17 @@ report_shares = Table(
     Column("revoked_at_s", Float, nullable=True),
     Column("revoked_by", String(128), nullable=True),
 )
+
+# inference/drift_store.py: what each model saw and said, one row per analysed input,
+# kept as long as it is in a window (the last N of its model, or the last days).
+drift_observations = Table(
+    "drift_observations",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("model_name", String(128), nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("observed_at_s", Float, nullable=False),  # POSIX seconds, UTC
+    Column("features", JSON, nullable=False),  # name -> number, text or boolean
+    Index("ix_drift_observations_model", "model_name", "model_version", "seq"),
+    Index("ix_drift_observations_time", "model_name", "model_version", "observed_at_s"),
+)

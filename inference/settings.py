@@ -26,6 +26,7 @@ from aidx.inference.settings_sections import (
     CpuSettings,
     CtSettings,
     DicomSettings,
+    DriftSettings,
     EmrSettings,
     FhirSettings,
     GpuSettings,
@@ -123,6 +124,7 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     dicom: DicomSettings = Field(default_factory=DicomSettings)
     ui: UiSettings = Field(default_factory=UiSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
 
     @classmethod
     def sections(cls) -> dict[str, type[BaseModel]]:

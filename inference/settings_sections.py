@@ -246,3 +246,16 @@ class UiSettings(BaseModel):
     # The address patients' phones reach aidx at (e.g. https://aidx.hospital.vn); unset:
     # the address the request came in on.
     public_base_url: str | None = None
+
+
+class DriftSettings(BaseModel):
+    """Drift monitoring (inference/drift.py): the windows each model's recent
+    observations are compared in, and when a feature counts as drifting."""
+
+    enabled: bool = True  # observe every analysed input (a few values, no model pass)
+    window_count: int = Field(default=500, ge=10)  # the last N observations of a model
+    window_days: float = Field(default=1.0, gt=0)  # and those of the last D days
+    max_day_observations: int = Field(default=5000, ge=10)  # the day window's newest, at most
+    min_window: int = Field(default=30, ge=1)  # fewer observations of a feature: no alert
+    psi_alert: float = Field(default=0.25, gt=0)  # PSI at or above: a major shift
+    p_alert: float = Field(default=0.01, gt=0, lt=1)  # and the two-sample test below this

@@ -17,11 +17,14 @@ from aidx.adapters.writeback import Writeback, destinations_from
 from aidx.inference.agreement import FeedbackCollector
 from aidx.inference.audit import AuditLog
 from aidx.inference.cpu_stage import CpuStage
+from aidx.inference.drift_monitor import DriftCollector, DriftMonitor
+from aidx.inference.drift_store import DriftStore
 from aidx.inference.feedback import FeedbackStore
 from aidx.inference.files import private_folder
 from aidx.inference.metrics import OutboxCollector, ServiceMetrics
 from aidx.inference.report_index import ReportIndex
 from aidx.inference.reports import Report, ReportStore
+from aidx.inference.repository import ModelEntry
 from aidx.inference.serving import ModelService
 from aidx.inference.settings import Settings
 from aidx.inference.store import create_store
@@ -60,6 +63,7 @@ class Services:
     report_index: ReportIndex  # the review worklist's index of reports
     sessions: SessionStore  # the review workspace's sign-ins
     shares: ShareStore  # read-only links to one report (QR codes)
+    drift: DriftMonitor  # what each model sees and says, against its reference
 
     def puller(self, actor: Actor, received_at: float | None = None) -> DicomwebPuller:
         """A DICOMweb puller whose reports are made (and audited) on `actor`'s behalf;
@@ -83,17 +87,21 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
     writeback = _writeback(settings, db, reports, audit, cpu, metrics)
     metrics.registry.register(OutboxCollector(writeback.store.counts))
     metrics.registry.register(FeedbackCollector(db))  # agreement, with its counts
+    drift = DriftMonitor(DriftStore(db), settings.drift, lambda: _entries(models))
+    metrics.registry.register(DriftCollector(drift))
     # every CXR and CT report goes to the outbox before it is answered
     recorder = ReportRecorder[Report](reports, writeback if settings.writeback else None)
     cxr_pipeline = CxrPipeline(models, reports, cpu, settings.ood_policy, settings.image)
     ct_pipeline = CtPipeline(models, reports, cpu, settings.ood_policy, settings.image)
     observe = metrics.observe_turnaround
     cxr = AnalysisStep(
-        cxr_pipeline, audit, recorder=recorder, audited=report_created, observe=observe
-    )
+        cxr_pipeline, audit, recorder=recorder, audited=report_created, observe=observe,
+        watch=drift.watch,
+    )  # fmt: skip
     ct = AnalysisStep(
-        ct_pipeline, audit, recorder=recorder, audited=report_created, observe=observe
-    )
+        ct_pipeline, audit, recorder=recorder, audited=report_created, observe=observe,
+        watch=drift.watch,
+    )  # fmt: skip
     labs = LabsService(models, db, audit, settings.labs, observe=observe)
     wsi = settings.wsi
     wsi_jobs = JobRunner(
@@ -113,9 +121,13 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
         dicom_scp=scp_from(settings.dicom, settings.var_dir, intake),
         labs=labs, wsi_jobs=wsi_jobs,
         feedback=Feedback(FeedbackStore(db), reports, labs.store, report_index),
-        report_index=report_index, sessions=sessions,
+        report_index=report_index, sessions=sessions, drift=drift,
         shares=ShareStore(db, share_secret(settings.ui.share_secret, settings.var_dir)),
     )  # fmt: skip
+
+
+def _entries(models: ModelService) -> dict[str, ModelEntry]:
+    return {name: served.entry for name, served in models.models.items()}
 
 
 def _writeback(

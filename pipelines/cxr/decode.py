@@ -9,6 +9,7 @@ reaches a model. What the image itself shows is checked next (content.py).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,10 +24,12 @@ from aidx.inference.dicom_input import (
     read_image,
     require_modality,
 )
+from aidx.inference.drift import Value
 from aidx.inference.errors import Unprocessable
 from aidx.inference.reports import SourceRef
 from aidx.inference.settings_sections import ImageLimits
 from aidx.pipelines.cxr.content import Projection, projection_from_header, stored_spread
+from aidx.pipelines.cxr.drift import acquisition
 
 RADIOGRAPH_MODALITIES = {"CR", "DX"}
 CHEST_BODY_PARTS = {"CHEST", "THORAX", "LUNG", "PORTABLE CHEST"}
@@ -43,6 +46,8 @@ class Radiograph:
     body_part_stated: bool = True  # BodyPartExamined present (and a chest, or refused)
     projection: Projection = Projection(view=None, frontal=None, sources=())
     stored_spread: float = 1.0  # the stored values' robust spread / bit range
+    # manufacturer, station, kVp, pixel spacing: drift monitoring's (drift.py)
+    acquisition: Mapping[str, Value] = field(default_factory=dict)
 
 
 def check_radiograph(ds: pydicom.Dataset) -> None:
@@ -178,4 +183,5 @@ def _radiograph(ds: pydicom.Dataset, limits: ImageLimits) -> Radiograph:
         body_part_stated=bool(str(ds.get("BodyPartExamined", "")).strip()),
         projection=projection_from_header(ds),
         stored_spread=stored_spread(stored, int(ds.BitsStored)),
+        acquisition=acquisition(ds),
     )

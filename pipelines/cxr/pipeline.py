@@ -18,6 +18,7 @@ from aidx.inference.assessment import OodPolicy
 from aidx.inference.batcher import BatchResult
 from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.dicom_input import DEFAULT_IMAGE_LIMITS
+from aidx.inference.drift import Value
 from aidx.inference.errors import DeadlineExceeded
 from aidx.inference.model_card import CxrSection, Pipeline, missing_section
 from aidx.inference.ood import gate_for
@@ -34,6 +35,7 @@ from aidx.inference.reports import (
 from aidx.inference.serving import ModelService, ServedModel
 from aidx.inference.settings_sections import ImageLimits
 from aidx.pipelines.cxr.decode import Radiograph, decode_radiograph
+from aidx.pipelines.cxr.drift import input_summary
 from aidx.pipelines.cxr.evidence import (
     OVERLAY_FILE,
     OverlayInputs,
@@ -57,6 +59,7 @@ class Prepared:
     decode_ms: float
     preprocess_ms: float  # with the screening
     content_sha256: str
+    observed: dict[str, Value]  # for drift monitoring: the header's acquisition, the input's
 
     @property
     def work_s(self) -> float:
@@ -71,8 +74,10 @@ def prepare(data: bytes, model: Screen, limits: ImageLimits = DEFAULT_IMAGE_LIMI
     assessment = screen(radiograph, tensor, model)
     t2 = time.perf_counter()
     digest = hashlib.sha256(data).hexdigest()
+    observed = {**radiograph.acquisition, **input_summary(tensor)}
+    decode_ms, preprocess_ms = (t1 - t0) * 1e3, (t2 - t1) * 1e3
     return Prepared(
-        radiograph, tensor, geometry, assessment, (t1 - t0) * 1e3, (t2 - t1) * 1e3, digest
+        radiograph, tensor, geometry, assessment, decode_ms, preprocess_ms, digest, observed
     )
 
 
@@ -261,4 +266,5 @@ class CxrPipeline:
             ood=prepared.assessment.ood,
             not_assessed=prepared.assessment.not_assessed,
         )
+        report.observe_inputs(prepared.observed)
         return report, inputs

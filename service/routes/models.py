@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends
 
+from aidx.inference.drift_monitor import DriftStatus
 from aidx.inference.runtime import OnnxModel
 from aidx.inference.serving import ServedModel
 from aidx.inference.settings import Role
@@ -47,3 +49,19 @@ async def list_models(
     _: Principal = Depends(require(*Role)), svc: Services = Depends(services)
 ) -> list[dict[str, Any]]:
     return [describe(m) for m in svc.models.models.values()]
+
+
+@router.get("/models/{name}/drift", responses=errors(401, 403, 404))
+async def get_drift(
+    name: str,
+    who: Principal = Depends(require(Role.engineer)),
+    svc: Services = Depends(services),
+) -> DriftStatus:
+    """Each feature of what the model saw and said, over its last N observations and
+    its last days, against the reference stored with it: PSI, the two-sample test's
+    p-value, the observations each rests on, and whether it drifts. 404
+    `model_not_found` or `drift_reference_not_found`."""
+    with svc.audit.access(
+        actor=who.name, role=who.role.value, action="model.drift", resource=f"model/{name}"
+    ):
+        return await asyncio.to_thread(svc.drift.status, name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
@@ -21,6 +21,7 @@ from aidx.inference.settings import Role, Settings
 from aidx.pipelines.wsi.cli import wsi_app
 
 if TYPE_CHECKING:
+    from aidx.inference.drift import Observation
     from aidx.inference.ood_calibration import Calibration
 
 app = typer.Typer(help="aidx: AI diagnostic assist (demo weights are not for clinical use)")
@@ -239,6 +240,71 @@ def _ood_table(section) -> Table:  # type: ignore[no-untyped-def]
     for name, result in section.detection.items():
         table.add_row(name, str(result.images), str(result.detected), f"{result.rate:.1%}")
     return table
+
+
+@models_app.command("drift-reference")
+def models_drift_reference(
+    model: Annotated[str, typer.Argument(help="the model's folder in the repository")],
+    dataset: Annotated[
+        Path | None, typer.Option(help="reference inputs: the site's own radiographs (DICOM)")
+    ] = None,
+    synthetic: Annotated[
+        int | None, typer.Option(help="instead: the recipe's first N held-out phantoms")
+    ] = None,
+    seed: int = 0,
+    repository: RepoOption = None,
+) -> None:
+    """Analyse the reference inputs as served and write what the model saw and said
+    (<version>/drift.json), its sha256 in the card's `files` and a section of prose."""
+    from aidx.inference.drift import DriftReference
+    from aidx.inference.drift_reference import write_reference
+    from aidx.inference.model_card import Pipeline
+    from aidx.inference.repository import load_entry
+    from aidx.pipelines.cxr import drift_sets
+
+    settings = _settings(repository, mode="development", enabled_models=[model],
+                         pipeline_models={"cxr": model})  # fmt: skip
+    entry = load_entry(settings.model_repository / model, verify=False)
+    if entry.card is None or entry.card.pipeline is not Pipeline.cxr:
+        console.print(f"[red]{model}: drift-reference reads CXR models only[/red]")
+        raise typer.Exit(code=2)
+    if (dataset is None) == (synthetic is None):
+        raise typer.BadParameter("give either --dataset or --synthetic")
+    inputs, what = (
+        drift_sets.folder_inputs(dataset)
+        if dataset is not None
+        else drift_sets.synthetic_inputs(seed, synthetic or 0)
+    )
+    observations = asyncio.run(_cxr_observations(settings, inputs, synthetic))
+    reference = DriftReference.fit(observations, model=model, version=entry.version, dataset=what)
+    path = write_reference(entry.directory, entry.version, reference)
+    console.print(f"wrote {path} ({len(reference.features)} features, {reference.n} inputs)")
+
+
+async def _cxr_observations(
+    settings: Settings, inputs: Iterator[bytes], total: int | None
+) -> list[Observation]:
+    """Each input analysed by the CXR pipeline as served, as its drift observation
+    (inputs it refuses are skipped)."""
+    from aidx.inference.cpu_stage import CpuStage
+    from aidx.inference.drift import observation_of
+    from aidx.inference.errors import AidxError
+    from aidx.inference.reports import ReportStore
+    from aidx.inference.serving import ModelService
+    from aidx.pipelines.cxr.pipeline import CxrPipeline
+
+    service = ModelService(settings)
+    await service.start()
+    observations: list[Observation] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        pipeline = CxrPipeline(service, ReportStore(Path(tmp)), CpuStage(1), settings.ood_policy)
+        for data in track(inputs, total=total, description="analysing", console=console):
+            try:
+                observations.append(observation_of(await pipeline.analyze(data)))
+            except AidxError as exc:
+                console.print(f"[yellow]skipped an input: {exc.code}[/yellow]")
+    await service.stop()
+    return observations
 
 
 @app.command()

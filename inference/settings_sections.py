@@ -256,6 +256,8 @@ class DriftSettings(BaseModel):
     window_count: int = Field(default=500, ge=10)  # the last N observations of a model
     window_days: float = Field(default=1.0, gt=0)  # and those of the last D days
     max_day_observations: int = Field(default=5000, ge=10)  # the day window's newest, at most
-    min_window: int = Field(default=30, ge=1)  # fewer observations of a feature: no alert
+    # Fewer observations of a feature: no alert. PSI on 10 bins has a noise floor of about
+    # 9 / n (0.09 at 100): smaller windows need the test's p-value to hold alerts back.
+    min_window: int = Field(default=100, ge=1)
     psi_alert: float = Field(default=0.25, gt=0)  # PSI at or above: a major shift
     p_alert: float = Field(default=0.01, gt=0, lt=1)  # and the two-sample test below this

@@ -20,7 +20,7 @@ from aidx.inference.drift import (
 )
 from aidx.inference.settings_sections import DriftSettings
 
-LIMITS = DriftSettings()
+LIMITS = DriftSettings(min_window=30)
 
 
 def test_psi_of_identical_shares_is_zero_and_of_a_known_shift_is_the_textbook_number() -> None:

@@ -138,6 +138,13 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
     ("AIDX_UI_SHARE_SECRET", "ui.share_secret", "s3cret", SecretStr("s3cret")),
     ("AIDX_UI_SHARE_IDENTIFIER", "ui.share_identifier", "none", "none"),
     ("AIDX_UI_PUBLIC_BASE_URL", "ui.public_base_url", "https://a.example", "https://a.example"),
+    ("AIDX_DRIFT_ENABLED", "drift.enabled", "false", False),
+    ("AIDX_DRIFT_WINDOW_COUNT", "drift.window_count", "200", 200),
+    ("AIDX_DRIFT_WINDOW_DAYS", "drift.window_days", "7", 7.0),
+    ("AIDX_DRIFT_MAX_DAY_OBSERVATIONS", "drift.max_day_observations", "20000", 20000),
+    ("AIDX_DRIFT_MIN_WINDOW", "drift.min_window", "50", 50),
+    ("AIDX_DRIFT_PSI_ALERT", "drift.psi_alert", "0.2", 0.2),
+    ("AIDX_DRIFT_P_ALERT", "drift.p_alert", "0.001", 0.001),
 ]  # fmt: skip
 # Settings that were constants in the code before they were sections' fields.
 NEW = {

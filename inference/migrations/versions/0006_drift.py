@@ -1,7 +1,7 @@
 """Drift monitoring: each model's recent observations (inference/drift_store.py).
 
-Revision ID: 0005
-Revises: 0007
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-30
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0007"  # main holds 0007 (report shares) on 0004: one chain, one head
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
+from aidx.inference.cohort import Cohort
 from aidx.inference.errors import NotFound, Unprocessable
 from aidx.inference.feedback import Answer, AnswerIn, FeedbackStore, Subject
 from aidx.inference.report_index import ReportIndex
@@ -69,8 +70,14 @@ def _report_target(report: Report) -> Target:
         Answerable(finding=f.concept.meaning, regions=len(f.regions)) for f in report.findings
     ]
     present = {f.concept.meaning: f.present for f in report.findings}
-    model = report.model
-    subject = Subject(report.id, report.pipeline, model.name, model.version, present)
+    model, source = report.model, report.source
+    cohort = Cohort.of(
+        station=source.station_name,
+        institution=source.institution_name,
+        sex=source.patient_sex,
+        age_y=source.patient_age_y,
+    )
+    subject = Subject(report.id, report.pipeline, model.name, model.version, present, cohort)
     return Target(subject, OWNERS.get(report.pipeline, Role.radiologist), findings)
 
 

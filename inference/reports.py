@@ -97,6 +97,11 @@ class SourceRef(BaseModel):
     modality: str | None = None
     rows: int | None = None
     columns: int | None = None
+    # Coarse study context, for agreement per site, sex and age band (inference/cohort.py)
+    station_name: str | None = None
+    institution_name: str | None = None
+    patient_sex: str | None = None  # M | F | O, as the header says
+    patient_age_y: int | None = None  # whole years at the study
 
 
 class Evidence(BaseModel):

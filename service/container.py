@@ -14,7 +14,7 @@ from aidx.adapters.analysis import ActingAs, Actor, AnalysisStep, ReportRecorder
 from aidx.adapters.feedback import Feedback
 from aidx.adapters.labs_service import LabsService
 from aidx.adapters.writeback import Writeback, destinations_from
-from aidx.inference.agreement import FeedbackCollector
+from aidx.inference.agreement_metrics import FeedbackCollector
 from aidx.inference.audit import AuditLog
 from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.drift_monitor import DriftCollector, DriftMonitor

@@ -81,7 +81,9 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
     private_folder(settings.var_dir)  # 0700: what an older run left is closed too
     db = create_store(settings.store_url)
     report_index = ReportIndex(db)
-    reports = ReportStore(settings.reports_dir, on_save=report_index.put)
+    reports = ReportStore(
+        settings.reports_dir, on_save=report_index.put, on_new=metrics.report_made
+    )
     audit = AuditLog(settings.audit_log)
     cpu = CpuStage(settings.cpu.workers or os.cpu_count() or 1)
     writeback = _writeback(settings, db, reports, audit, cpu, metrics)

@@ -163,3 +163,24 @@ def test_only_the_sites_with_most_answers_keep_their_name_on_metrics(
     (_, groups) = FeedbackCollector(services.db, max_sites=1).collect()
     sites = {s.labels["group"] for s in groups.samples if s.labels["dimension"] == "site"}
     assert sites == {"CR-ED-2", "other", "unknown"}  # one answer each: the first name kept
+
+
+def test_each_new_report_is_counted_once_with_its_outcome(
+    client: TestClient, reports: dict[str, dict[str, Any]]
+) -> None:
+    def made() -> dict[tuple[str, str, str], float]:
+        found: dict[tuple[str, str, str], float] = {}
+        for family in text_string_to_metric_families(client.get("/metrics").text):
+            if family.name == "aidx_reports":
+                for s in family.samples:
+                    if s.name == "aidx_reports_total":
+                        key = (s.labels["pipeline"], s.labels["outcome"], s.labels["ood"])
+                        found[key] = found.get(key, 0.0) + s.value
+        return found
+
+    (ood,) = {r["ood"]["status"] if r["ood"] else "none" for r in reports.values()}
+    assert made() == {("cxr", "assessed", ood): 3.0}
+    headers = {**auth(Role.radiologist), "Content-Type": "application/dicom"}
+    resent = client.post("/v1/cxr", content=_study(*STUDIES["original"]), headers=headers)
+    assert resent.json()["id"] == reports["original"]["id"]
+    assert made() == {("cxr", "assessed", ood): 3.0}  # the same report, not a new one

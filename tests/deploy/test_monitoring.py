@@ -46,7 +46,9 @@ def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[set[str]]:
     """Every series name the app's registry exports (counters with _total,
     histograms with _bucket, _count and _sum)."""
-    settings = make_settings(tmp_path_factory.mktemp("monitoring"), enabled_models=["cxr_pneumonia"])
+    settings = make_settings(
+        tmp_path_factory.mktemp("monitoring"), enabled_models=["cxr_pneumonia"]
+    )
     with TestClient(create_app(settings)) as client:
         services: Services = client.app.state.services  # type: ignore[attr-defined]
         names: set[str] = set()

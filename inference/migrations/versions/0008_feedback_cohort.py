@@ -1,7 +1,7 @@
 """Agreement per subgroup: each feedback row keeps its report's site, sex and age band.
 
 Revision ID: 0008
-Revises: 0007
+Revises: 0005 (main chains 0004, 0007, 0005)
 Create Date: 2026-11-30
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0007"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -61,6 +61,13 @@ peers: $(PEERS_FHIR)/node_modules/.installed $(PEERS_PYTRITON)/.installed $(PEER
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
 	    --no-install-recommends chromium chromium-driver; fi
+	@# promtool (Debian's prometheus package) checks and unit-tests deploy/prometheus's
+	@# alerting rules and the dashboard's queries (tests/deploy). Only the tool is
+	@# wanted: a server the package may start under systemd is stopped.
+	@if ! command -v promtool >/dev/null; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+	    --no-install-recommends prometheus && \
+	  { systemctl disable --now prometheus 2>/dev/null || true; }; fi
 	@# PostgreSQL server binaries for tests/peers/postgres.py (each run makes its own
 	@# cluster in a temp dir). Debian's install makes and starts a default cluster:
 	@# stop and drop it, nothing of ours listens on 5432.

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, Field
 
+from aidx.inference.cohort import AgeBand, Cohort, Sex
 from aidx.inference.errors import NotFound, Unprocessable
 from aidx.inference.feedback import Answer, AnswerIn, FeedbackStore, Subject
 from aidx.inference.report_index import ReportIndex
@@ -69,13 +71,29 @@ def _report_target(report: Report) -> Target:
         Answerable(finding=f.concept.meaning, regions=len(f.regions)) for f in report.findings
     ]
     present = {f.concept.meaning: f.present for f in report.findings}
-    model = report.model
-    subject = Subject(report.id, report.pipeline, model.name, model.version, present)
+    model, source = report.model, report.source
+    cohort = Cohort.of(
+        station=source.station_name,
+        institution=source.institution_name,
+        sex=source.patient_sex,
+        age_y=source.patient_age_y,
+    )
+    subject = Subject(report.id, report.pipeline, model.name, model.version, present, cohort)
     return Target(subject, OWNERS.get(report.pipeline, Role.radiologist), findings)
 
 
+def _alert_cohort(evidence: dict[str, Any]) -> Cohort:
+    """The groups an alert keeps in its evidence (alerts from before: unknown)."""
+    sex, band = evidence.get("sex"), evidence.get("age_band")
+    return Cohort(
+        sex=Sex(sex) if sex in set(Sex) else Sex.unknown,
+        age_band=AgeBand(band) if band in set(AgeBand) else AgeBand.unknown,
+    )
+
+
 def _alert_target(alert: Alert) -> Target:
-    subject = Subject(alert.id, LABS, None, None, {alert.rule: True})  # an alert: present
+    present = {alert.rule: True}  # an alert: the rule said present
+    subject = Subject(alert.id, LABS, None, None, present, _alert_cohort(alert.evidence))
     return Target(subject, Role.lab, [Answerable(finding=alert.rule)])
 
 

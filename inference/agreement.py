@@ -1,7 +1,8 @@
 """Agreement between the models and the clinicians, from each user's current answer
-per finding (inference/feedback.py): per pipeline, model version and finding, the
-counts by verdict, the agreement rate and the estimated PPV, each with the count
-it rests on (no rate without its n).
+per finding (inference/feedback.py): per pipeline, model version and finding, and
+optionally per site, sex and age band (inference/cohort.py), the counts by verdict,
+the agreement rate and the estimated PPV, each with the count it rests on (no rate
+without its n).
 
 agreement rate = agree / (agree + disagree)            n = agree + disagree
 estimated PPV  = agree / decided, where the model said present   n = those decided
@@ -9,17 +10,25 @@ estimated PPV  = agree / decided, where the model said present   n = those decid
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine, func, select
 
+from aidx.inference.cohort import UNKNOWN, Dimension
 from aidx.inference.schema import report_feedback
 
 t = report_feedback
+_MODEL_KEYS = ("pipeline", "model", "model_version")
+_COLUMNS = {
+    "pipeline": t.c.pipeline,
+    "model": t.c.model_name,
+    "model_version": t.c.model_version,
+    "finding": t.c.finding,
+    **{d.value: func.coalesce(t.c[d.value], UNKNOWN) for d in Dimension},
+}
 
 
 class Rate(BaseModel):
@@ -36,12 +45,25 @@ class Agreement(BaseModel):
     model: str | None
     model_version: int | None
     finding: str
+    site: str | None = Field(default=None, description="set when grouped by site")
+    sex: str | None = Field(default=None, description="set when grouped by sex")
+    age_band: str | None = Field(default=None, description="set when grouped by age band")
     answers: int
     agree: int
     disagree: int
     not_sure: int
     agreement: Rate
     ppv: Rate = Field(description="among answers on findings the model said present")
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """Which answers (`pipeline` and each dimension's group: None for all) and what
+    to group them by besides the model version and finding (`by`)."""
+
+    pipeline: str | None = None
+    by: Sequence[Dimension] = ()
+    only: Mapping[Dimension, str] = field(default_factory=dict)
 
 
 def _current() -> Any:
@@ -52,69 +74,87 @@ def _current() -> Any:
     return t.c.seq.in_(latest)
 
 
-def counts(engine: Engine, pipeline: str | None = None) -> list[tuple[Any, ...]]:
-    """(pipeline, model, version, finding, model_present, verdict, count) of the
-    current answers."""
-    keys = (t.c.pipeline, t.c.model_name, t.c.model_version, t.c.finding)
-    query = select(*keys, t.c.model_present, t.c.verdict, func.count()).where(_current())
-    if pipeline is not None:
-        query = query.where(t.c.pipeline == pipeline)
-    query = query.group_by(*keys, t.c.model_present, t.c.verdict)
+def tally(
+    engine: Engine, keys: Sequence[str], breakdown: Breakdown = Breakdown()
+) -> list[tuple[Any, ...]]:
+    """(*keys, model_present, verdict, count) of the current answers; `keys` name
+    columns of _COLUMNS."""
+    columns = [_COLUMNS[k] for k in keys]
+    query = select(*columns, t.c.model_present, t.c.verdict, func.count()).where(_current())
+    if breakdown.pipeline is not None:
+        query = query.where(t.c.pipeline == breakdown.pipeline)
+    for dimension, group in breakdown.only.items():
+        query = query.where(_COLUMNS[dimension.value] == group)
+    query = query.group_by(*columns, t.c.model_present, t.c.verdict)
     with engine.connect() as conn:
         return [tuple(row) for row in conn.execute(query)]
 
 
-def agreement(engine: Engine, pipeline: str | None = None) -> list[Agreement]:
-    groups: dict[tuple[Any, ...], dict[str, int]] = {}
-    for *key, present, verdict, count in counts(engine, pipeline):
-        tally = groups.setdefault(tuple(key), {})
-        tally[verdict] = tally.get(verdict, 0) + count
+def counts(engine: Engine, pipeline: str | None = None) -> list[tuple[Any, ...]]:
+    """(pipeline, model, version, finding, model_present, verdict, count) of the
+    current answers."""
+    return tally(engine, (*_MODEL_KEYS, "finding"), Breakdown(pipeline))
+
+
+@dataclass
+class Tally:
+    """Counts by verdict, overall and where the model said present."""
+
+    verdicts: dict[str, int] = field(default_factory=dict)
+    present: dict[str, int] = field(default_factory=dict)
+
+    def add(self, present: bool | None, verdict: str, count: int) -> None:
+        self.verdicts[verdict] = self.verdicts.get(verdict, 0) + count
         if present:
-            tally[f"present_{verdict}"] = tally.get(f"present_{verdict}", 0) + count
-    return sorted(_rows(groups), key=lambda a: (a.pipeline, a.model or "", a.finding))
+            self.present[verdict] = self.present.get(verdict, 0) + count
+
+    def fields(self) -> dict[str, Any]:
+        agree, disagree = self.verdicts.get("agree", 0), self.verdicts.get("disagree", 0)
+        not_sure = self.verdicts.get("not_sure", 0)
+        present_agree = self.present.get("agree", 0)
+        return {
+            "answers": agree + disagree + not_sure,
+            "agree": agree,
+            "disagree": disagree,
+            "not_sure": not_sure,
+            "agreement": Rate.of(agree, agree + disagree),
+            "ppv": Rate.of(present_agree, present_agree + self.present.get("disagree", 0)),
+        }
 
 
-def _rows(groups: dict[tuple[Any, ...], dict[str, int]]) -> Iterator[Agreement]:
-    for (pipeline, model, version, finding), tally in groups.items():
-        agree, disagree = tally.get("agree", 0), tally.get("disagree", 0)
-        present_agree = tally.get("present_agree", 0)
-        present_decided = present_agree + tally.get("present_disagree", 0)
-        yield Agreement(
-            pipeline=pipeline,
-            model=model,
-            model_version=version,
-            finding=finding,
-            answers=agree + disagree + tally.get("not_sure", 0),
-            agree=agree,
-            disagree=disagree,
-            not_sure=tally.get("not_sure", 0),
-            agreement=Rate.of(agree, agree + disagree),
-            ppv=Rate.of(present_agree, present_decided),
-        )
+def group_tallies(rows: Iterable[tuple[Any, ...]]) -> dict[tuple[Any, ...], Tally]:
+    """Rows of `tally` folded per key (all but the last three fields)."""
+    groups: dict[tuple[Any, ...], Tally] = {}
+    for *key, present, verdict, count in rows:
+        groups.setdefault(tuple(key), Tally()).add(present, verdict, count)
+    return groups
 
 
-class FeedbackCollector(Collector):
-    """The current answers counted at each scrape, so that agreement is computed in
-    PromQL with its n: agree / (agree + disagree) per model version and finding."""
+def agreement(engine: Engine, breakdown: Breakdown | str | None = None) -> list[Agreement]:
+    if not isinstance(breakdown, Breakdown):
+        breakdown = Breakdown(pipeline=breakdown)
+    by = [d.value for d in Dimension if d in breakdown.by]  # a stable order
+    keys = (*_MODEL_KEYS, "finding", *by)
+    rows = [
+        Agreement(**dict(zip(keys, key, strict=True)), **tally_.fields())
+        for key, tally_ in group_tallies(tally(engine, keys, breakdown)).items()
+    ]
+    return sorted(rows, key=lambda a: _order(a, by))
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
 
-    def _family(self) -> GaugeMetricFamily:
-        return GaugeMetricFamily(
-            "aidx_feedback_answers",
-            "Clinicians' current answers by model version, finding, what the model said "
-            "(present: true, false, none) and verdict",
-            labels=["pipeline", "model", "version", "finding", "present", "verdict"],
-        )
+def _order(a: Agreement, by: Sequence[str]) -> tuple[Any, ...]:
+    groups = (getattr(a, d) for d in by)
+    return (a.pipeline, a.model or "", a.model_version or 0, a.finding, *groups)
 
-    def describe(self) -> Iterator[GaugeMetricFamily]:
-        yield self._family()  # so registering does not query a store not yet migrated
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = self._family()
-        for pipeline, model, version, finding, present, verdict, count in counts(self.engine):
-            said = "none" if present is None else str(bool(present)).lower()
-            labels = [pipeline, model or "", str(version or ""), finding, said, verdict]
-            family.add_metric(labels, float(count))
-        yield family
+def cap_groups(totals: Mapping[str, int], keep: int) -> dict[str, str]:
+    """Each group's label: the `keep` groups with most answers keep their name, the
+    rest become `other` (bounded label sets on /metrics)."""
+    ranked = sorted(totals, key=lambda g: (-totals[g], g))
+    return {g: (g if i < keep or g == UNKNOWN else "other") for i, g in enumerate(ranked)}
+
+
+def by_dimension(engine: Engine, dimension: Dimension) -> Iterator[tuple[Any, ...]]:
+    """(pipeline, model, version, group, model_present, verdict, count) per group of
+    one dimension, over every finding."""
+    yield from tally(engine, (*_MODEL_KEYS, dimension.value))

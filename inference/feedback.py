@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import Engine, insert, select
 
+from aidx.inference.cohort import Cohort
 from aidx.inference.schema import report_feedback
 
 MAX_COMMENT_CHARS = 1000
@@ -97,6 +98,7 @@ class Subject:
     model_name: str | None
     model_version: int | None
     present: Mapping[str, bool | None]
+    cohort: Cohort = Cohort()
 
 
 def _answer(m: Any, current: bool) -> Answer:
@@ -173,6 +175,9 @@ def _row(subject: Subject, actor: str, role: str, a: AnswerIn, now: float) -> di
         "finding": a.finding,
         "region": a.region,
         "model_present": subject.present.get(a.finding),
+        "site": subject.cohort.site,
+        "sex": subject.cohort.sex.value,
+        "age_band": subject.cohort.age_band.value,
         "actor": actor,
         "role": role,
         "verdict": a.verdict.value,

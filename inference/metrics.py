@@ -8,6 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from aidx.inference.reports import Report
+
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 # From a few seconds (REST, analysed) to an hour (a PACS down for a while).
 _TURNAROUND_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -58,6 +60,13 @@ class ServiceMetrics:
             buckets=_TURNAROUND_BUCKETS,
             registry=r,
         )
+        self.reports = Counter(
+            "aidx_reports_total",
+            "Reports made, by pipeline, model, outcome (assessed, or why not: "
+            "out_of_distribution, blank_image, ...) and the OOD gate's status",
+            ["pipeline", "model", "outcome", "ood"],
+            registry=r,
+        )
         self.model_ready = Gauge(
             "aidx_model_ready", "1 when a model is loaded and warmed", ["model"], registry=r
         )
@@ -71,6 +80,13 @@ class ServiceMetrics:
 
     def observe_turnaround(self, pipeline: str, stage: str, seconds: float) -> None:
         self.turnaround.labels(pipeline, stage).observe(max(0.0, seconds))
+
+    def report_made(self, report: Report) -> None:
+        """Count a new report: the OOD rate is the `ood="out_of_distribution"` share
+        (whether the policy withheld the findings or only warned)."""
+        outcome = report.not_assessed.reason.value if report.not_assessed else "assessed"
+        ood = report.ood.status.value if report.ood is not None else "none"
+        self.reports.labels(report.pipeline, report.model.name, outcome, ood).inc()
 
     # BatchObserver
     def queue_depth(self, model: str, depth: int) -> None:

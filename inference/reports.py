@@ -97,6 +97,11 @@ class SourceRef(BaseModel):
     modality: str | None = None
     rows: int | None = None
     columns: int | None = None
+    # Coarse study context, for agreement per site, sex and age band (inference/cohort.py)
+    station_name: str | None = None
+    institution_name: str | None = None
+    patient_sex: str | None = None  # M | F | O, as the header says
+    patient_age_y: int | None = None  # whole years at the study
 
 
 class Evidence(BaseModel):
@@ -183,12 +188,19 @@ OnSave = Callable[[Report, int | None], None]
 
 class ReportStore:
     """Reports and their evidence files on disk: var/reports/<id>/. `on_save` is told
-    of each report saved, with its request's priority (the worklist's index)."""
+    of each report saved, with its request's priority (the worklist's index);
+    `on_new` of each report saved the first time under its id (the metrics' count)."""
 
-    def __init__(self, root: Path, on_save: OnSave | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        on_save: OnSave | None = None,
+        on_new: Callable[[Report], None] | None = None,
+    ) -> None:
         self.root = root
         make_folders(root)
         self.on_save = on_save
+        self.on_new = on_new
 
     def _dir(self, rid: str) -> Path:
         try:
@@ -196,15 +208,15 @@ class ReportStore:
         except ValueError:
             raise NotFound(f"no report {rid!r}", code="report_not_found") from None
 
-    def save(
-        self, report: Report, files: dict[str, bytes], *, priority: int | None = None
-    ) -> None:
+    def save(self, report: Report, files: dict[str, bytes], *, priority: int | None = None) -> None:
         """Save `report` and its files. A report already saved under its id (the same
         input analysed the same way, sent again) keeps its first `created_at`; `report`
         takes it too, so the caller answers what is stored."""
         first = self._created_at(report.id)
         if first is not None:
             report.created_at = first
+        elif self.on_new is not None:
+            self.on_new(report)
         self.save_evidence(report.id, files)
         self.put(report.id, "report.json", report.model_dump_json(indent=2).encode())
         if self.on_save is not None:

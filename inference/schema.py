@@ -128,6 +128,10 @@ report_feedback = Table(
     Column("finding", String(200), nullable=False),
     Column("region", Integer, nullable=True),  # a region of the finding, or the whole
     Column("model_present", Boolean, nullable=True),  # what the model said of the finding
+    # the report's coarse groups (inference/cohort.py), for agreement per subgroup
+    Column("site", String(64), nullable=True),
+    Column("sex", String(8), nullable=True),
+    Column("age_band", String(8), nullable=True),
     Column("actor", String(200), nullable=False),  # the API key's name
     Column("role", String(32), nullable=False),
     Column("verdict", String(16), nullable=False),

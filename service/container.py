@@ -14,7 +14,7 @@ from aidx.adapters.analysis import ActingAs, Actor, AnalysisStep, ReportRecorder
 from aidx.adapters.feedback import Feedback
 from aidx.adapters.labs_service import LabsService
 from aidx.adapters.writeback import Writeback, destinations_from
-from aidx.inference.agreement import FeedbackCollector
+from aidx.inference.agreement_metrics import FeedbackCollector
 from aidx.inference.audit import AuditLog
 from aidx.inference.cpu_stage import CpuStage
 from aidx.inference.drift_monitor import DriftCollector, DriftMonitor
@@ -81,7 +81,9 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
     private_folder(settings.var_dir)  # 0700: what an older run left is closed too
     db = create_store(settings.store_url)
     report_index = ReportIndex(db)
-    reports = ReportStore(settings.reports_dir, on_save=report_index.put)
+    reports = ReportStore(
+        settings.reports_dir, on_save=report_index.put, on_new=metrics.report_made
+    )
     audit = AuditLog(settings.audit_log)
     cpu = CpuStage(settings.cpu.workers or os.cpu_count() or 1)
     writeback = _writeback(settings, db, reports, audit, cpu, metrics)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
+from aidx.inference.cohort import study_context
 from aidx.inference.dicom_input import (
     DEFAULT_IMAGE_LIMITS,
     DicomCode,
@@ -253,6 +254,7 @@ def _source(ds: Dataset, frame: Frame) -> SourceRef:
         modality="CT",
         rows=frame.rows,
         columns=frame.columns,
+        **study_context(ds),
     )
 
 

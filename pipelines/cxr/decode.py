@@ -16,6 +16,7 @@ import numpy as np
 import pydicom
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+from aidx.inference.cohort import study_context
 from aidx.inference.dicom_input import (
     DEFAULT_IMAGE_LIMITS,
     DicomCode,
@@ -154,6 +155,7 @@ def source_of(ds: pydicom.Dataset) -> SourceRef:
         modality=text("Modality"),
         rows=int(ds.Rows),
         columns=int(ds.Columns),
+        **study_context(ds),
     )
 
 

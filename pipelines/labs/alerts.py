@@ -7,6 +7,7 @@ critical verdict is in the one alert feed whatever the intake."""
 
 from __future__ import annotations
 
+from aidx.inference.cohort import age_band, sex_group
 from aidx.pipelines.labs.rules import INTEGRITY, Rule
 from aidx.pipelines.labs.store import NewAlert
 from aidx.pipelines.labs.types import (
@@ -23,6 +24,11 @@ REVIEW_RULE = "review"
 
 def alerting(rule: str) -> bool:
     return rule in {"critical_high", "critical_low", "delta"}
+
+
+def cohort_of(s: SpecimenIn) -> dict[str, str]:
+    """The patient's coarse groups, kept with each alert for agreement per subgroup."""
+    return {"sex": sex_group(s.sex).value, "age_band": age_band(s.age_y).value}
 
 
 def evidence_value(outcome: ResultOutcome) -> dict[str, object]:
@@ -65,6 +71,7 @@ def result_alerts(
                 evidence={
                     "rule": reason.rule,
                     "collected_at": s.collected_at.isoformat(),
+                    **cohort_of(s),
                     "verdict": verdict.value,
                     "values": [evidence_value(outcome)],
                 },
@@ -81,6 +88,7 @@ def specimen_alert(
     evidence: dict[str, object] = {
         "rule": reason.rule,
         "collected_at": s.collected_at.isoformat(),
+        **cohort_of(s),
         "values": involved,
     }
     if anomaly is not None and reason.rule == Rule.multivariate_anomaly.name:
@@ -122,6 +130,7 @@ def review_alert(
         evidence={
             "rule": REVIEW_RULE,
             "collected_at": s.collected_at.isoformat(),
+            **cohort_of(s),
             "verdict": verdict.value,
             "reasons": [r.model_dump(mode="json") for r in reasons],
             "values": [

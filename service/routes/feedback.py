@@ -2,7 +2,8 @@
 
 POST /v1/reports/{id}/feedback   answers, by the role that owns the report kind
 GET  /v1/reports/{id}/feedback   the current answers and their history
-GET  /v1/feedback/agreement      agreement per model version and finding, with counts
+GET  /v1/feedback/agreement      agreement per model version and finding (and per site,
+                                 sex or age band), with counts
 
 The first two are accesses to patient data: audited with their outcome.
 """
@@ -10,13 +11,14 @@ The first two are accesses to patient data: audited with their outcome.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from aidx.adapters.feedback import Feedback, FeedbackSaved, FeedbackView, Target
-from aidx.inference.agreement import Agreement, agreement
+from aidx.inference.agreement import Agreement, Breakdown, agreement
+from aidx.inference.cohort import MAX_SITE_CHARS, AgeBand, Dimension, Sex
 from aidx.inference.errors import Forbidden
 from aidx.inference.feedback import FeedbackRequest
 from aidx.inference.settings import Role
@@ -93,10 +95,21 @@ class AgreementList(BaseModel):
 @router.get("/v1/feedback/agreement", response_model=AgreementList)
 async def get_agreement(
     pipeline: str | None = Query(default=None, max_length=16),
+    by: Annotated[
+        list[Dimension] | None, Query(description="also group by these: site, sex, age_band")
+    ] = None,
+    site: str | None = Query(default=None, max_length=MAX_SITE_CHARS),
+    sex: Sex | None = None,
+    age_band: AgeBand | None = None,
     who: Principal = Depends(require(Role.engineer)),
     svc: Services = Depends(services),
 ) -> AgreementList:
     """From each user's current answers: counts by verdict, the agreement rate and the
-    estimated PPV per pipeline, model version and finding, each rate with its n."""
-    groups = await asyncio.to_thread(agreement, svc.db, pipeline)
+    estimated PPV per pipeline, model version and finding (and per site, sex or age
+    band when grouped `by` them; `site`, `sex`, `age_band` keep one group), each rate
+    with its n."""
+    chosen = {Dimension.site: site, Dimension.sex: sex, Dimension.age_band: age_band}
+    only = {d: str(group) for d, group in chosen.items() if group is not None}
+    breakdown = Breakdown(pipeline=pipeline, by=tuple(by or ()), only=only)
+    groups = await asyncio.to_thread(agreement, svc.db, breakdown)
     return AgreementList(groups=groups)

@@ -142,6 +142,13 @@ def test_only_the_role_that_owns_the_report_answers(
     assert _post(client, lab_alert_id, auth(Role.lab), answer).json()["recorded"] == 1
     refused = _post(client, lab_alert_id, auth(Role.radiologist), answer)
     assert (refused.status_code, refused.json()["code"]) == (403, "role_not_owner")
+    # The alert kept its patient's coarse groups: agreement per sex and age band.
+    grouped = client.get(
+        "/v1/feedback/agreement?pipeline=labs&by=sex&by=age_band", headers=auth(Role.engineer)
+    ).json()["groups"]
+    assert [(g["sex"], g["age_band"], g["disagree"]) for g in grouped if g["finding"] == rule] == [
+        ("F", "40-64", 1)
+    ]
 
 
 def test_coded_errors_for_unknown_reports_findings_regions_and_bad_answers(

@@ -1,7 +1,7 @@
 """Agreement per subgroup: each feedback row keeps its report's site, sex and age band.
 
-Revision ID: 0008
-Revises: 0005 (main chains 0004, 0007, 0005)
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-11-30
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

@@ -176,7 +176,7 @@ def validate(
         console.print(f"[red]{model}: no validation for this model's pipeline[/red]")
         raise typer.Exit(code=2)
     settings = settings.model_copy(update={"pipeline_models": {str(entry.card.pipeline): model}})
-    attributes = [*ev.SUBGROUP_ATTRIBUTES, *(subgroup or [])]
+    attributes = [*ev.SUBGROUP_ATTRIBUTES, *kit.extra_subgroups, *(subgroup or [])]
     with tempfile.TemporaryDirectory() as tmp:
         if synthetic is not None:
             dataset = keep_dataset or Path(tmp)

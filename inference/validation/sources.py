@@ -39,6 +39,7 @@ class ValidationKit(Protocol):
     """A pipeline's side of `aidx models validate`."""
 
     input_kind: str  # how the dataset folder is laid out, for the command's help
+    extra_subgroups: tuple[str, ...]  # labels-file columns split by besides the usual ones
 
     async def score(self, models: ModelService, dataset: Path, progress: Progress) -> Scored: ...
 

@@ -31,6 +31,7 @@ def dicom_files(dataset: Path) -> list[Path]:
 
 class CxrValidation:
     input_kind = "DICOM files (*.dcm, any depth); id = file name without .dcm"
+    extra_subgroups: tuple[str, ...] = ()
 
     async def score(self, models: ModelService, dataset: Path, progress: Progress) -> Scored:
         files = dicom_files(dataset)

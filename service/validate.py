@@ -123,6 +123,7 @@ def comparison_table(report: ValidationReport) -> Table:
     table = Table(
         "card metric", "card", "measured", "95% CI", "n", "within CI", title="card vs measured"
     )
+    table.columns[0].no_wrap = True  # the metric's full name
     for row in report.card_comparison:
         ci = row.measured.ci95
         table.add_row(

@@ -19,6 +19,7 @@ from aidx.inference.key_policy import hash_key, weakness
 from aidx.inference.repository import scan
 from aidx.inference.settings import Role, Settings
 from aidx.pipelines.wsi.cli import wsi_app
+from aidx.service.validate import validate
 
 if TYPE_CHECKING:
     from aidx.inference.drift import Observation
@@ -30,6 +31,7 @@ keys_app = typer.Typer(help="API keys: make one that meets the production policy
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 app.add_typer(wsi_app, name="wsi")
+models_app.command("validate")(validate)
 console = Console()
 
 RepoOption = Annotated[Path | None, typer.Option(help="model repository (default: settings)")]

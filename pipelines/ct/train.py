@@ -55,14 +55,19 @@ def split_seed(seed: int, split: str) -> int:
     return 1000 * seed + SPLITS[split]
 
 
-def draw_case(seed_: int, index: int, spacing_mm: float) -> ModelGrid:
-    """Phantom `index` of a split at a random acquisition spacing, on the model grid."""
+def draw_phantom(seed_: int, index: int) -> synthetic.Phantom:
+    """Phantom `index` of a split at a random acquisition spacing."""
     rng = np.random.default_rng([seed_, index])
     in_plane = float(rng.uniform(2.4, 3.6))
     step = float(rng.uniform(2.5, 5.0))
     spacing = (in_plane, in_plane, step)
     shape = tuple(int(round(e / s)) for e, s in zip(CHEST_EXTENT_MM, spacing[::-1], strict=True))
-    phantom = synthetic.generate(rng, shape_kji=shape, spacing_mm=spacing)  # type: ignore[arg-type]
+    return synthetic.generate(rng, shape_kji=shape, spacing_mm=spacing)  # type: ignore[arg-type]
+
+
+def draw_case(seed_: int, index: int, spacing_mm: float) -> ModelGrid:
+    """Phantom `index` of a split at a random acquisition spacing, on the model grid."""
+    phantom = draw_phantom(seed_, index)
     return to_model_grid(phantom.hu, phantom.affine_lps, spacing_mm, phantom.lesions)
 
 

@@ -188,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="aidx-dz-") as tmp:
         folder = Path(tmp)
         t0 = time.perf_counter()
-        layout = make_layout(7, args.size, args.size, mpp=0.5, n_suspicious=2, n_lymphoid=1)
+        layout = make_layout(
+            args.size, args.size, args.size, n_suspicious=3, radius_fraction=(0.05, 0.08)
+        )  # as benchmarks/wsi.py
         slide = write_slide(folder / "slides" / "big.svs", layout, source="bank")
         written_s = time.perf_counter() - t0
         slide_bytes = slide.stat().st_size

@@ -67,7 +67,7 @@ def slide_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_serving(f"{url}/readyz", process, what="aidx serve", timeout_s=120)
+        wait_serving(f"{url}/readyz", process, what="aidx serve", timeout_s=300)
         yield url
     finally:
         process.terminate()

@@ -1,7 +1,8 @@
 """Response headers that keep the review workspace's pages safe in a browser: a strict
 Content-Security-Policy (scripts, styles, images and requests from aidx itself only:
-no inline script, no inline style but one by its hash, no plugin, no framing), no MIME sniffing, no referrer, no
-caching of the session's answers. A plain ASGI middleware (no per-request task)."""
+no inline script, no inline style but one by its hash, no plugin, no framing), no MIME
+sniffing, no referrer, no caching of the session's answers. A plain ASGI middleware (no
+per-request task)."""
 
 from __future__ import annotations
 

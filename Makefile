@@ -13,7 +13,7 @@ NETNS := $(shell unshare -n true 2>/dev/null && echo "unshare -n")
 
 .PHONY: install peers run test lint typecheck unit bench clean
 
-install: $(VENV)/.linked
+install: $(VENV)/.linked $(UI_VENDOR)/.installed
 
 $(VENV)/.deps: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,18 @@ $(VENV)/.deps: pyproject.toml
 # Strict editable installs link files one by one: relink when a module is added.
 $(VENV)/.linked: $(VENV)/.deps $(PYFILES)
 	$(BIN)/pip install --quiet --no-deps -e . --config-settings editable_mode=strict
+	touch $@
+
+# The workspace's browser libraries from npm (OpenSeadragon, the slide viewer), pinned by
+# service/ui_vendor/package-lock.json, copied into the ignored service/ui/vendor/ that
+# /ui/vendor/ serves (no CDN, nothing built). The wheel takes them when they are there.
+UI_VENDOR := service/ui/vendor
+UI_NPM := service/ui_vendor
+$(UI_VENDOR)/.installed: $(UI_NPM)/package.json $(UI_NPM)/package-lock.json
+	cd $(UI_NPM) && npm ci --no-audit --no-fund --loglevel=error
+	rm -rf $(UI_VENDOR) && mkdir -p $(UI_VENDOR)
+	cp -R $(UI_NPM)/node_modules/openseadragon/build/openseadragon $(UI_VENDOR)/openseadragon
+	rm -f $(UI_VENDOR)/openseadragon/*.map
 	touch $@
 
 run: install
@@ -104,4 +116,4 @@ bench: install
 	$(BIN)/python benchmarks/batching.py
 
 clean:
-	rm -rf $(VENV) build dist var *.egg-info
+	rm -rf $(VENV) build dist var *.egg-info $(UI_VENDOR) $(UI_NPM)/node_modules

@@ -67,6 +67,13 @@ class ServiceMetrics:
             ["pipeline", "model", "outcome", "ood"],
             registry=r,
         )
+        # Each tile is not audited (a viewer's pan fetches hundreds): the slide's
+        # opening is, once per viewer; the tiles are counted here.
+        self.deepzoom_tiles = Counter(
+            "aidx_deepzoom_tiles_total",
+            "DeepZoom tiles sent to the slide viewer",
+            registry=r,
+        )
         self.model_ready = Gauge(
             "aidx_model_ready", "1 when a model is loaded and warmed", ["model"], registry=r
         )

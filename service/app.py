@@ -20,6 +20,7 @@ from aidx.service.limits import RequestLimits
 from aidx.service.routes import (
     ct,
     cxr,
+    deepzoom,
     feedback,
     health,
     labs,
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(feedback.router)
     app.include_router(worklist.router)
     app.include_router(share.router)
+    app.include_router(deepzoom.router)
     ui.mount_workspace(app)
     # auth before any body, body sizes and timeouts; inside the counter, which counts its refusals
     app.add_middleware(RequestLimits, settings=services.settings, access=services.access)

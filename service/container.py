@@ -33,6 +33,7 @@ from aidx.integrations.dicom.scp import StoreScp, scp_from
 from aidx.pipelines.ct.pipeline import CtPipeline
 from aidx.pipelines.ct.report import CtReport
 from aidx.pipelines.cxr.pipeline import CxrPipeline
+from aidx.pipelines.wsi.deepzoom import DeepZoomSlides
 from aidx.pipelines.wsi.job_runner import JobRunner
 from aidx.pipelines.wsi.job_store import JobStore
 from aidx.service.access import AccessGate
@@ -59,6 +60,7 @@ class Services:
     dicom_scp: StoreScp | None
     labs: LabsService
     wsi_jobs: JobRunner
+    deepzoom: DeepZoomSlides  # the slide viewer's open slides
     feedback: Feedback  # clinicians' answers on findings
     report_index: ReportIndex  # the review worklist's index of reports
     sessions: SessionStore  # the review workspace's sign-ins
@@ -121,7 +123,7 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
         models=models, reports=reports, audit=audit, cpu=cpu, cxr_pipeline=cxr_pipeline,
         cxr=cxr, ct=ct, writeback=writeback,
         dicom_scp=scp_from(settings.dicom, settings.var_dir, intake),
-        labs=labs, wsi_jobs=wsi_jobs,
+        labs=labs, wsi_jobs=wsi_jobs, deepzoom=DeepZoomSlides(),
         feedback=Feedback(FeedbackStore(db), reports, labs.store, report_index),
         report_index=report_index, sessions=sessions, drift=drift,
         shares=ShareStore(db, share_secret(settings.ui.share_secret, settings.var_dir)),

@@ -1,16 +1,21 @@
 """Response headers that keep the review workspace's pages safe in a browser: a strict
 Content-Security-Policy (scripts, styles, images and requests from aidx itself only:
-no inline script or style, no plugin, no framing), no MIME sniffing, no referrer, no
-caching of the session's answers. A plain ASGI middleware (no per-request task)."""
+no inline script, no inline style but one by its hash, no plugin, no framing), no MIME
+sniffing, no referrer, no caching of the session's answers. A plain ASGI middleware (no
+per-request task)."""
 
 from __future__ import annotations
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# The one inline style allowed, by its hash (never 'unsafe-inline'): the rule the slide
+# viewer (OpenSeadragon 6.1.1) adds to drop the focus outline on touch screens. Its
+# tiles and heatmap are plain same-origin images: no blob: or data: is needed.
+OPENSEADRAGON_STYLE_SHA256 = "9xTiqzfwFaL2SGb1rmr8gysEwVVjIvqWAgmZgqFqpEE="
 CSP = (
-    "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-    "frame-ancestors 'none'"
+    f"default-src 'self'; style-src 'self' 'sha256-{OPENSEADRAGON_STYLE_SHA256}'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 UI_PREFIXES = ("/ui", "/share")  # the workspace, and the shared result page
 _UI_HEADERS = {

@@ -138,6 +138,18 @@ class JobStore:
         with self.engine.connect() as conn:
             return [_job(row) for row in conn.execute(query).mappings()]
 
+    def slide_of_report(self, report_id: str) -> Path | None:
+        """The slide a finished job made report `report_id` from (the newest such job
+        whose slide is still on disk: an uploaded slide is deleted after its job)."""
+        query = (
+            select(wsi_jobs.c.slide_path)
+            .where(wsi_jobs.c.report_id == report_id, wsi_jobs.c.state == JobState.succeeded.value)
+            .order_by(wsi_jobs.c.finished_at.desc())
+        )
+        with self.engine.connect() as conn:
+            paths = [Path(p) for p in conn.execute(query).scalars()]
+        return next((p for p in paths if p.is_file()), None)
+
     def update(self, job_id: str, *, only_if: tuple[JobState, ...] = (), **values: Any) -> bool:
         """Set columns; with `only_if`, only while the job is in one of those states
         (so a late progress write never revives a cancelled job). True if it applied."""

@@ -99,7 +99,7 @@ def _slide_mpp(props: Mapping[str, str]) -> tuple[float, float, str] | None:
     return None
 
 
-def _open(path: Path) -> openslide.OpenSlide:
+def open_slide(path: Path) -> openslide.OpenSlide:
     if not path.is_file():
         raise NotFound("the slide does not exist or is not a file", code="slide_not_found")
     try:
@@ -147,7 +147,7 @@ def describe(path: Path, mpp: float | None = None) -> SlideInfo:
         raise Unprocessable(
             f"an MPP of {mpp} um/px is not plausible for a slide", code="implausible_mpp"
         )
-    slide = _open(path)
+    slide = open_slide(path)
     try:
         props = slide.properties
         found = _slide_mpp(props)
@@ -261,7 +261,7 @@ class SlideReader:
     def _handle(self) -> openslide.OpenSlide:
         handle = getattr(self._local, "slide", None)
         if handle is None:
-            handle = _open(self.info.path)
+            handle = open_slide(self.info.path)
             handle.set_cache(self._cache)
             self._local.slide = handle
             with self._lock:

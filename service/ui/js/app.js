@@ -3,6 +3,7 @@
 import { api, ApiError, setCsrfToken, signIn } from "./api.js";
 import { chosenLanguage, t, useLanguage } from "./i18n.js";
 import { showReport } from "./report.js";
+import { showSlide } from "./slide.js";
 import { showWorklist } from "./worklist.js";
 import { status } from "./dom.js";
 
@@ -41,6 +42,9 @@ async function route() {
     if (page === "report" && arg) {
       show("view-report");
       await showReport(arg, session);
+    } else if (page === "slide" && arg) {
+      show("view-slide");
+      await showSlide(arg, session);
     } else if (page === "worklist" && session.views.includes(arg) && IMPLEMENTED.has(arg)) {
       show("view-worklist");
       await showWorklist(arg);

@@ -31,7 +31,7 @@ function row(item) {
   const tr = document.createElement("tr");
   tr.dataset.reportId = item.id;
   const open = document.createElement("a");
-  open.href = `#/report/${item.id}`;
+  open.href = `#/${kind === "wsi" ? "slide" : "report"}/${item.id}`; // slides: the slide viewer
   open.textContent = t("worklist.open");
   tr.append(
     cell(...badges(item)),

@@ -10,6 +10,9 @@ PKG_DIRS := inference gpu pipelines integrations adapters service
 PYFILES := $(shell find $(PKG_DIRS) -name '*.py' 2>/dev/null | sort)
 # Tests run inside a private network namespace with only loopback: no network at all.
 NETNS := $(shell unshare -n true 2>/dev/null && echo "unshare -n")
+# The workspace's npm libraries: pinned in UI_NPM, copied into the served UI_VENDOR.
+UI_VENDOR := service/ui/vendor
+UI_NPM := service/ui_vendor
 
 .PHONY: install peers run test lint typecheck unit bench clean
 
@@ -30,8 +33,6 @@ $(VENV)/.linked: $(VENV)/.deps $(PYFILES)
 # The workspace's browser libraries from npm (OpenSeadragon, the slide viewer), pinned by
 # service/ui_vendor/package-lock.json, copied into the ignored service/ui/vendor/ that
 # /ui/vendor/ serves (no CDN, nothing built). The wheel takes them when they are there.
-UI_VENDOR := service/ui/vendor
-UI_NPM := service/ui_vendor
 $(UI_VENDOR)/.installed: $(UI_NPM)/package.json $(UI_NPM)/package-lock.json
 	cd $(UI_NPM) && npm ci --no-audit --no-fund --loglevel=error
 	rm -rf $(UI_VENDOR) && mkdir -p $(UI_VENDOR)

@@ -27,13 +27,14 @@ class DicomSlide:
         return pydicom.dcmread(self.instances[0], stop_before_pixels=True)
 
 
-def make_dicom_slide(root: Path) -> DicomSlide:
+def make_dicom_slide(root: Path, levels: int = 0) -> DicomSlide:
+    """`levels`: the DICOM pyramid's (tests/peers/wsidicomizer.py; 0: level 0 only)."""
     missing = wsidicomizer.missing()
     if missing:
         pytest.fail(f"wsidicomizer is not installed: {missing}")
     layout = make_layout(4, 3072, 2048, mpp=0.5, n_suspicious=1, n_lymphoid=0)
     svs = write_slide(root / "tissue.svs", layout)
-    instances = wsidicomizer.dicomize(svs, root / "dicom")
+    instances = wsidicomizer.dicomize(svs, root / "dicom", levels)
     for path in instances:  # a patient, as a slide scanned for a case has
         ds = pydicom.dcmread(path)
         ds.PatientID, ds.PatientName = PATIENT_ID, "Slide^Test"

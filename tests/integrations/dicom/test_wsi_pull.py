@@ -32,7 +32,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def dicom_slide(tmp_path_factory: pytest.TempPathFactory) -> DicomSlide:
-    return make_dicom_slide(tmp_path_factory.mktemp("pulled-slides"))
+    # a pyramid of three levels (3072, 1536, 768 px wide): every instance is pulled
+    return make_dicom_slide(tmp_path_factory.mktemp("pulled-slides"), levels=3)
 
 
 def _store(orthanc: OrthancPeer, paths: list[Path]) -> list[str]:
@@ -51,7 +52,8 @@ def _pull(client: TestClient, uids: dict[str, str]) -> dict[str, Any]:
     """The report of a pulled slide's job, once its objects have all been delivered."""
     accepted = client.post("/v1/wsi/dicom", headers=PATHOLOGIST, json=uids)
     assert accepted.status_code == 202, accepted.text
-    assert accepted.json()["slide"]["vendor"] == "dicom"
+    slide = accepted.json()["slide"]
+    assert slide["vendor"] == "dicom" and slide["levels"] == 3
     url = accepted.headers["Location"]
     job = wait_until(
         lambda: (

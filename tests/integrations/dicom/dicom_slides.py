@@ -27,8 +27,10 @@ class DicomSlide:
         return pydicom.dcmread(self.instances[0], stop_before_pixels=True)
 
 
-def make_dicom_slide(root: Path, levels: int = 0) -> DicomSlide:
-    """`levels`: the DICOM pyramid's (tests/peers/wsidicomizer.py; 0: level 0 only)."""
+def make_dicom_slide(root: Path, levels: int = 0, patient_id: str = PATIENT_ID) -> DicomSlide:
+    """`levels`: the DICOM pyramid's (tests/peers/wsidicomizer.py; 0: level 0 only).
+    Tests that count a patient's reports in the session's FHIR server each give their
+    own `patient_id`."""
     missing = wsidicomizer.missing()
     if missing:
         pytest.fail(f"wsidicomizer is not installed: {missing}")
@@ -37,6 +39,6 @@ def make_dicom_slide(root: Path, levels: int = 0) -> DicomSlide:
     instances = wsidicomizer.dicomize(svs, root / "dicom", levels)
     for path in instances:  # a patient, as a slide scanned for a case has
         ds = pydicom.dcmread(path)
-        ds.PatientID, ds.PatientName = PATIENT_ID, "Slide^Test"
+        ds.PatientID, ds.PatientName = patient_id, "Slide^Test"
         ds.save_as(path)
     return DicomSlide(root, svs, instances)

@@ -33,7 +33,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def dicom_slide(tmp_path_factory: pytest.TempPathFactory) -> DicomSlide:
     # a pyramid of three levels (3072, 1536, 768 px wide): every instance is pulled
-    return make_dicom_slide(tmp_path_factory.mktemp("pulled-slides"), levels=3)
+    return make_dicom_slide(
+        tmp_path_factory.mktemp("pulled-slides"), levels=3, patient_id="WSI-PULL-0001"
+    )
 
 
 def _store(orthanc: OrthancPeer, paths: list[Path]) -> list[str]:

@@ -141,6 +141,9 @@ class WsiSettings(BaseModel):
 
     slide_roots: list[Path] = Field(default_factory=list)
     max_upload_bytes: int = Field(default=8 * 1024**3, gt=0)
+    # a DICOM WSI series pulled from the PACS or received by C-STORE: all its instances
+    dicom_max_bytes: int = Field(default=8 * 1024**3, gt=0)
+    dicom_max_instances: int = Field(default=256, ge=1)
     max_regions: int = Field(default=10, ge=1, le=1000)
     readers: int = Field(default=0, ge=0)  # tile reader threads per job; 0: cores / 2
     max_running_jobs: int = Field(default=1, ge=1)

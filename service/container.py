@@ -14,6 +14,7 @@ from aidx.adapters.analysis import ActingAs, Actor, AnalysisStep, ReportRecorder
 from aidx.adapters.feedback import Feedback
 from aidx.adapters.labs_service import LabsService
 from aidx.adapters.writeback import Writeback, destinations_from
+from aidx.adapters.wsi_dicom import DicomSlides
 from aidx.inference.agreement_metrics import FeedbackCollector
 from aidx.inference.audit import AuditLog
 from aidx.inference.cpu_stage import CpuStage
@@ -61,6 +62,7 @@ class Services:
     labs: LabsService
     wsi_jobs: JobRunner
     deepzoom: DeepZoomSlides  # the slide viewer's open slides
+    dicom_slides: DicomSlides  # DICOM WSI series (pulled, or by C-STORE) to wsi_jobs
     feedback: Feedback  # clinicians' answers on findings
     report_index: ReportIndex  # the review worklist's index of reports
     sessions: SessionStore  # the review workspace's sign-ins
@@ -116,14 +118,15 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
     keyring = keyring_for(settings)
     sessions = SessionStore(db, settings.ui.session_ttl_s)
     scp_actor = Actor(f"scp:{settings.dicom.ae_title}", "intake")
-    intake = {"cxr": ActingAs(cxr, scp_actor), "ct": ActingAs(ct, scp_actor)}
+    dicom_slides = DicomSlides(settings, wsi_jobs, audit)
+    intake = {"cxr": ActingAs(cxr, scp_actor), "ct": ActingAs(ct, scp_actor), "wsi": dicom_slides}
     return Services(
         settings=settings, db=db, keyring=keyring,
         access=AccessGate(keyring, audit, settings.access, sessions), metrics=metrics,
         models=models, reports=reports, audit=audit, cpu=cpu, cxr_pipeline=cxr_pipeline,
         cxr=cxr, ct=ct, writeback=writeback,
         dicom_scp=scp_from(settings.dicom, settings.var_dir, intake),
-        labs=labs, wsi_jobs=wsi_jobs, deepzoom=DeepZoomSlides(),
+        labs=labs, wsi_jobs=wsi_jobs, deepzoom=DeepZoomSlides(), dicom_slides=dicom_slides,
         feedback=Feedback(FeedbackStore(db), reports, labs.store, report_index),
         report_index=report_index, sessions=sessions, drift=drift,
         shares=ShareStore(db, share_secret(settings.ui.share_secret, settings.var_dir)),

@@ -120,6 +120,28 @@ def _instances_of(client: DICOMwebClient, study_uid: str, series_uid: str) -> li
     return [pydicom.Dataset.from_json(i, bulk_data_uri_handler=_no_bulk_data) for i in found]
 
 
+async def call_pacs(url: str, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`fn` (a blocking DICOMweb call to the PACS at `url`) in a thread, its failures as
+    the coded errors above; an HTTP 404 is raised as is (the caller says what is missing)."""
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise PacsUnreachable(
+            f"the PACS at {url} cannot be reached ({what}: {type(exc).__name__})"
+        ) from None
+    except requests.HTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status == 404:
+            raise
+        raise PacsError(f"the PACS answered HTTP {status} to {what}") from None
+    except requests.RequestException as exc:  # a broken transfer, a bad redirect
+        raise PacsError(f"the PACS's answer to {what} broke off ({type(exc).__name__})") from None
+    except (ValueError, KeyError, TypeError, InvalidDicomError) as exc:
+        raise PacsError(
+            f"the PACS's answer to {what} is not usable DICOMweb ({type(exc).__name__})"
+        ) from None
+
+
 class DicomwebPuller:
     def __init__(
         self,
@@ -143,25 +165,7 @@ class DicomwebPuller:
         return client
 
     async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise PacsUnreachable(
-                f"the PACS at {self.url} cannot be reached ({what}: {type(exc).__name__})"
-            ) from None
-        except requests.HTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else None
-            if status == 404:
-                raise
-            raise PacsError(f"the PACS answered HTTP {status} to {what}") from None
-        except requests.RequestException as exc:  # a broken transfer, a bad redirect
-            raise PacsError(
-                f"the PACS's answer to {what} broke off ({type(exc).__name__})"
-            ) from None
-        except (ValueError, KeyError, TypeError, InvalidDicomError) as exc:
-            raise PacsError(
-                f"the PACS's answer to {what} is not usable DICOMweb ({type(exc).__name__})"
-            ) from None
+        return await call_pacs(self.url, what, fn, *args, **kwargs)
 
     async def analyze_study(self, study_uid: str) -> StudyAnalysis:
         if not _UID.match(study_uid) or len(study_uid) > 64:

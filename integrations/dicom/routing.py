@@ -22,7 +22,9 @@ from typing import Any
 import pydicom
 import yaml
 
-SERIES_PIPELINES = {"ct"}  # pipelines that take a whole series, not one instance
+SERIES_PIPELINES = {"ct", "wsi"}  # pipelines that take a whole series, not one instance
+# series pipelines given the series' files, not their bytes (a whole slide is too large)
+FILE_PIPELINES = {"wsi"}
 
 DEFAULT_RULES: dict[str, Any] = {
     "rules": [
@@ -42,6 +44,11 @@ DEFAULT_RULES: dict[str, Any] = {
                 "BodyPartExamined": ["CHEST", "THORAX", "LUNG"],
                 "ImageType": ["AXIAL"],
             },
+        },
+        {  # a whole slide (the WSI intake checks that it is VL Whole Slide Microscopy)
+            "name": "whole-slide",
+            "pipeline": "wsi",
+            "match": {"Modality": ["SM"]},
         },
     ]
 }

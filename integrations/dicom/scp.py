@@ -32,7 +32,7 @@ from aidx.inference.dicom_input import read_dicom
 from aidx.inference.errors import AidxError
 from aidx.inference.files import atomic_write, make_folders
 from aidx.inference.settings_sections import DicomSettings
-from aidx.integrations.dicom.routing import SERIES_PIPELINES, Rule, route
+from aidx.integrations.dicom.routing import FILE_PIPELINES, SERIES_PIPELINES, Rule, route
 
 log = logging.getLogger(__name__)
 _DEFAULTS = DicomSettings()  # one default per value: the settings' (AIDX_DICOM_*)
@@ -40,9 +40,9 @@ _UID = re.compile(r"^[0-9.]{1,64}$")
 CANNOT_UNDERSTAND = 0xC210
 OUT_OF_RESOURCES = 0xA700
 
-# (pipeline, an instance's bytes or a whole series' instances, when the first of them
-# arrived in POSIX seconds) -> report
-Analyze = Callable[[str, "bytes | list[bytes]", float], Awaitable[Any]]
+# (pipeline, an instance's bytes or a whole series' instances (their files, for a
+# FILE_PIPELINES series), when the first of them arrived in POSIX seconds) -> report
+Analyze = Callable[[str, "bytes | list[bytes] | list[Path]", float], Awaitable[Any]]
 
 
 class StoreScp:
@@ -158,13 +158,18 @@ class StoreScp:
             else:
                 await self._analyze(rule.pipeline, [path], data)
         for (pipeline, _), paths in series.items():
+            if pipeline in FILE_PIPELINES:  # e.g. a whole slide: its files, not in memory
+                await self._analyze(pipeline, paths, paths)
+                continue
             blobs = [await asyncio.to_thread(p.read_bytes) for p in paths]
             await self._analyze(pipeline, paths, blobs)
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
         self.processed.append(study)
 
-    async def _analyze(self, pipeline: str, paths: list[Path], data: bytes | list[bytes]) -> None:
+    async def _analyze(
+        self, pipeline: str, paths: list[Path], data: bytes | list[bytes] | list[Path]
+    ) -> None:
         """Run one instance (or one whole series) through its pipeline; what the
         pipeline refuses is quarantined with the reason, the rest leaves incoming/. A
         failure of the service (busy, model down) is raised: the study is retried."""
@@ -206,7 +211,9 @@ def scp_from(dicom: DicomSettings, var_dir: Path, pipelines: dict[str, Any]) -> 
     if unknown:
         raise ValueError(f"routing rules name unknown pipelines: {sorted(unknown)}")
 
-    async def analyze(pipeline: str, data: bytes | list[bytes], received_s: float) -> Any:
+    async def analyze(
+        pipeline: str, data: bytes | list[bytes] | list[Path], received_s: float
+    ) -> Any:
         return await pipelines[pipeline].analyze(data, received_at=received_s)
 
     return StoreScp(var_dir, ae_title=dicom.ae_title, host=dicom.scp_host,

@@ -63,8 +63,9 @@ def build_report_oru(
 
 
 def _modality(modality: str | None) -> str:
-    """OBR-24 diagnostic service section (HL7 table 0074): RX for radiographs, CT..."""
-    return {"CR": "RX", "DX": "RX", "CT": "CT", "MR": "MR", "US": "US"}.get(
+    """OBR-24 diagnostic service section (HL7 table 0074): RX for radiographs, CT...,
+    SP (surgical pathology) for a whole slide (SM), as the FHIR report's category."""
+    return {"CR": "RX", "DX": "RX", "CT": "CT", "MR": "MR", "US": "US", "SM": "SP"}.get(
         (modality or "").upper(), "RAD"
     )
 

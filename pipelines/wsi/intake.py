@@ -1,10 +1,13 @@
-"""Where a slide comes from: a path under a configured slide root, or an upload
-streamed to disk with a size limit."""
+"""Where a slide comes from: a path under a configured slide root, an upload
+streamed to disk with a size limit, or a DICOM WSI series (pulled from the PACS or
+received by C-STORE) in a folder of its own, removed with the job like an upload."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from aidx.inference.files import make_folders, open_private
 # look at it). Multi-file formats (MRXS, VMS) can only be given as paths.
 UPLOAD_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".scn", ".svslide", ".bif"}
 _SAFE_NAME = re.compile(r"^[\w .()+-]{1,200}$")
+SERIES_MARKER = ".aidx-series"  # a folder holding one DICOM WSI series, aidx's own copy
 
 
 def resolve_slide_path(given: str, roots: list[Path]) -> Path:
@@ -85,3 +89,20 @@ async def save_upload(
     finally:
         partial.unlink(missing_ok=True)
     return total
+
+
+def series_folder(var_dir: Path) -> Path:
+    """A new, private folder for one DICOM WSI series (its instances side by side, as
+    OpenSlide wants them), marked as aidx's to remove once its job has ended."""
+    folder = var_dir / "wsi" / "dicom" / str(uuid.uuid4())
+    make_folders(folder)
+    open_private(folder / SERIES_MARKER, "wb").close()
+    return folder
+
+
+def release_slide(path: Path) -> None:
+    """Remove an uploaded slide, or the whole series folder a DICOM WSI lies in."""
+    if (path.parent / SERIES_MARKER).is_file():
+        shutil.rmtree(path.parent, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

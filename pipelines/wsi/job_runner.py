@@ -15,14 +15,17 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from aidx.inference.errors import AidxError
 from aidx.inference.reports import Report, ReportStore, Turnaround
 from aidx.inference.serving import ModelService
 from aidx.inference.settings_sections import UploadRetention
-from aidx.pipelines.wsi.analysis import AnalysisParams
+from aidx.pipelines.wsi.analysis import AnalysisParams, tile_model
+from aidx.pipelines.wsi.intake import release_slide
 from aidx.pipelines.wsi.job_store import ACTIVE, INTERRUPTED, Job, JobState, JobStore
 from aidx.pipelines.wsi.pipeline import SlideInput, WsiPipeline
+from aidx.pipelines.wsi.slide import check_request_mpp, describe
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.5
@@ -91,6 +94,29 @@ class JobRunner:
                 continue
             if lost:
                 log.warning("%d whole-slide job(s) lost their replica: interrupted", lost)
+
+    async def submit_slide(
+        self,
+        path: Path,
+        *,
+        uploaded: bool,
+        mpp: float | None,
+        params: dict[str, Any],
+        submitted_by: str,
+        mpp_override: bool = False,
+    ) -> Job:
+        """Check the slide (a tile model is served, OpenSlide opens it, it has an MPP that
+        the request's does not contradict), record its job and start it. `uploaded`:
+        aidx's own copy, removed once the job has ended."""
+        tile_model(self.models)  # 503 now rather than a failed job
+        info = await asyncio.to_thread(describe, path, mpp)
+        check_request_mpp(info, override=mpp_override)
+        job = await asyncio.to_thread(
+            self.store.create, slide_path=path, uploaded=uploaded, mpp=mpp,
+            slide=info.summary(), params=params, submitted_by=submitted_by,
+        )  # fmt: skip
+        self.submit(job)
+        return job
 
     def submit(self, job: Job) -> None:
         task = asyncio.create_task(self._run(job.id), name=f"wsi-job-{job.id}")
@@ -165,7 +191,7 @@ class JobRunner:
         try:
             job = self.store.get(job_id)
             if job.uploaded and job.state not in ACTIVE:
-                job.slide_path.unlink(missing_ok=True)
+                release_slide(job.slide_path)
         except Exception as exc:  # the next job must not fail for it; the log says
             log.warning("whole-slide job %s: upload not deleted (%s)", job_id, type(exc).__name__)
 

@@ -16,11 +16,10 @@ from pydantic import BaseModel, Field, ValidationError
 from aidx.inference.errors import BadRequest, NotFound, UnsupportedMediaType
 from aidx.inference.reports import Report
 from aidx.inference.settings import Role
-from aidx.pipelines.wsi.analysis import GEOJSON_FILE, HEATMAP_FILE, tile_model
+from aidx.pipelines.wsi.analysis import GEOJSON_FILE, HEATMAP_FILE
 from aidx.pipelines.wsi.intake import resolve_slide_path, save_upload, upload_suffix
 from aidx.pipelines.wsi.job_runner import JobRunner
 from aidx.pipelines.wsi.job_store import Job, JobState
-from aidx.pipelines.wsi.slide import check_request_mpp, describe
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
 from aidx.service.responses import AUTHED, errors, file_of
@@ -36,6 +35,13 @@ class SlideRequest(BaseModel):
     mpp_override: bool = Field(
         default=False, description="use `mpp` even where it contradicts the slide's own"
     )
+    max_regions: int | None = Field(default=None, ge=1, le=1000)
+    min_tissue_fraction: float = Field(default=0.25, ge=0.0, le=1.0)
+
+
+class DicomSlideRequest(BaseModel):
+    study_uid: str = Field(description="the slide's Study Instance UID in the PACS")
+    series_uid: str = Field(description="its Series Instance UID (VL Whole Slide Microscopy)")
     max_regions: int | None = Field(default=None, ge=1, le=1000)
     min_tissue_fraction: float = Field(default=0.25, ge=0.0, le=1.0)
 
@@ -161,28 +167,48 @@ async def submit_job(
     override = body.mpp_override if body is not None else mpp_override
     settings = svc.settings
     with _audit(svc, who, "wsi.submit", "upload" if uploaded else "slide"):
-        try:
-            tile_model(svc.models)  # 503 now rather than a failed job
-            info = await asyncio.to_thread(describe, path, wanted_mpp)
-            check_request_mpp(info, override=override)
-        except Exception:
-            if uploaded:
-                path.unlink(missing_ok=True)
-            raise
         params = {
             "max_regions": (body.max_regions if body and body.max_regions else None)
             or settings.wsi.max_regions,
             "min_tissue_fraction": body.min_tissue_fraction if body else 0.25,
         }
-        job = svc.wsi_jobs.store.create(
-            slide_path=path,
-            uploaded=uploaded,
-            mpp=wanted_mpp,
-            slide=info.summary(),
-            params=params,
-            submitted_by=who.name,
-        )
-    _runner(svc).submit(job)
+        try:
+            job = await _runner(svc).submit_slide(
+                path, uploaded=uploaded, mpp=wanted_mpp, mpp_override=override,
+                params=params, submitted_by=who.name,
+            )  # fmt: skip
+        except Exception:
+            if uploaded:
+                path.unlink(missing_ok=True)
+            raise
+    response.headers["Location"] = f"/v1/wsi/jobs/{job.id}"
+    return _view(svc, job)
+
+
+@router.post(
+    "/dicom",
+    status_code=202,
+    response_model=WsiJob,
+    responses=errors(400, 404, 413, 422, 502, 503),
+)
+async def submit_dicom_slide(
+    body: DicomSlideRequest,
+    response: Response,
+    who: Principal = Depends(pathologist),
+    svc: Services = Depends(services),
+) -> WsiJob:
+    """Pull a DICOM whole slide from the PACS (DICOMweb) by its study and series and
+    analyse it as a job, like a slide given by path; its regions go back to its study
+    as an ANN. Refused before any job: not a whole slide (422 `not_a_wsi`), no pyramid
+    (`no_pyramid`), no ImageType (`dicom_wsi_no_image_type`), no Pixel Spacing
+    (`missing_mpp`), too many instances or bytes (413), a series the PACS lacks (404)."""
+    resource = f"study/{body.study_uid}/series/{body.series_uid}"
+    with _audit(svc, who, "wsi.dicom.submit", resource):
+        slides = svc.dicom_slides
+        job, _ = await slides.pull(
+            body.study_uid, body.series_uid, submitted_by=who.name,
+            params=slides.params(body.max_regions, body.min_tissue_fraction),
+        )  # fmt: skip
     response.headers["Location"] = f"/v1/wsi/jobs/{job.id}"
     return _view(svc, job)
 

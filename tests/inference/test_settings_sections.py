@@ -90,6 +90,8 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
     ("AIDX_IMAGE_MAX_TOTAL_PIXELS", "image.max_total_pixels", "5000000", 5_000_000),
     ("AIDX_WSI_SLIDE_ROOTS", "wsi.slide_roots", '["/data/slides"]', [Path("/data/slides")]),
     ("AIDX_WSI_MAX_UPLOAD_BYTES", "wsi.max_upload_bytes", "1024", 1024),
+    ("AIDX_WSI_DICOM_MAX_BYTES", "wsi.dicom_max_bytes", "2048", 2048),
+    ("AIDX_WSI_DICOM_MAX_INSTANCES", "wsi.dicom_max_instances", "16", 16),
     ("AIDX_WSI_MAX_REGIONS", "wsi.max_regions", "20", 20),
     ("AIDX_WSI_READERS", "wsi.readers", "4", 4),
     ("AIDX_WSI_MAX_RUNNING_JOBS", "wsi.max_running_jobs", "2", 2),

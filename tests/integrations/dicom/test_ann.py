@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,45 +24,22 @@ from aidx.inference.assessment import NotAssessed, NotAssessedReason
 from aidx.inference.reports import Coding, Finding, ModelRef, Region, Report, SourceRef, Timings
 from aidx.inference.settings import Role
 from aidx.integrations.dicom.uids import derived_uid
-from aidx.pipelines.wsi.phantom import make_layout, write_slide
 
 from ...conftest import auth
-from ...peers import FhirPeer, OrthancPeer, wsidicomizer
+from ...peers import FhirPeer, OrthancPeer
 from ...waiting import wait_until
 from ..conftest import outbox, outbox_drained, writeback_client
+from .dicom_slides import PATIENT_ID, DicomSlide, make_dicom_slide
 from .test_writers import dciodvfy
 
 pytestmark = pytest.mark.integration
 ANN_CLASS = "1.2.840.10008.5.1.4.1.1.91.1"
-PATIENT_ID = "WSI-0001"
 PATHOLOGIST = auth(Role.pathologist)
-
-
-@dataclass(frozen=True)
-class DicomSlide:
-    root: Path  # the slide root: the slide as SVS and, under dicom/, as DICOM WSI
-    svs: Path
-    instances: list[Path]  # level 0 first
-
-    @property
-    def level0(self) -> pydicom.Dataset:
-        return pydicom.dcmread(self.instances[0], stop_before_pixels=True)
 
 
 @pytest.fixture(scope="module")
 def dicom_slide(tmp_path_factory: pytest.TempPathFactory) -> DicomSlide:
-    missing = wsidicomizer.missing()
-    if missing:
-        pytest.fail(f"wsidicomizer is not installed: {missing}")
-    root = tmp_path_factory.mktemp("dicom-slides")
-    layout = make_layout(4, 3072, 2048, mpp=0.5, n_suspicious=1, n_lymphoid=0)
-    svs = write_slide(root / "tissue.svs", layout)
-    instances = wsidicomizer.dicomize(svs, root / "dicom")
-    for path in instances:  # a patient, as a slide scanned for a case has
-        ds = pydicom.dcmread(path)
-        ds.PatientID, ds.PatientName = PATIENT_ID, "Slide^Test"
-        ds.save_as(path)
-    return DicomSlide(root, svs, instances)
+    return make_dicom_slide(tmp_path_factory.mktemp("dicom-slides"))
 
 
 @pytest.fixture()

@@ -79,7 +79,7 @@ def _audited(svc: Services, who: Principal, action: str, rid: str):  # type: ign
 
 
 @router.post("/v1/reports/{rid}/shares", response_model=ShareOut, status_code=201,
-             responses=errors(401, 403, 404, 422))  # fmt: skip
+             responses=errors(400, 401, 403, 404, 422))  # fmt: skip
 async def create_share(
     request: Request, rid: str, body: ShareRequest | None = None,
     who: Principal = Depends(readers), svc: Services = Depends(services),

@@ -8,22 +8,30 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from rich.console import Console
 from rich.progress import track
 
-from aidx.inference.drift import Observation
+from aidx.inference.cpu_stage import CpuStage
+from aidx.inference.drift import Observation, observation_of
+from aidx.inference.errors import AidxError
 from aidx.inference.model_card import Pipeline
+from aidx.inference.reports import Report, ReportStore
 from aidx.inference.serving import ModelService
 from aidx.inference.settings import Settings
 
 T = TypeVar("T")
+In_contra = TypeVar("In_contra", contravariant=True)
 LAB_BATCH = 256  # specimens screened per call (one wave: each its own patient)
 
 
 class NoReferenceInputs(ValueError):
     """The pipeline has no reference inputs of the kind asked for."""
+
+
+class Analyser(Protocol[In_contra]):
+    async def analyze(self, data: In_contra) -> Report: ...
 
 
 def _tracked(items: Iterable[T], total: int | None, console: Console) -> Iterable[T]:
@@ -46,6 +54,8 @@ async def observations(
     try:
         if pipeline is Pipeline.cxr:
             return await _cxr(service, settings, dataset, synthetic, seed, console)
+        if pipeline is Pipeline.ct:
+            return await _ct(service, settings, dataset, synthetic, seed, console)
         if pipeline is Pipeline.labs and synthetic is not None:
             return await _labs(service, settings, synthetic, seed, console)
         raise NoReferenceInputs(f"no {pipeline.value} reference inputs of that kind")
@@ -61,10 +71,6 @@ async def _cxr(
     seed: int,
     console: Console,
 ) -> tuple[list[Observation], str]:
-    from aidx.inference.cpu_stage import CpuStage
-    from aidx.inference.drift import observation_of
-    from aidx.inference.errors import AidxError
-    from aidx.inference.reports import ReportStore
     from aidx.pipelines.cxr import drift_sets
     from aidx.pipelines.cxr.pipeline import CxrPipeline
 
@@ -73,15 +79,44 @@ async def _cxr(
         inputs, what = drift_sets.folder_inputs(dataset)
     else:
         inputs, what = drift_sets.synthetic_inputs(seed, synthetic or 0)
-    found: list[Observation] = []
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = CxrPipeline(service, ReportStore(Path(tmp)), CpuStage(1), settings.ood_policy)
-        for data in _tracked(inputs, synthetic, console):
-            try:
-                found.append(observation_of(await pipeline.analyze(data)))
-            except AidxError as exc:
-                console.print(f"[yellow]skipped an input: {exc.code}[/yellow]")
+        found = await _analysed(pipeline, inputs, synthetic, console)
     return found, what
+
+
+async def _ct(
+    service: ModelService,
+    settings: Settings,
+    dataset: Path | None,
+    synthetic: int | None,
+    seed: int,
+    console: Console,
+) -> tuple[list[Observation], str]:
+    from aidx.pipelines.ct import drift_sets
+    from aidx.pipelines.ct.pipeline import CtPipeline
+
+    inputs: Iterator[list[bytes]]
+    if dataset is not None:
+        inputs, what = drift_sets.folder_inputs(dataset)
+    else:
+        inputs, what = drift_sets.synthetic_inputs(seed, synthetic or 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        pipeline = CtPipeline(service, ReportStore(Path(tmp)), CpuStage(1), settings.ood_policy)
+        found = await _analysed(pipeline, inputs, synthetic, console)
+    return found, what
+
+
+async def _analysed(
+    pipeline: Analyser[T], inputs: Iterator[T], total: int | None, console: Console
+) -> list[Observation]:
+    found: list[Observation] = []
+    for data in _tracked(inputs, total, console):
+        try:
+            found.append(observation_of(await pipeline.analyze(data)))
+        except AidxError as exc:
+            console.print(f"[yellow]skipped an input: {exc.code}[/yellow]")
+    return found
 
 
 async def _labs(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
 
@@ -15,11 +15,13 @@ from aidx.adapters.analysis import Actor, AnalysisStep, Audited
 from aidx.adapters.labs_hl7 import parse_oru
 from aidx.adapters.turnaround import Observe
 from aidx.inference.audit import AuditLog
+from aidx.inference.drift_monitor import DriftMonitor
 from aidx.inference.serving import ModelService
 from aidx.inference.settings_sections import LabsSettings
 from aidx.integrations.hl7.message import Hl7Error, build_ack, error_code_for, escape
 from aidx.integrations.hl7.mllp import MllpServer
 from aidx.pipelines.labs.catalogue import load_catalogue
+from aidx.pipelines.labs.drift import observations_by_model
 from aidx.pipelines.labs.explain import summary
 from aidx.pipelines.labs.hub import AlertHub
 from aidx.pipelines.labs.screening import LabScreener
@@ -37,8 +39,10 @@ class LabsService:
         audit: AuditLog,
         labs: LabsSettings,
         observe: Observe | None = None,
+        drift: DriftMonitor | None = None,
     ) -> None:
-        """`observe`: told each screening's seconds from received to analysed."""
+        """`observe`: told each screening's seconds from received to analysed; `drift`
+        keeps what the anomaly model saw and said of each specimen it scored."""
         self.catalogue = load_catalogue(labs.catalogue)
         self.store = LabStore(engine)
         self.hub = AlertHub()
@@ -48,6 +52,7 @@ class LabsService:
         self.step: AnalysisStep[Sequence[SpecimenIn], list[SpecimenOutcome]] = AnalysisStep(
             self.screener, audit, recorder=None, audited=specimens_screened,
             action="labs.screen", observe=observe,
+            watch=None if drift is None else watch_labs(drift),
         )  # fmt: skip
         self._loop: asyncio.AbstractEventLoop | None = None
         self.mllp = (
@@ -112,6 +117,14 @@ class LabsService:
             receiving=(message.sending_application, message.sending_facility),
         )
         return with_verdicts(ack, outcomes, message.version)
+
+
+def watch_labs(drift: DriftMonitor) -> Callable[[list[SpecimenOutcome]], None]:
+    def watch(outcomes: list[SpecimenOutcome]) -> None:
+        for (name, version), observed in observations_by_model(outcomes).items():
+            drift.observe(name, version, observed)
+
+    return watch
 
 
 def specimens_screened(outcomes: list[SpecimenOutcome]) -> Audited:

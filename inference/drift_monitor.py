@@ -11,7 +11,7 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from prometheus_client.core import GaugeMetricFamily
@@ -22,6 +22,7 @@ from aidx.inference.drift import (
     REFERENCE_FILE,
     DriftReference,
     FeatureDrift,
+    Observation,
     compare,
     observation_of,
 )
@@ -102,17 +103,23 @@ class DriftMonitor:
     def watch(self, report: Report) -> None:
         """Keep what the report's model saw and said (called once per analysed input);
         nothing for a model version without a reference (nothing to compare with)."""
-        if not self.settings.enabled:
+        self.observe(report.model.name, report.model.version, [observation_of(report)])
+
+    def observe(self, name: str, version: int, observations: Sequence[Observation]) -> None:
+        """Keep observations of what model `name` (`version`) saw and said, made by any
+        pipeline (a report's, a lab specimen's, a slide's); nothing when the served
+        version differs or has no reference."""
+        if not self.settings.enabled or not observations:
             return
-        name, version = report.model.name, report.model.version
         entry = self.entries().get(name)
         if entry is None or entry.version != version or self.reference(entry) is None:
             return
         now = self.clock()
-        self.store.add(name, version, observation_of(report), now)
+        self.store.add_many(name, version, observations, now)
         with self._lock:
-            self._added[name] = added = self._added.get(name, 0) + 1
-        if added % PRUNE_EVERY == 0:
+            before = self._added.get(name, 0)
+            self._added[name] = added = before + len(observations)
+        if added // PRUNE_EVERY != before // PRUNE_EVERY:
             self.store.prune(name, version, self.settings.window_count, self._day_start(now))
 
     def _day_start(self, now: float) -> float:

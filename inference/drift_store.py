@@ -8,7 +8,7 @@ neither window: older than the day window and not among its model's last N.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select
@@ -24,10 +24,17 @@ class DriftStore:
         self.engine = engine
 
     def add(self, model: str, version: int, features: Mapping[str, Value], at_s: float) -> None:
-        row = {"model_name": model, "model_version": version, "observed_at_s": at_s,
-               "features": dict(features)}  # fmt: skip
-        with self.engine.begin() as conn:
-            conn.execute(insert(t), [row])
+        self.add_many(model, version, [features], at_s)
+
+    def add_many(
+        self, model: str, version: int, observations: Sequence[Mapping[str, Value]], at_s: float
+    ) -> None:
+        """Several observations made at once (a lab message's specimens): one insert."""
+        rows = [{"model_name": model, "model_version": version, "observed_at_s": at_s,
+                 "features": dict(features)} for features in observations]  # fmt: skip
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(insert(t), rows)
 
     def _of(self, model: str, version: int) -> Any:
         return (t.c.model_name == model) & (t.c.model_version == version)

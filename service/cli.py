@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
@@ -22,7 +22,6 @@ from aidx.pipelines.wsi.cli import wsi_app
 from aidx.service.validate import validate
 
 if TYPE_CHECKING:
-    from aidx.inference.drift import Observation
     from aidx.inference.ood_calibration import Calibration
 
 app = typer.Typer(help="aidx: AI diagnostic assist (demo weights are not for clinical use)")
@@ -251,7 +250,7 @@ def models_drift_reference(
         Path | None, typer.Option(help="reference inputs: the site's own radiographs (DICOM)")
     ] = None,
     synthetic: Annotated[
-        int | None, typer.Option(help="instead: the recipe's first N held-out phantoms")
+        int | None, typer.Option(help="instead: the recipe's first N held-out inputs")
     ] = None,
     seed: int = 0,
     repository: RepoOption = None,
@@ -260,53 +259,29 @@ def models_drift_reference(
     (<version>/drift.json), its sha256 in the card's `files` and a section of prose."""
     from aidx.inference.drift import DriftReference
     from aidx.inference.drift_reference import write_reference
-    from aidx.inference.model_card import Pipeline
     from aidx.inference.repository import load_entry
-    from aidx.pipelines.cxr import drift_sets
+    from aidx.service import drift_inputs
 
-    settings = _settings(repository, mode="development", enabled_models=[model],
-                         pipeline_models={"cxr": model})  # fmt: skip
-    entry = load_entry(settings.model_repository / model, verify=False)
-    if entry.card is None or entry.card.pipeline is not Pipeline.cxr:
-        console.print(f"[red]{model}: drift-reference reads CXR models only[/red]")
-        raise typer.Exit(code=2)
     if (dataset is None) == (synthetic is None):
         raise typer.BadParameter("give either --dataset or --synthetic")
-    inputs, what = (
-        drift_sets.folder_inputs(dataset)
-        if dataset is not None
-        else drift_sets.synthetic_inputs(seed, synthetic or 0)
-    )
-    observations = asyncio.run(_cxr_observations(settings, inputs, synthetic))
+    settings = _settings(repository, mode="development", enabled_models=[model])
+    entry = load_entry(settings.model_repository / model, verify=False)
+    if entry.card is None:
+        console.print(f"[red]{model}: no model card[/red]")
+        raise typer.Exit(code=2)
+    pipeline = entry.card.pipeline
+    settings = _settings(repository, mode="development", enabled_models=[model],
+                         pipeline_models={pipeline.value: model})  # fmt: skip
+    try:
+        observations, what = asyncio.run(drift_inputs.observations(
+            pipeline, settings, dataset=dataset, synthetic=synthetic, seed=seed, console=console,
+        ))  # fmt: skip
+    except drift_inputs.NoReferenceInputs as exc:
+        console.print(f"[red]{model}: {exc}[/red]")
+        raise typer.Exit(code=2) from exc
     reference = DriftReference.fit(observations, model=model, version=entry.version, dataset=what)
     path = write_reference(entry.directory, entry.version, reference)
     console.print(f"wrote {path} ({len(reference.features)} features, {reference.n} inputs)")
-
-
-async def _cxr_observations(
-    settings: Settings, inputs: Iterator[bytes], total: int | None
-) -> list[Observation]:
-    """Each input analysed by the CXR pipeline as served, as its drift observation
-    (inputs it refuses are skipped)."""
-    from aidx.inference.cpu_stage import CpuStage
-    from aidx.inference.drift import observation_of
-    from aidx.inference.errors import AidxError
-    from aidx.inference.reports import ReportStore
-    from aidx.inference.serving import ModelService
-    from aidx.pipelines.cxr.pipeline import CxrPipeline
-
-    service = ModelService(settings)
-    await service.start()
-    observations: list[Observation] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        pipeline = CxrPipeline(service, ReportStore(Path(tmp)), CpuStage(1), settings.ood_policy)
-        for data in track(inputs, total=total, description="analysing", console=console):
-            try:
-                observations.append(observation_of(await pipeline.analyze(data)))
-            except AidxError as exc:
-                console.print(f"[yellow]skipped an input: {exc.code}[/yellow]")
-    await service.stop()
-    return observations
 
 
 @app.command()

@@ -108,7 +108,7 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
         ct_pipeline, audit, recorder=recorder, audited=report_created, observe=observe,
         watch=drift.watch,
     )  # fmt: skip
-    labs = LabsService(models, db, audit, settings.labs, observe=observe)
+    labs = LabsService(models, db, audit, settings.labs, observe=observe, drift=drift)
     wsi = settings.wsi
     wsi_jobs = JobRunner(
         JobStore(db), models, reports, max_running=wsi.max_running_jobs, readers=wsi.readers,

@@ -34,7 +34,7 @@ from aidx.inference.reports import (
 )
 from aidx.inference.serving import ModelService, ServedModel
 from aidx.inference.settings_sections import ImageLimits
-from aidx.pipelines.ct import content, evidence, postprocess
+from aidx.pipelines.ct import content, drift, evidence, postprocess
 from aidx.pipelines.ct.inference import WindowConfig, probability_map
 from aidx.pipelines.ct.preprocess import ModelGrid, to_model_grid
 from aidx.pipelines.ct.report import (
@@ -362,6 +362,7 @@ class CtPipeline:
             preprocess, volume, window.spacing_mm, priority=priority
         )
         lungs, lungs_ms = await self.cpu.run(find_lungs, grid, priority=priority)
+        observed = await self.cpu.run(drift.observed, blobs[0], volume, grid, priority=priority)
         screening, screen_ms = await self._screen(served, grid, lungs, priority)
         stats = InferenceStats()
         if screening.not_assessed is None:
@@ -382,6 +383,7 @@ class CtPipeline:
             )  # fmt: skip
         post_ms = (time.perf_counter() - t1) * 1e3
         report.ood = screening.ood
+        report.observe_inputs(observed)  # for drift monitoring, with what the model said
         report.warnings[:0] = screening.warnings  # the gate's word first
         report.timings = Timings(
             decode_ms=round(decode_ms, 2),

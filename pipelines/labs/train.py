@@ -32,6 +32,7 @@ from aidx.pipelines.labs.anomaly import (
 from aidx.pipelines.labs.catalogue import load_catalogue
 from aidx.pipelines.labs.synthetic import (
     INJECTORS,
+    People,
     complete_panels,
     load_nhanes,
     mask_to_shape,
@@ -59,15 +60,26 @@ def _all_shapes(panels: np.ndarray, features: list[str]) -> np.ndarray:
     return np.concatenate([mask_to_shape(panels, features, s) for s in SHAPES])
 
 
+def split(n: int, seed: int) -> dict[str, np.ndarray]:
+    """The recipe's people indices: train 60 %, validation 20 %, held-out 20 %."""
+    order = np.random.default_rng(seed).permutation(n)
+    cut1, cut2 = int(0.6 * n), int(0.8 * n)
+    return {"train": order[:cut1], "val": order[cut1:cut2], "heldout": order[cut2:]}
+
+
+def panels_for(seed: int) -> tuple[People, np.ndarray]:
+    """The NHANES adults and their completed [n, F] canonical panels (model features)."""
+    people = load_nhanes()
+    return people, complete_panels(people, model_features(), seed=1000 * seed + 1)
+
+
 def train(out: Path, seed: int) -> dict[str, object]:
     started = time.perf_counter()
     features = model_features()
-    people = load_nhanes()
+    people, panels = panels_for(seed)
     n = len(people.age_y)
-    order = np.random.default_rng(seed).permutation(n)
-    cut1, cut2 = int(0.6 * n), int(0.8 * n)
-    panels = complete_panels(people, features, seed=1000 * seed + 1)
-    train_x, val_x, held_x = panels[order[:cut1]], panels[order[cut1:cut2]], panels[order[cut2:]]
+    parts = split(n, seed)
+    train_x, val_x, held_x = (panels[parts[k]] for k in ("train", "val", "heldout"))
 
     model = PanelAnomalyModel(random_state=seed).fit(to_features(train_x))
     data = export_onnx(model)

@@ -132,7 +132,7 @@ def test_a_new_station_fires_the_alert_on_the_station_only(
 def test_the_drift_route_is_for_engineers_audited_and_says_when_there_is_no_reference(
     tmp_path: Path,
 ) -> None:
-    settings = make_settings(tmp_path, enabled_models=["cxr_pneumonia", "labs_anomaly"])
+    settings = make_settings(tmp_path, enabled_models=["cxr_pneumonia", "wsi_tiles"])
     with TestClient(create_app(settings)) as client:
         url = "/v1/models/{}/drift"
         refused = client.get(url.format("cxr_pneumonia"), headers=auth(Role.radiologist))
@@ -140,10 +140,10 @@ def test_the_drift_route_is_for_engineers_audited_and_says_when_there_is_no_refe
         empty = client.get(url.format("cxr_pneumonia"), headers=auth(Role.engineer)).json()
         assert [w["n"] for w in empty["windows"]] == [0, 0]
         assert all(f["psi"] is None and f["window_n"] == 0 for f in empty["windows"][0]["features"])
-        none = client.get(url.format("labs_anomaly"), headers=auth(Role.engineer))
+        none = client.get(url.format("wsi_tiles"), headers=auth(Role.engineer))
         assert (none.status_code, none.json()["code"]) == (404, "drift_reference_not_found")
         unknown = client.get(url.format("nope"), headers=auth(Role.engineer))
         assert unknown.json()["code"] == "model_not_found"
     audit = [json.loads(line) for line in settings.audit_log.read_text().splitlines()]
     reads = [a for a in audit if a.get("action") == "model.drift"]
-    assert {a["resource"] for a in reads} >= {"model/cxr_pneumonia", "model/labs_anomaly"}
+    assert {a["resource"] for a in reads} >= {"model/cxr_pneumonia", "model/wsi_tiles"}

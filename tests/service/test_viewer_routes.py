@@ -143,7 +143,8 @@ def test_a_ct_slice_is_refused_to_other_roles_and_audited(
     refused = [e for e in lines if e["action"] == "access.refused"
                and e["resource"] == f"GET /v1/ct/reports/{rid}/slices/3.png"]  # fmt: skip
     assert {(e["role"], e["outcome"]) for e in refused} >= {
-        ("lab", "role_not_allowed"), ("pathologist", "role_not_allowed")
+        ("lab", "role_not_allowed"),
+        ("pathologist", "role_not_allowed"),
     }
     assert client.get(f"/v1/ct/reports/{rid}/slices/3.png").status_code == 401
 

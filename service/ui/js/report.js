@@ -123,7 +123,8 @@ export async function showReport(rid, session) {
   byId("report-back").href = `#/worklist/${report.pipeline}`;
   showMeta(report);
   showFindings(report, feedback, session);
+  await showShares(report.id);
+  // the images last: the full-resolution radiograph takes a while to arrive
   await (report.pipeline === "ct" ? showCt(rid) : hideCt());
   await showImage(report);
-  await showShares(report.id);
 }

@@ -31,6 +31,7 @@ from aidx.service.routes import (
     studies,
     ui,
     v2,
+    viewer,
     worklist,
     wsi,
 )
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(worklist.router)
     app.include_router(share.router)
     app.include_router(deepzoom.router)
+    app.include_router(viewer.router)
     ui.mount_workspace(app)
     # auth before any body, body sizes and timeouts; inside the counter, which counts its refusals
     app.add_middleware(RequestLimits, settings=services.settings, access=services.access)

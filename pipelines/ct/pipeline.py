@@ -34,7 +34,7 @@ from aidx.inference.reports import (
 )
 from aidx.inference.serving import ModelService, ServedModel
 from aidx.inference.settings_sections import ImageLimits
-from aidx.pipelines.ct import content, drift, evidence, postprocess
+from aidx.pipelines.ct import content, drift, evidence, postprocess, slices
 from aidx.pipelines.ct.inference import WindowConfig, probability_map
 from aidx.pipelines.ct.preprocess import ModelGrid, to_model_grid
 from aidx.pipelines.ct.report import (
@@ -193,6 +193,7 @@ def evidence_files(
     segments = [{"label": x.number, "description": f"lesion {x.number}, {x.side} {x.zone}"}
                 for x in lesions]  # fmt: skip
     files[LABEL_MAP_FILE] = evidence.label_map_npz(labels_kji, volume, segments)
+    files.update(slices.series_files(volume, labels_kji))  # the workspace's slice view
     return evidences, files
 
 
@@ -310,7 +311,8 @@ def not_assessed_report(
         slices=volume.shape[0],
         spacing_mm=_r(volume.spacing_mm, 4),
     )
-    return report, {LABEL_MAP_FILE: evidence.label_map_npz(empty, volume, [])}
+    files = {LABEL_MAP_FILE: evidence.label_map_npz(empty, volume, [])}
+    return report, {**files, **slices.series_files(volume, empty)}
 
 
 class CtPipeline:

@@ -31,6 +31,7 @@ from aidx.inference.reports import SourceRef
 from aidx.inference.settings_sections import ImageLimits
 from aidx.pipelines.cxr.content import Projection, projection_from_header, stored_spread
 from aidx.pipelines.cxr.drift import acquisition
+from aidx.pipelines.cxr.full_image import FullImage, full_image
 
 RADIOGRAPH_MODALITIES = {"CR", "DX"}
 CHEST_BODY_PARTS = {"CHEST", "THORAX", "LUNG", "PORTABLE CHEST"}
@@ -49,6 +50,7 @@ class Radiograph:
     stored_spread: float = 1.0  # the stored values' robust spread / bit range
     # manufacturer, station, kVp, pixel spacing: drift monitoring's (drift.py)
     acquisition: Mapping[str, Value] = field(default_factory=dict)
+    full: FullImage | None = None  # full resolution, before the window (the workspace's)
 
 
 def check_radiograph(ds: pydicom.Dataset) -> None:
@@ -186,4 +188,5 @@ def _radiograph(ds: pydicom.Dataset, limits: ImageLimits) -> Radiograph:
         projection=projection_from_header(ds),
         stored_spread=stored_spread(stored, int(ds.BitsStored)),
         acquisition=acquisition(ds),
+        full=full_image(ds, stored),
     )

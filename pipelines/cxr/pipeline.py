@@ -42,6 +42,7 @@ from aidx.pipelines.cxr.evidence import (
     overlay_png,
     save_overlay_inputs,
 )
+from aidx.pipelines.cxr.full_image import save_full_image
 from aidx.pipelines.cxr.postprocess import findings, sigmoid
 from aidx.pipelines.cxr.preprocess import CropGeometry, to_model_input
 from aidx.pipelines.cxr.screening import Assessment, Screen, screen
@@ -233,6 +234,8 @@ class CxrPipeline:
         t0 = time.perf_counter()
         report, inputs = self._report(served, prepared, outputs)
         save_overlay_inputs(self.store, report.id, inputs)
+        if prepared.radiograph.full is not None:
+            save_full_image(self.store, report.id, prepared.radiograph.full)
         return report, time.perf_counter() - t0
 
     def _report(

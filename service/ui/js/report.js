@@ -4,6 +4,8 @@
 import { api, ApiError } from "./api.js";
 import { cell, span } from "./dom.js";
 import { apply, formatDateTime, formatPercent, label, t } from "./i18n.js";
+import { hideCt, showCt } from "./ct.js";
+import { showViewer } from "./viewer.js";
 import { showShares } from "./share.js";
 
 function byId(id) {
@@ -41,6 +43,7 @@ function showImage(report) {
   opacity.oninput = () => { heat.style.opacity = String(opacity.value / 100); };
   toggle.onchange();
   opacity.oninput();
+  return showViewer(report);
 }
 
 function result(finding) {
@@ -119,7 +122,9 @@ export async function showReport(rid, session) {
   ]);
   byId("report-back").href = `#/worklist/${report.pipeline}`;
   showMeta(report);
-  showImage(report);
   showFindings(report, feedback, session);
   await showShares(report.id);
+  // the images last: the full-resolution radiograph takes a while to arrive
+  await (report.pipeline === "ct" ? showCt(rid) : hideCt());
+  await showImage(report);
 }

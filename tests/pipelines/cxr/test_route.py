@@ -15,6 +15,7 @@ from PIL import Image
 
 from aidx.inference.settings import Role
 from aidx.pipelines.cxr.evidence import OVERLAY_FILE, OVERLAY_INPUTS_FILE
+from aidx.pipelines.cxr.full_image import FULL_META_FILE, FULL_PIXELS_FILE
 from aidx.service.app import create_app
 from tests.conftest import auth, dicom_bytes, make_settings
 
@@ -53,7 +54,13 @@ def test_right_after_post_a_report_has_the_overlay_inputs_not_the_png(
 ) -> None:
     report = analyse(api)
     directory = var / "reports" / report["id"]
-    assert {p.name for p in directory.iterdir()} == {"report.json", OVERLAY_INPUTS_FILE}
+    # (and the full-resolution radiograph the workspace windows: no rendering either)
+    assert {p.name for p in directory.iterdir()} == {
+        "report.json",
+        OVERLAY_INPUTS_FILE,
+        FULL_PIXELS_FILE,
+        FULL_META_FILE,
+    }
     pneumonia = next(f for f in report["findings"] if f["concept"]["code"] == PNEUMONIA)
     with np.load(directory / OVERLAY_INPUTS_FILE) as npz:
         assert npz["grey"].dtype == np.uint8 and npz["grey"].shape == (1024, 964)

@@ -424,7 +424,8 @@ def exactly_once(server: Server, tally: Tally, wsi_reports: set[str],
     drained = drain(server, drain_s)
     instances = orthanc_instances(server)
     per_study = Counter(study for study, _ in instances)
-    pacs = tally_of(tally.studies, [study for study, _ in instances])
+    pacs = tally_of(tally.studies, list(per_study))
+    pacs["duplicated"] = sum(1 for n in per_study.values() if n > 2)  # a study's 2, and more
     pacs["instances"] = len(instances)
     pacs["studies_not_2"] = sum(1 for s in tally.studies if per_study.get(s, 0) != 2)
     pacs["duplicated_sop_uids"] = sum(1 for n in Counter(u for _, u in instances).values()

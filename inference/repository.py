@@ -146,17 +146,18 @@ def _checksum_problem(
 def load_entry(directory: Path, *, verify: bool = True, version: int | None = None) -> ModelEntry:
     """Read one model folder at `version` (None: the one that serves, see
     `_serving_version`). Problems become `problem`, so one bad model never hides the
-    others; only a missing config or version folder raises. A version folder with its
-    own card.md (a candidate's, as its recipe wrote it) is described by that card."""
+    others; only a missing config or version folder raises. A version asked for by
+    name whose folder has its own card.md (a candidate's, as its recipe wrote it) is
+    described by that card."""
     config = parse_config(directory / "config.pbtxt")
     name = config.name or directory.name
     card, problem = _read_card(directory / "card.md", config)
     if version is None:
         version = _serving_version(directory, config, card)
-    else:
+    else:  # asked for by name (a setting, a shadow): its own card, if it has one
         _pick_version(directory, config, version)
-    if (directory / str(version) / "card.md").is_file():
-        card, problem = _read_card(directory / str(version) / "card.md", config)
+        if (directory / str(version) / "card.md").is_file():
+            card, problem = _read_card(directory / str(version) / "card.md", config)
     filename = config.default_model_filename or "model.onnx"
     model_path = directory / str(version) / filename
     relative = f"{version}/{filename}"

@@ -40,6 +40,7 @@ def with_candidate(root: Path) -> Path:
     under a card of its own (version 2, its files' checksums), as a recipe writes it."""
     model = root / MODEL
     shutil.copytree(MODELS / MODEL, model)
+    shutil.rmtree(model / "2", ignore_errors=True)  # the committed candidate's weights
     shutil.copytree(model / "1", model / "2")
     front, body = parse_card_text((model / "card.md").read_text())
     assert front.ood is not None
@@ -232,3 +233,12 @@ def test_a_candidate_that_cannot_load_leaves_the_serving_version_serving(
         await service.stop()
 
     asyncio.run(load())
+
+
+def test_the_committed_candidate_is_its_recipes_and_the_card_keeps_version_1_serving() -> None:
+    (entry,) = scan(MODELS, [MODEL])
+    assert entry.version == 1 and entry.problem is None
+    candidate = load_entry(MODELS / MODEL, version=2)
+    assert candidate.problem is None and candidate.checks == {"sha256": True}
+    assert candidate.card is not None and candidate.card.version == 2
+    assert candidate.card.cxr is not None and len(candidate.card.cxr.labels) == 2

@@ -25,6 +25,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 from pydicom.data import get_testdata_file
@@ -105,6 +106,20 @@ def inprocess_rows(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+def shadow_counters(url: str) -> dict[str, float]:
+    """From the service's /metrics: batches the shadow ran, dropped, its compute."""
+    found = {"shadow_batches": 0.0, "shadow_dropped": 0.0, "shadow_s": 0.0}
+    for line in httpx.get(f"http://{url}/metrics").text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith("aidx_shadow_latency_seconds_count") and 'role="shadow"' in name:
+            found["shadow_batches"] += float(value)
+        elif name.startswith("aidx_shadow_latency_seconds_sum") and 'role="shadow"' in name:
+            found["shadow_s"] += float(value)
+        elif name.startswith("aidx_shadow_dropped_total"):
+            found["shadow_dropped"] += float(value)
+    return found
+
+
 def end_to_end_rows(args: argparse.Namespace) -> list[Row]:
     dicom = Path(get_testdata_file("RG1_UNCR.dcm")).read_bytes()
     rows = []
@@ -112,8 +127,17 @@ def end_to_end_rows(args: argparse.Namespace) -> list[Row]:
         env = {"AIDX_SHADOW_VERSIONS": json.dumps({args.model: shadow or 0})}
         with service(args.model, env) as url:
             for c in args.v1_concurrency:
+                before = shadow_counters(url)
                 row = asyncio.run(sweep_v1(url, DEV_KEY, args.model, dicom, c, args.seconds))
                 row.path = f"/v1/cxr, {'shadow v' + str(shadow) if shadow else 'no shadow'}"
+                if shadow:  # counted until the outbox drained, so the shadow had caught up
+                    after = shadow_counters(url)
+                    d = {k: after[k] - before[k] for k in after}
+                    row.extra |= {
+                        "shadow_batches": d["shadow_batches"],
+                        "shadow_dropped": d["shadow_dropped"],
+                        "shadow_ms_per_batch": d["shadow_s"] / max(d["shadow_batches"], 1) * 1e3,
+                    }
                 rows.append(row)
     return rows
 

@@ -322,7 +322,8 @@ async def sweep_v1(
 
 
 @contextmanager
-def service(model: str) -> Iterator[str]:
+def service(model: str, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """`extra_env`: further AIDX_* settings (benchmarks/shadow.py turns a shadow on)."""
     port = 18000 + os.getpid() % 1000
     with tempfile.TemporaryDirectory() as var:
         env = {
@@ -336,6 +337,7 @@ def service(model: str) -> Iterator[str]:
             # RG1 is out of distribution for the demo model: `warn` still runs the model,
             # which is what /v1/cxr end to end measures (not the not-assessed shortcut)
             "AIDX_OOD_POLICY": "warn",
+            **(extra_env or {}),
         }
         process = subprocess.Popen(
             [sys.executable, "-m", "aidx.service", "serve", "--log-level", "warning"], env=env

@@ -9,6 +9,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from aidx.inference.reports import Report
+from aidx.inference.shadow_store import ShadowBatch
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 # From a few seconds (REST, analysed) to an hour (a PACS down for a while).
@@ -77,6 +78,19 @@ class ServiceMetrics:
         self.model_ready = Gauge(
             "aidx_model_ready", "1 when a model is loaded and warmed", ["model"], registry=r
         )
+        self.shadow_latency = Histogram(
+            "aidx_shadow_latency_seconds",
+            "Compute time per batch a shadow version also ran, of each version (role)",
+            ["model", "version", "role"],
+            buckets=_TIME_BUCKETS,
+            registry=r,
+        )
+        self.shadow_dropped_total = Counter(
+            "aidx_shadow_dropped",
+            "Served batches the shadow skipped because its queue was full",
+            ["model", "serving", "shadow"],
+            registry=r,
+        )
 
     def register_model(self, model: str, ready: bool) -> None:
         """Expose a model's series from the start, before its first request."""
@@ -106,6 +120,17 @@ class ServiceMetrics:
         self.compute.labels(model).observe(compute_s)
         for wait in queue_waits_s:
             self.queue_wait.labels(model).observe(wait)
+
+    # ShadowObserver (inference/shadow.py)
+    def shadow_ran(self, batch: ShadowBatch) -> None:
+        for role, version, seconds in (
+            ("serving", batch.serving_version, batch.serving_s),
+            ("shadow", batch.shadow_version, batch.shadow_s),
+        ):
+            self.shadow_latency.labels(batch.model, str(version), role).observe(seconds)
+
+    def shadow_dropped(self, model: str, serving: int, shadow: int) -> None:
+        self.shadow_dropped_total.labels(model, str(serving), str(shadow)).inc()
 
 
 class OutboxCollector(Collector):

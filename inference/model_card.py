@@ -4,9 +4,9 @@ entry is loaded, and every card writer renders through the same model.
 On disk nothing changes: YAML front matter (name, version, pipeline, demo_weights,
 files, outputs, labels, metrics; `wsi: {tile_px, mpp}` for a tile model, `features`
 for the labs model, optional `views` for a CXR model, `ood:` once the model's
-out-of-distribution gate is calibrated) and markdown prose. A CT model's
-sliding-window settings stay in config.pbtxt `parameters`; they are read here as
-well, not at each request.
+out-of-distribution gate is calibrated, `shadow:` a candidate version to run in
+shadow) and markdown prose. A CT model's sliding-window settings stay in config.pbtxt
+`parameters`; they are read here as well, not at each request.
 
 From these the loader builds the typed section of the pipeline the card names
 (`card.cxr`, `card.ct`, `card.wsi`, `card.labs`), so a pipeline reads typed fields
@@ -99,6 +99,7 @@ class FrontMatter(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     views: tuple[RadiographView, ...] | None = None  # a CXR model's; default PA and AP
     ood: OodSection | None = None  # the out-of-distribution gate, once calibrated
+    shadow: int | None = Field(default=None, ge=1)  # a candidate version run in shadow
 
 
 class ModelCard(BaseModel):
@@ -117,6 +118,7 @@ class ModelCard(BaseModel):
     metrics: dict[str, Any]
     text: str
     ood: OodSection | None = None
+    shadow: int | None = None  # the candidate version this card's model shadows with
     cxr: CxrSection | None = None
     ct: CtSection | None = None
     wsi: WsiSection | None = None
@@ -182,6 +184,7 @@ def card_from(front: FrontMatter, text: str, config: Any) -> ModelCard:
         metrics=front.metrics,
         text=text,
         ood=front.ood,
+        shadow=front.shadow,
         **_section(front, config),
     )
 

@@ -16,10 +16,12 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -199,4 +201,39 @@ drift_observations = Table(
     Column("features", JSON, nullable=False),  # name -> number, text or boolean
     Index("ix_drift_observations_model", "model_name", "model_version", "seq"),
     Index("ix_drift_observations_time", "model_name", "model_version", "observed_at_s"),
+)
+
+# inference/shadow_store.py: each served batch a shadow version also ran, its latency,
+# and per label how the two versions compared (counts and the sums behind Pearson's r).
+shadow_batches = Table(
+    "shadow_batches",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("model_name", String(128), nullable=False),
+    Column("serving_version", Integer, nullable=False),
+    Column("shadow_version", Integer, nullable=False),
+    Column("items", Integer, nullable=False),
+    Column("serving_s", Float, nullable=False),  # the serving version's compute time
+    Column("shadow_s", Float, nullable=False),
+    Column("compared_at_s", Float, nullable=False),
+    Index("ix_shadow_batches_model", "model_name", "serving_version", "shadow_version"),
+)
+
+shadow_labels = Table(
+    "shadow_labels",
+    metadata,
+    Column("batch_seq", Integer, ForeignKey("shadow_batches.seq"), nullable=False),
+    Column("label", String(200), nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("decided", Integer, nullable=False),  # 0: no thresholds to call present on
+    Column("agree", Integer, nullable=False),
+    Column("both_present", Integer, nullable=False),
+    Column("serving_only", Integer, nullable=False),
+    Column("shadow_only", Integer, nullable=False),
+    Column("sum_x", Float, nullable=False),
+    Column("sum_y", Float, nullable=False),
+    Column("sum_xx", Float, nullable=False),
+    Column("sum_yy", Float, nullable=False),
+    Column("sum_xy", Float, nullable=False),
+    PrimaryKeyConstraint("batch_seq", "label", name="pk_shadow_labels"),
 )

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +21,19 @@ from aidx.inference.batcher import BatcherConfig, BatchObserver, BatchResult, Dy
 from aidx.inference.dtypes import KSERVE_TO_NUMPY, config_to_kserve
 from aidx.inference.errors import ModelUnavailable, NotFound
 from aidx.inference.reports import ModelRef
-from aidx.inference.repository import ModelEntry, model_config_pb2, scan
+from aidx.inference.repository import (
+    ModelEntry,
+    RepositoryError,
+    load_entry,
+    model_config_pb2,
+    scan,
+)
 from aidx.inference.runtime import OnnxModel
 from aidx.inference.runtime_triton import TritonModel, TritonOptions, follow_readiness
 from aidx.inference.settings import Backend, Settings
 from aidx.inference.settings_sections import TritonSettings
+from aidx.inference.shadow import ShadowObserver, ShadowRunner
+from aidx.inference.shadow_store import ShadowBatch
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +54,8 @@ class ServedModel:
     code: str | None = None  # the stable error code while unavailable
     runtime: OnnxModel | TritonModel | None = None
     batcher: DynamicBatcher | None = None
+    shadow: ShadowRunner | None = None  # a candidate version run beside this one
+    shadow_reason: str | None = None  # why a configured shadow does not run
 
     @property
     def name(self) -> str:
@@ -112,14 +123,27 @@ def warmup_inputs(config: Any) -> dict[str, np.ndarray]:
 
 
 class ModelService:
-    def __init__(self, settings: Settings, observer: BatchObserver | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        observer: BatchObserver | None = None,
+        *,
+        shadow_record: Callable[[ShadowBatch], None] | None = None,
+        shadow_observer: ShadowObserver | None = None,
+    ) -> None:
         self.settings = settings
         self.observer = observer
+        self.shadow_record = shadow_record  # where comparisons are kept (the store)
+        self.shadow_observer = shadow_observer
         self.models: dict[str, ServedModel] = {}
         self._follower: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        entries = scan(self.settings.model_repository, self.settings.enabled_models)
+        entries = scan(
+            self.settings.model_repository,
+            self.settings.enabled_models,
+            self.settings.shadow.serving,
+        )
         for entry in entries:
             self.models[entry.name] = ServedModel(entry)
         for served in self.models.values():
@@ -129,14 +153,15 @@ class ModelService:
                 follow_readiness(self, self.settings.triton.poll_s), name="triton-readiness"
             )
 
-    def _runtime(self, entry: ModelEntry) -> OnnxModel | TritonModel:
+    def _runtime(self, entry: ModelEntry, threads: int | None = None) -> OnnxModel | TritonModel:
+        """`threads`: intra-op threads per instance (None: the CPU section's)."""
         if self.settings.backend is Backend.triton:
             options = TritonOptions.from_settings(self.settings.triton, port=self.settings.port)
             return TritonModel(entry, options)
         model = OnnxModel(
             entry,
             device=self.settings.device.value,
-            threads=self.settings.cpu.threads_per_instance,
+            threads=self.settings.cpu.threads_per_instance if threads is None else threads,
             gpu=GpuOptions.from_settings(self.settings.gpu),
         )
         if self.settings.warmup:  # every instance, not only the one `load` warms up
@@ -158,15 +183,48 @@ class ModelService:
             self.mark_unavailable(served, reason, code=code)
             return
         served.runtime = runtime
+        served.shadow = await self._load_shadow(served)
+        run = served.shadow.tap(runtime.run) if served.shadow else runtime.run
         served.batcher = DynamicBatcher(
             entry.name,
-            runtime.run,
+            run,
             batcher_config(entry.config, self._triton(), copies=_copies(runtime)),
             self.observer,
         )
         served.batcher.start()
         served.state, served.reason, served.code = ModelState.ready, None, None
         log.info("model %s v%d ready on %s", entry.name, entry.version, runtime.provider)
+
+    def shadow_version(self, entry: ModelEntry) -> int | None:
+        """The setting AIDX_SHADOW_VERSIONS (0: none) over the card's `shadow:`."""
+        configured = self.settings.shadow.versions.get(entry.name)
+        version = configured if configured is not None else (entry.card and entry.card.shadow)
+        return version if version and version != entry.version else None
+
+    async def _load_shadow(self, served: ServedModel) -> ShadowRunner | None:
+        """The shadow version, loaded and started; a shadow that cannot load is logged
+        and left out (`shadow_reason`): the serving version serves on regardless."""
+        version = self.shadow_version(served.entry)
+        served.shadow_reason = None
+        if version is None:
+            return None
+        try:
+            entry = await asyncio.to_thread(load_entry, served.entry.directory, version=version)
+            if entry.problem is not None:
+                raise RepositoryError(entry.problem)
+            runtime = await asyncio.to_thread(self._runtime, entry, self.settings.shadow.threads)
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the shadow out only
+            served.shadow_reason = f"shadow v{version} did not load: {exc}"
+            log.error("model %s: %s", served.name, served.shadow_reason)
+            return None
+        shadow = ShadowRunner(
+            served.entry, entry, runtime.run,
+            queue_size=self.settings.shadow.queue_size, nice=self.settings.shadow.nice,
+            record=self.shadow_record, observer=self.shadow_observer,
+        )  # fmt: skip
+        shadow.start()
+        log.info("model %s: v%d in shadow beside v%d", served.name, version, served.entry.version)
+        return shadow
 
     def mark_unavailable(
         self, served: ServedModel, reason: str, *, code: str | None = None
@@ -184,6 +242,8 @@ class ModelService:
         for served in self.models.values():
             if served.batcher is not None:
                 await served.batcher.stop()
+            if served.shadow is not None:
+                await asyncio.to_thread(served.shadow.stop)
             if isinstance(served.runtime, TritonModel):  # its shared-memory regions
                 await asyncio.to_thread(served.runtime.close)
 

@@ -36,6 +36,7 @@ from aidx.inference.settings_sections import (
     OutboxSettings,
     PacsSettings,
     Role,
+    ShadowSettings,
     TritonSettings,
     UiSettings,
     WsiSettings,
@@ -125,6 +126,7 @@ class Settings(BaseSettings):
     dicom: DicomSettings = Field(default_factory=DicomSettings)
     ui: UiSettings = Field(default_factory=UiSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    shadow: ShadowSettings = Field(default_factory=ShadowSettings)
 
     @classmethod
     def sections(cls) -> dict[str, type[BaseModel]]:

@@ -51,6 +51,21 @@ class CpuSettings(BaseModel):
     workers: int = Field(default=0, ge=0)  # decode/render pool; 0: one per core
 
 
+class ShadowSettings(BaseModel):
+    """Which version of a model serves and which runs beside it in shadow
+    (inference/shadow.py). Precedence, for the serving version: `serving` here, then
+    the version the model's card.md names, then config.pbtxt's version_policy; for the
+    shadow: `versions` here (0: none), then the card's `shadow:`."""
+
+    serving: dict[str, int] = Field(default_factory=dict)  # AIDX_SHADOW_SERVING
+    versions: dict[str, int] = Field(default_factory=dict)  # AIDX_SHADOW_VERSIONS
+    # Served batches waiting for the shadow; past this many, a batch is dropped (counted)
+    # rather than ever slowing the serving path.
+    queue_size: int = Field(default=64, ge=1)
+    threads: int = Field(default=1, ge=0)  # the shadow session's intra-op threads
+    nice: int = Field(default=10, ge=0, le=19)  # the shadow thread's lower CPU priority
+
+
 class AccessSettings(BaseModel):
     """Beyond each route's roles: failed authentication throttled per client address,
     and who may mark a request STAT (X-Aidx-Priority: stat)."""

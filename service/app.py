@@ -27,6 +27,7 @@ from aidx.service.routes import (
     models,
     outbox,
     reports,
+    shadow,
     share,
     studies,
     ui,
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(share.router)
     app.include_router(deepzoom.router)
     app.include_router(viewer.router)
+    app.include_router(shadow.router)
     ui.mount_workspace(app)
     # auth before any body, body sizes and timeouts; inside the counter, which counts its refusals
     app.add_middleware(RequestLimits, settings=services.settings, access=services.access)

@@ -28,6 +28,7 @@ from aidx.inference.reports import Report, ReportStore
 from aidx.inference.repository import ModelEntry
 from aidx.inference.serving import ModelService
 from aidx.inference.settings import Settings
+from aidx.inference.shadow_store import ShadowCollector, ShadowStore
 from aidx.inference.store import create_store
 from aidx.integrations.dicom.pull import DicomwebPuller, puller_from
 from aidx.integrations.dicom.scp import StoreScp, scp_from
@@ -51,6 +52,7 @@ class Services:
     access: AccessGate  # authentication throttled, refusals audited, the STAT policy
     metrics: ServiceMetrics
     models: ModelService
+    shadows: ShadowStore  # shadow versions' comparisons with the serving versions
     reports: ReportStore
     audit: AuditLog
     cpu: CpuStage
@@ -81,9 +83,12 @@ class Services:
 
 def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]]) -> Services:
     metrics = ServiceMetrics()
-    models = ModelService(settings, observer=metrics)
     private_folder(settings.var_dir)  # 0700: what an older run left is closed too
     db = create_store(settings.store_url)
+    shadows = ShadowStore(db)  # comparisons of shadow versions with the serving ones
+    models = ModelService(
+        settings, observer=metrics, shadow_record=shadows.add, shadow_observer=metrics
+    )
     report_index = ReportIndex(db)
     reports = ReportStore(
         settings.reports_dir, on_save=report_index.put, on_new=metrics.report_made
@@ -95,6 +100,7 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
     metrics.registry.register(FeedbackCollector(db))  # agreement, with its counts
     drift = DriftMonitor(DriftStore(db), settings.drift, lambda: _entries(models))
     metrics.registry.register(DriftCollector(drift))
+    metrics.registry.register(ShadowCollector(shadows))
     # every CXR and CT report goes to the outbox before it is answered
     recorder = ReportRecorder[Report](reports, writeback if settings.writeback else None)
     cxr_pipeline = CxrPipeline(models, reports, cpu, settings.ood_policy, settings.image)
@@ -123,7 +129,8 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
     return Services(
         settings=settings, db=db, keyring=keyring,
         access=AccessGate(keyring, audit, settings.access, sessions), metrics=metrics,
-        models=models, reports=reports, audit=audit, cpu=cpu, cxr_pipeline=cxr_pipeline,
+        models=models, shadows=shadows, reports=reports, audit=audit, cpu=cpu,
+        cxr_pipeline=cxr_pipeline,
         cxr=cxr, ct=ct, writeback=writeback,
         dicom_scp=scp_from(settings.dicom, settings.var_dir, intake),
         labs=labs, wsi_jobs=wsi_jobs, deepzoom=DeepZoomSlides(), dicom_slides=dicom_slides,

@@ -123,13 +123,15 @@ Set `demo_weights: false` only for weights validated on real data.
 """
 
 
-def front_matter(sha256: str, labels: tuple[Label, ...], metrics: Mapping[str, Any]) -> FrontMatter:
+def front_matter(
+    sha256: str, labels: tuple[Label, ...], metrics: Mapping[str, Any], version: int = 1
+) -> FrontMatter:
     return FrontMatter(
         name="cxr_pneumonia",
-        version=1,
+        version=version,
         pipeline=Pipeline.cxr,
         demo_weights=True,
-        files={"1/model.onnx": sha256},
+        files={f"{version}/model.onnx": sha256},
         outputs={"logits": "logits", "cam": "cam"},
         labels=labels,
         metrics=dict(metrics),

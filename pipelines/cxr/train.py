@@ -101,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ood-images", type=int, default=Recipe.ood_images)
     parser.add_argument("--epochs", type=int, default=Recipe.epochs)
     parser.add_argument("--threads", type=int, default=Recipe.threads)
+    parser.add_argument(
+        "--version", type=int, default=Recipe.version, help="the version folder, e.g. 2"
+    )
     args = parser.parse_args(argv)
     recipe = Recipe(
         seed=args.seed,
@@ -110,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ood_images=args.ood_images,
         epochs=args.epochs,
         threads=args.threads,
+        version=args.version,
     )
     return run_recipe(recipe, args.out)
 
@@ -123,7 +127,7 @@ def run_recipe(recipe: Recipe, out: Path) -> int:
     val = make_cases(split_seed(recipe.seed, "val"), recipe.val_images, workers=workers)
     print(f"generated {len(train)} + {len(val)} phantoms in {time.perf_counter() - started:.0f} s")
     model = train_model(recipe, train, val)
-    onnx_path = out / "1" / "model.onnx"
+    onnx_path = out / str(recipe.version) / "model.onnx"
     export_onnx(model, onnx_path)
     thresholds = pick_thresholds(onnx_runner(onnx_path), val)
     del train
@@ -162,7 +166,7 @@ def calibrate_gate(recipe: Recipe, out: Path) -> None:
         target_frr=recipe.ood_target_frr,
         workers=recipe.threads,
     )
-    write_calibration(out, 1, calibration)
+    write_calibration(out, recipe.version, calibration)
     print(calibration.section.model_dump_json(indent=1))
 
 

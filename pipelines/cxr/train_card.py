@@ -68,6 +68,7 @@ def render_card(
             },
             "localisation_hit_rate": _r(m["localisation_hit_rate"]),
         },
+        version=recipe.version,
     )
     metric_rows = "".join(
         f"| {n} | {m['n_positive'][n]} / {m['n']} | {_r(m['auroc'][n])} | {thresholds[n]} "
@@ -162,10 +163,10 @@ def write_model_folder(
     parameters: int,
     wall_s: float,
 ) -> None:
-    """config.pbtxt, labels.txt and card.md next to an exported 1/model.onnx."""
+    """config.pbtxt, labels.txt and card.md next to an exported <version>/model.onnx."""
     (out / "config.pbtxt").write_text(CONFIG_PBTXT)
     (out / "labels.txt").write_text("".join(f"{name}\n" for name in LABELS))
-    onnx_path = out / "1" / "model.onnx"
+    onnx_path = out / str(recipe.version) / "model.onnx"
     card = render_card(
         sha256=sha256_file(onnx_path),
         size_bytes=onnx_path.stat().st_size,

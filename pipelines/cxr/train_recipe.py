@@ -24,6 +24,7 @@ class Recipe:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     threads: int = 2
+    version: int = 1  # the version folder written (2, 3, ... for a candidate to shadow)
 
 
 def split_seed(seed: int, split: str) -> int:

@@ -78,3 +78,15 @@ def test_cxr_decode_benchmark_runs_before_and_after(tmp_path: Path) -> None:
     saved = smoke("cxr_decode.py", tmp_path / "cxr_decode.json", "--baseline", "HEAD")
     assert saved["before"]["sha256"] == saved["after"]["sha256"]
     assert set(saved["after"]["ms"]) == {"decode_radiograph", "to_display"}
+
+
+def test_shadow_benchmark_runs(tmp_path: Path) -> None:
+    saved = smoke("shadow.py", tmp_path / "shadow.json")
+    paths = {row["path"] for row in saved["rows"]}
+    assert paths == {
+        "batcher in-process, no shadow",
+        "batcher in-process, shadow v2",
+        "/v1/cxr, no shadow",
+        "/v1/cxr, shadow v2",
+    }
+    assert all(row["requests"] > 0 for row in saved["rows"])

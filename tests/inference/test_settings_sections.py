@@ -147,6 +147,11 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
     ("AIDX_DRIFT_MIN_WINDOW", "drift.min_window", "50", 50),
     ("AIDX_DRIFT_PSI_ALERT", "drift.psi_alert", "0.2", 0.2),
     ("AIDX_DRIFT_P_ALERT", "drift.p_alert", "0.001", 0.001),
+    ("AIDX_SHADOW_SERVING", "shadow.serving", '{"cxr_pneumonia": 1}', {"cxr_pneumonia": 1}),
+    ("AIDX_SHADOW_VERSIONS", "shadow.versions", '{"cxr_pneumonia": 2}', {"cxr_pneumonia": 2}),
+    ("AIDX_SHADOW_QUEUE_SIZE", "shadow.queue_size", "8", 8),
+    ("AIDX_SHADOW_THREADS", "shadow.threads", "2", 2),
+    ("AIDX_SHADOW_NICE", "shadow.nice", "5", 5),
 ]  # fmt: skip
 # Settings that were constants in the code before they were sections' fields.
 NEW = {

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import sysconfig
@@ -65,12 +66,17 @@ def read_config(path: Path) -> Any:
 
 
 def model_version(directory: Path) -> int | None:
-    """The newest numeric version folder with a model.onnx (aidx serves one version)."""
+    """The version aidx serves: the one card.md names when its folder has a model.onnx
+    (a candidate folder beside it is not served here), else the newest such folder."""
     versions = sorted(
         int(p.name)
         for p in directory.iterdir()
         if p.is_dir() and p.name.isdigit() and (p / "model.onnx").is_file()
     )
+    card = directory / "card.md"
+    named = re.search(r"^version:\s*(\d+)\s*$", card.read_text(), re.M) if card.is_file() else None
+    if named and int(named[1]) in versions:
+        return int(named[1])
     return versions[-1] if versions else None
 
 

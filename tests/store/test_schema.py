@@ -11,7 +11,8 @@ from pathlib import Path
 
 TABLES = {
     "outbox", "lab_history", "lab_alerts", "wsi_jobs", "report_feedback", "report_index",
-    "ui_sessions", "report_shares", "drift_observations",
+    "ui_sessions", "report_shares", "drift_observations", "shadow_batches",
+    "shadow_labels",
 }
 
 _PROBE = textwrap.dedent(

@@ -155,7 +155,8 @@ def test_config_and_labels_match_the_model() -> None:
     assert batching.max_queue_delay_microseconds == 2000 and batching.priority_levels == 2
     assert batching.default_priority_level == 2
     assert batching.default_queue_policy.max_queue_size == 128
-    assert config.version_policy.latest.num_versions == 1
+    # Triton loads the serving version (1, the card's) and the candidate run in shadow (2)
+    assert list(config.version_policy.specific.versions) == [1, 2]
     labels = (MODEL_DIR / "labels.txt").read_text().splitlines()
     assert labels == list(cxr_model.LABELS)
 

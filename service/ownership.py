@@ -1,6 +1,7 @@
 """The review workspace's navigation: which worklists a role sees, from the table that
 also decides which reports it reads (service/access.py `REPORT_READERS`): a lab
-technician never sees imaging, a pathologist sees slides only; admin sees all."""
+technician never sees imaging, a pathologist sees slides only; admin sees all. The
+engineer page is the engineers' and admins' only."""
 
 from __future__ import annotations
 
@@ -15,5 +16,7 @@ def may_see(role: Role, kind: str) -> bool:
 
 
 def views_for(role: Role) -> list[str]:
-    """The worklists a role's navigation shows."""
-    return [kind for kind in KINDS if may_see(role, kind)]
+    """The views a role's navigation shows: its worklists, and for engineers and admins
+    the engineer page (models, outbox, metrics)."""
+    views = [kind for kind in KINDS if may_see(role, kind)]
+    return views + ["engineer"] if role in (Role.engineer, Role.admin) else views

@@ -157,13 +157,16 @@ def _event(alert: Alert) -> str:
 async def stream_alerts(
     who: Principal = Depends(require(Role.lab)),
     last_event_id: str | None = Header(default=None),
+    after_seq: int | None = Query(default=None, alias="after", ge=0, le=MAX_SEQ),
     svc: Services = Depends(services),
 ) -> StreamingResponse:
     """New alerts as Server-Sent Events. With Last-Event-ID (as EventSource sends on
-    reconnecting), the alerts stored since that event are replayed first."""
+    reconnecting), the alerts stored since that event are replayed first; `after` does
+    the same for a first connection (a browser's EventSource cannot set the header),
+    so that a console that listed the open alerts misses none before it subscribed."""
     labs = _labs(svc)
     limits = svc.settings.labs  # keep-alive, stream length (then the client reconnects), replay
-    after = _event_seq(last_event_id)
+    after = _event_seq(last_event_id) if last_event_id is not None else after_seq
     svc.audit.record(
         actor=who.name, role=who.role.value, action="labs.alerts.stream",
         resource="labs/alerts", outcome="ok",

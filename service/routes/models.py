@@ -63,6 +63,8 @@ def describe(served: ServedModel) -> dict[str, Any]:
         "labels": [lab.__dict__ for lab in card.labels] if card else [],
         "metrics": card.metrics if card else {},
         "validation": validation_link(served),
+        # the out-of-distribution gate's calibration, when the model has one
+        "ood": card.ood.model_dump(mode="json", exclude={"detection"}) if card and card.ood else None,
     }
 
 

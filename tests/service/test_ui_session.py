@@ -163,8 +163,8 @@ def test_the_workspace_is_served_with_a_strict_csp(client: TestClient) -> None:
         (Role.radiologist, ["cxr", "ct"]),
         (Role.pathologist, ["wsi"]),
         (Role.lab, ["labs"]),
-        (Role.engineer, []),
-        (Role.admin, ["cxr", "ct", "wsi", "labs"]),
+        (Role.engineer, ["engineer"]),
+        (Role.admin, ["cxr", "ct", "wsi", "labs", "engineer"]),
     ],
 )
 def test_each_role_sees_only_its_own_views(

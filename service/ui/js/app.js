@@ -1,13 +1,15 @@
 // The workspace's shell: language, session, role-based navigation, and the router
-// (#/worklist/<kind>, #/report/<id>).
+// (#/worklist/<kind>, #/report/<id>, #/engineer; the labs worklist is the live console).
 import { api, ApiError, setCsrfToken, signIn } from "./api.js";
 import { chosenLanguage, t, useLanguage } from "./i18n.js";
+import { showEngineer } from "./engineer.js";
+import { showLabs, stopLabs } from "./labs.js";
 import { showReport } from "./report.js";
 import { showSlide } from "./slide.js";
 import { showWorklist } from "./worklist.js";
 import { status } from "./dom.js";
 
-const IMPLEMENTED = new Set(["cxr", "ct", "wsi"]); // worklists; the lab console comes later
+const WORKLISTS = new Set(["cxr", "ct", "wsi"]); // the lab console and engineer page are views
 let session = null;
 
 function show(viewId) {
@@ -20,7 +22,7 @@ function renderNav() {
   nav.replaceChildren();
   for (const kind of session.views) {
     const link = document.createElement("a");
-    link.href = `#/worklist/${kind}`;
+    link.href = kind === "engineer" ? "#/engineer" : `#/worklist/${kind}`;
     link.dataset.i18n = `kind.${kind}`;
     link.id = `nav-${kind}`;
     link.textContent = t(`kind.${kind}`);
@@ -39,20 +41,28 @@ async function route() {
     a.toggleAttribute("aria-current", a.getAttribute("href") === location.hash);
   }
   try {
+    if (!(page === "worklist" && arg === "labs")) stopLabs();
     if (page === "report" && arg) {
       show("view-report");
       await showReport(arg, session);
     } else if (page === "slide" && arg) {
       show("view-slide");
       await showSlide(arg, session);
-    } else if (page === "worklist" && session.views.includes(arg) && IMPLEMENTED.has(arg)) {
+    } else if (page === "worklist" && arg === "labs" && session.views.includes(arg)) {
+      show("view-labs");
+      await showLabs();
+    } else if (page === "engineer" && session.views.includes("engineer")) {
+      show("view-engineer");
+      await showEngineer();
+    } else if (page === "worklist" && session.views.includes(arg) && WORKLISTS.has(arg)) {
       show("view-worklist");
       await showWorklist(arg);
     } else if (page === "worklist" && session.views.includes(arg)) {
       show("view-later");
       document.getElementById("later-heading").textContent = t(`kind.${arg}`);
     } else if (session.views.length) {
-      location.hash = `#/worklist/${session.views[0]}`;
+      const first = session.views[0];
+      location.hash = first === "engineer" ? "#/engineer" : `#/worklist/${first}`;
     } else {
       show("view-later");
     }
@@ -99,6 +109,7 @@ function startSession(info) {
 
 async function onSignOut() {
   await api("/ui/session", { method: "DELETE" }).catch(() => null);
+  stopLabs();
   session = null;
   setCsrfToken(null);
   location.hash = "";

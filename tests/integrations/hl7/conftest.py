@@ -32,7 +32,7 @@ class LabServer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "aidx.service", "serve", "--log-level", "warning"], env=env
         )
-        wait_serving(f"{self.url}/readyz", self.process, what="aidx serve")
+        wait_serving(f"{self.url}/readyz", self.process, what="aidx serve", timeout_s=300)
 
     def stop(self) -> None:
         if self.process is not None:

@@ -240,3 +240,23 @@ def test_a_review_specimen_is_in_the_feed_and_its_ack_says_so(lab_server: LabSer
     ).json()["alerts"]  # fmt: skip
     assert [a["rule"] for a in alerts] == ["review"]
     assert alerts[0]["severity"] == "warning" and alerts[0]["source_id"] == "MLLP-REV"
+
+
+def test_a_first_connection_replays_after_the_after_query(lab_server: LabServer) -> None:
+    """A browser's EventSource cannot send Last-Event-ID on its first connection: the
+    console lists the open alerts, then subscribes with `after=` and misses none."""
+    headers = auth(Role.lab)
+    send(lab_server, critical_message("MLLP-Q1", "MRN-Q", "SPC-Q1"))
+    alerts = httpx.get(
+        f"{lab_server.url}/v1/labs/alerts", params={"state": "all", "limit": 1000},
+        headers=headers,
+    ).json()["alerts"]  # fmt: skip
+    last = max(a["seq"] for a in alerts if a["specimen_id"] == "SPC-Q1")
+    url = f"{lab_server.url}/v1/labs/alerts/stream"
+    with httpx.stream("GET", url, params={"after": last - 1}, headers=headers, timeout=10) as r:
+        for line in r.iter_lines():
+            if line.startswith("id: "):
+                assert int(line[4:]) == last
+                break
+    bad = httpx.get(url, params={"after": -1}, headers=headers, timeout=10)
+    assert bad.status_code == 422

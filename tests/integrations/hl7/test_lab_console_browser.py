@@ -1,0 +1,97 @@
+"""The lab technician's console and the engineer page in a real browser (headless
+Chromium, Selenium) against a real `aidx serve` with its MLLP listener: a critical
+result sent over MLLP appears in the console within 2 s, its detail shows the values
+with the reference interval used, and it is acknowledged with a reason; a review
+specimen lands in the review queue; an engineer sees models and the outbox."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from aidx.inference.settings import Role
+
+from ...conftest import auth
+from ...service.test_ui_browser import _wait, browser, shots, sign_in
+from .conftest import LabServer
+from .messages import PANEL_20, oru
+from .test_mllp import critical_message, send
+
+pytestmark = pytest.mark.integration
+__all__ = ["browser", "shots"]  # the fixtures, shared
+
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
+from selenium.webdriver.support.select import Select  # noqa: E402
+
+
+def _row(driver: Any, table: str, specimen: str) -> Any:
+    rows = driver.find_elements(By.CSS_SELECTOR, f"#{table} tr")
+    found = [r for r in rows if specimen in r.text]
+    return found[0] if found else None
+
+
+def test_a_critical_result_reaches_the_console_and_is_acknowledged(
+    lab_server: LabServer, browser: Any, shots: Path
+) -> None:
+    sign_in(browser, lab_server.url, Role.lab)
+    live = browser.find_element(By.ID, "labs-live")
+    _wait(browser).until(lambda _: live.get_attribute("data-state") == "on")
+
+    ack = send(lab_server, critical_message("UI-C1", "MRN-UI", "SPC-UI1"))
+    sent_at = time.monotonic()
+    assert ack.msa.msa_1.value == "AA"
+    row = _wait(browser).until(lambda d: _row(d, "labs-alerts", "SPC-UI1"))
+    assert time.monotonic() - sent_at < 2.0, "the alert took 2 s or more to show"
+    assert "severity-critical" in row.get_attribute("class")
+    browser.save_screenshot(str(shots / "lab-console.png"))
+
+    row.click()
+    values = _wait(browser).until(
+        ec.visibility_of_element_located((By.ID, "labs-detail-values"))
+    )
+    assert "7.4" in values.text and "3.5–5.1" in values.text  # the interval used
+    form = browser.find_element(By.ID, "labs-ack")
+    form.find_element(By.NAME, "reason").send_keys("called ward 4, doctor informed")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    _wait(browser).until(lambda d: _row(d, "labs-alerts", "SPC-UI1") is None)
+    acked = httpx.get(
+        f"{lab_server.url}/v1/labs/alerts", params={"state": "acknowledged", "limit": 1000,
+        "specimen_id": "SPC-UI1"}, headers=auth(Role.lab), timeout=30,
+    ).json()["alerts"]  # fmt: skip
+    assert [(a["acked_by"], a["ack_reason"]) for a in acked] == [
+        ("lab-1", "called ward 4, doctor informed")
+    ]
+
+
+def test_a_review_specimen_is_in_the_review_queue_in_vietnamese(
+    lab_server: LabServer, browser: Any
+) -> None:
+    sign_in(browser, lab_server.url, Role.lab)
+    obx = [*PANEL_20[:4], "ST|99999-9^Unknown^L||see note||||||F"]  # unknown code: review
+    send(lab_server, oru("UI-REV", patients=(("MRN-UIR", "F", [("SPC-UIR", obx)]),)))
+    _wait(browser).until(lambda d: _row(d, "labs-review", "SPC-UIR"))
+    assert _row(browser, "labs-alerts", "SPC-UIR") is None
+    Select(browser.find_element(By.ID, "lang")).select_by_value("vi")
+    _wait(browser).until(lambda d: "Hàng đợi xem xét" in d.page_source)
+    _wait(browser).until(lambda d: _row(d, "labs-review", "SPC-UIR"))
+    assert "cần xem xét" in _row(browser, "labs-review", "SPC-UIR").text
+    Select(browser.find_element(By.ID, "lang")).select_by_value("en")
+
+
+def test_an_engineer_sees_models_and_the_outbox(
+    lab_server: LabServer, browser: Any, shots: Path
+) -> None:
+    sign_in(browser, lab_server.url, Role.engineer)
+    nav = [a.get_attribute("id") for a in browser.find_elements(By.CSS_SELECTOR, "#nav a")]
+    assert nav == ["nav-engineer"]
+    model = _wait(browser).until(
+        ec.visibility_of_element_located((By.CSS_SELECTOR, 'tr[data-model="labs_anomaly"]'))
+    )
+    assert "verified" in model.text and "ready" in model.text
+    assert browser.find_element(By.ID, "eng-no-dead").is_displayed()
+    browser.save_screenshot(str(shots / "engineer.png"))

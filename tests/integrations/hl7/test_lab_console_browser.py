@@ -30,9 +30,13 @@ from selenium.webdriver.support.select import Select  # noqa: E402
 
 
 def _row(driver: Any, table: str, specimen: str) -> Any:
-    rows = driver.find_elements(By.CSS_SELECTOR, f"#{table} tr")
-    found = [r for r in rows if specimen in r.text]
-    return found[0] if found else None
+    """The row of `specimen` in a table the console redraws live (found in one script,
+    so that a redraw between two WebDriver calls cannot leave a stale element)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(`#${arguments[0]} tr`)]"
+        ".find((r) => r.textContent.includes(arguments[1])) || null",
+        table, specimen,
+    )  # fmt: skip
 
 
 def test_a_critical_result_reaches_the_console_and_is_acknowledged(

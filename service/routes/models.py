@@ -64,7 +64,7 @@ def describe(served: ServedModel) -> dict[str, Any]:
         "metrics": card.metrics if card else {},
         "validation": validation_link(served),
         # the out-of-distribution gate's calibration, when the model has one
-        "ood": card.ood.model_dump(mode="json", exclude={"detection"}) if card and card.ood else None,
+        "ood": card.ood.model_dump(mode="json", exclude={"detection"}) if card and card.ood else None,  # noqa: E501
     }
 
 

@@ -26,9 +26,6 @@ from ..conftest import make_settings
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 RULES = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "aidx.json"
-# Added by the shadow-model work (issue 14, item 6) on its own branch: the rules and
-# the dashboard name it already. Empty this set once it is merged.
-PENDING = {"aidx_shadow_agreement"}
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"),
              "summary": ("_count", "_sum")}  # fmt: skip
 _METRIC = re.compile(r"\b((?:aidx|process)_[a-zA-Z0-9_]*)")
@@ -116,13 +113,12 @@ def test_every_dashboard_query_parses(tmp_path: Path) -> None:
 def test_dashboard_and_rules_name_only_metrics_the_app_exports(exported: set[str]) -> None:
     assert {"aidx_feedback_answers", "aidx_feedback_group_answers", "aidx_reports_total",
             "aidx_turnaround_seconds_bucket", "aidx_outbox_entries", "aidx_drift_alert",
-            "aidx_drift_psi"} <= exported  # fmt: skip
-    assert not PENDING & exported, "merged: empty PENDING"
+            "aidx_drift_psi", "aidx_shadow_agreement"} <= exported  # fmt: skip
     unknown = {
         (where, name)
         for where, expr in [*_dashboard_exprs(), *_rule_exprs()]
         for name in _METRIC.findall(expr)
-        if name not in exported | PENDING
+        if name not in exported
     }
     assert unknown == set()
 

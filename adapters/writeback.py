@@ -280,7 +280,6 @@ class Writeback:
             backoff=Backoff(outbox.backoff_base_s, outbox.backoff_max_s, outbox.max_attempts),
             poll_s=outbox.poll_s,
             lease_s=outbox.lease_s,
-            concurrency={PACS: outbox.pacs_concurrency},  # the rest: one at a time
             audit=audit,
             on_delivered=self.turnaround.delivered,
         )

@@ -234,12 +234,7 @@ class OutboxSettings(BaseModel):
     max_attempts: int = Field(default=20, ge=1)
     poll_s: float = Field(default=1.0, gt=0)
     # How long a claimed entry is a worker's: after a crash, its entries wait this long.
-    # Only entries being delivered are leased (one per delivery in flight).
     lease_s: float = Field(default=120.0, gt=0)
-    # Deliveries to the PACS in flight at once: its objects carry their own UIDs, so
-    # order and overlap do not matter. The EMR (FHIR conditional creates by identifier)
-    # and HL7 take one at a time: two bundles for one patient at once could each create it.
-    pacs_concurrency: int = Field(default=4, ge=1, le=32)
 
 
 class DicomSettings(BaseModel):

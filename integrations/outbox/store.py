@@ -172,16 +172,8 @@ class OutboxStore:
             return False
         return True
 
-    def claim_due(
-        self,
-        *,
-        lease_s: float,
-        limit: int,
-        destination: str | None = None,
-        now: float | None = None,
-    ) -> list[Entry]:
-        """Pending entries that are due and not leased (for `destination`, or any),
-        each leased to the caller.
+    def claim_due(self, *, lease_s: float, limit: int, now: float | None = None) -> list[Entry]:
+        """Pending entries that are due and not leased, each leased to the caller.
         The conditional UPDATE makes a claim exclusive among workers and replicas; on
         PostgreSQL the SELECT also locks its rows and skips rows another worker holds
         (FOR UPDATE SKIP LOCKED), so concurrent claimers neither wait on nor deadlock
@@ -192,8 +184,6 @@ class OutboxStore:
             outbox.c.next_attempt_at <= now,
             outbox.c.lease_until <= now,
         )
-        if destination is not None:
-            due = and_(due, outbox.c.destination == destination)
         claimed: list[Entry] = []
         with self.engine.begin() as conn:
             ids = conn.execute(

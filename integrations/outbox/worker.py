@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from aidx.inference.settings_sections import OutboxSettings
 from aidx.integrations.outbox.destinations import (
@@ -23,7 +21,6 @@ from aidx.integrations.outbox.destinations import (
 from aidx.integrations.outbox.store import Entry, OutboxStore, OutgoingObject
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 _DEFAULTS = OutboxSettings()  # one default per value: the settings' (AIDX_OUTBOX_*)
 
 
@@ -47,13 +44,6 @@ def describe(exc: BaseException) -> str:
 
 
 class OutboxWorker:
-    """One lane per destination, the lanes side by side: a slow EMR does not hold up
-    the PACS, and the build step's objects flow to both while the next report builds.
-    A lane delivers up to its destination's `concurrency` entries at once (default 1:
-    in order) and leases only the entries it is delivering, so a crash leaves at most
-    that many waiting for their lease. The lanes' blocking work runs in the worker's
-    own threads, never in the event loop's default pool that request handlers share."""
-
     def __init__(
         self,
         store: OutboxStore,
@@ -63,36 +53,20 @@ class OutboxWorker:
         poll_s: float = _DEFAULTS.poll_s,
         lease_s: float = _DEFAULTS.lease_s,
         batch: int = 16,
-        concurrency: Mapping[str, int] | None = None,
         audit: Any = None,
         on_delivered: Callable[[Entry], None] | None = None,
     ) -> None:
-        """`concurrency`: deliveries in flight per destination (absent: 1). `batch`: the
-        most entries `run_once` claims. `on_delivered` is told of each delivered entry
-        (in the worker's thread)."""
+        """`on_delivered` is told of each delivered entry (in the worker's thread)."""
         self.store = store
         self.destinations = dict(destinations)
         self.backoff = backoff or Backoff()
         self.poll_s = poll_s
         self.lease_s = lease_s
         self.batch = batch
-        self.concurrency = dict(concurrency or {})
         self.audit = audit  # an AuditLog: each delivery of patient data is recorded
         self.on_delivered = on_delivered
-        self._wakes = {name: asyncio.Event() for name in self.destinations}
-        self._pool = self._new_pool()
+        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-
-    def slots(self, destination: str) -> int:
-        return max(1, self.concurrency.get(destination, 1))
-
-    def _new_pool(self) -> ThreadPoolExecutor:
-        threads = sum(self.slots(name) for name in self.destinations) + len(self.destinations)
-        return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="outbox")
-
-    async def _in_thread(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(func, *args, **kwargs))
 
     async def enqueue(self, objects: list[OutgoingObject]) -> int:
         """Store objects durably (before the caller answers), then wake the worker."""
@@ -101,12 +75,11 @@ class OutboxWorker:
             if obj.destination not in self.destinations:
                 raise ValueError(f"no destination {obj.destination!r} is configured")
             added += await asyncio.to_thread(self.store.enqueue, obj)
-        self.wake()
+        self._wake.set()
         return added
 
     def wake(self) -> None:
-        for event in self._wakes.values():
-            event.set()
+        self._wake.set()
 
     def start(self) -> None:
         if self._task is None:
@@ -118,73 +91,26 @@ class OutboxWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-            # A delivery in flight finishes in its thread and records its outcome.
-            self._pool.shutdown(wait=False)
-            self._pool = self._new_pool()
 
     async def _run(self) -> None:
-        await asyncio.gather(*(self._lane(name) for name in self.destinations))
-
-    async def _lane(self, destination: str) -> None:
-        """Keep `destination`'s slots busy: claim as many due entries as slots are
-        free; claim again when a delivery ends, when woken, or after `poll_s`."""
-        wake = self._wakes[destination]
-        running: set[asyncio.Task[None]] = set()
-
-        def finished(task: asyncio.Task[None]) -> None:
-            running.discard(task)
-            wake.set()
-
-        try:
-            while True:
-                wake.clear()  # before claiming: an enqueue from now on wakes the wait
-                for entry in await self._claim(destination, self.slots(destination) - len(running)):
-                    task = asyncio.create_task(self._deliver_async(entry))
-                    running.add(task)
-                    task.add_done_callback(finished)
+        while True:
+            try:
+                delivered_any = await self.run_once()
+            except Exception:  # the store itself failed: keep the worker alive
+                log.exception("outbox: a pass failed")
+                delivered_any = False
+            if not delivered_any:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=self.poll_s)
-        finally:
-            for task in running:
-                task.cancel()
-
-    async def _claim(self, destination: str | None, limit: int) -> list[Entry]:
-        if limit <= 0:
-            return []
-        try:
-            return await self._in_thread(
-                self.store.claim_due, lease_s=self.lease_s, limit=limit, destination=destination
-            )
-        except Exception:  # the store itself failed: keep the worker alive
-            log.exception("outbox: claiming due entries failed")
-            return []
-
-    async def _deliver_async(self, entry: Entry) -> None:
-        try:
-            await self._in_thread(self._deliver, entry)
-        except Exception:  # recording the outcome failed: the lease runs out, it is redone
-            log.exception("outbox: recording a delivery's outcome failed")
-        # A delivery may queue follow-on work (the build step queues a report's objects).
-        self.wake()
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
+                self._wake.clear()
 
     async def run_once(self) -> bool:
-        """One pass: claim up to `batch` due entries and deliver them, each destination's
-        up to its `concurrency` at once. True if any was due."""
-        entries = await self._claim(None, self.batch)
-        by_destination: dict[str, list[Entry]] = {}
+        """One pass: deliver every due entry (a batch at a time). True if any was due."""
+        entries = await asyncio.to_thread(
+            self.store.claim_due, lease_s=self.lease_s, limit=self.batch
+        )
         for entry in entries:
-            by_destination.setdefault(entry.destination, []).append(entry)
-
-        async def deliver_all(destination: str, queue: list[Entry]) -> None:
-            gate = asyncio.Semaphore(self.slots(destination))
-
-            async def one(entry: Entry) -> None:
-                async with gate:
-                    await self._deliver_async(entry)
-
-            await asyncio.gather(*(one(entry) for entry in queue))
-
-        await asyncio.gather(*(deliver_all(d, q) for d, q in by_destination.items()))
+            await asyncio.to_thread(self._deliver, entry)
         return bool(entries)
 
     def _deliver(self, entry: Entry) -> None:

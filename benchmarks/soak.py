@@ -48,6 +48,7 @@ from pydicom.uid import generate_uid
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 from aidx.inference.settings import hash_key  # noqa: E402
+from aidx.integrations.fhir.resources import REPORT_SYSTEM  # noqa: E402
 from aidx.integrations.hl7.mllp import frame  # noqa: E402
 from aidx.pipelines.ct import synthetic  # noqa: E402
 from aidx.pipelines.wsi.phantom import make_layout, write_slide  # noqa: E402
@@ -79,15 +80,16 @@ class Inputs:
         self.ct = [pydicom.dcmread(p) for p in paths]
         self.labs = 0
 
-    def cxr(self) -> bytes:
+    def cxr(self) -> tuple[bytes, str]:
+        """A CR of a study of its own: (the file, its Study Instance UID)."""
         ds = self.cr
         ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         out = io.BytesIO()
         ds.save_as(out)
-        return out.getvalue()
+        return out.getvalue(), str(ds.StudyInstanceUID)
 
-    def ct_zip(self) -> bytes:
+    def ct_zip(self) -> tuple[bytes, str]:
         import zipfile
 
         study, series = generate_uid(), generate_uid()
@@ -99,7 +101,7 @@ class Inputs:
                 blob = io.BytesIO()
                 ds.save_as(blob)
                 archive.writestr(f"{i:03d}.dcm", blob.getvalue())
-        return out.getvalue()
+        return out.getvalue(), study
 
     def oru(self) -> bytes:
         self.labs += 1
@@ -119,6 +121,7 @@ class Server:
     port: int = field(default_factory=free_port)
     mllp_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    log_level: str = "warning"
 
     @property
     def url(self) -> str:
@@ -141,7 +144,7 @@ class Server:
     def start(self) -> None:
         log = (self.var.parent / "aidx.log").open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "aidx.service", "serve", "--log-level", "warning"],
+            [sys.executable, "-m", "aidx.service", "serve", "--log-level", self.log_level],
             env=self.env(), stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + 300
@@ -190,6 +193,7 @@ class Tally:
     retried: int = 0
     latencies_ms: dict[str, list[float]] = field(default_factory=dict)
     report_ids: dict[str, set[str]] = field(default_factory=lambda: {"cxr": set(), "ct": set()})
+    studies: set[str] = field(default_factory=set)  # each answered CXR/CT request's study
 
 
 async def mllp(port: int, message: bytes) -> bytes:
@@ -206,10 +210,11 @@ async def mllp(port: int, message: bytes) -> bytes:
 async def one(kind: str, server: Server, inputs: Inputs, client: httpx.AsyncClient,
               tally: Tally) -> None:  # fmt: skip
     """One request, retried with the same input when the server is gone (the kill)."""
+    study = None
     if kind == "cxr":
-        body = await asyncio.to_thread(inputs.cxr)
+        body, study = await asyncio.to_thread(inputs.cxr)
     elif kind == "ct":
-        body = await asyncio.to_thread(inputs.ct_zip)
+        body, study = await asyncio.to_thread(inputs.ct_zip)
     else:
         body = inputs.oru()
     tally.sent[kind] += 1
@@ -230,6 +235,8 @@ async def one(kind: str, server: Server, inputs: Inputs, client: httpx.AsyncClie
             tally.ok[kind] += 1
             if rid:
                 tally.report_ids[kind].add(rid)
+            if study:
+                tally.studies.add(study)
         else:
             tally.errors[f"{kind}: {ok}"] += 1
         return
@@ -291,13 +298,28 @@ async def open_loop(server: Server, inputs: Inputs, rate: float, seconds: float,
 
 
 async def sampler(server: Server, samples: list[dict[str, float]], phase: list[str]) -> None:
+    """RSS and open files every second; the outbox's pending entries every 5 s."""
     started = time.monotonic()
+    tick = 0
     while True:
         found = server.sample()
         if found is not None:
-            samples.append({"t_s": round(time.monotonic() - started, 1), "rss_mib": found[0],
-                            "open_files": found[1], "phase": phase[0]})  # fmt: skip
+            row = {"t_s": round(time.monotonic() - started, 1), "rss_mib": found[0],
+                   "open_files": found[1], "phase": phase[0]}  # fmt: skip
+            if tick % 5 == 0:
+                row["outbox_pending"] = await outbox_pending(server)
+            samples.append(row)
+        tick += 1
         await asyncio.sleep(1.0)
+
+
+async def outbox_pending(server: Server) -> dict[str, int] | None:
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            answer = await client.get(f"{server.url}/v1/outbox", headers=headers("engineer"))
+        return {d: int(c.get("pending", 0)) for d, c in answer.json()["destinations"].items()}
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None
 
 
 def rss_growth(samples: list[dict], phase: str, warmup: float) -> dict[str, float] | None:  # type: ignore[type-arg]
@@ -318,46 +340,104 @@ def wsi_slide(root: Path) -> Path:
     return write_slide(root / "soak.svs", layout)
 
 
-async def wsi_job(server: Server) -> str:
+async def wsi_job(server: Server) -> tuple[str, str | None]:
+    """The job's final state and its report's id."""
     async with httpx.AsyncClient(timeout=60) as client:
         answer = await client.post(f"{server.url}/v1/wsi/jobs", json={"slide_path": "soak.svs"},
                                    headers=headers("pathologist"))  # fmt: skip
         if answer.status_code != 202:
-            return f"submit: {answer.status_code} {answer.text[:100]}"
+            return f"submit: {answer.status_code} {answer.text[:100]}", None
         job_url = f"{server.url}/v1/wsi/jobs/{answer.json()['id']}"
         for _ in range(600):
-            state = (await client.get(job_url, headers=headers("pathologist"))).json()["state"]
-            if state not in ("queued", "running"):
-                return str(state)
+            job = (await client.get(job_url, headers=headers("pathologist"))).json()
+            if job["state"] not in ("queued", "running"):
+                return str(job["state"]), (job.get("report") or {}).get("id")
             await asyncio.sleep(1.0)
-    return "timed out"
+    return "timed out", None
 
 
-def drained(server: Server, wait_s: float = 300.0) -> dict:  # type: ignore[type-arg]
-    deadline = time.monotonic() + wait_s
-    while True:
-        state = httpx.get(f"{server.url}/v1/outbox", headers=headers("engineer"), timeout=30).json()
-        pending = sum(d.get("pending", 0) for d in state["destinations"].values())
-        if pending == 0 or time.monotonic() > deadline:
-            return dict(state["destinations"])
+def outbox_state(server: Server) -> dict[str, dict[str, object]]:
+    answer = httpx.get(f"{server.url}/v1/outbox", headers=headers("engineer"), timeout=60)
+    return dict(answer.json()["destinations"])
+
+
+def pending(state: dict[str, dict[str, object]]) -> int:
+    return sum(int(d.get("pending", 0)) for d in state.values())  # type: ignore[call-overload]
+
+
+def drain(server: Server, wait_s: float) -> dict[str, object]:
+    """Wait until the outbox has nothing pending (or `wait_s` passed): how long it took,
+    what was pending when the load stopped, and the objects delivered per second."""
+    started = time.monotonic()
+    state = outbox_state(server)
+    at_start = {name: d.get("pending", 0) for name, d in state.items()}
+    while pending(state) and time.monotonic() - started < wait_s:
         time.sleep(0.5)
+        state = outbox_state(server)
+    took = time.monotonic() - started
+    return {"drained": not pending(state), "drain_s": round(took, 1),
+            "pending_at_start": at_start,
+            "objects_per_s": round((sum(at_start.values()) - pending(state)) / took, 2)
+            if took > 0 else None,
+            "outbox": state}  # fmt: skip
 
 
-def exactly_once(server: Server, tally: Tally, slides: int) -> dict[str, object]:
-    """`slides`: whole-slide reports, one DiagnosticReport each (a TIFF: no PACS object)."""
-    outbox = drained(server)
-    reports = len(tally.report_ids["cxr"]) + len(tally.report_ids["ct"])
-    instances = httpx.get(f"{server.orthanc.url}/instances", timeout=60).json()
-    counted = httpx.get(f"{server.fhir.base_url}/DiagnosticReport",
-                        params={"_summary": "count"}, timeout=60).json()  # fmt: skip
-    failed = sum(d.get("failed", 0) for d in outbox.values())
-    return {
-        "reports": reports, "pacs_expected": 2 * reports, "pacs_found": len(instances),
-        "emr_expected": reports + slides, "emr_found": int(counted.get("total", -1)),
-        "outbox_failed": failed, "outbox": outbox,
-        "ok": len(instances) == 2 * reports and counted.get("total") == reports + slides
-        and not failed,
-    }  # fmt: skip
+def orthanc_instances(server: Server) -> list[tuple[str, str]]:
+    """(Study Instance UID, SOP Instance UID) of every instance Orthanc holds (QIDO-RS)."""
+    found = httpx.get(f"{server.orthanc.dicomweb}/instances", timeout=120,
+                      params={"includefield": "0020000D", "limit": "100000"})  # fmt: skip
+    found.raise_for_status()
+    rows = found.json() if found.content else []
+    return [(r["0020000D"]["Value"][0], r["00080018"]["Value"][0]) for r in rows]
+
+
+def fhir_report_identifiers(server: Server) -> list[str]:
+    """The aidx report identifier of every DiagnosticReport the FHIR server holds."""
+    values: list[str] = []
+    offset = 0
+    while True:
+        page = httpx.get(f"{server.fhir.base_url}/DiagnosticReport", timeout=120,
+                         params={"_count": "500", "_offset": str(offset)}).json()  # fmt: skip
+        entries = page.get("entry", [])
+        for entry in entries:
+            values += [i["value"] for i in entry["resource"].get("identifier", [])
+                       if i.get("system") == REPORT_SYSTEM]  # fmt: skip
+        if not entries:  # a server may cap _count below 500: read until a page is empty
+            return values
+        offset += len(entries)
+
+
+def tally_of(expected: set[str], found: list[str]) -> dict[str, object]:
+    """Each expected key found once? Missing, duplicated and unexpected keys."""
+    counts = Counter(found)
+    return {"expected": len(expected), "found": len(counts),
+            "missing": len(expected - set(counts)),
+            "duplicated": sum(1 for n in counts.values() if n > 1),
+            "unexpected": len(set(counts) - expected)}  # fmt: skip
+
+
+def exactly_once(server: Server, tally: Tally, wsi_reports: set[str],
+                 drain_s: float) -> dict[str, object]:  # fmt: skip
+    """PACS: each answered CXR/CT study holds exactly its 2 objects (SR + SC or SEG),
+    each SOP Instance UID once. EMR: one DiagnosticReport per report identifier (CXR,
+    CT and the slide's). The outbox: nothing pending, nothing dead."""
+    drained = drain(server, drain_s)
+    instances = orthanc_instances(server)
+    per_study = Counter(study for study, _ in instances)
+    pacs = tally_of(tally.studies, list(per_study))
+    pacs["duplicated"] = sum(1 for n in per_study.values() if n > 2)  # a study's 2, and more
+    pacs["instances"] = len(instances)
+    pacs["studies_not_2"] = sum(1 for s in tally.studies if per_study.get(s, 0) != 2)
+    pacs["duplicated_sop_uids"] = sum(1 for n in Counter(u for _, u in instances).values()
+                                      if n > 1)  # fmt: skip
+    reports = tally.report_ids["cxr"] | tally.report_ids["ct"] | wsi_reports
+    emr = tally_of(reports, fhir_report_identifiers(server))
+    outbox = drained["outbox"]
+    failed = sum(int(d.get("failed", 0)) for d in outbox.values())  # type: ignore[attr-defined]
+    ok = (drained["drained"] and not failed and not pacs["studies_not_2"]
+          and not pacs["duplicated_sop_uids"] and not pacs["unexpected"]
+          and not emr["missing"] and not emr["duplicated"] and not emr["unexpected"])  # fmt: skip
+    return {"ok": bool(ok), "pacs": pacs, "emr": emr, "outbox_failed": failed, **drained}
 
 
 async def soak(server: Server, inputs: Inputs, args: argparse.Namespace) -> dict:  # type: ignore[type-arg]
@@ -367,7 +447,7 @@ async def soak(server: Server, inputs: Inputs, args: argparse.Namespace) -> dict
     tally = Tally()  # the capacity's reports are written back too: counted alike
     capacity = await closed_loop(server, inputs, args.capacity_s, tally)
     rate = capacity * args.load
-    wsi: dict[str, asyncio.Task[str]] = {}
+    wsi: dict[str, asyncio.Task[tuple[str, str | None]]] = {}
     phase[0] = "first half"
     restart_s: list[float] = []
 
@@ -381,10 +461,11 @@ async def soak(server: Server, inputs: Inputs, args: argparse.Namespace) -> dict
         wsi["task"] = asyncio.create_task(wsi_job(server))
 
     await open_loop(server, inputs, rate, args.minutes * 60, tally, kill_and_restart)
-    wsi_state = await wsi["task"] if "task" in wsi else "not submitted"
+    wsi_state, wsi_report = await wsi["task"] if "task" in wsi else ("not submitted", None)
+    phase[0] = "drain"
+    wsi_reports = {wsi_report} if wsi_state == "succeeded" and wsi_report else set()
+    check = await asyncio.to_thread(exactly_once, server, tally, wsi_reports, args.drain_s)
     sampling.cancel()
-    slides = 1 if wsi_state == "succeeded" else 0
-    check = await asyncio.to_thread(exactly_once, server, tally, slides)
     return {
         "capacity_req_s": round(capacity, 2), "offered_req_s": round(rate, 2),
         "minutes": args.minutes, "sent": dict(tally.sent), "ok": dict(tally.ok),
@@ -409,9 +490,20 @@ def print_table(result: dict) -> None:  # type: ignore[type-arg]
     for phase, rss in result["rss"].items():
         print(f"RSS {phase}: {rss}")
     once = result["exactly_once"]
-    print(f"exactly once: {once['ok']} (reports {once['reports']}; PACS {once['pacs_found']}/"
-          f"{once['pacs_expected']}; EMR DiagnosticReport {once['emr_found']}/"
-          f"{once['emr_expected']}; outbox failed {once['outbox_failed']})")  # fmt: skip
+    print(f"drain: {'empty' if once['drained'] else 'NOT empty'} after {once['drain_s']} s "
+          f"({once['objects_per_s']} objects/s; pending when the load stopped: "
+          f"{once['pending_at_start']}); outbox failed {once['outbox_failed']}")  # fmt: skip
+    print(f"{'where':5} {'expected':>9} {'found':>6} {'missing':>8} {'duplicated':>11} "
+          f"{'unexpected':>11}")  # fmt: skip
+    for where, label in (("pacs", "studies"), ("emr", "reports")):
+        c = once[where]
+        print(f"{where:5} {c['expected']:>9} {c['found']:>6} {c['missing']:>8} "
+              f"{c['duplicated']:>11} {c['unexpected']:>11}  ({label})")  # fmt: skip
+    pacs = once["pacs"]
+    print(f"PACS: {pacs['instances']} instances; studies without exactly 2 objects: "
+          f"{pacs['studies_not_2']}; SOP Instance UIDs held twice: "
+          f"{pacs['duplicated_sop_uids']}")  # fmt: skip
+    print(f"exactly once: {once['ok']}")
 
 
 def in_private_netns() -> None:
@@ -432,8 +524,12 @@ def main() -> None:
     parser.add_argument("--load", type=float, default=0.7, help="fraction of capacity")
     parser.add_argument("--capacity-s", type=float, default=30.0, help="capacity measurement")
     parser.add_argument("--warmup", type=float, default=0.25, help="fraction of each half")
+    parser.add_argument("--drain-s", type=float, default=600.0,
+                        help="the most seconds to wait for the outbox to empty")  # fmt: skip
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/soak.json")
     parser.add_argument("--smoke", action="store_true", help="~30 s, to prove it runs")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, store)")
+    parser.add_argument("--server-log-level", default="warning")
     args = parser.parse_args()
     if args.smoke:
         args.minutes, args.capacity_s = 0.25, 4.0
@@ -445,7 +541,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="aidx-soak-"))
     orthanc = OrthancPeer(work / "orthanc").start()
     fhir = FhirPeer(work / "fhir").start()
-    server = Server(work / "var", work / "slides", orthanc, fhir)
+    server = Server(work / "var", work / "slides", orthanc, fhir, log_level=args.server_log_level)
     try:
         wsi_slide(server.slides)
         inputs = Inputs(work)
@@ -455,7 +551,10 @@ def main() -> None:
         server.stop()
         fhir.stop()
         orthanc.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     print_table(result)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

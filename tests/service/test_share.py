@@ -82,6 +82,10 @@ def test_a_link_opens_without_a_key_and_shows_the_findings(
     for finding in report["findings"]:
         assert f"finding.{finding['concept']['meaning']}" not in html  # translated
     assert "Pneumonia" in html and "%" in html
+    # scored under AIDX_OOD_POLICY=warn: the patient is told the image is unlike the
+    # training data before any finding
+    assert report["ood"]["status"] == "out_of_distribution"
+    assert 'id="share-ood"' in html and html.index("share-ood") < html.index("Pneumonia")
     patient_id = report["source"]["patient_id"]
     assert patient_id not in html and f"<dd>{masked_id(patient_id)}</dd>" in html
     assert not any(part in html for part in PATIENT_NAME_PARTS)

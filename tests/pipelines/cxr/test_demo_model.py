@@ -130,8 +130,10 @@ def test_card_front_matter(card: dict) -> None:
 
 
 def test_card_sha256_matches_the_file(card: dict) -> None:
-    assert set(card["files"]) == {"1/model.onnx", "1/ood.npz"}  # + the OOD reference
-    assert hashlib.sha256(ONNX_PATH.read_bytes()).hexdigest() == card["files"]["1/model.onnx"]
+    # the model, its OOD reference and its drift reference, each with its checksum
+    assert set(card["files"]) == {"1/model.onnx", "1/ood.npz", "1/drift.json"}
+    for name, sha256 in card["files"].items():
+        assert hashlib.sha256((MODEL_DIR / name).read_bytes()).hexdigest() == sha256, name
     assert ONNX_PATH.stat().st_size < 5_000_000
 
 

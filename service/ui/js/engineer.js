@@ -1,9 +1,9 @@
 // The engineer page: the models in service (version, state, provider, checksum, the
-// OOD gate's calibration), the outbox (per destination; dead entries with their
+// OOD gate's calibration, the latest validation report), the outbox (per destination; dead entries with their
 // reason, to retry or drop), and a few key numbers from /metrics.
 import { api, ApiError } from "./api.js";
 import { cell, span, status } from "./dom.js";
-import { t } from "./i18n.js";
+import { formatDateTime, t } from "./i18n.js";
 
 const KEY_METRICS = ["aidx_model_ready", "aidx_queue_depth", "aidx_outbox_entries", "aidx_feedback_answers"];
 
@@ -17,6 +17,18 @@ function ood(model) {
   return t("eng.ood_value", { threshold: model.ood.threshold.toFixed(3), frr });
 }
 
+function validation(model) {
+  const latest = model.validation;
+  if (!latest) return t("eng.validation_none");
+  const link = document.createElement("a");
+  link.href = latest.report_url;
+  link.target = "_blank";
+  link.rel = "noopener";
+  const verdict = t(latest.card_metrics_within_ci ? "eng.validation_ok" : "eng.validation_off");
+  link.textContent = `${formatDateTime(latest.created)} · n=${latest.items} · ${verdict}`;
+  return link;
+}
+
 function modelRow(model) {
   const tr = document.createElement("tr");
   tr.dataset.model = model.name;
@@ -24,7 +36,7 @@ function modelRow(model) {
   const where = [model.provider, model.device].filter(Boolean).join(" · ") || "—";
   tr.append(cell(model.name + (model.demo_weights ? ` (${t("eng.demo")})` : "")),
     cell(String(model.version)), cell(span(model.state, `state-${model.state}`)), cell(where),
-    cell(checksum), cell(ood(model)));
+    cell(checksum), cell(ood(model)), cell(validation(model)));
   return tr;
 }
 

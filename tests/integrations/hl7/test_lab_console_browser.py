@@ -102,5 +102,8 @@ def test_an_engineer_sees_models_and_the_outbox(
         ec.visibility_of_element_located((By.CSS_SELECTOR, 'tr[data-model="labs_anomaly"]'))
     )
     assert "verified" in model.text and "ready" in model.text
+    assert "card metrics reproduced" in model.text  # the latest validation, linked
+    link = model.find_element(By.CSS_SELECTOR, "a").get_attribute("href")
+    assert link.endswith("/v1/models/labs_anomaly/validation")
     assert browser.find_element(By.ID, "eng-no-dead").is_displayed()
     browser.save_screenshot(str(shots / "engineer.png"))

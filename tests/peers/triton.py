@@ -92,6 +92,9 @@ class TritonPeer:
         log = (self.workdir / "triton.log").open("ab")
         # The peer's venv, not aidx's: no VIRTUAL_ENV/PYTHONPATH leaking in.
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        # PyTriton prints tritonserver's lines from a thread: unbuffered, they reach the
+        # log as they happen (tests wait on "Signal (15) received").
+        env["PYTHONUNBUFFERED"] = "1"
         self.process = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )

@@ -1,6 +1,16 @@
 # aidx on a CUDA runtime base. onnxruntime-gpu 1.31 and torch 2.14.1 from PyPI are
 # built for CUDA 13 with cuDNN 9; the cuDNN/cuBLAS libraries also come with torch's
 # wheels and onnxruntime.preload_dlls() finds them.
+# The workspace's browser libraries (OpenSeadragon), pinned by the lock file, as
+# `make install` copies them: nothing from a CDN at run time.
+FROM node:22-bookworm-slim AS ui-vendor
+WORKDIR /ui
+COPY service/ui_vendor/package.json service/ui_vendor/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error \
+ && mkdir -p vendor \
+ && cp -R node_modules/openseadragon/build/openseadragon vendor/openseadragon \
+ && rm -f vendor/openseadragon/*.map
+
 FROM nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
 
 ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1
@@ -23,6 +33,7 @@ COPY pipelines pipelines
 COPY integrations integrations
 COPY adapters adapters
 COPY service service
+COPY --from=ui-vendor /ui/vendor service/ui/vendor
 RUN pip install --upgrade pip \
  && pip install torch==2.14.1 torchvision==0.29.1 \
  && pip install .

@@ -44,6 +44,7 @@ def evidence_value(outcome: ResultOutcome) -> dict[str, object]:
             "interpretation",
             "reference_low",
             "reference_high",
+            "reference_interval",
             "previous",
             "anomaly_contribution",
             "observation_id",

@@ -181,12 +181,15 @@ class Tables:
     """The catalogue as arrays, analytes along the last axis (index = `Catalogue.index`).
 
     NaN marks 'no such limit'. Reference tables are [sex (3), age band, analyte];
-    `ref_state` says why an interval is NaN (`RefState`)."""
+    `ref_state` says why an interval is NaN (`RefState`); `ref_index` names the
+    interval that filled a cell: its position in its analyte's `reference` list
+    (`NO_INTERVAL` where none did)."""
 
     age_edges_y: np.ndarray  # band b is [edges[b], edges[b+1])
     ref_low: np.ndarray
     ref_high: np.ndarray
     ref_state: np.ndarray  # [3, bands, K] int RefState
+    ref_index: np.ndarray  # [3, bands, K] int, into Analyte.reference; NO_INTERVAL: none
     age_dependent: np.ndarray  # [K] bool: the interval (or its absence) varies with age
     crit_low: np.ndarray
     crit_high: np.ndarray
@@ -203,9 +206,14 @@ class Tables:
         return np.clip(bands, 0, len(self.age_edges_y) - 2)
 
 
+NO_INTERVAL = -1
+
+
 class Catalogue(_Strict):
     version: str
     sources: dict[str, str]
+    # short names a technician reads beside an interval ("Harriet Lane"); default: the key
+    source_names: dict[str, str] = Field(default_factory=dict)
     analytes: list[Analyte]
 
     @model_validator(mode="after")
@@ -228,7 +236,13 @@ class Catalogue(_Strict):
             if a.plausible[0] >= a.plausible[1]:
                 raise ValueError(f"{a.key}: plausible range is empty")
             _check_age_bands(a)
+        unknown = sorted(set(self.source_names) - set(self.sources))
+        if unknown:
+            raise ValueError(f"source_names names unknown source(s) {unknown}")
         return self
+
+    def source_name(self, key: str) -> str:
+        return self.source_names.get(key, key)
 
     @cached_property
     def index(self) -> dict[str, int]:
@@ -300,28 +314,41 @@ def _bounds(interval: Interval | None) -> tuple[float, float]:
     return low, high
 
 
+def _position(analyte: Analyte, interval: Interval | None) -> int:
+    if interval is None:
+        return NO_INTERVAL
+    return next(n for n, i in enumerate(analyte.reference) if i is interval)
+
+
 def _reference_tables(
     analytes: list[Analyte], edges: list[float]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Low, high, RefState and the interval's position per [sex, band, analyte].
+
+    An unknown sex gets the interval both sexes share; where two sex-specific
+    intervals happen to have the same bounds, the female one is named."""
     bands, k = len(edges) - 1, len(analytes)
     low = np.full((3, bands, k), np.nan)
     high = np.full((3, bands, k), np.nan)
     state = np.full((3, bands, k), int(RefState.no_reference_interval), dtype=np.int64)
+    index = np.full((3, bands, k), NO_INTERVAL, dtype=np.int64)
     for j, analyte in enumerate(analytes):
         for b in range(bands):
             mid = (edges[b] + edges[b + 1]) / 2
             female, male = (_chosen(analyte, s, mid) for s in (Sex.female, Sex.male))
             for sex, interval in ((Sex.female, female), (Sex.male, male)):
                 low[sex, b, j], high[sex, b, j] = _bounds(interval)
+                index[sex, b, j] = _position(analyte, interval)
                 if interval is not None:
                     state[sex, b, j] = RefState.assessed
             if female is not None and _bounds(female) == _bounds(male):
                 low[Sex.unknown, b, j], high[Sex.unknown, b, j] = _bounds(female)
+                index[Sex.unknown, b, j] = index[Sex.female, b, j]
                 state[Sex.unknown, b, j] = RefState.assessed
             elif female is not None or male is not None:
                 # knowing the sex would select an interval: never the widest of both
                 state[Sex.unknown, b, j] = RefState.sex_unknown
-    return low, high, state
+    return low, high, state, index
 
 
 def _varies_with_age(low: np.ndarray, high: np.ndarray, state: np.ndarray) -> np.ndarray:
@@ -337,7 +364,7 @@ def _varies_with_age(low: np.ndarray, high: np.ndarray, state: np.ndarray) -> np
 
 def _build_tables(analytes: list[Analyte]) -> Tables:
     edges = sorted({0.0, 150.0} | {e for a in analytes for i in a.reference for e in i.age_y})
-    ref_low, ref_high, ref_state = _reference_tables(analytes, edges)
+    ref_low, ref_high, ref_state, ref_index = _reference_tables(analytes, edges)
 
     def column(get: Any) -> np.ndarray:
         return np.array([np.nan if (v := get(a)) is None else v for a in analytes], dtype=float)
@@ -347,6 +374,7 @@ def _build_tables(analytes: list[Analyte]) -> Tables:
         ref_low=ref_low,
         ref_high=ref_high,
         ref_state=ref_state,
+        ref_index=ref_index,
         age_dependent=_varies_with_age(ref_low, ref_high, ref_state),
         crit_low=column(lambda a: a.critical.low if a.critical else None),
         crit_high=column(lambda a: a.critical.high if a.critical else None),

@@ -11,6 +11,7 @@ import numpy as np
 from aidx.inference.reports import Coding
 from aidx.pipelines.labs.catalogue import Analyte, Delta
 from aidx.pipelines.labs.normalize import Normalized
+from aidx.pipelines.labs.reference import reference_label
 from aidx.pipelines.labs.rules import (
     EDTA_CA_WITHOUT_MG_ALP_MMOL_L,
     IV_CHLORIDE_MMOL_L,
@@ -23,6 +24,7 @@ from aidx.pipelines.labs.types import (
     Anomaly,
     Previous,
     Reason,
+    ReferenceInterval,
     ResultOutcome,
     ResultStatus,
     SpecimenOutcome,
@@ -75,9 +77,10 @@ def interpretation(bits: int, status: ResultStatus) -> str:
 
 
 def _limit_reasons(
-    a: Analyte, v: float, bits: int, ref_low: float, ref_high: float
+    a: Analyte, v: float, bits: int, ref: tuple[float, float], interval: ReferenceInterval | None
 ) -> list[Reason]:
-    """Why a value is flagged against its critical limits and reference interval."""
+    """Why a value is flagged against its critical limits and reference interval (the
+    latter named: its partition and source)."""
     reasons: list[Reason] = []
     unit, crit = a.unit, a.critical
     if bits & Rule.critical_high and crit is not None and crit.high is not None:
@@ -98,11 +101,12 @@ def _limit_reasons(
         )
     if bits & (Rule.high | Rule.low):
         side = "above" if bits & Rule.high else "below"
+        named = f" ({reference_label(interval)})" if interval is not None else ""
         reasons.append(
             Reason(
                 rule="high" if bits & Rule.high else "low",
                 message=f"{a.name} {_fmt(v)} {unit} is {side} the reference interval "
-                f"{_fmt(ref_low)}-{_fmt(ref_high)}",
+                f"{_fmt(ref[0])}-{_fmt(ref[1])}{named}",
             )
         )
     return reasons
@@ -123,7 +127,11 @@ def _delta_reason(a: Analyte, delta: Delta, v: float, previous: Previous) -> Rea
 
 
 def _result_reasons(
-    n: Normalized, bits: int, ref_low: float, ref_high: float, previous: Previous | None
+    n: Normalized,
+    bits: int,
+    ref: tuple[float, float],
+    interval: ReferenceInterval | None,
+    previous: Previous | None,
 ) -> list[Reason]:
     """A result that could not be screened: why; a screened one: each rule it broke."""
     a = n.analyte
@@ -131,7 +139,7 @@ def _result_reasons(
         return [Reason(rule=n.status.value, message=n.message or n.status.value)]
     if a is None or n.canonical is None:
         return []
-    reasons = _limit_reasons(a, n.canonical, bits, ref_low, ref_high)
+    reasons = _limit_reasons(a, n.canonical, bits, ref, interval)
     if bits & Rule.delta and previous is not None and a.delta is not None:
         reasons.append(_delta_reason(a, a.delta, n.canonical, previous))
     return reasons
@@ -144,9 +152,11 @@ def describe_result(
     ref_high: float,
     previous: Previous | None,
     contribution: float | None,
+    interval: ReferenceInterval | None = None,
 ) -> ResultOutcome:
+    """`interval`: the catalogue interval that gave `ref_low`/`ref_high`, if any."""
     a = n.analyte
-    reasons = _result_reasons(n, bits, ref_low, ref_high, previous)
+    reasons = _result_reasons(n, bits, (ref_low, ref_high), interval, previous)
     flags = rule_names(bits) if n.status is ResultStatus.screened else [n.status.value]
     return ResultOutcome(
         code=n.result.code,
@@ -162,6 +172,7 @@ def describe_result(
         reasons=reasons,
         reference_low=_finite(ref_low),
         reference_high=_finite(ref_high),
+        reference_interval=interval,
         previous=previous,
         anomaly_contribution=contribution,
         observation_id=n.result.observation_id,

@@ -5,7 +5,9 @@ validated as R4; Observations are grouped into specimens by Observation.specimen
 else by subject and effective time.
 Out: a Bundle with one Observation per screened result (interpretation from the v3
 ObservationInterpretation code system, reference range, reasons as notes) and one
-DetectedIssue per alert, implicating its Observations.
+DetectedIssue per alert, implicating its Observations. A reference range that is one
+of several by sex or age says which: `appliesTo` (SNOMED CT sex), `age`, and `text`
+naming the partition and the source.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from pydantic import ValidationError
 
 from aidx.inference.errors import Unprocessable
 from aidx.inference.reports import Coding
+from aidx.pipelines.labs.reference import ALL_AGES_Y, age_quantity, reference_label
 from aidx.pipelines.labs.types import (
     Comparator,
     LabResultIn,
     Reason,
+    ReferenceInterval,
     ResultOutcome,
     SpecimenIn,
     SpecimenOutcome,
@@ -34,6 +38,9 @@ UCUM = "http://unitsofmeasure.org"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 DETECTED_ISSUE_CATEGORY = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+SNOMED = "http://snomed.info/sct"
+# the referencerange-appliesto value set's sex concepts
+_SEX_CONCEPT = {"female": ("248152002", "Female"), "male": ("248153007", "Male")}
 _FHIR_NAMESPACE = uuid.UUID("7d0c5c9e-3f4b-4d1a-8f7e-2b6a9c1d4e53")
 _INTERPRETATION_TEXT = {
     "N": "Normal",
@@ -169,12 +176,39 @@ def _quantity(value: float, unit: str | None) -> dict[str, Any]:
     return {"value": value, "system": UCUM, "code": unit}
 
 
+def _age(interval: ReferenceInterval) -> dict[str, Any]:
+    """The ages [from, to) as a Range in the catalogue's own units (10 d, 18 a); an
+    end at birth or at the catalogue's last age is left open."""
+    age: dict[str, Any] = {}
+    for end, years in (("low", interval.age_from_y), ("high", interval.age_to_y)):
+        if years <= ALL_AGES_Y[0] or years >= ALL_AGES_Y[1]:
+            continue
+        value, unit = age_quantity(years)
+        age[end] = {"value": value, "unit": unit, "system": UCUM, "code": unit}
+    return age
+
+
+def _partition(interval: ReferenceInterval) -> dict[str, Any]:
+    """Whom the range applies to, where it is one of several by sex or age."""
+    if not interval.partitioned:
+        return {}
+    part: dict[str, Any] = {"text": reference_label(interval)}
+    if age := _age(interval):
+        part["age"] = age
+    if interval.sex in _SEX_CONCEPT:
+        code, display = _SEX_CONCEPT[interval.sex]
+        part["appliesTo"] = [{"coding": [{"system": SNOMED, "code": code, "display": display}]}]
+    return part
+
+
 def _reference_range(r: ResultOutcome) -> dict[str, Any]:
     rng: dict[str, Any] = {}
     if r.reference_low is not None:
         rng["low"] = _quantity(r.reference_low, r.unit_canonical)
     if r.reference_high is not None:
         rng["high"] = _quantity(r.reference_high, r.unit_canonical)
+    if r.reference_interval is not None:
+        rng.update(_partition(r.reference_interval))
     return rng
 
 

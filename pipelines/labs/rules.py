@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import chi2
 
-from aidx.pipelines.labs.catalogue import Catalogue, RefState, Tables
+from aidx.pipelines.labs.catalogue import NO_INTERVAL, Catalogue, RefState, Tables
 
 
 class Rule(enum.IntFlag):
@@ -103,6 +103,7 @@ class RuleOutcome:
     ref_low: np.ndarray  # [S, K]
     ref_high: np.ndarray  # [S, K]
     ref_state: np.ndarray  # [S, K] int RefState: whether an interval applies, else why
+    ref_index: np.ndarray  # [S, K] int: the interval applied (Tables.ref_index), else -1
     delta_valid: np.ndarray  # [S, K] bool: a previous result counts
     wbit_index: np.ndarray  # [S] the chi-squared statistic, NaN without markers
 
@@ -128,7 +129,7 @@ class RuleEngine:
         """`anomaly` [S, K] bool: analytes the model implicates; rows with any are flagged."""
         t = self.t
         v = batch.values
-        ref_low, ref_high, ref_state = reference_for(t, batch.sex, batch.age_y)
+        ref_low, ref_high, ref_state, ref_index = reference_for(t, batch.sex, batch.age_y)
         flags = np.zeros(v.shape, dtype=np.int64)
         with np.errstate(invalid="ignore"):
             flags |= np.where(v > t.crit_high, int(Rule.critical_high), 0)
@@ -153,7 +154,9 @@ class RuleEngine:
             rows = anomaly.any(axis=1)
             specimen |= np.where(rows, int(Rule.multivariate_anomaly), 0)
             flags |= np.where(anomaly, int(Rule.multivariate_anomaly), 0)
-        return RuleOutcome(flags, specimen, ref_low, ref_high, ref_state, delta_valid, wbit_index)
+        return RuleOutcome(
+            flags, specimen, ref_low, ref_high, ref_state, ref_index, delta_valid, wbit_index
+        )
 
     @staticmethod
     def _mark(
@@ -264,16 +267,23 @@ class RuleEngine:
 
 def reference_for(
     t: Tables, sex: np.ndarray, age_y: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """[S, K] low, high and RefState for each patient: NaN bounds where no interval
-    applies (no band for the age and sex, the sex unknown where the sexes differ, the
-    age unknown where the interval depends on age)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """[S, K] low, high, RefState and the applied interval (`Tables.ref_index`) for
+    each patient: NaN bounds and NO_INTERVAL where no interval applies (no band for
+    the age and sex, the sex unknown where the sexes differ, the age unknown where the
+    interval depends on age)."""
     known_age = ~np.isnan(age_y)
     bands = t.age_band(np.where(known_age, age_y, 0.0))
     low, high, state = t.ref_low[sex, bands], t.ref_high[sex, bands], t.ref_state[sex, bands]
+    index = t.ref_index[sex, bands]
     no_age = ~known_age[:, None] & t.age_dependent[None, :]
     state = np.where(no_age, int(RefState.age_unknown), state)
-    return np.where(no_age, np.nan, low), np.where(no_age, np.nan, high), state
+    return (
+        np.where(no_age, np.nan, low),
+        np.where(no_age, np.nan, high),
+        state,
+        np.where(no_age, NO_INTERVAL, index),
+    )
 
 
 def rule_names(bits: int) -> list[str]:

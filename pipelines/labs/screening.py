@@ -36,6 +36,7 @@ from aidx.pipelines.labs.normalize import (
     is_final,
     normalize_specimen,
 )
+from aidx.pipelines.labs.reference import AppliedIntervals
 from aidx.pipelines.labs.rules import (
     CRITICAL,
     REVIEW,
@@ -116,6 +117,7 @@ class LabScreener:
         self.catalogue = catalogue
         self.store = store
         self.rules = RuleEngine(catalogue)
+        self.intervals = AppliedIntervals(catalogue)
         self.anomaly = AnomalyClient(models, catalogue)
         self.hub = hub or AlertHub()
         self._max_validity_s = float(np.nanmax(catalogue.tables.validity_h)) * 3600
@@ -247,6 +249,7 @@ class LabScreener:
             float(anomaly.contributions[i, column])
             if anomaly is not None and anomaly.scored[i]
             else None,
+            self.intervals.get(column, int(ruled.ref_index[i, column])),
         )
         outcome.comparator = n.result.comparator
         state = RefState(int(ruled.ref_state[i, column]))

@@ -6,7 +6,7 @@ import enum
 from datetime import UTC, datetime
 from typing import TypeAlias
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aidx.inference.assessment import NotAssessed, NotAssessedReason
 from aidx.inference.reports import Coding, ModelRef
@@ -91,6 +91,24 @@ class Previous(BaseModel):
     specimen_id: str
 
 
+class ReferenceInterval(BaseModel):
+    """The catalogue interval a result was judged against: its bounds (None: open),
+    the partition it belongs to (sex, ages [from, to)) and the source it cites."""
+
+    model_config = ConfigDict(frozen=True)
+
+    low: float | None
+    high: float | None
+    sex: str = Field(description="any, male or female")
+    age_from_y: float
+    age_to_y: float
+    partitioned: bool = Field(description="True: the interval is one of several by sex or age")
+    partition: str = Field(description='e.g. "child 10 d-18 y", "female adult from 18 y"')
+    source: str = Field(description="the catalogue's source key, e.g. harriet_lane")
+    source_name: str = Field(description='short, e.g. "Harriet Lane"')
+    source_citation: str
+
+
 class ResultOutcome(BaseModel):
     code: str
     concept: Coding | None
@@ -106,6 +124,9 @@ class ResultOutcome(BaseModel):
     reasons: list[Reason] = Field(default_factory=list)
     reference_low: float | None = None
     reference_high: float | None = None
+    reference_interval: ReferenceInterval | None = Field(
+        default=None, description="the interval applied; None: none applied (see why)"
+    )
     previous: Previous | None = None
     anomaly_contribution: float | None = None
     observation_id: str | None = None

@@ -101,10 +101,59 @@ async function loadOpen() {
   }
 }
 
+// Which interval applied, as the catalogue partitions them (sex, age band): the same
+// words as the server's reasons ("child 10 d–18 y"), in the chosen language.
+const NEWBORN_Y = 1 / 12;
+const ADULT_Y = 18;
+const LAST_AGE_Y = 150;
+const EPS_Y = 1e-6;
+const AGE_UNITS = [["y", 1], ["mo", 1 / 12], ["d", 1 / 365.25], ["h", 1 / 8766]];
+
+function ageText(years) {
+  for (const [unit, per] of AGE_UNITS) {
+    const count = years / per;
+    if (Math.abs(count - Math.round(count)) < 1e-6 * Math.max(1, count)) {
+      return t(`labs.age.${unit}`, { n: Math.round(count) });
+    }
+  }
+  return t("labs.age.y", { n: years.toFixed(2) });
+}
+
+function ages(from, to) {
+  const fromBirth = from <= EPS_Y;
+  const onwards = to >= LAST_AGE_Y - EPS_Y;
+  if (fromBirth && onwards) return t("labs.ages.all");
+  if (fromBirth) return t("labs.ages.under", { age: ageText(to) });
+  if (onwards) return t("labs.ages.from", { age: ageText(from) });
+  return t("labs.ages.between", { from: ageText(from), to: ageText(to) });
+}
+
+function group(from, to) {
+  if (to <= NEWBORN_Y + EPS_Y) return t("labs.group.newborn");
+  if (to <= ADULT_Y + EPS_Y) return t("labs.group.child");
+  return from >= ADULT_Y - EPS_Y ? t("labs.group.adult") : "";
+}
+
+function partition(interval) {
+  const sex = interval.sex === "any" ? "" : label("labs.sex", interval.sex);
+  const words = [sex, group(interval.age_from_y, interval.age_to_y),
+    ages(interval.age_from_y, interval.age_to_y)];
+  return words.filter(Boolean).join(" ");
+}
+
 function reference(value) {
   const low = value.reference_low ?? "";
   const high = value.reference_high ?? "";
-  return low === "" && high === "" ? "—" : `${low}–${high} ${value.unit_canonical ?? value.unit ?? ""}`;
+  if (low === "" && high === "") return ["—"];
+  const range = `${low}–${high} ${value.unit_canonical ?? value.unit ?? ""}`;
+  const interval = value.reference_interval;
+  if (!interval) return [range];
+  const applies = span(
+    t("labs.reference.applies", { partition: partition(interval), source: interval.source_name }),
+    "reference-interval",
+  );
+  applies.title = interval.source_citation; // the full citation on hover
+  return [range, document.createElement("br"), applies];
 }
 
 function previous(value) {
@@ -119,7 +168,7 @@ function valueRow(value) {
   const flag = value.interpretation ? ` (${value.interpretation})` : "";
   const reason = value.not_assessed_message ? ` — ${value.not_assessed_message}` : "";
   tr.append(cell(value.analyte ?? value.code ?? "—"), cell(`${shown}${flag}${reason}`),
-    cell(reference(value)), cell(previous(value)));
+    cell(...reference(value)), cell(previous(value)));
   return tr;
 }
 

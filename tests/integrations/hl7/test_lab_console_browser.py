@@ -1,7 +1,8 @@
 """The lab technician's console and the engineer page in a real browser (headless
 Chromium, Selenium) against a real `aidx serve` with its MLLP listener: a critical
 result sent over MLLP appears in the console within 2 s, its detail shows the values
-with the reference interval used, and it is acknowledged with a reason; a review
+with the reference interval used (which partition, from which source: a child's is the
+paediatric band), and it is acknowledged with a reason; a review
 specimen lands in the review queue; an engineer sees models and the outbox."""
 
 from __future__ import annotations
@@ -57,10 +58,9 @@ def test_a_critical_result_reaches_the_console_and_is_acknowledged(
     browser.save_screenshot(str(shots / "lab-console.png"))
 
     row.click()
-    values = _wait(browser).until(
-        ec.visibility_of_element_located((By.ID, "labs-detail-values"))
-    )
+    values = _wait(browser).until(ec.visibility_of_element_located((By.ID, "labs-detail-values")))
     assert "7.4" in values.text and "3.5–5.1" in values.text  # the interval used
+    assert "adult from 18 y · source: Mayo Clinic" in values.text  # which one, from where
     form = browser.find_element(By.ID, "labs-ack")
     form.find_element(By.NAME, "reason").send_keys("called ward 4, doctor informed")
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
@@ -75,6 +75,33 @@ def test_a_critical_result_reaches_the_console_and_is_acknowledged(
     assert [(a["acked_by"], a["ack_reason"]) for a in acked] == [
         ("lab-1", "called ward 4, doctor informed")
     ]
+
+
+def test_a_childs_detail_names_the_paediatric_interval_and_its_source(
+    lab_server: LabServer, browser: Any
+) -> None:
+    sign_in(browser, lab_server.url, Role.lab)
+    five_years_old = critical_message("UI-CH", "MRN-UICH", "SPC-UICH").replace(
+        b"|19750412|", b"|20210215|"
+    )  # collected 2026-03-01
+    assert send(lab_server, five_years_old).msa.msa_1.value == "AA"
+    row = _wait(browser).until(lambda d: _row(d, "labs-alerts", "SPC-UICH"))
+    assert "potassium" in row.text  # the critical potassium, the specimen's only alert
+    row.click()
+    values = _wait(browser).until(ec.visibility_of_element_located((By.ID, "labs-detail-values")))
+    _wait(browser).until(lambda _: "SPC-UICH" in browser.find_element(By.ID, "labs-detail").text)
+    potassium = next(r for r in values.find_elements(By.TAG_NAME, "tr") if "potassium" in r.text)
+    assert "3.5–5 mmol/L" in potassium.text  # the child's band, not the adult 3.5–5.1
+    assert "child 10 d–18 y · source: Harriet Lane" in potassium.text
+    cited = potassium.find_element(By.CSS_SELECTOR, ".reference-interval").get_attribute("title")
+    assert cited.startswith("The Harriet Lane Handbook")
+
+    Select(browser.find_element(By.ID, "lang")).select_by_value("vi")
+    _wait(browser).until(lambda d: "Hàng đợi xem xét" in d.page_source)
+    _wait(browser).until(lambda d: _row(d, "labs-alerts", "SPC-UICH")).click()
+    in_vietnamese = "trẻ em từ 10 ngày đến 18 tuổi · nguồn: Harriet Lane"
+    _wait(browser).until(lambda d: in_vietnamese in d.find_element(By.ID, "labs-detail").text)
+    Select(browser.find_element(By.ID, "lang")).select_by_value("en")
 
 
 def test_a_review_specimen_is_in_the_review_queue_in_vietnamese(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -99,7 +99,7 @@ class ReferenceInterval(BaseModel):
 
     low: float | None
     high: float | None
-    sex: str = Field(description="any, male or female")
+    sex: Literal["any", "male", "female"]
     age_from_y: float
     age_to_y: float
     partitioned: bool = Field(description="True: the interval is one of several by sex or age")

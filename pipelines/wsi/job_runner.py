@@ -140,11 +140,14 @@ class JobRunner:
         self._tasks[job.id] = task
         task.add_done_callback(lambda _task: self._tasks.pop(job.id, None))
 
-    def cancel(self, job_id: str) -> Job:
-        job = self.store.get(job_id)
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a queued or running job; the store and the disk are reached from
+        worker threads (deleting a large upload takes a while)."""
+        job = await asyncio.to_thread(self.store.get, job_id)
         if job.state in ACTIVE:
             self._cancel_requested.add(job_id)
-            self.store.update(
+            await asyncio.to_thread(
+                self.store.update,
                 job_id,
                 only_if=ACTIVE,
                 state=JobState.cancelled,
@@ -155,9 +158,10 @@ class JobRunner:
             task = self._tasks.get(job_id)
             if task is not None:
                 task.cancel()  # its end releases the upload
-            else:  # queued by a process that has since stopped
-                self._release_upload(job_id)
-        return self.store.get(job_id)
+            else:  # queued by a process that has since stopped, or ended meanwhile
+                self._cancel_requested.discard(job_id)
+                await asyncio.to_thread(self._release_upload, job_id)
+        return await asyncio.to_thread(self.store.get, job_id)
 
     async def stop(self) -> None:
         """Stop running jobs; they are recorded as interrupted, not lost."""

@@ -242,7 +242,7 @@ async def cancel_job(
 ) -> WsiJob:
     """Cancel a queued or running job; a finished one is returned unchanged."""
     with _audit(svc, who, "wsi.job.cancel", f"wsi-job/{job_id}"):
-        job = _runner(svc).cancel(job_id)
+        job = await _runner(svc).cancel(job_id)
     return _view(svc, job)
 
 

@@ -75,6 +75,13 @@ class ServiceMetrics:
             "DeepZoom tiles sent to the slide viewer",
             registry=r,
         )
+        self.wsi_uploads_swept = Counter(
+            "aidx_wsi_uploads_swept",
+            "Uploaded slides a replica left behind, deleted by the sweep, by reason "
+            "(abandoned: no job names it; job_ended)",
+            ["reason"],
+            registry=r,
+        )
         self.model_ready = Gauge(
             "aidx_model_ready", "1 when a model is loaded and warmed", ["model"], registry=r
         )

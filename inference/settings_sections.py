@@ -163,6 +163,11 @@ class WsiSettings(BaseModel):
     readers: int = Field(default=0, ge=0)  # tile reader threads per job; 0: cores / 2
     max_running_jobs: int = Field(default=1, ge=1)
     upload_retention: UploadRetention = UploadRetention.delete_when_done
+    # Uploads a dead replica left (pipelines/wsi/upload_sweep.py): at start-up and every
+    # `upload_sweep_s`, those not written for `upload_stale_s` whose job has ended, or
+    # that no job names, are deleted; a queued or running job's never.
+    upload_stale_s: float = Field(default=6 * 3600.0, gt=0)
+    upload_sweep_s: float = Field(default=600.0, gt=0)
     # Replicas sharing the store: each refreshes its jobs' heartbeat every interval, and
     # fails (`interrupted`) any job whose heartbeat is older than the stale limit: its
     # replica died. The limit spans missed beats, not one slow write.

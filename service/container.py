@@ -28,6 +28,7 @@ from aidx.inference.reports import Report, ReportStore
 from aidx.inference.repository import ModelEntry
 from aidx.inference.serving import ModelService
 from aidx.inference.settings import Settings
+from aidx.inference.settings_sections import UploadRetention
 from aidx.inference.shadow_store import ShadowCollector, ShadowStore
 from aidx.inference.store import create_store
 from aidx.integrations.dicom.pull import DicomwebPuller, puller_from
@@ -38,6 +39,7 @@ from aidx.pipelines.cxr.pipeline import CxrPipeline
 from aidx.pipelines.wsi.deepzoom import DeepZoomSlides
 from aidx.pipelines.wsi.job_runner import JobRunner
 from aidx.pipelines.wsi.job_store import JobStore
+from aidx.pipelines.wsi.upload_sweep import UploadSweeper
 from aidx.service.access import AccessGate
 from aidx.service.auth import KeyRing, keyring_for
 from aidx.service.sessions import SessionStore
@@ -120,6 +122,7 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
         JobStore(db), models, reports, max_running=wsi.max_running_jobs, readers=wsi.readers,
         links=wsi_links, heartbeat_s=wsi.job_heartbeat_s, stale_s=wsi.job_stale_s,
         on_report=writeback.submit_slide if settings.writeback else None,
+        sweeper=_upload_sweeper(settings, JobStore(db), audit, metrics),
     )  # fmt: skip
     keyring = keyring_for(settings)
     sessions = SessionStore(db, settings.ui.session_ttl_s)
@@ -137,6 +140,16 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
         feedback=Feedback(FeedbackStore(db), reports, labs.store, report_index),
         report_index=report_index, sessions=sessions, drift=drift,
         shares=ShareStore(db, share_secret(settings.ui.share_secret, settings.var_dir)),
+    )  # fmt: skip
+
+
+def _upload_sweeper(
+    settings: Settings, store: JobStore, audit: AuditLog, metrics: ServiceMetrics
+) -> UploadSweeper:
+    wsi = settings.wsi
+    return UploadSweeper(
+        store, settings.var_dir, stale_s=wsi.upload_stale_s, every_s=wsi.upload_sweep_s,
+        keep_ended=wsi.upload_retention is UploadRetention.keep, audit=audit, metrics=metrics,
     )  # fmt: skip
 
 

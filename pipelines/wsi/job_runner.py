@@ -4,7 +4,8 @@ A job survives its client's disconnect (it runs as its own task, not the request
 Progress is written to the store at most every `PROGRESS_EVERY_S`. The runner keeps
 this replica's jobs alive (`heartbeat_s`) and fails those of replicas that stopped
 beating (`stale_s`): the protocol is described in job_store.py. An uploaded slide
-is deleted once its job has ended, unless AIDX_WSI_UPLOAD_RETENTION=keep.
+is deleted once its job has ended, unless AIDX_WSI_UPLOAD_RETENTION=keep; what a
+replica that died left behind is swept (upload_sweep.py) at start-up and periodically.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from aidx.pipelines.wsi.intake import release_slide
 from aidx.pipelines.wsi.job_store import ACTIVE, INTERRUPTED, Job, JobState, JobStore
 from aidx.pipelines.wsi.pipeline import SlideInput, WsiPipeline
 from aidx.pipelines.wsi.slide import check_request_mpp, describe
+from aidx.pipelines.wsi.upload_sweep import UploadSweeper
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.5
@@ -39,7 +41,9 @@ class JobRunner:
     """Runs jobs as asyncio tasks, at most `max_running` at a time, and keeps their
     heartbeat. `heartbeat_s` and `stale_s` default to the service's settings
     (AIDX_WSI_JOB_HEARTBEAT_S, AIDX_WSI_JOB_STALE_S). `on_report` is given each saved
-    report and its slide before the job succeeds (the service queues the write-back)."""
+    report and its slide before the job succeeds (the service queues the write-back).
+    `sweeper`, if given, runs at start-up (once stale jobs are failed) and every
+    `sweeper.every_s`."""
 
     def __init__(
         self,
@@ -53,6 +57,7 @@ class JobRunner:
         heartbeat_s: float | None = None,
         stale_s: float | None = None,
         on_report: Callable[[Report, Path], Awaitable[object]] | None = None,
+        sweeper: UploadSweeper | None = None,
     ) -> None:
         wsi = models.settings.wsi
         self.heartbeat_s = heartbeat_s or wsi.job_heartbeat_s
@@ -68,7 +73,8 @@ class JobRunner:
         self._slots = asyncio.Semaphore(max_running)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancel_requested: set[str] = set()
-        self._beating: asyncio.Task[None] | None = None
+        self.sweeper = sweeper
+        self._background: list[asyncio.Task[None]] = []
 
     def start(self) -> int:
         """Fail the jobs that lost their replica, then keep this replica's alive
@@ -76,9 +82,11 @@ class JobRunner:
         interrupted = self.store.fail_stale(self.stale_s)
         if interrupted:
             log.warning("%d whole-slide job(s) lost their replica: interrupted", interrupted)
-        self._beating = asyncio.get_running_loop().create_task(
-            self._keep_alive(), name="wsi-job-heartbeat"
-        )
+        loop = asyncio.get_running_loop()
+        self._background = [loop.create_task(self._keep_alive(), name="wsi-job-heartbeat")]
+        if self.sweeper is not None:
+            sweeping = loop.create_task(self._sweep(self.sweeper), name="wsi-upload-sweep")
+            self._background.append(sweeping)
         return interrupted
 
     async def _keep_alive(self) -> None:
@@ -94,6 +102,15 @@ class JobRunner:
                 continue
             if lost:
                 log.warning("%d whole-slide job(s) lost their replica: interrupted", lost)
+
+    @staticmethod
+    async def _sweep(sweeper: UploadSweeper) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(sweeper.sweep)
+            except Exception as exc:  # the database or the disk, for a moment: next time
+                log.warning("whole-slide upload sweep failed: %s", type(exc).__name__)
+            await asyncio.sleep(sweeper.every_s)
 
     async def submit_slide(
         self,
@@ -123,11 +140,14 @@ class JobRunner:
         self._tasks[job.id] = task
         task.add_done_callback(lambda _task: self._tasks.pop(job.id, None))
 
-    def cancel(self, job_id: str) -> Job:
-        job = self.store.get(job_id)
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a queued or running job; the store and the disk are reached from
+        worker threads (deleting a large upload takes a while)."""
+        job = await asyncio.to_thread(self.store.get, job_id)
         if job.state in ACTIVE:
             self._cancel_requested.add(job_id)
-            self.store.update(
+            await asyncio.to_thread(
+                self.store.update,
                 job_id,
                 only_if=ACTIVE,
                 state=JobState.cancelled,
@@ -138,16 +158,17 @@ class JobRunner:
             task = self._tasks.get(job_id)
             if task is not None:
                 task.cancel()  # its end releases the upload
-            else:  # queued by a process that has since stopped
-                self._release_upload(job_id)
-        return self.store.get(job_id)
+            else:  # queued by a process that has since stopped, or ended meanwhile
+                self._cancel_requested.discard(job_id)
+                await asyncio.to_thread(self._release_upload, job_id)
+        return await asyncio.to_thread(self.store.get, job_id)
 
     async def stop(self) -> None:
         """Stop running jobs; they are recorded as interrupted, not lost."""
-        if self._beating is not None:
-            self._beating.cancel()
-            await asyncio.gather(self._beating, return_exceptions=True)
-            self._beating = None
+        for background in self._background:
+            background.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background = []
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()

@@ -150,6 +150,20 @@ class JobStore:
             paths = [Path(p) for p in conn.execute(query).scalars()]
         return next((p for p in paths if p.is_file()), None)
 
+    def upload_states(self, upload: Path) -> list[JobState]:
+        """The states of the jobs of an upload: a file aidx received, or a DICOM series
+        folder (its jobs read a file inside it). Empty if no job names it."""
+        under = f"{upload}{os.sep}"
+        query = select(wsi_jobs.c.state).where(
+            wsi_jobs.c.uploaded.is_(True),
+            or_(
+                wsi_jobs.c.slide_path == str(upload),
+                wsi_jobs.c.slide_path.startswith(under, autoescape=True),
+            ),
+        )
+        with self.engine.connect() as conn:
+            return [JobState(state) for state in conn.execute(query).scalars()]
+
     def update(self, job_id: str, *, only_if: tuple[JobState, ...] = (), **values: Any) -> bool:
         """Set columns; with `only_if`, only while the job is in one of those states
         (so a late progress write never revives a cancelled job). True if it applied."""

@@ -178,8 +178,8 @@ async def submit_job(
                 params=params, submitted_by=who.name,
             )  # fmt: skip
         except Exception:
-            if uploaded:
-                path.unlink(missing_ok=True)
+            if uploaded:  # off the loop: unlinking a large file takes a while
+                await asyncio.to_thread(path.unlink, missing_ok=True)
             raise
     response.headers["Location"] = f"/v1/wsi/jobs/{job.id}"
     return _view(svc, job)
@@ -242,7 +242,7 @@ async def cancel_job(
 ) -> WsiJob:
     """Cancel a queued or running job; a finished one is returned unchanged."""
     with _audit(svc, who, "wsi.job.cancel", f"wsi-job/{job_id}"):
-        job = _runner(svc).cancel(job_id)
+        job = await _runner(svc).cancel(job_id)
     return _view(svc, job)
 
 

@@ -105,13 +105,23 @@ class OutboxWorker:
                 self._wake.clear()
 
     async def run_once(self) -> bool:
-        """One pass: deliver every due entry (a batch at a time). True if any was due."""
+        """One pass: deliver every due entry (a batch at a time). True if any was due.
+        Each destination's entries go in order in a thread of their own, so a slow
+        peer (an EMR taking seconds per bundle) does not hold back the others."""
         entries = await asyncio.to_thread(
             self.store.claim_due, lease_s=self.lease_s, limit=self.batch
         )
+        lanes: dict[str, list[Entry]] = {}
         for entry in entries:
-            await asyncio.to_thread(self._deliver, entry)
+            lanes.setdefault(entry.destination, []).append(entry)
+        await asyncio.gather(
+            *(asyncio.to_thread(self._deliver_in_order, lane) for lane in lanes.values())
+        )
         return bool(entries)
+
+    def _deliver_in_order(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            self._deliver(entry)
 
     def _deliver(self, entry: Entry) -> None:
         destination = self.destinations.get(entry.destination)

@@ -39,17 +39,19 @@ def _analyse_during_an_outage(
         answer = client.post("/v1/cxr", content=data, headers=cxr_headers())
         assert answer.status_code == 200, answer.text
         # Both peers are down: the entries wait, with the reason visible per destination.
+        # (Destinations are tried side by side: wait until every entry has had its try.)
         state = wait_until(
             lambda: (
                 (s := outbox(client))["destinations"].get("emr", {}).get("last_error")
                 and s["destinations"].get("pacs", {}).get("last_error")
+                and s["destinations"]["pacs"]["pending"] == 2
+                and all(e["attempts"] >= 1 for e in s["entries"])
                 and s
             ),
-            what="failed attempts",
+            what="a failed attempt at every entry",
         )
         assert state["destinations"]["pacs"]["pending"] == 2  # SR + overlay SC
         assert state["destinations"]["emr"]["pending"] == 1
-        assert all(e["attempts"] >= 1 for e in state["entries"])
         assert "payload" not in state["entries"][0]
         return dict(answer.json())
     finally:

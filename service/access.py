@@ -27,6 +27,9 @@ from aidx.service.auth import KeyRing, Principal, presented_key
 from aidx.service.sessions import SESSION_COOKIE, SessionStore
 
 ANONYMOUS = "anonymous"
+# Where a request's principal is kept once authenticated: the body limits (limits.py)
+# authenticate before the body, the route's dependency then finds it, not a second check.
+_PRINCIPAL = "aidx.principal"
 # Which roles read the reports of each pipeline (admin reads every report).
 REPORT_READERS: dict[str, frozenset[Role]] = {
     "cxr": frozenset({Role.radiologist}),
@@ -67,7 +70,14 @@ class AccessGate:
 
     async def authenticate_request(self, request: Request) -> Principal:
         """By the API key presented; without one, by the workspace's session cookie
-        (whose state-changing requests must echo its CSRF token). Refusals audited."""
+        (whose state-changing requests must echo its CSRF token). Refusals audited.
+        Once per request: a second call answers the principal the first found."""
+        known: Principal | None = request.scope.get(_PRINCIPAL)
+        if known is None:
+            known = request.scope[_PRINCIPAL] = await self._authenticate_request(request)
+        return known
+
+    async def _authenticate_request(self, request: Request) -> Principal:
         token = request.cookies.get(SESSION_COOKIE)
         if self.sessions is None or not token or presented_key(request):
             return self.authenticate(request)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from prometheus_client import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aidx.inference.metrics import ServiceMetrics
@@ -48,6 +49,7 @@ class RequestCounter:
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._counters: dict[tuple[str, int], Counter] = {}  # labels() per request costs
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -63,8 +65,14 @@ class RequestCounter:
         try:
             await self.app(scope, receive, send_counting)
         finally:
-            path = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(path, str(status["code"])).inc()
+            self._counter(getattr(scope.get("route"), "path", "unmatched"), status["code"]).inc()
+
+    def _counter(self, path: str, status: int) -> Counter:
+        key = (path, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.metrics.requests.labels(path, str(status))
+        return counter
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

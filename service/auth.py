@@ -30,6 +30,10 @@ class KeyRing:
     def __init__(self, keys: list[ApiKey], *, enforce_policy: bool = False) -> None:
         self.enforce_policy = enforce_policy
         self._by_hash: dict[str, ApiKey] = {}
+        # digests of presented keys that matched and passed the policy: a key in use is
+        # checked once, not on every request (only configured keys can get in, so the
+        # cache is as small as the key list; it holds digests, never keys)
+        self._accepted: dict[str, Principal] = {}
         for key in keys:
             seen = self._by_hash.setdefault(key.key_sha256, key)
             if seen is not key:
@@ -43,13 +47,18 @@ class KeyRing:
             raise Unauthorized(
                 "an API key is required (Authorization: Bearer <key>)", code="missing_api_key"
             )
-        principal = self.identify_digest(hash_key(presented))
+        digest = hash_key(presented)
+        accepted = self._accepted.get(digest)
+        if accepted is not None:
+            return accepted
+        principal = self.identify_digest(digest)
         why = weakness(presented) if self.enforce_policy else None
         if why is not None:
             raise Unauthorized(
                 f"the API key is too weak for production ({why}); the policy: {POLICY}",
                 code="weak_api_key",
             )
+        self._accepted[digest] = principal
         return principal
 
     def identify_digest(self, digest: str) -> Principal:

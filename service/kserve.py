@@ -9,6 +9,7 @@ framing for outputs that ask for `binary_data`.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -74,7 +75,7 @@ def decode_tensor(spec: dict[str, Any], blob: memoryview | None) -> np.ndarray:
     or from its raw little-endian bytes; gRPC's tensors are decoded here too."""
     name, datatype = spec.get("name"), spec.get("datatype")
     shape = _shape_of(spec)
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     if datatype == "BYTES":
         if blob is not None:
             values: list[Any] = _decode_bytes_tensor(bytes(blob))

@@ -327,9 +327,9 @@ def rss_growth(samples: list[dict], phase: str, warmup: float) -> dict[str, floa
     rows = [s for s in samples if s["phase"] == phase]
     if len(rows) < 4:
         return None
-    after = rows[int(len(rows) * warmup):]
+    after = rows[int(len(rows) * warmup) :]
     base = statistics.median(r["rss_mib"] for r in after[: max(1, len(after) // 10)])
-    end = statistics.median(r["rss_mib"] for r in after[-max(1, len(after) // 10):])
+    end = statistics.median(r["rss_mib"] for r in after[-max(1, len(after) // 10) :])
     return {"warm_rss_mib": round(base, 1), "end_rss_mib": round(end, 1),
             "growth_pct": round(100 * (end - base) / base, 2),
             "max_open_files": max(r["open_files"] for r in rows)}  # fmt: skip
@@ -510,9 +510,7 @@ def in_private_netns() -> None:
     """Re-run this script under `unshare -n` (loopback only) unless already there."""
     if os.environ.get("AIDX_SOAK_NETNS") == "1" or shutil.which("unshare") is None:
         return
-    command = f"ip link set lo up && exec {sys.executable} " + " ".join(
-        f"'{a}'" for a in sys.argv
-    )
+    command = f"ip link set lo up && exec {sys.executable} " + " ".join(f"'{a}'" for a in sys.argv)
     env = {**os.environ, "AIDX_SOAK_NETNS": "1"}
     raise SystemExit(subprocess.call(["unshare", "-n", "bash", "-c", command], env=env))
 

@@ -3,8 +3,9 @@ onnxruntime backend vs aidx with AIDX_BACKEND=triton on a real Triton Inference
 Server, at concurrency 1/8/32; plus the Triton server alone (tritonclient straight to
 it, no aidx) as the floor of the remote path.
 
-    python benchmarks/triton.py            # ~5 minutes on 2 cores
-    python benchmarks/triton.py --smoke    # seconds; proves it still works
+    python benchmarks/triton.py              # ~5 minutes on 2 cores
+    python benchmarks/triton.py --densenet   # also DenseNet-121 rows (~4 minutes more)
+    python benchmarks/triton.py --smoke      # seconds; proves it still works
 
 The Triton server is tests/peers/pytriton_peer.py under `.peers/pytriton` (`make
 peers`): Triton 2.51 from nvidia-pytriton 0.7.0, Python backend, an onnxruntime
@@ -19,6 +20,11 @@ Rows: "/v1/cxr" is DICOM end to end (decode, preprocess, model, findings);
 Triton server, over HTTP and over gRPC. `batch` is aidx's mean batch (its /metrics);
 `triton batch` is Triton's mean executed batch (nv_inference_count /
 nv_inference_exec_count); `srv cpu` is aidx's process CPU per request (core-ms).
+With --densenet, the production-sized torchxrayvision DenseNet-121 (`aidx models
+export-xrv`, untrained weights: the same compute as real ones; needs `aidx[xrv]`) is
+exported to a temporary repository and measured beside the demo model: aidx in-process
+over HTTP and gRPC, and the Triton server alone over HTTP and gRPC, rows marked
+"· xrv_densenet".
 Closed loop: each of C clients sends its next request when the last one returns.
 Prints one table and saves JSON (benchmarks/results/triton.json; with --smoke only
 when --out is given).
@@ -33,6 +39,7 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -180,20 +187,24 @@ async def measure(
     backend: str,
     peer: TritonPeer,
     args: argparse.Namespace,
-    dicom: bytes,
+    dicom: bytes | None,
+    model: str,
 ) -> list[Row]:
+    """aidx's rows at each concurrency; `dicom` None: /v2 only (no /v1/cxr rows)."""
     rows = []
     for concurrency in args.concurrency:
         for path, sweep in (
-            ("/v1/cxr", lambda c: sweep_v1(url, DEV_KEY, args.model, dicom, c, args.seconds)),
-            ("/v2 infer", lambda c: sweep_v2(url, DEV_KEY, args.model, c, args.seconds)),
+            ("/v1/cxr", lambda c: sweep_v1(url, DEV_KEY, model, dicom, c, args.seconds)),
+            ("/v2 infer", lambda c: sweep_v2(url, DEV_KEY, model, c, args.seconds)),
             ("/v2 gRPC", lambda c: sweep_grpc(
-                grpc_url, args.model, c, args.seconds, path="/v2 gRPC", key=DEV_KEY,
+                grpc_url, model, c, args.seconds, path="/v2 gRPC", key=DEV_KEY,
                 metrics_url=url)),
         ):  # fmt: skip
-            before = triton_counters(peer, args.model)
+            if path == "/v1/cxr" and dicom is None:
+                continue
+            before = triton_counters(peer, model)
             row = await sweep(concurrency)
-            after = triton_counters(peer, args.model)
+            after = triton_counters(peer, model)
             extra = dict(row.extra)
             if after[1] > before[1]:
                 extra["triton_mean_batch"] = (after[0] - before[0]) / (after[1] - before[1])
@@ -203,7 +214,7 @@ async def measure(
 
 def print_table(rows: list[Row]) -> None:
     print(
-        f"\n{'path':34} {'conc':>5} {'reqs':>6} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
+        f"\n{'path':50} {'conc':>5} {'reqs':>6} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
         f"{'p99 ms':>8} {'batch':>6} {'triton batch':>12} {'srv cpu':>8}"
     )
     for r in rows:
@@ -212,7 +223,7 @@ def print_table(rows: list[Row]) -> None:
         cpu = r.extra.get("server_cpu_ms_per_req")
         cpu_shown = f"{cpu:>8.2f}" if cpu is not None else f"{'':>8}"
         print(
-            f"{r.path:34} {r.concurrency:>5} {r.requests:>6} {r.throughput_rps:>8.1f} "
+            f"{r.path:50} {r.concurrency:>5} {r.requests:>6} {r.throughput_rps:>8.1f} "
             f"{r.p50_ms:>8.1f} {r.p95_ms:>8.1f} {r.p99_ms:>8.1f} {r.mean_batch:>6.1f} {shown} "
             f"{cpu_shown}"
         )
@@ -235,6 +246,7 @@ def summarize(rows: list[Row]) -> dict[str, object]:
                 remote.p50_ms - local.p50_ms, 1
             )
     summary |= aidx_against_triton(by_key)
+    summary |= aidx_against_triton(by_key, f" · {XRV}")
     return summary
 
 
@@ -242,37 +254,65 @@ TRITON_ALONE = {"/v2 infer": "Triton alone (tritonclient)",
                 "/v2 gRPC": "Triton alone (tritonclient gRPC)"}  # fmt: skip
 
 
-def aidx_against_triton(by_key: dict[tuple[str, int], Row]) -> dict[str, object]:
+def aidx_against_triton(by_key: dict[tuple[str, int], Row], suffix: str = "") -> dict[str, object]:
     """aidx in-process over the Triton server alone, same protocol and concurrency:
-    above 1, aidx serves more requests per second than Triton on these cores."""
+    above 1, aidx serves more requests per second than Triton on these cores.
+    `suffix`: the rows of another model (" · xrv_densenet")."""
     summary: dict[str, object] = {}
     for path, triton_path in TRITON_ALONE.items():
         for (name, concurrency), triton in sorted(by_key.items()):
-            aidx = by_key.get((f"{path} · aidx in-process", concurrency))
-            if name != triton_path or aidx is None:
+            aidx = by_key.get((f"{path} · aidx in-process{suffix}", concurrency))
+            if name != triton_path + suffix or aidx is None:
                 continue
-            summary[f"{path} c={concurrency} aidx/Triton throughput"] = round(
+            summary[f"{path}{suffix} c={concurrency} aidx/Triton throughput"] = round(
                 aidx.throughput_rps / triton.throughput_rps, 2
             )
     return summary
 
 
-def triton_alone(peer: TritonPeer, args: argparse.Namespace) -> list[Row]:
+def triton_alone(peer: TritonPeer, args: argparse.Namespace, model: str) -> list[Row]:
     """tritonclient straight to the Triton server, HTTP then gRPC, at each concurrency."""
     rows = []
     for concurrency in args.concurrency:
         for sweep in (
-            lambda c: sweep_triton_direct(peer, args.model, c, args.seconds),
-            lambda c: sweep_grpc(peer.grpc_url, args.model, c, args.seconds,
+            lambda c: sweep_triton_direct(peer, model, c, args.seconds),
+            lambda c: sweep_grpc(peer.grpc_url, model, c, args.seconds,
                                  path=TRITON_ALONE["/v2 gRPC"]),
         ):  # fmt: skip
-            before = triton_counters(peer, args.model)
+            before = triton_counters(peer, model)
             row = asyncio.run(sweep(concurrency))
-            after = triton_counters(peer, args.model)
+            after = triton_counters(peer, model)
             if after[1] > before[1]:
                 row.extra["triton_mean_batch"] = (after[0] - before[0]) / (after[1] - before[1])
             rows.append(row)
     return rows
+
+
+XRV = "xrv_densenet"
+
+
+def densenet_rows(args: argparse.Namespace) -> list[Row]:
+    """DenseNet-121 (exported to a temporary repository): aidx in-process over HTTP and
+    gRPC, then the Triton server alone over both, each row marked with the model."""
+    from aidx.pipelines.cxr.xrv_export import export_xrv  # torch: only when asked
+
+    with tempfile.TemporaryDirectory(prefix="aidx-xrv-") as folder:
+        repository = Path(folder)
+        export_xrv(repository / XRV, weights=None)
+        peer = TritonPeer(repository, only=[XRV]).start()
+        grpc_port = free_port()
+        grpc_url = f"127.0.0.1:{grpc_port}"
+        try:
+            with (
+                environment(AIDX_ENABLED_MODELS=json.dumps([XRV]), AIDX_GRPC_PORT=str(grpc_port)),
+                service(XRV, {"AIDX_MODEL_REPOSITORY": str(repository)}) as url,
+            ):
+                local = asyncio.run(measure(url, grpc_url, "in-process", peer, args, None, XRV))
+            alone = triton_alone(peer, args, XRV)
+        finally:
+            peer.stop()
+            shutil.rmtree(peer.workdir, ignore_errors=True)
+    return [replace(r, path=f"{r.path} · {XRV}") for r in local + alone]
 
 
 def main() -> None:
@@ -286,6 +326,9 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/triton.json")
     parser.add_argument("--smoke", action="store_true", help="a few seconds, to prove it runs")
+    parser.add_argument(
+        "--densenet", action="store_true", help="also DenseNet-121 rows (slow; needs aidx[xrv])"
+    )
     args = parser.parse_args()
     if args.smoke:
         args.seconds, args.concurrency = 0.3, [1, 4]
@@ -303,19 +346,23 @@ def main() -> None:
             AIDX_ENABLED_MODELS=json.dumps([args.model]), AIDX_GRPC_PORT=str(grpc_port)
         ):
             with service(args.model) as url:
-                local = asyncio.run(measure(url, grpc_url, "in-process", peer, args, dicom))
+                local = asyncio.run(
+                    measure(url, grpc_url, "in-process", peer, args, dicom, args.model)
+                )
             with (
                 environment(
                     AIDX_BACKEND="triton", AIDX_TRITON_URL=peer.url, AIDX_TRITON_POLL_S="1"
                 ),
                 service(args.model) as url,
             ):
-                remote = asyncio.run(measure(url, grpc_url, "→ Triton", peer, args, dicom))
-        alone = triton_alone(peer, args)
+                remote = asyncio.run(
+                    measure(url, grpc_url, "→ Triton", peer, args, dicom, args.model)
+                )
+        alone = triton_alone(peer, args, args.model)
     finally:
         peer.stop()
         shutil.rmtree(peer.workdir, ignore_errors=True)
-    rows = local + remote + alone
+    rows = local + remote + alone + (densenet_rows(args) if args.densenet else [])
     print_table(rows)
     summary = summarize(rows)
     print("\n" + "\n".join(f"{k}: {v}" for k, v in summary.items()))
@@ -327,6 +374,7 @@ def main() -> None:
         json.dumps(
             {
                 "model": args.model,
+                "models": [args.model, *([XRV] if args.densenet else [])],
                 "machine": {
                     "cpu_count": os.cpu_count(),
                     "platform": platform.platform(),

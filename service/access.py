@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 from fastapi import Request
 from limits import RateLimitItemPerSecond
@@ -30,6 +31,9 @@ ANONYMOUS = "anonymous"
 # Where a request's principal is kept once authenticated: the body limits (limits.py)
 # authenticate before the body, the route's dependency then finds it, not a second check.
 _PRINCIPAL = "aidx.principal"
+# What a refusal names: "METHOD /path", or how to make it (request.url is costly to
+# build, and most requests are never refused)
+Resource = str | Callable[[], str]
 # Which roles read the reports of each pipeline (admin reads every report).
 REPORT_READERS: dict[str, frozenset[Role]] = {
     "cxr": frozenset({Role.radiologist}),
@@ -93,10 +97,10 @@ class AccessGate:
 
     def authenticate(self, request: Request) -> Principal:
         return self.authenticate_key(
-            presented_key(request), client_address(request), _resource(request)
+            presented_key(request), client_address(request), lambda: _resource(request)
         )
 
-    def authenticate_key(self, presented: str | None, client: str, resource: str) -> Principal:
+    def authenticate_key(self, presented: str | None, client: str, resource: Resource) -> Principal:
         """The principal of a presented key, for any transport (HTTP, gRPC): a wrong
         key counts against its client's address, every refusal is recorded."""
         if not self._limiter.test(self._failures, "auth", client):
@@ -126,10 +130,10 @@ class AccessGate:
         self._limiter.hit(self._failures, "auth", client)
 
     def authorize(self, request: Request, who: Principal, allowed: frozenset[Role]) -> None:
-        self.authorize_call(who, allowed, client_address(request), _resource(request))
+        self.authorize_call(who, allowed, client_address(request), lambda: _resource(request))
 
     def authorize_call(
-        self, who: Principal, allowed: frozenset[Role], client: str, resource: str
+        self, who: Principal, allowed: frozenset[Role], client: str, resource: Resource
     ) -> None:
         if who.role is Role.admin or who.role in allowed:
             return
@@ -165,7 +169,7 @@ class AccessGate:
                 f"role {who.role.value!r} may not mark requests STAT", code="stat_not_allowed"
             )
 
-    def _throttled(self, resource: str, client: str) -> AuthThrottled:
+    def _throttled(self, resource: Resource, client: str) -> AuthThrottled:
         stats = self._limiter.get_window_stats(self._failures, "auth", client)
         retry_after_s = max(1, math.ceil(stats.reset_time - time.time()))
         if self._limiter.hit(self._throttle_noted, "throttled", client):
@@ -175,12 +179,12 @@ class AccessGate:
             retry_after_s=retry_after_s,
         )
 
-    def _refusal(self, resource: str, actor: str, role: str, code: str, client: str) -> None:
+    def _refusal(self, resource: Resource, actor: str, role: str, code: str, client: str) -> None:
         self.audit.record(
             actor=actor,
             role=role,
             action="access.refused",
-            resource=resource,
+            resource=resource if isinstance(resource, str) else resource(),
             outcome=code,
             client=client,
         )

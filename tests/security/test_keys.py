@@ -89,3 +89,18 @@ def test_keys_new_makes_a_key_that_passes_and_its_entry() -> None:
     key = result.output.split("key (shown once): ")[1].split()[0]
     assert weakness(key) is None and hash_key(key) in result.output
     assert '"role": "radiologist"' in result.output
+
+
+def test_a_key_checked_once_is_answered_from_its_digest_and_a_weak_one_never() -> None:
+    strong, weak = secrets.token_urlsafe(32), "ab" * 32
+    ring = KeyRing(
+        [_key("strong", Role.engineer, strong), _key("weak", Role.lab, weak)], enforce_policy=True
+    )
+    assert ring.identify(strong) is ring.identify(strong)  # the second from the cache
+    assert strong not in repr(vars(ring))  # the cache holds digests, never keys
+    for _ in range(2):  # refused each time: a weak key is never cached
+        with pytest.raises(Unauthorized, match="too weak"):
+            ring.identify(weak)
+    with pytest.raises(Unauthorized) as refused:
+        ring.identify(strong[:-1] + ("A" if strong[-1] != "A" else "B"))
+    assert refused.value.code == "invalid_api_key"

@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -294,11 +295,12 @@ XRV = "xrv_densenet"
 def densenet_rows(args: argparse.Namespace) -> list[Row]:
     """DenseNet-121 (exported to a temporary repository): aidx in-process over HTTP and
     gRPC, then the Triton server alone over both, each row marked with the model."""
-    from aidx.pipelines.cxr.xrv_export import export_xrv  # torch: only when asked
-
     with tempfile.TemporaryDirectory(prefix="aidx-xrv-") as folder:
         repository = Path(folder)
-        export_xrv(repository / XRV, weights=None)
+        # in a process of its own: torch probes for a package named `triton`, which in
+        # this one is this script
+        export = [sys.executable, "-m", "aidx.service", "models", "export-xrv"]
+        subprocess.run([*export, "--repository", folder, "--name", XRV], check=True, cwd=ROOT)
         peer = TritonPeer(repository, only=[XRV]).start()
         grpc_port = free_port()
         grpc_url = f"127.0.0.1:{grpc_port}"

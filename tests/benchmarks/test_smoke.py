@@ -38,6 +38,12 @@ def test_batching_benchmark_runs(tmp_path: Path) -> None:
     assert all(row["requests"] > 0 for row in saved["rows"])
 
 
+def test_v2_cost_benchmark_runs(tmp_path: Path) -> None:
+    saved = smoke("v2_cost.py", tmp_path / "v2_cost.json")
+    (row,) = saved["rows"]
+    assert row["requests"] > 0 and row["server_cpu_ms_per_req"] > 0 < row["model_cpu_ms_per_item"]
+
+
 def test_labs_benchmark_runs(tmp_path: Path) -> None:
     smoke("labs.py", tmp_path / "labs.json")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
@@ -41,14 +41,45 @@ def _tracked(items: Iterable[T], total: int | None, console: Console) -> Iterabl
     return track(items, total=total, description="analysing", console=console)
 
 
+MakeAnalyser = Callable[[ModelService, Settings, ReportStore], "Analyser[Any]"]
+
+
+def _cxr(service: ModelService, settings: Settings, reports: ReportStore) -> Analyser[Any]:
+    from aidx.pipelines.cxr.pipeline import CxrPipeline
+
+    return CxrPipeline(service, reports, CpuStage(1), settings.ood_policy)
+
+
+def _ct(service: ModelService, settings: Settings, reports: ReportStore) -> Analyser[Any]:
+    from aidx.pipelines.ct.pipeline import CtPipeline
+
+    return CtPipeline(service, reports, CpuStage(1), settings.ood_policy)
+
+
+class _SlideReports:
+    """The WSI pipeline as an analyser of reports (its evidence files are not kept)."""
+
+    def __init__(self, service: ModelService) -> None:
+        from aidx.pipelines.wsi.pipeline import WsiPipeline
+
+        self.pipeline = WsiPipeline(service)
+
+    async def analyze(self, data: Any) -> Report:
+        return (await self.pipeline.analyze(data)).report
+
+
+def _wsi(service: ModelService, settings: Settings, reports: ReportStore) -> Analyser[Any]:
+    return _SlideReports(service)
+
+
 @dataclass(frozen=True)
 class ImagingInputs:
     """An imaging pipeline's reference inputs: its `drift_sets` module (with
     `folder_inputs(folder)` and `synthetic_inputs(seed, n)`, each giving the inputs
-    and what they are) and its pipeline class (made as the service makes it)."""
+    and what they are) and how its pipeline is made (as the service makes it)."""
 
     package: str  # e.g. aidx.pipelines.cxr
-    pipeline_class: str  # in <package>.pipeline
+    make: MakeAnalyser
 
     def inputs(self, dataset: Path | None, synthetic: int | None, seed: int) -> Inputs:
         sets = importlib.import_module(f"{self.package}.drift_sets")
@@ -56,20 +87,12 @@ class ImagingInputs:
             return cast(Inputs, sets.folder_inputs(dataset))
         return cast(Inputs, sets.synthetic_inputs(seed, synthetic or 0))
 
-    def pipeline(
-        self, service: ModelService, settings: Settings, reports: ReportStore
-    ) -> Analyser[Any]:
-        module = importlib.import_module(f"{self.package}.pipeline")
-        made = getattr(module, self.pipeline_class)(
-            service, reports, CpuStage(1), settings.ood_policy
-        )
-        return cast(Analyser[Any], made)
-
 
 # imported on use: each pulls its own stack
 IMAGING: dict[Pipeline, ImagingInputs] = {
-    Pipeline.cxr: ImagingInputs("aidx.pipelines.cxr", "CxrPipeline"),
-    Pipeline.ct: ImagingInputs("aidx.pipelines.ct", "CtPipeline"),
+    Pipeline.cxr: ImagingInputs("aidx.pipelines.cxr", _cxr),
+    Pipeline.ct: ImagingInputs("aidx.pipelines.ct", _ct),
+    Pipeline.wsi: ImagingInputs("aidx.pipelines.wsi", _wsi),
 }
 
 
@@ -108,7 +131,7 @@ async def _imaging(
 ) -> tuple[list[Observation], str]:
     inputs, what = imaging.inputs(dataset, synthetic, seed)
     with tempfile.TemporaryDirectory() as tmp:
-        pipeline = imaging.pipeline(service, settings, ReportStore(Path(tmp)))
+        pipeline = imaging.make(service, settings, ReportStore(Path(tmp)))
         found = await _analysed(pipeline, inputs, synthetic, console)
     return found, what
 

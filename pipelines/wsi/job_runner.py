@@ -44,8 +44,9 @@ class JobRunner:
     heartbeat. `heartbeat_s` and `stale_s` default to the service's settings
     (AIDX_WSI_JOB_HEARTBEAT_S, AIDX_WSI_JOB_STALE_S). `on_report` is given each saved
     report and its slide before the job succeeds (the service queues the write-back);
-    `observe` is told each report's received-to-analysed seconds. `sweeper`, if given,
-    runs at start-up (once stale jobs are failed) and every `sweeper.every_s`."""
+    `observe` is told each report's received-to-analysed seconds; `watch` is given each
+    saved report (drift monitoring). `sweeper`, if given, runs at start-up (once stale
+    jobs are failed) and every `sweeper.every_s`."""
 
     def __init__(
         self,
@@ -61,6 +62,7 @@ class JobRunner:
         on_report: Callable[[Report, Path], Awaitable[object]] | None = None,
         sweeper: UploadSweeper | None = None,
         observe: ObserveTurnaround | None = None,
+        watch: Callable[[Report], None] | None = None,
     ) -> None:
         wsi = models.settings.wsi
         self.heartbeat_s = heartbeat_s or wsi.job_heartbeat_s
@@ -74,6 +76,7 @@ class JobRunner:
         self.links = links
         self.on_report = on_report
         self.observe = observe
+        self.watch = watch  # drift monitoring: DriftMonitor.watch
         self._slots = asyncio.Semaphore(max_running)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancel_requested: set[str] = set()
@@ -239,6 +242,16 @@ class JobRunner:
         await asyncio.to_thread(self.reports.save, report, files)
         if self.on_report is not None:
             await self.on_report(report, slide_path)
+        if self.watch is not None:
+            await asyncio.to_thread(self._watched, report)
+
+    def _watched(self, report: Report) -> None:
+        """Monitoring never fails a job: a store that refuses the row is logged."""
+        assert self.watch is not None
+        try:
+            self.watch(report)
+        except Exception:
+            log.exception("wsi: the drift observation was not kept")
 
     async def _analyse(self, job_id: str) -> None:
         job = self.store.get(job_id)

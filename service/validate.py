@@ -193,15 +193,9 @@ def validate(
     shadow_number = vs.shadow_version(settings, entry, shadow)
     attributes = [*ev.SUBGROUP_ATTRIBUTES, *kit.extra_subgroups, *(subgroup or [])]
     with tempfile.TemporaryDirectory() as tmp:
-        if synthetic is not None:
-            dataset = keep_dataset or Path(tmp)
-            console.print(f"writing {synthetic} held-out items (recipe seed {seed}) to {dataset}")
-            labels = kit.write_heldout(dataset, synthetic, seed)
-            source = f"recipe held-out set, seed {seed}, first {synthetic} items"
-        elif dataset is None or labels is None:
-            raise typer.BadParameter("give --dataset and --labels, or --synthetic N")
-        else:
-            source = str(dataset)
+        dataset, labels, source = _inputs(
+            kit, dataset, labels, synthetic=synthetic, seed=seed, folder=keep_dataset or Path(tmp)
+        )
         timer = ComputeTimer()
         scored = asyncio.run(score_dataset(vs.pinned(settings, model, None), kit, dataset, timer))
         report = build_report(
@@ -209,14 +203,48 @@ def validate(
             resamples=resamples, attributes=attributes,
         )  # fmt: skip
         serving = vs.version_of(entry, scored, timer, labels)
-        candidate = None
-        if shadow_number is not None:
-            shadow_entry = vs.load_shadow_entry(entry, shadow_number)
-            candidate = score_shadow(settings, kit, dataset, labels, shadow_entry)
-    report = vs.with_shadow_sections(
+        report = with_shadow(report, settings, kit, serving, shadow_number, (dataset, labels))
+    _print_summary(report, write_report(out or folder(entry.directory), report))
+
+
+def _inputs(
+    kit: ValidationKit,
+    dataset: Path | None,
+    labels: Path | None,
+    *,
+    synthetic: int | None,
+    seed: int,
+    folder: Path,
+) -> tuple[Path, Path, str]:
+    """The dataset, its labels and what it is: the one given, or the recipe's first
+    `synthetic` held-out items written to `folder`."""
+    if synthetic is not None:
+        console.print(f"writing {synthetic} held-out items (recipe seed {seed}) to {folder}")
+        labels = kit.write_heldout(folder, synthetic, seed)
+        return folder, labels, f"recipe held-out set, seed {seed}, first {synthetic} items"
+    if dataset is None or labels is None:
+        raise typer.BadParameter("give --dataset and --labels, or --synthetic N")
+    return dataset, labels, str(dataset)
+
+
+def with_shadow(
+    report: ValidationReport,
+    settings: Settings,
+    kit: ValidationKit,
+    serving: Version,
+    shadow_number: int | None,
+    data: tuple[Path, Path],
+) -> ValidationReport:
+    """The report with the shadow version's comparison on the same dataset (when the
+    model has one) and production's stored comparisons (when the store has any)."""
+    model = report.model.name
+    candidate = None
+    if shadow_number is not None:
+        entry = vs.load_shadow_entry(load_entry(settings.model_repository / model), shadow_number)
+        candidate = score_shadow(settings, kit, *data, entry)
+    return vs.with_shadow_sections(
         report, serving, candidate, vs.stored_comparisons(settings, model)
     )
-    _print_summary(report, write_report(out or folder(entry.directory), report))
 
 
 def score_shadow(

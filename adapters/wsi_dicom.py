@@ -94,16 +94,23 @@ class DicomSlides:
         )  # fmt: skip
 
     async def pull(
-        self, study_uid: str, series_uid: str, *, params: dict[str, Any], submitted_by: str
+        self,
+        study_uid: str,
+        series_uid: str,
+        *,
+        params: dict[str, Any],
+        submitted_by: str,
+        received_at: float | None = None,
     ) -> tuple[Job, PulledSlide]:
-        """Pull the series from the PACS and start its job."""
+        """Pull the series from the PACS and start its job; `received_at` (POSIX
+        seconds): when the pull was asked for, the start of its turnaround."""
         puller = self.puller()
         folder = await asyncio.to_thread(series_folder, self.var_dir)
         try:
             pulled = await puller.pull(study_uid, series_uid, folder)
             job = await self.runner.submit_slide(
                 pulled.level0, uploaded=True, mpp=None, params=params,
-                submitted_by=submitted_by,
+                submitted_by=submitted_by, received_at=received_at,
             )  # fmt: skip
         except BaseException:
             await asyncio.to_thread(shutil.rmtree, folder, True)
@@ -113,7 +120,8 @@ class DicomSlides:
     async def analyze(self, paths: Sequence[Path], received_at: float | None = None) -> Job:
         """A series received by C-STORE (its files, in the intake's folder): checked,
         linked into a folder of its own, its job started. A refusal is an AidxError
-        the intake quarantines the files for."""
+        the intake quarantines the files for. `received_at`: the first instance's
+        arrival (POSIX seconds), the start of the report's turnaround."""
         actor = self.intake_actor
         with self.audit.access(actor=actor, role="intake", action="wsi.submit", resource="series"):
             folder = await asyncio.to_thread(series_folder, self.var_dir)
@@ -126,8 +134,9 @@ class DicomSlides:
                     self.wsi.dicom_max_bytes,
                 )
                 return await self.runner.submit_slide(
-                    level0, uploaded=True, mpp=None, params=self.params(), submitted_by=actor
-                )
+                    level0, uploaded=True, mpp=None, params=self.params(),
+                    submitted_by=actor, received_at=received_at,
+                )  # fmt: skip
             except BaseException:
                 await asyncio.to_thread(shutil.rmtree, folder, True)
                 raise

@@ -6,13 +6,18 @@ a short section of prose saying what it was computed from."""
 from __future__ import annotations
 
 import hashlib
-import re
 import textwrap
 from pathlib import Path
 
 from aidx.inference.drift import REFERENCE_FILE, DriftReference
 from aidx.inference.files import atomic_write
-from aidx.inference.model_card import CardError, load_card, parse_card_text, render_card
+from aidx.inference.model_card import (
+    CardError,
+    load_card,
+    parse_card_text,
+    render_card,
+    with_prose_section,
+)
 from aidx.inference.repository import parse_config
 
 SECTION_TITLE = "## Drift reference"
@@ -33,18 +38,6 @@ def prose(reference: DriftReference, file: str) -> str:
     return f"{SECTION_TITLE}\n\n{textwrap.fill(text, width=84)}"
 
 
-def _with_section(body: str, section_text: str) -> str:
-    """`body` with its drift section replaced, or inserted before `## Limitations`."""
-    pattern = re.compile(rf"^{re.escape(SECTION_TITLE)}\n.*?(?=^## |\Z)", re.M | re.S)
-    block = section_text.rstrip() + "\n\n"
-    if pattern.search(body):
-        return pattern.sub(lambda _: block, body, count=1)
-    marker = re.search(r"^## Limitations", body, re.M)
-    if marker is None:
-        return body.rstrip() + "\n\n" + block
-    return body[: marker.start()] + block + body[marker.start() :]
-
-
 def write_reference(model_dir: Path, version: int, reference: DriftReference) -> Path:
     """Write the reference into `model_dir/<version>/` and the card's `files` and
     prose; the card is validated against config.pbtxt before it replaces the old."""
@@ -55,7 +48,8 @@ def write_reference(model_dir: Path, version: int, reference: DriftReference) ->
     files = {**front.files, file: hashlib.sha256(data).hexdigest()}
     front = front.model_copy(update={"files": files})
     staged = model_dir / ".card.md.staged"
-    staged.write_text(render_card(front, _with_section(body, prose(reference, file))), "utf-8")
+    body = with_prose_section(body, SECTION_TITLE, prose(reference, file))
+    staged.write_text(render_card(front, body), "utf-8")
     try:
         load_card(staged, parse_config(model_dir / "config.pbtxt"))
     except CardError:

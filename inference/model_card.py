@@ -218,3 +218,17 @@ def missing_section(model: str, pipeline: Pipeline) -> ModelUnavailable:
         f"`pipeline: {pipeline}` section",
         code="model_card_invalid",
     )
+
+
+def with_prose_section(body: str, title: str, section_text: str) -> str:
+    """`body` with the prose section headed `title` (e.g. `## Drift reference`) replaced
+    by `section_text`, or inserted before `## Limitations` (appended when there is
+    none): how the calibration commands keep their part of a card's prose current."""
+    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.M | re.S)
+    block = section_text.rstrip() + "\n\n"
+    if pattern.search(body):
+        return pattern.sub(lambda _: block, body, count=1)
+    marker = re.search(r"^## Limitations", body, re.M)
+    if marker is None:
+        return body.rstrip() + "\n\n" + block
+    return body[: marker.start()] + block + body[marker.start() :]

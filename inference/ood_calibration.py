@@ -12,7 +12,6 @@ pipeline contributes is only how its inputs become model tensors.
 from __future__ import annotations
 
 import hashlib
-import re
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from aidx.inference.model_card import (
     load_card,
     parse_card_text,
     render_card,
+    with_prose_section,
 )
 from aidx.inference.ood import METHOD, OodReference, threshold_at
 from aidx.inference.repository import parse_config
@@ -140,19 +140,6 @@ def prose(section: OodSection, unit: str = "images") -> str:
     return "\n\n".join([SECTION_TITLE, *paragraphs, table])
 
 
-def _with_section(body: str, section_text: str) -> str:
-    """`body` with its gate section replaced, or inserted before `## Limitations`
-    (appended when there is none)."""
-    pattern = re.compile(rf"^{re.escape(SECTION_TITLE)}\n.*?(?=^## |\Z)", re.M | re.S)
-    block = section_text.rstrip() + "\n\n"
-    if pattern.search(body):
-        return pattern.sub(lambda _: block, body, count=1)
-    marker = re.search(r"^## Limitations", body, re.M)
-    if marker is None:
-        return body.rstrip() + "\n\n" + block
-    return body[: marker.start()] + block + body[marker.start() :]
-
-
 def write_calibration(model_dir: Path, version: int, calibration: Calibration) -> Path:
     """Write the reference into `model_dir/<version>/` and the card's `files`, `ood:`
     and prose; the card is validated against config.pbtxt before it replaces the old."""
@@ -162,7 +149,8 @@ def write_calibration(model_dir: Path, version: int, calibration: Calibration) -
     front, body = parse_card_text(card_path.read_text(encoding="utf-8"))
     files = {**front.files, section.file: hashlib.sha256(data).hexdigest()}
     front = front.model_copy(update={"files": files, "ood": section})
-    text = render_card(front, _with_section(body, prose(section, calibration.unit)))
+    body = with_prose_section(body, SECTION_TITLE, prose(section, calibration.unit))
+    text = render_card(front, body)
     staged = model_dir / ".card.md.staged"
     staged.write_text(text, encoding="utf-8")
     try:

@@ -115,6 +115,9 @@ wsi_jobs = Table(
     Column("report_id", String(36), nullable=True),
     Column("owner", String(128), nullable=True),  # the replica running it (replica_id)
     Column("heartbeat_at", DateTime(timezone=True), nullable=True),
+    # when the slide was received (POSIX seconds): its turnaround starts here, not at
+    # the job's creation (after an upload or a pull has been written to disk)
+    Column("received_at_s", Float, nullable=True),
 )
 
 # inference/feedback.py: clinicians' answers on a report's findings, append-only; a

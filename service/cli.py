@@ -247,7 +247,8 @@ def _ood_table(section) -> Table:  # type: ignore[no-untyped-def]
 def models_drift_reference(
     model: Annotated[str, typer.Argument(help="the model's folder in the repository")],
     dataset: Annotated[
-        Path | None, typer.Option(help="reference inputs: the site's own radiographs (DICOM)")
+        Path | None,
+        typer.Option(help="reference inputs: the site's DICOM files, CT series folders or slides"),
     ] = None,
     synthetic: Annotated[
         int | None, typer.Option(help="instead: the recipe's first N held-out inputs")

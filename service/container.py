@@ -123,6 +123,7 @@ def build_services(settings: Settings, wsi_links: Callable[[str], dict[str, str]
         links=wsi_links, heartbeat_s=wsi.job_heartbeat_s, stale_s=wsi.job_stale_s,
         on_report=writeback.submit_slide if settings.writeback else None,
         sweeper=_upload_sweeper(settings, JobStore(db), audit, metrics),
+        observe=metrics.observe_turnaround, watch=drift.watch,
     )  # fmt: skip
     keyring = keyring_for(settings)
     sessions = SessionStore(db, settings.ui.session_ttl_s)

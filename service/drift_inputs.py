@@ -5,10 +5,12 @@ are skipped and said."""
 
 from __future__ import annotations
 
+import importlib
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from rich.console import Console
 from rich.progress import track
@@ -23,6 +25,7 @@ from aidx.inference.settings import Settings
 
 T = TypeVar("T")
 In_contra = TypeVar("In_contra", contravariant=True)
+Inputs = tuple[Iterator[Any], str]  # the inputs (as the service receives them), what they are
 LAB_BATCH = 256  # specimens screened per call (one wave: each its own patient)
 
 
@@ -36,6 +39,61 @@ class Analyser(Protocol[In_contra]):
 
 def _tracked(items: Iterable[T], total: int | None, console: Console) -> Iterable[T]:
     return track(items, total=total, description="analysing", console=console)
+
+
+MakeAnalyser = Callable[[ModelService, Settings, ReportStore], "Analyser[Any]"]
+
+
+def _cxr(service: ModelService, settings: Settings, reports: ReportStore) -> Analyser[Any]:
+    from aidx.pipelines.cxr.pipeline import CxrPipeline
+
+    return CxrPipeline(service, reports, CpuStage(1), settings.ood_policy)
+
+
+def _ct(service: ModelService, settings: Settings, reports: ReportStore) -> Analyser[Any]:
+    from aidx.pipelines.ct.pipeline import CtPipeline
+
+    return CtPipeline(service, reports, CpuStage(1), settings.ood_policy)
+
+
+class _SlideReports:
+    """The WSI pipeline as an analyser of reports (its evidence files are not kept)."""
+
+    def __init__(self, service: ModelService) -> None:
+        from aidx.pipelines.wsi.pipeline import WsiPipeline
+
+        self.pipeline = WsiPipeline(service)
+
+    async def analyze(self, data: Any) -> Report:
+        return (await self.pipeline.analyze(data)).report
+
+
+def _wsi(service: ModelService, settings: Settings, reports: ReportStore) -> Analyser[Any]:
+    return _SlideReports(service)
+
+
+@dataclass(frozen=True)
+class ImagingInputs:
+    """An imaging pipeline's reference inputs: its `drift_sets` module (with
+    `folder_inputs(folder)` and `synthetic_inputs(seed, n)`, each giving the inputs
+    and what they are) and how its pipeline is made (as the service makes it)."""
+
+    package: str  # e.g. aidx.pipelines.cxr
+    make: MakeAnalyser
+
+    def inputs(self, dataset: Path | None, synthetic: int | None, seed: int) -> Inputs:
+        sets = importlib.import_module(f"{self.package}.drift_sets")
+        if dataset is not None:
+            return cast(Inputs, sets.folder_inputs(dataset))
+        return cast(Inputs, sets.synthetic_inputs(seed, synthetic or 0))
+
+
+# imported on use: each pulls its own stack
+IMAGING: dict[Pipeline, ImagingInputs] = {
+    Pipeline.cxr: ImagingInputs("aidx.pipelines.cxr", _cxr),
+    Pipeline.ct: ImagingInputs("aidx.pipelines.ct", _ct),
+    Pipeline.wsi: ImagingInputs("aidx.pipelines.wsi", _wsi),
+}
 
 
 async def observations(
@@ -52,10 +110,9 @@ async def observations(
     service = ModelService(settings)
     await service.start()
     try:
-        if pipeline is Pipeline.cxr:
-            return await _cxr(service, settings, dataset, synthetic, seed, console)
-        if pipeline is Pipeline.ct:
-            return await _ct(service, settings, dataset, synthetic, seed, console)
+        imaging = IMAGING.get(pipeline)
+        if imaging is not None:
+            return await _imaging(imaging, service, settings, dataset, synthetic, seed, console)
         if pipeline is Pipeline.labs and synthetic is not None:
             return await _labs(service, settings, synthetic, seed, console)
         raise NoReferenceInputs(f"no {pipeline.value} reference inputs of that kind")
@@ -63,7 +120,8 @@ async def observations(
         await service.stop()
 
 
-async def _cxr(
+async def _imaging(
+    imaging: ImagingInputs,
     service: ModelService,
     settings: Settings,
     dataset: Path | None,
@@ -71,38 +129,9 @@ async def _cxr(
     seed: int,
     console: Console,
 ) -> tuple[list[Observation], str]:
-    from aidx.pipelines.cxr import drift_sets
-    from aidx.pipelines.cxr.pipeline import CxrPipeline
-
-    inputs: Iterator[bytes]
-    if dataset is not None:
-        inputs, what = drift_sets.folder_inputs(dataset)
-    else:
-        inputs, what = drift_sets.synthetic_inputs(seed, synthetic or 0)
+    inputs, what = imaging.inputs(dataset, synthetic, seed)
     with tempfile.TemporaryDirectory() as tmp:
-        pipeline = CxrPipeline(service, ReportStore(Path(tmp)), CpuStage(1), settings.ood_policy)
-        found = await _analysed(pipeline, inputs, synthetic, console)
-    return found, what
-
-
-async def _ct(
-    service: ModelService,
-    settings: Settings,
-    dataset: Path | None,
-    synthetic: int | None,
-    seed: int,
-    console: Console,
-) -> tuple[list[Observation], str]:
-    from aidx.pipelines.ct import drift_sets
-    from aidx.pipelines.ct.pipeline import CtPipeline
-
-    inputs: Iterator[list[bytes]]
-    if dataset is not None:
-        inputs, what = drift_sets.folder_inputs(dataset)
-    else:
-        inputs, what = drift_sets.synthetic_inputs(seed, synthetic or 0)
-    with tempfile.TemporaryDirectory() as tmp:
-        pipeline = CtPipeline(service, ReportStore(Path(tmp)), CpuStage(1), settings.ood_policy)
+        pipeline = imaging.make(service, settings, ReportStore(Path(tmp)))
         found = await _analysed(pipeline, inputs, synthetic, console)
     return found, what
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -26,8 +27,10 @@ from aidx.inference.validation.report import (
     ModelInfo,
     ValidationReport,
 )
+from aidx.inference.validation.shadow import ComputeTimer, Version
 from aidx.inference.validation.sources import Scored, ValidationKit
 from aidx.inference.validation.store import Written, folder, write_report
+from aidx.service import validate_shadow as vs
 
 console = Console()
 
@@ -53,10 +56,14 @@ def kit_for(pipeline: object) -> ValidationKit | None:
     return None
 
 
-async def score_dataset(settings: Settings, kit: ValidationKit, dataset: Path) -> Scored:
-    """Start the model service (this model only) and score the dataset, with a bar."""
-    service = ModelService(settings)
+async def score_dataset(
+    settings: Settings, kit: ValidationKit, dataset: Path, timer: ComputeTimer | None = None
+) -> Scored:
+    """Start the model service (this model only) and score the dataset, with a bar;
+    `timer` keeps each batch's compute time and the pass's wall time."""
+    service = ModelService(settings, observer=timer)
     await service.start()
+    started = time.perf_counter()
     try:
         with Progress(console=console, transient=False) as bar:
             task = bar.add_task("scoring", total=None)
@@ -65,6 +72,8 @@ async def score_dataset(settings: Settings, kit: ValidationKit, dataset: Path) -
             )
     finally:
         await service.stop()
+    if timer is not None:
+        timer.wall_s = time.perf_counter() - started
     return scored
 
 
@@ -163,6 +172,10 @@ def validate(
     repository: Annotated[
         Path | None, typer.Option(help="model repository (default: settings)")
     ] = None,
+    shadow: Annotated[
+        int | None,
+        typer.Option(help="the shadow version to compare (default: as the service runs; 0: none)"),
+    ] = None,
 ) -> None:
     """Measure MODEL on a labelled dataset through the serving path: AUROC (bootstrap
     95% CI), sensitivity and specificity at the card's threshold, calibration, per
@@ -177,23 +190,72 @@ def validate(
         console.print(f"[red]{model}: no validation for this model's pipeline[/red]")
         raise typer.Exit(code=2)
     settings = settings.model_copy(update={"pipeline_models": {str(entry.card.pipeline): model}})
+    shadow_number = vs.shadow_version(settings, entry, shadow)
     attributes = [*ev.SUBGROUP_ATTRIBUTES, *kit.extra_subgroups, *(subgroup or [])]
     with tempfile.TemporaryDirectory() as tmp:
-        if synthetic is not None:
-            dataset = keep_dataset or Path(tmp)
-            console.print(f"writing {synthetic} held-out items (recipe seed {seed}) to {dataset}")
-            labels = kit.write_heldout(dataset, synthetic, seed)
-            source = f"recipe held-out set, seed {seed}, first {synthetic} items"
-        elif dataset is None or labels is None:
-            raise typer.BadParameter("give --dataset and --labels, or --synthetic N")
-        else:
-            source = str(dataset)
-        scored = asyncio.run(score_dataset(settings, kit, dataset))
+        dataset, labels, source = _inputs(
+            kit, dataset, labels, synthetic=synthetic, seed=seed, folder=keep_dataset or Path(tmp)
+        )
+        timer = ComputeTimer()
+        scored = asyncio.run(score_dataset(vs.pinned(settings, model, None), kit, dataset, timer))
         report = build_report(
             entry, kit, scored, labels, source=source, seed=bootstrap_seed,
             resamples=resamples, attributes=attributes,
         )  # fmt: skip
+        serving = vs.version_of(entry, scored, timer, labels)
+        report = with_shadow(report, settings, kit, serving, shadow_number, (dataset, labels))
     _print_summary(report, write_report(out or folder(entry.directory), report))
+
+
+def _inputs(
+    kit: ValidationKit,
+    dataset: Path | None,
+    labels: Path | None,
+    *,
+    synthetic: int | None,
+    seed: int,
+    folder: Path,
+) -> tuple[Path, Path, str]:
+    """The dataset, its labels and what it is: the one given, or the recipe's first
+    `synthetic` held-out items written to `folder`."""
+    if synthetic is not None:
+        console.print(f"writing {synthetic} held-out items (recipe seed {seed}) to {folder}")
+        labels = kit.write_heldout(folder, synthetic, seed)
+        return folder, labels, f"recipe held-out set, seed {seed}, first {synthetic} items"
+    if dataset is None or labels is None:
+        raise typer.BadParameter("give --dataset and --labels, or --synthetic N")
+    return dataset, labels, str(dataset)
+
+
+def with_shadow(
+    report: ValidationReport,
+    settings: Settings,
+    kit: ValidationKit,
+    serving: Version,
+    shadow_number: int | None,
+    data: tuple[Path, Path],
+) -> ValidationReport:
+    """The report with the shadow version's comparison on the same dataset (when the
+    model has one) and production's stored comparisons (when the store has any)."""
+    model = report.model.name
+    candidate = None
+    if shadow_number is not None:
+        entry = vs.load_shadow_entry(load_entry(settings.model_repository / model), shadow_number)
+        candidate = score_shadow(settings, kit, *data, entry)
+    return vs.with_shadow_sections(
+        report, serving, candidate, vs.stored_comparisons(settings, model)
+    )
+
+
+def score_shadow(
+    settings: Settings, kit: ValidationKit, dataset: Path, labels: Path, shadow: ModelEntry
+) -> Version:
+    """The shadow version scored on the same dataset, served on its own."""
+    console.print(f"scoring the same items with shadow v{shadow.version}")
+    timer = ComputeTimer()
+    pinned = vs.pinned(settings, shadow.name, shadow.version)
+    scored = asyncio.run(score_dataset(pinned, kit, dataset, timer))
+    return vs.version_of(shadow, scored, timer, labels)
 
 
 def _print_summary(report: ValidationReport, written: Written) -> None:

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from google.protobuf import text_format
 
 from aidx.inference.model_card import Label
+from aidx.inference.repository import parse_config
 from aidx.pipelines.cxr import card as card_md
 from aidx.pipelines.cxr.model import LABELS, POOL_SHARPNESS
 from aidx.pipelines.cxr.train_eval import HIT_DILATION_MODEL_PX
@@ -147,6 +149,20 @@ instance_group [
 ]
 version_policy: { latest: { num_versions: 1 } }
 """
+RECIPE_VERSION_POLICY = "version_policy: { latest: { num_versions: 1 } }"
+
+
+def config_pbtxt(existing: Path) -> str:
+    """The recipe's config.pbtxt, with the version_policy of the one already in the
+    model folder when there is one: rerunning the recipe must not undo a repository's
+    `specific: [1, 2]` (a candidate version 2 served in shadow beside 1)."""
+    if not existing.is_file():
+        return CONFIG_PBTXT
+    config = parse_config(existing)
+    if not config.HasField("version_policy"):
+        return CONFIG_PBTXT
+    policy = text_format.MessageToString(config.version_policy, as_one_line=True)
+    return CONFIG_PBTXT.replace(RECIPE_VERSION_POLICY, f"version_policy: {{ {policy} }}")
 
 
 def sha256_file(path: Path) -> str:
@@ -164,7 +180,7 @@ def write_model_folder(
     wall_s: float,
 ) -> None:
     """config.pbtxt, labels.txt and card.md next to an exported <version>/model.onnx."""
-    (out / "config.pbtxt").write_text(CONFIG_PBTXT)
+    (out / "config.pbtxt").write_text(config_pbtxt(out / "config.pbtxt"))
     (out / "labels.txt").write_text("".join(f"{name}\n" for name in LABELS))
     onnx_path = out / str(recipe.version) / "model.onnx"
     card = render_card(

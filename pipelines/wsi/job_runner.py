@@ -31,6 +31,8 @@ from aidx.pipelines.wsi.upload_sweep import UploadSweeper
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.5
+# (pipeline, stage, seconds): the service's turnaround histogram (adapters/turnaround.py)
+ObserveTurnaround = Callable[[str, str, float], None]
 
 
 def _now() -> datetime:
@@ -41,9 +43,10 @@ class JobRunner:
     """Runs jobs as asyncio tasks, at most `max_running` at a time, and keeps their
     heartbeat. `heartbeat_s` and `stale_s` default to the service's settings
     (AIDX_WSI_JOB_HEARTBEAT_S, AIDX_WSI_JOB_STALE_S). `on_report` is given each saved
-    report and its slide before the job succeeds (the service queues the write-back).
-    `sweeper`, if given, runs at start-up (once stale jobs are failed) and every
-    `sweeper.every_s`."""
+    report and its slide before the job succeeds (the service queues the write-back);
+    `observe` is told each report's received-to-analysed seconds; `watch` is given each
+    saved report (drift monitoring). `sweeper`, if given, runs at start-up (once stale
+    jobs are failed) and every `sweeper.every_s`."""
 
     def __init__(
         self,
@@ -58,6 +61,8 @@ class JobRunner:
         stale_s: float | None = None,
         on_report: Callable[[Report, Path], Awaitable[object]] | None = None,
         sweeper: UploadSweeper | None = None,
+        observe: ObserveTurnaround | None = None,
+        watch: Callable[[Report], None] | None = None,
     ) -> None:
         wsi = models.settings.wsi
         self.heartbeat_s = heartbeat_s or wsi.job_heartbeat_s
@@ -70,6 +75,8 @@ class JobRunner:
         self.readers = readers
         self.links = links
         self.on_report = on_report
+        self.observe = observe
+        self.watch = watch  # drift monitoring: DriftMonitor.watch
         self._slots = asyncio.Semaphore(max_running)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancel_requested: set[str] = set()
@@ -121,16 +128,19 @@ class JobRunner:
         params: dict[str, Any],
         submitted_by: str,
         mpp_override: bool = False,
+        received_at: float | None = None,
     ) -> Job:
         """Check the slide (a tile model is served, OpenSlide opens it, it has an MPP that
         the request's does not contradict), record its job and start it. `uploaded`:
-        aidx's own copy, removed once the job has ended."""
+        aidx's own copy, removed once the job has ended. `received_at`: when the slide
+        was received (POSIX seconds; default: now)."""
         tile_model(self.models)  # 503 now rather than a failed job
         info = await asyncio.to_thread(describe, path, mpp)
         check_request_mpp(info, override=mpp_override)
         job = await asyncio.to_thread(
             self.store.create, slide_path=path, uploaded=uploaded, mpp=mpp,
             slide=info.summary(), params=params, submitted_by=submitted_by,
+            received_at_s=received_at,
         )  # fmt: skip
         self.submit(job)
         return job
@@ -232,6 +242,16 @@ class JobRunner:
         await asyncio.to_thread(self.reports.save, report, files)
         if self.on_report is not None:
             await self.on_report(report, slide_path)
+        if self.watch is not None:
+            await asyncio.to_thread(self._watched, report)
+
+    def _watched(self, report: Report) -> None:
+        """Monitoring never fails a job: a store that refuses the row is logged."""
+        assert self.watch is not None
+        try:
+            self.watch(report)
+        except Exception:
+            log.exception("wsi: the drift observation was not kept")
 
     async def _analyse(self, job_id: str) -> None:
         job = self.store.get(job_id)
@@ -281,7 +301,10 @@ class JobRunner:
         slide = SlideInput(Path(job.slide_path), job.mpp, params, progress, links)
         done = await self.pipeline.analyze(slide)
         report, result = done.report, done.analysis
-        report.turnaround = Turnaround.between(job.created_at.timestamp(), time.time())
+        analysed_s = time.time()
+        report.turnaround = Turnaround.between(job.received_s, analysed_s)
+        if self.observe is not None:
+            self.observe(report.pipeline, "analysed", analysed_s - job.received_s)
         await self._record(report, done.files, slide.path)
         await asyncio.to_thread(
             self.store.update,

@@ -78,6 +78,12 @@ class Job:
     report_id: str | None
     owner: str | None = None
     heartbeat_at: datetime | None = None
+    received_at_s: float | None = None  # POSIX seconds; None: as created
+
+    @property
+    def received_s(self) -> float:
+        """When its slide was received: the start of the report's turnaround."""
+        return self.created_at.timestamp() if self.received_at_s is None else self.received_at_s
 
     @property
     def eta_s(self) -> float | None:
@@ -103,6 +109,7 @@ class JobStore:
         params: dict[str, Any],
         submitted_by: str,
         job_id: str | None = None,
+        received_at_s: float | None = None,
     ) -> Job:
         row = {
             "id": job_id or str(uuid.uuid4()),
@@ -117,6 +124,7 @@ class JobStore:
             "tiles_done": 0,
             "owner": self.owner,
             "heartbeat_at": _now(),
+            "received_at_s": received_at_s,
         }
         with self.engine.begin() as conn:
             conn.execute(wsi_jobs.insert().values(**row))
@@ -233,4 +241,5 @@ def _job(row: Any) -> Job:
         report_id=row["report_id"],
         owner=row["owner"],
         heartbeat_at=aware(row["heartbeat_at"]),
+        received_at_s=row["received_at_s"],
     )

@@ -19,6 +19,7 @@ from aidx.pipelines.wsi.analysis import (
     build_report,
     tile_model,
 )
+from aidx.pipelines.wsi.drift import slide_observation
 from aidx.pipelines.wsi.slide import describe
 
 
@@ -60,4 +61,5 @@ class WsiPipeline:
         report, files = await asyncio.to_thread(
             build_report, result, model, links=data.links, params=data.params
         )
+        report.observe_inputs(slide_observation(result))  # for drift monitoring
         return WsiResult(report, files, result)

@@ -23,6 +23,7 @@ from aidx.pipelines.wsi.job_store import Job, JobState
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
 from aidx.service.responses import AUTHED, errors, file_of
+from aidx.service.routes.analysis import received_at
 
 router = APIRouter(prefix="/v1/wsi", responses=AUTHED)
 pathologist = require(Role.pathologist)
@@ -86,7 +87,7 @@ def _view(svc: Services, job: Job) -> WsiJob:
     total = job.tiles_total
     report = None
     if job.state is JobState.succeeded and job.report_id:
-        report = svc.reports.load(job.report_id)
+        report = svc.writeback.turnaround.with_deliveries(svc.reports.load(job.report_id))
     return WsiJob(
         id=job.id,
         state=job.state,
@@ -157,6 +158,7 @@ async def submit_job(
     mpp: float | None = Query(default=None, gt=0, description="um/px, for uploads"),
     mpp_override: bool = Query(default=False, description="for uploads: see SlideRequest"),
     svc: Services = Depends(services),
+    received_s: float = Depends(received_at),
 ) -> WsiJob:
     """Submit a slide; the job id comes back at once and the work goes on in the
     background. A slide OpenSlide cannot open, without an MPP, or with a request MPP
@@ -175,7 +177,7 @@ async def submit_job(
         try:
             job = await _runner(svc).submit_slide(
                 path, uploaded=uploaded, mpp=wanted_mpp, mpp_override=override,
-                params=params, submitted_by=who.name,
+                params=params, submitted_by=who.name, received_at=received_s,
             )  # fmt: skip
         except Exception:
             if uploaded:  # off the loop: unlinking a large file takes a while
@@ -196,6 +198,7 @@ async def submit_dicom_slide(
     response: Response,
     who: Principal = Depends(pathologist),
     svc: Services = Depends(services),
+    received_s: float = Depends(received_at),
 ) -> WsiJob:
     """Pull a DICOM whole slide from the PACS (DICOMweb) by its study and series and
     analyse it as a job, like a slide given by path; its regions go back to its study
@@ -208,6 +211,7 @@ async def submit_dicom_slide(
         job, _ = await slides.pull(
             body.study_uid, body.series_uid, submitted_by=who.name,
             params=slides.params(body.max_regions, body.min_tissue_fraction),
+            received_at=received_s,
         )  # fmt: skip
     response.headers["Location"] = f"/v1/wsi/jobs/{job.id}"
     return _view(svc, job)

@@ -59,6 +59,22 @@ def test_the_cxr_recipe_writes_a_valid_card(tmp_path: Path) -> None:
     assert "132,050 parameters" in card.text and "| Pneumonia | 50 / 100 |" in card.text
 
 
+def test_the_cxr_recipe_keeps_the_repositorys_version_policy(tmp_path: Path) -> None:
+    """Rerun into the demo model's folder, the recipe keeps `specific: [1, 2]` (the
+    shadow candidate stays loadable); into a new folder it writes its own policy."""
+    from aidx.pipelines.cxr.train_card import CONFIG_PBTXT, config_pbtxt
+
+    from ..conftest import MODELS
+
+    committed = MODELS / "cxr_pneumonia" / "config.pbtxt"
+    kept = tmp_path / "config.pbtxt"
+    kept.write_text(config_pbtxt(committed))
+    assert list(parse_config(kept).version_policy.specific.versions) == [1, 2]
+    assert parse_config(kept) == parse_config(committed)
+    assert config_pbtxt(tmp_path / "absent.pbtxt") == CONFIG_PBTXT
+    assert parse_config(committed).version_policy.WhichOneof("policy_choice") == "specific"
+
+
 def test_the_wsi_recipe_writes_a_valid_card(tmp_path: Path) -> None:
     from aidx.pipelines.wsi.train import CONFIG_PBTXT, Recipe, render_card
 

@@ -10,11 +10,15 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from aidx.inference.settings import Role
+from aidx.inference.shadow_compare import tally
+from aidx.inference.shadow_store import ShadowBatch, ShadowStore
+from aidx.inference.store import create_store, init_store
 from aidx.service.app import create_app
 from aidx.service.cli import app as cli
 from tests.conftest import MODELS, auth, make_settings
@@ -115,3 +119,59 @@ def test_models_route_links_the_latest_report(client: TestClient) -> None:
     missing = client.get("/v1/models/labs_anomaly/validation", headers=auth(Role.engineer))
     assert missing.status_code == 404 and missing.json()["code"] == "no_validation_report"
     assert client.get("/v1/models/nope", headers=auth(Role.engineer)).status_code == 404
+
+
+def stored_shadow_runs(url: str) -> None:
+    """A production store where shadow v2 ran beside v1 on two batches."""
+    db = create_store(url)
+    init_store(db)
+    store = ShadowStore(db)
+    x, y = np.array([0.1, 0.3, 0.8, 0.9]), np.array([0.2, 0.25, 0.7, 0.95])
+    for _ in range(2):
+        labels = {"Pneumonia": tally(x, y, 0.2635, 0.2635)}
+        store.add(ShadowBatch("cxr_pneumonia", 1, 2, 4, 0.010, 0.012, labels))
+    db.dispose()
+
+
+def test_cxr_validation_compares_the_shadow_version_on_the_same_items(
+    repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'aidx.db'}"
+    stored_shadow_runs(url)
+    monkeypatch.setenv("AIDX_DATABASE_URL", url)
+    monkeypatch.setenv("AIDX_SHADOW_VERSIONS", '{"cxr_pneumonia": 2}')
+    out = tmp_path / "reports"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "models", "validate", "cxr_pneumonia", "--repository", str(repository),
+            "--resamples", "100", "--synthetic", "8", "--seed", "0", "--out", str(out),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "latest.json").read_text())
+    sections = {s["key"]: s for s in report["sections"]}
+    shadow = sections["shadow"]
+    assert shadow["title"] == "Shadow: v2 beside serving v1"
+    outputs, latency = shadow["tables"]
+    rows = {row[0]: dict(zip(outputs["columns"], row, strict=True)) for row in outputs["rows"]}
+    assert set(rows) == {"Pneumonia", "Cardiomegaly"}
+    pneumonia = rows["Pneumonia"]
+    assert pneumonia["n (both scored)"] == 8
+    agree, n = re.match(r"(\d+)/(\d+)", pneumonia["agreement"]).groups()  # type: ignore[union-attr]
+    assert int(n) == 8 and 0 <= int(agree) <= 8
+    assert -1 <= pneumonia["Pearson r"] <= 1 and -1 <= pneumonia["Spearman rho"] <= 1
+    assert re.fullmatch(r"[\d.]+ \[[\d.]+, [\d.]+\]", pneumonia["AUROC serving [95% CI]"])
+    assert re.fullmatch(r"[\d.]+ \[[\d.]+, [\d.]+\]", pneumonia["AUROC shadow [95% CI]"])
+    versions = {row[0]: dict(zip(latency["columns"], row, strict=True)) for row in latency["rows"]}
+    assert set(versions) == {"v1", "v2"}
+    assert all(v["items"] == 8 and v["compute ms / item"] > 0 for v in versions.values())
+    assert len(shadow["figures"]) == 1
+    stored = sections["shadow_production"]
+    (row,) = stored["tables"][0]["rows"]
+    assert row[:4] == ["v1", "v2", "Pneumonia", 8] and row[4].startswith("6/8")
+    assert row[-1] == "0.9723 (8)"
+    (timing,) = stored["tables"][1]["rows"]
+    assert timing == ["v1", "v2", 2, 8, 10.0, 12.0]
+    page = (out / "latest.html").read_text()
+    assert "Shadow: v2 beside serving v1" in page and "stored in production" in page

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,12 @@ import pytest
 from fastapi.testclient import TestClient
 from pydicom.uid import generate_uid
 
+from aidx.inference.settings import Role
 from aidx.integrations.dicom.uids import derived_uid
 
-from ...conftest import dicom_bytes, free_port
+from ...conftest import auth, dicom_bytes, free_port
 from ...peers import FhirPeer, OrthancPeer
+from ...pipelines.wsi.test_turnaround import turnaround_counts
 from ...waiting import wait_until
 from ..conftest import outbox_drained, writeback_client
 from .dicom_slides import DicomSlide, make_dicom_slide
@@ -70,6 +73,31 @@ def _pull(client: TestClient, uids: dict[str, str]) -> dict[str, Any]:
     return dict(job["report"])
 
 
+def _assert_timed_to_every_destination(
+    client: TestClient, report_id: str, *, after: datetime
+) -> dict[str, Any]:
+    """The report's turnaround runs from its receipt (not before `after`) through
+    analysed to delivered at the PACS (the ANN) and FHIR, each counted once on
+    /metrics under `wsi`; its turnaround block is returned."""
+    answer = client.get(f"/v1/reports/{report_id}", headers=auth(Role.pathologist))
+    turnaround = answer.json()["turnaround"]
+    received = datetime.fromisoformat(turnaround["received_at"])
+    assert after <= received <= datetime.fromisoformat(turnaround["analysed_at"])
+    deliveries = {d["destination"]: d for d in turnaround["deliveries"]}
+    assert {name: d["state"] for name, d in deliveries.items()} == {
+        "pacs": "delivered",
+        "fhir": "delivered",
+    }
+    assert all(d["seconds"] >= turnaround["analysed_s"] for d in deliveries.values())
+    counts = wait_until(
+        lambda: (c := turnaround_counts(client)).get(("wsi", "delivered_fhir")) and c,
+        what="the delivered stages on /metrics",
+    )
+    assert counts[("wsi", "analysed")] == 1
+    assert counts[("wsi", "delivered_pacs")] == counts[("wsi", "delivered_fhir")] == 1
+    return dict(turnaround)
+
+
 def _no_pulled_copies(var_dir: Path) -> bool:
     return not any((var_dir / "wsi" / "dicom").rglob("*.dcm"))
 
@@ -81,7 +109,9 @@ def test_a_slide_in_the_pacs_gets_its_regions_back_once_as_read_from_the_tiff(
         tmp_path, "wsi_tiles", orthanc, fhir_server, wsi_slide_roots=[dicom_slide.root]
     ) as client:
         _store(orthanc, dicom_slide.instances)
+        asked = datetime.now(UTC)
         report = _pull(client, _uids(dicom_slide))
+        _assert_timed_to_every_destination(client, report["id"], after=asked)
         regions = report["findings"][0]["regions"]
         assert regions, "the planted suspicious area gives a region"
         (ann,) = _anns(orthanc)
@@ -181,6 +211,7 @@ def test_a_slide_cstored_to_aidx_is_analysed_as_a_series_and_its_ann_comes_back(
         ids = _store(orthanc, dicom_slide.instances)
         modality = {"AET": "AIDX", "Host": "127.0.0.1", "Port": port}
         assert httpx.put(f"{orthanc.url}/modalities/AIDX", json=modality).is_success
+        sent_at = datetime.now(UTC)
         sent = httpx.post(f"{orthanc.url}/modalities/AIDX/store", json=ids, timeout=120)
         assert sent.is_success, sent.text
         (ann,) = wait_until(lambda: _anns(orthanc), timeout_s=120, what="the ANN")
@@ -190,6 +221,13 @@ def test_a_slide_cstored_to_aidx_is_analysed_as_a_series_and_its_ann_comes_back(
         assert ann.SOPInstanceUID == derived_uid("ann", report["id"])
         _assert_same_polygons(ann, dicom_slide.level0, report["findings"][0]["regions"])
         wait_until(lambda: outbox_drained(client), what="the outbox to drain")
+        # timed from the first instance's arrival, not from the job (made once the
+        # series had been stable for dicom_stable_s)
+        turnaround = _assert_timed_to_every_destination(client, report["id"], after=sent_at)
+        waited = datetime.fromisoformat(job["created_at"]) - datetime.fromisoformat(
+            turnaround["received_at"]
+        )
+        assert waited.total_seconds() >= 1.0
     assert not any((tmp_path / "incoming").rglob("*.dcm"))
     assert not list((tmp_path / "quarantine").rglob("*.reason.txt"))
     assert _no_pulled_copies(tmp_path)

@@ -35,7 +35,8 @@ def test_files_and_card() -> None:
     assert meta["pipeline"] == "ct" and meta["demo_weights"] is True
     digest = hashlib.sha256(ONNX_PATH.read_bytes()).hexdigest()
     assert meta["files"]["1/model.onnx"] == digest
-    assert set(meta["files"]) == {"1/model.onnx", "1/ood.npz"}  # the weights and the OOD gate
+    # the weights, the OOD gate and the drift reference
+    assert set(meta["files"]) == {"1/model.onnx", "1/ood.npz", "1/drift.json"}
     assert ONNX_PATH.stat().st_size < 3 * 1024 * 1024
     (label,) = meta["labels"]
     assert label["code"] == "233604007" and 0 < label["threshold"] < 1

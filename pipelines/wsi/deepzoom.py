@@ -89,7 +89,7 @@ def tile_read(
     return TileRead((origin[0], origin[1]), slide_level, (size[0], size[1]), (tile[0], tile[1]))
 
 
-def _on_background(region: Image.Image, background: str) -> Image.Image:
+def on_background(region: Image.Image, background: str) -> Image.Image:
     """RGB: an opaque region (nearly always) as it is, else laid on the slide's
     background as `get_tile` lays it."""
     alpha = region.getchannel("A")
@@ -121,6 +121,15 @@ class OpenedSlide:
 
     def tile_jpeg(self, level: int, col: int, row: int) -> bytes:
         """One tile, JPEG; 404 `tile_not_found` outside the pyramid."""
+        image = self.tile_image(level, col, row)
+        out = io.BytesIO()  # 4:2:0, not optimised: Pillow's defaults, as before
+        image.save(out, format="JPEG", quality=JPEG_QUALITY,
+                   icc_profile=image.info.get("icc_profile"))  # fmt: skip
+        return out.getvalue()
+
+    def tile_image(self, level: int, col: int, row: int) -> Image.Image:
+        """One tile, RGB, as `DeepZoomGenerator.get_tile` draws it (see the module's
+        notes); 404 `tile_not_found` outside the pyramid."""
         gen = self.generator
         if level >= gen.level_count:
             raise NotFound(f"no DeepZoom level {level}", code="tile_not_found")
@@ -132,11 +141,10 @@ class OpenedSlide:
             region = self.slide.read_region(where.origin_px, where.slide_level, where.size_px)
         except openslide.OpenSlideError as exc:
             raise SlideReadError(f"a tile of the slide could not be read: {exc}") from None
-        image = _to_tile_size(_on_background(region, self.background), where.tile_px)
-        out = io.BytesIO()  # 4:2:0, not optimised: Pillow's defaults, as before
-        image.save(out, format="JPEG", quality=JPEG_QUALITY,
-                   icc_profile=region.info.get("icc_profile"))  # fmt: skip
-        return out.getvalue()
+        image = _to_tile_size(on_background(region, self.background), where.tile_px)
+        if "icc_profile" in region.info:  # the slide's colour profile, kept as get_tile keeps it
+            image.info["icc_profile"] = region.info["icc_profile"]
+        return image
 
 
 def _opened(path: Path) -> OpenedSlide:

@@ -168,6 +168,9 @@ class WsiSettings(BaseModel):
     # that no job names, are deleted; a queued or running job's never.
     upload_stale_s: float = Field(default=6 * 3600.0, gt=0)
     upload_sweep_s: float = Field(default=600.0, gt=0)
+    # the slide viewer's encoded DeepZoom tiles kept in memory (a viewer going back gets
+    # them without a read); 0: none kept
+    deepzoom_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     # Replicas sharing the store: each refreshes its jobs' heartbeat every interval, and
     # fails (`interrupted`) any job whose heartbeat is older than the stale limit: its
     # replica died. The limit spans missed beats, not one slow write.

@@ -85,13 +85,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
-    routers = (health.router, models.router, v2.router, cxr.router, reports.router, wsi.router)
-    for router in (*routers, labs.router, outbox.router, ct.router, studies.router):
+    # routes are matched in order: the hot ones (/v2, slide viewer tiles) come first
+    routers = (health.router, models.router, v2.router, deepzoom.router, cxr.router)
+    for router in (*routers, reports.router, wsi.router, labs.router, outbox.router, ct.router):
         app.include_router(router)
+    app.include_router(studies.router)
     app.include_router(feedback.router)
     app.include_router(worklist.router)
     app.include_router(share.router)
-    app.include_router(deepzoom.router)
     app.include_router(viewer.router)
     app.include_router(shadow.router)
     ui.mount_workspace(app)

@@ -14,6 +14,10 @@ line each would bury the openings that matter; so a tile is not audited, but a
 viewer's first tile of a slide that they did not open through the descriptor (since
 the slide entered the cache) is recorded as an opening, so nobody sees a slide's
 pixels unrecorded. Tiles are counted in `aidx_deepzoom_tiles_total`.
+
+A tile encoded lately is answered from memory, on the event loop (its checks and audit
+above as for any tile); one to draw goes to the bounded CPU pool (AIDX_CPU_WORKERS),
+where no more tiles are drawn at once than there are cores to draw them.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from aidx.pipelines.wsi.deepzoom import OpenedSlide, tile_index
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
 from aidx.service.responses import AUTHED, errors, file_of
-from aidx.service.routes.reports import readable_report
+from aidx.service.routes.evidence import audited, report_of_kind
 
 router = APIRouter(prefix="/v1/wsi/reports", tags=["wsi"], responses={**AUTHED, **errors(404)})
 pathologist = require(Role.pathologist)
@@ -44,18 +48,11 @@ async def _open_slide(request: Request, svc: Services, who: Principal, rid: str)
     cached = svc.deepzoom.get(rid)
     if cached is not None:  # only a whole-slide report's slide gets into the cache
         return cached
-    if readable_report(request, svc, who, rid).pipeline != "wsi":
-        raise NotFound(f"report {rid} is not a whole-slide report", code="slide_not_available")
+    report_of_kind(request, svc, who, rid, "wsi", code="slide_not_available")
     path = await asyncio.to_thread(svc.wsi_jobs.store.slide_of_report, rid)
     if path is None:
         raise NotFound("the slide of this report is no longer on disk", code="slide_not_available")
     return await asyncio.to_thread(svc.deepzoom.open, rid, path)
-
-
-def _audit(svc: Services, who: Principal, rid: str):  # type: ignore[no-untyped-def]
-    return svc.audit.access(
-        actor=who.name, role=who.role.value, action=OPEN_ACTION, resource=f"report/{rid}"
-    )
 
 
 @router.get("/{rid}/dzi", response_class=Response, responses=file_of("application/xml"))
@@ -65,7 +62,7 @@ async def get_dzi(
     who: Principal = Depends(pathologist),
     svc: Services = Depends(services),
 ) -> Response:
-    with _audit(svc, who, rid):
+    with audited(svc, who, OPEN_ACTION, rid):
         slide = await _open_slide(request, svc, who, rid)
         svc.deepzoom.first_view(slide, who.name)  # its tiles need no opening of their own
     return Response(slide.dzi, media_type="application/xml", headers=_DZI_HEADERS)
@@ -92,6 +89,8 @@ async def get_tile(
             actor=who.name, role=who.role.value, action=OPEN_ACTION,
             resource=f"report/{rid}", outcome="ok",
         )  # fmt: skip
-    jpeg = await asyncio.to_thread(slide.tile_jpeg, *where)
+    jpeg = svc.deepzoom.tiles.get((rid, *where))
+    if jpeg is None:
+        jpeg = await svc.cpu.run(svc.deepzoom.tile, rid, slide, *where)
     svc.metrics.deepzoom_tiles.inc()
     return Response(jpeg, media_type="image/jpeg", headers=_TILE_HEADERS)

@@ -20,14 +20,13 @@ from pathlib import Path as FilePath
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import FileResponse
 
-from aidx.inference.errors import NotFound
 from aidx.inference.settings import Role
 from aidx.pipelines.ct.slices import Window, slice_png
 from aidx.pipelines.cxr.full_image import FULL_META_FILE, FULL_PIXELS_FILE
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
 from aidx.service.responses import AUTHED, errors, file_of
-from aidx.service.routes.reports import readable_report
+from aidx.service.routes.evidence import evidence_read
 
 router = APIRouter(tags=["workspace"], responses={**AUTHED, **errors(404)})
 radiograph_readers = require(Role.radiologist, Role.pathologist, Role.lab)  # then by kind
@@ -39,20 +38,15 @@ _NO_STORE = {"Cache-Control": "private, no-store"}
 _SLICE_CACHE = {"Cache-Control": "private, max-age=300"}
 
 
-def _in_kind(request: Request, svc: Services, who: Principal, rid: str, kind: str) -> None:
-    """Report `rid` exists, is of `kind` and `who`'s role reads that kind."""
-    if readable_report(request, svc, who, rid).pipeline != kind:
-        raise NotFound(f"report {rid!r} is not a {kind} report", code="evidence_not_found")
+NOT_OF_KIND = "evidence_not_found"  # the 404 code for a report of another kind
 
 
 async def _radiograph_file(
     request: Request, rid: str, who: Principal, svc: Services, name: str
 ) -> FilePath:
-    with svc.audit.access(
-        actor=who.name, role=who.role.value, action="report.radiograph_full",
-        resource=f"report/{rid}",
-    ):  # fmt: skip
-        _in_kind(request, svc, who, rid, "cxr")
+    with evidence_read(
+        request, svc, who, rid, kind="cxr", action="report.radiograph_full", code=NOT_OF_KIND
+    ):
         path: FilePath = svc.reports.file(rid, name)  # 404 for a report analysed before
     return path
 
@@ -100,9 +94,6 @@ async def get_ct_slice(
     who: Principal = Depends(ct_readers),
     svc: Services = Depends(services),
 ) -> FileResponse:
-    with svc.audit.access(
-        actor=who.name, role=who.role.value, action="report.slice", resource=f"report/{rid}"
-    ):
-        _in_kind(request, svc, who, rid, "ct")
+    with evidence_read(request, svc, who, rid, kind="ct", action="report.slice", code=NOT_OF_KIND):
         path: FilePath = await svc.cpu.run(slice_png, svc.reports, rid, k, window)
     return FileResponse(path, media_type="image/png", headers=_SLICE_CACHE)

@@ -100,6 +100,7 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
     ("AIDX_WSI_UPLOAD_RETENTION", "wsi.upload_retention", "keep", UploadRetention.keep),
     ("AIDX_WSI_UPLOAD_STALE_S", "wsi.upload_stale_s", "7200", 7200.0),
     ("AIDX_WSI_UPLOAD_SWEEP_S", "wsi.upload_sweep_s", "60", 60.0),
+    ("AIDX_WSI_DEEPZOOM_CACHE_BYTES", "wsi.deepzoom_cache_bytes", "0", 0),
     ("AIDX_LABS_MLLP_HOST", "labs.mllp_host", "0.0.0.0", "0.0.0.0"),
     ("AIDX_LABS_MLLP_PORT", "labs.mllp_port", "2575", 2575),
     ("AIDX_LABS_MLLP_MAX_FRAME_BYTES", "labs.mllp_max_frame_bytes", "4096", 4096),

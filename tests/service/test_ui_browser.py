@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,8 @@ import pytest
 from aidx.inference.settings import Role
 from aidx.service.routes.ui import UI_DIR
 
-from ..conftest import KEYS, aidx_env, auth, dicom_bytes, free_port
-from ..waiting import wait_serving
+from ..conftest import KEYS, auth, dicom_bytes
+from .conftest import AidxServer
 
 pytestmark = pytest.mark.integration
 
@@ -39,22 +37,8 @@ WAIT_S = 20
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    env = aidx_env(
-        tmp_path_factory.mktemp("ui-srv"), port,
-        enabled_models='["cxr_pneumonia"]', writeback="false",
-    )  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-m", "aidx.service", "serve", "--log-level", "warning"], env=env
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_serving(f"{url}/readyz", process, what="aidx serve", timeout_s=120)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+def server(aidx_server: AidxServer) -> str:
+    return aidx_server("ui-srv", enabled_models='["cxr_pneumonia"]', writeback="false")
 
 
 @pytest.fixture(scope="module")

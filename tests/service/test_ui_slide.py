@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +23,8 @@ from PIL import Image
 from aidx.inference.settings import Role
 from aidx.pipelines.wsi.phantom import make_layout, write_slide
 
-from ..conftest import aidx_env, auth, free_port
-from ..waiting import wait_serving
+from ..conftest import auth
+from .conftest import AidxServer
 from .test_ui_browser import CHROMIUM, DRIVER, WAIT_S, shots, sign_in, webdriver  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -56,24 +54,13 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def slide_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def slide_server(aidx_server: AidxServer, tmp_path_factory: pytest.TempPathFactory) -> str:
     root = tmp_path_factory.mktemp("ui-slides")
     write_slide(root / "case.svs", make_layout(1, 4096, 3072, mpp=0.5, n_suspicious=2))
-    port = free_port()
-    env = aidx_env(
-        tmp_path_factory.mktemp("ui-slide-srv"), port,
+    return aidx_server(
+        "ui-slide-srv", timeout_s=300,
         enabled_models='["wsi_tiles"]', writeback="false", wsi_slide_roots=f'["{root}"]',
     )  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-m", "aidx.service", "serve", "--log-level", "warning"], env=env
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_serving(f"{url}/readyz", process, what="aidx serve", timeout_s=300)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,6 @@ AIDX_UI_SCREENSHOTS), each also as a small PNG (`*-small.png`, for docs/screensh
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +22,8 @@ from PIL import Image
 from aidx.inference.settings import Role
 from aidx.pipelines.ct import synthetic
 
-from ..conftest import aidx_env, auth, dicom_bytes, free_port
-from ..waiting import wait_serving
+from ..conftest import auth, dicom_bytes
+from .conftest import AidxServer
 from .test_ui_browser import _assert_all_vietnamese, _wait, browser, shots, sign_in
 
 pytestmark = pytest.mark.integration
@@ -42,22 +39,10 @@ SMALL_WIDTH_PX = 720  # the docs' copies: a palette PNG this wide stays well und
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    env = aidx_env(
-        tmp_path_factory.mktemp("ui-viewers"), port,
-        enabled_models='["cxr_pneumonia", "ct_pneumonia"]', writeback="false",
-    )  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-m", "aidx.service", "serve", "--log-level", "warning"], env=env
+def server(aidx_server: AidxServer) -> str:
+    return aidx_server(
+        "ui-viewers", enabled_models='["cxr_pneumonia", "ct_pneumonia"]', writeback="false"
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_serving(f"{url}/readyz", process, what="aidx serve", timeout_s=120)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """DeepZoom tiles of a whole-slide report's slide, through the real app: the
 descriptor and tiles of a real OpenSlide pyramid, bounds as coded 404s, pathologists
-only, the opening audited (not each tile), tiles counted; and the LRU of open slides
-under threads."""
+only, the opening audited (not each tile, nor a tile answered from memory), tiles
+counted; tiles drawn as openslide's DeepZoomGenerator draws them; the LRU of open
+slides under threads and the byte-bounded LRU of encoded tiles."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from aidx.inference.settings import Role
-from aidx.pipelines.wsi.deepzoom import DeepZoomSlides
+from aidx.pipelines.wsi.deepzoom import DeepZoomSlides, TileCache, on_background
 from aidx.service.app import create_app
 from tests.conftest import auth, dicom_bytes, make_settings
 
@@ -162,3 +164,78 @@ def test_the_open_slides_stay_bounded_under_concurrent_reads(slides: Slides) -> 
     for thread in threads:
         thread.join()
     assert failures == [] and len(cache) == 2
+
+
+def _mean_abs_difference(a: Image.Image, b: Image.Image) -> float:
+    return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).mean())
+
+
+def test_tiles_are_drawn_as_the_deepzoom_generator_draws_them(slides: Slides) -> None:
+    """Same size at every level and tile position (edges carry one overlap pixel less),
+    pixels within 2 grey levels on average: identical where a slide level matches, a box
+    reduce for Lanczos where the slide has no level (below its smallest, 1024 px)."""
+    slide = DeepZoomSlides().open("tumour", slides.tumour)
+    gen = slide.generator
+    for level in range(gen.level_count):
+        cols, rows = gen.level_tiles[level]
+        for col, row in {(0, 0), (cols - 1, rows - 1), (cols // 2, rows // 2), (0, rows - 1)}:
+            ours, theirs = slide.tile_image(level, col, row), gen.get_tile(level, (col, row))
+            assert (ours.size, ours.mode) == (theirs.size, theirs.mode), (level, col, row)
+            jpeg = Image.open(io.BytesIO(slide.tile_jpeg(level, col, row)))
+            assert (jpeg.format, jpeg.size) == ("JPEG", theirs.size)
+            if level >= 10:  # 1024 px wide and up: read from a slide level as it is
+                assert _mean_abs_difference(ours, theirs) == 0, (level, col, row)
+            elif min(gen.level_dimensions[level]) >= 3:  # a whole slide in a few pixels
+                # is one colour either way, averaged by a box or weighed by Lanczos
+                assert _mean_abs_difference(ours, theirs) < 2, (level, col, row)
+
+
+def test_a_transparent_region_is_laid_on_the_background_as_deepzoom_lays_it() -> None:
+    region = Image.new("RGBA", (8, 8), (200, 40, 90, 255))
+    region.paste((10, 20, 30, 0), (0, 0, 4, 8))  # a sparse slide's empty half
+    region.paste((10, 20, 30, 128), (4, 0, 6, 8))
+    background = "#f0e0d0"
+    expected = Image.composite(region, Image.new("RGB", (8, 8), background), region)
+    assert on_background(region, background).tobytes() == expected.tobytes()
+    opaque = Image.new("RGBA", (4, 4), (1, 2, 3, 255))
+    assert on_background(opaque, background).tobytes() == opaque.convert("RGB").tobytes()
+
+
+def test_a_tile_again_comes_from_memory_and_is_still_an_opening(app: Any, rid: str) -> None:
+    """The tiles a viewer goes back to are answered from the cache of encoded tiles; the
+    first tile a viewer sees of a slide is recorded as an opening, from memory or not."""
+    client, settings = app
+    svc = client.app.state.services
+    svc.deepzoom.clear()  # the slide is opened again: nobody has viewed it since
+    url = f"/v1/wsi/reports/{rid}/tiles/12/2_1.jpeg"
+    first = client.get(url, headers=PATHOLOGIST)
+    assert first.status_code == 200 and svc.deepzoom.tiles.get((rid, 12, 2, 1)) == first.content
+    admin = auth(Role.admin)
+    before = [e["actor"] for e in _audit(settings, "wsi.slide.open")].count("admin-1")
+    for _ in range(2):
+        again = client.get(url, headers=admin)
+        assert again.status_code == 200 and again.content == first.content
+    assert again.headers["cache-control"] == "private, max-age=3600"
+    opened = [e["actor"] for e in _audit(settings, "wsi.slide.open")]
+    assert opened.count("admin-1") == before + 1
+    assert len(svc.deepzoom.tiles) == 1
+
+
+def test_the_tile_cache_keeps_the_most_recent_tiles_within_its_bytes() -> None:
+    cache = TileCache(max_bytes=250)
+    for col in range(4):
+        cache.put(("r", 12, col, 0), bytes([col]) * 100)
+    assert cache.get(("r", 12, 0, 0)) is None and cache.get(("r", 12, 1, 0)) is None
+    assert cache.get(("r", 12, 2, 0)) == b"\x02" * 100 and cache.nbytes == 200
+    cache.put(("r", 12, 4, 0), b"x" * 100)  # 3 was used least lately: dropped, 2 kept
+    assert cache.get(("r", 12, 3, 0)) is None and cache.get(("r", 12, 2, 0)) is not None
+    cache.put(("r", 12, 5, 0), b"y" * 251)  # larger than the whole cache: not kept
+    assert cache.get(("r", 12, 5, 0)) is None and cache.nbytes == 200
+    off = TileCache(max_bytes=0)
+    off.put(("r", 12, 0, 0), b"z")
+    assert len(off) == 0 and off.nbytes == 0
+
+
+def test_the_tile_cache_bytes_are_a_setting(slides: Slides, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, wsi_slide_roots=[slides.root], wsi_deepzoom_cache_bytes=0)
+    assert create_app(settings).state.services.deepzoom.tiles.max_bytes == 0

@@ -70,13 +70,13 @@ def test_the_descriptor_and_tiles_cover_level_0_of_the_slide(app: Any, rid: str)
     size = image.find(f"{DZ}Size")
     assert size is not None and (size.get("Width"), size.get("Height")) == ("4096", "3072")
     assert (image.get("TileSize"), image.get("Overlap"), image.get("Format")) == (
-        "254",
-        "1",
+        "256",
+        "0",
         "jpeg",
     )
     top = 12  # ceil(log2(4096)): the full-resolution level
     counted = _tiles_counted(client)
-    for level, col, row, side in ((top, 0, 0, 255), (top, 3, 2, 256), (0, 0, 0, 1)):
+    for level, col, row, side in ((top, 0, 0, 256), (top, 3, 2, 256), (0, 0, 0, 1)):
         tile = client.get(
             f"/v1/wsi/reports/{rid}/tiles/{level}/{col}_{row}.jpeg", headers=PATHOLOGIST
         )

@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -79,9 +80,16 @@ class Inputs:
         paths = synthetic.write_series(phantom, work / "ct")
         self.ct = [pydicom.dcmread(p) for p in paths]
         self.labs = 0
+        # cxr() and ct_zip() run in worker threads and re-stamp the same datasets: one
+        # at a time, or a zip mixes two series' UIDs (aidx rightly refuses it: 422).
+        self._stamping = threading.Lock()
 
     def cxr(self) -> tuple[bytes, str]:
         """A CR of a study of its own: (the file, its Study Instance UID)."""
+        with self._stamping:
+            return self._cxr()
+
+    def _cxr(self) -> tuple[bytes, str]:
         ds = self.cr
         ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -90,6 +98,10 @@ class Inputs:
         return out.getvalue(), str(ds.StudyInstanceUID)
 
     def ct_zip(self) -> tuple[bytes, str]:
+        with self._stamping:
+            return self._ct_zip()
+
+    def _ct_zip(self) -> tuple[bytes, str]:
         import zipfile
 
         study, series = generate_uid(), generate_uid()

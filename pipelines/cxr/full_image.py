@@ -61,21 +61,35 @@ def _header_window(ds: pydicom.Dataset) -> tuple[float, float] | None:
     return (first[0], first[1]) if first[1] > 0 else None
 
 
-def _modality_values(ds: pydicom.Dataset, stored: np.ndarray) -> np.ndarray:
-    """Stored -> modality values; integers of up to 16 bits through a table of codes."""
+def _quantised(ds: pydicom.Dataset, stored: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Stored -> modality values -> uint16 over their own range: (pixels, lo, span).
+    Integers of up to 16 bits go through a table of every code, quantised once, and
+    one gather over the image (no float64 copy of it), with identical values."""
     if stored.dtype.kind in "iu" and stored.dtype.itemsize <= 2 and stored.dtype.isnative:
         unsigned = np.dtype(f"u{stored.dtype.itemsize}")
         codes = np.arange(2 ** (8 * stored.dtype.itemsize), dtype=unsigned).view(stored.dtype)
         table = np.asarray(apply_modality_lut(codes, ds), dtype=np.float64)
-        return np.asarray(table[stored.view(unsigned)])
-    return np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+        keys = stored.view(unsigned)
+        seen = table[np.bincount(keys.ravel(), minlength=codes.size) > 0]
+        lo, span = _range(seen)
+        return _to_levels(table, lo, span)[keys], lo, span
+    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    lo, span = _range(values)
+    return _to_levels(values, lo, span), lo, span
+
+
+def _range(values: np.ndarray) -> tuple[float, float]:
+    lo, hi = float(values.min()), float(values.max())
+    return lo, hi - lo if hi > lo else 1.0
+
+
+def _to_levels(values: np.ndarray, lo: float, span: float) -> np.ndarray:
+    """Clipped first: a table's codes absent from the image may lie outside the range."""
+    return np.rint((np.clip(values, lo, lo + span) - lo) * (LEVELS / span)).astype(np.uint16)
 
 
 def full_image(ds: pydicom.Dataset, stored: np.ndarray) -> FullImage:
-    values = _modality_values(ds, stored)
-    lo, hi = float(values.min()), float(values.max())
-    span = hi - lo if hi > lo else 1.0
-    pixels = np.rint((values - lo) * (LEVELS / span)).astype(np.uint16)
+    pixels, lo, span = _quantised(ds, stored)
     return FullImage(
         pixels=pixels,
         value_min=lo,

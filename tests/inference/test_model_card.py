@@ -109,7 +109,7 @@ BAD_CARDS = [
     ("cxr_pneumonia", "card.md", "---\nname", "name", "no YAML front matter"),
     ("ct_pneumonia", "config.pbtxt", 'string_value: "0.25"', 'string_value: "1.5"', "overlap"),
     ("ct_pneumonia", "config.pbtxt", 'string_value: "3.0"', 'string_value: "3mm"', "spacing_mm"),
-    ("ct_pneumonia", "card.md", "labels:\n  - {name: Pneumonia", "x:\n  - {name: P", "no labels"),
+    ("ct_pneumonia", "card.md", "\nlabels:\n- name: Pneumonia", "\nx:\n- name: P", "no labels"),
     ("labs_anomaly", "card.md", "- sodium\n", "", "lists 26 features; the input takes 27"),
     ("labs_anomaly", "card.md", "\nfeatures:\n", "\nanalytes:\n", "needs `features`"),
 ]

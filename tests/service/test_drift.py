@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,14 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from aidx.inference.drift import REFERENCE_FILE
 from aidx.inference.settings import Role
 from aidx.pipelines.cxr import synthetic_dicom, train_data
 from aidx.pipelines.cxr.synthetic import SyntheticCxr
 from aidx.pipelines.cxr.train_recipe import split_seed
 from aidx.service.app import create_app
 
-from ..conftest import auth, make_settings
+from ..conftest import MODELS, auth, make_settings
 
 STREAM = 40  # studies per stream: the count window (min_window 30)
 INPUT_FEATURES = {"input_mean", "input_p50", "input_p05", "input_p95", "input_std"}
@@ -129,10 +131,25 @@ def test_a_new_station_fires_the_alert_on_the_station_only(
     assert not INPUT_FEATURES & {feature for feature, _ in _alerts(metrics)}
 
 
+def _without_drift_reference(models: Path, name: str) -> Path:
+    """A repository holding `name` as shipped but without its drift reference (every
+    demo model has one now), its card no longer listing the file."""
+    shutil.copytree(MODELS / name, models / name)
+    (models / name / "1" / REFERENCE_FILE).unlink()
+    card = models / name / "card.md"
+    lines = card.read_text().splitlines(keepends=True)
+    card.write_text("".join(line for line in lines if f"1/{REFERENCE_FILE}:" not in line))
+    return models
+
+
 def test_the_drift_route_is_for_engineers_audited_and_says_when_there_is_no_reference(
     tmp_path: Path,
 ) -> None:
-    settings = make_settings(tmp_path, enabled_models=["cxr_pneumonia", "wsi_tiles"])
+    models = _without_drift_reference(tmp_path / "models", "wsi_tiles")
+    shutil.copytree(MODELS / "cxr_pneumonia", models / "cxr_pneumonia")
+    settings = make_settings(
+        tmp_path, model_repository=models, enabled_models=["cxr_pneumonia", "wsi_tiles"]
+    )
     with TestClient(create_app(settings)) as client:
         url = "/v1/models/{}/drift"
         refused = client.get(url.format("cxr_pneumonia"), headers=auth(Role.radiologist))

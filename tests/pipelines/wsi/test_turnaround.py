@@ -44,9 +44,11 @@ def test_an_uploaded_slide_is_timed_from_its_request_to_analysed(
         analysed = datetime.fromisoformat(turnaround["analysed_at"])
         assert received <= datetime.fromisoformat(done["created_at"]) <= analysed
         assert turnaround["analysed_s"] == round((analysed - received).total_seconds(), 3)
-        # the job's report shows its deliveries too: the PACS here is unreachable
-        pacs = {d["destination"]: d for d in turnaround["deliveries"]}["pacs"]
-        assert pacs["state"] != "delivered" and pacs["delivered_at"] is None
+        # the job's report shows its deliveries too: the PACS here is unreachable. Before
+        # the build runs the PACS is listed as pending; after it, not at all, since an
+        # uploaded TIFF has no DICOM frame of reference for an ANN (a race: either is right)
+        pacs = {d["destination"]: d for d in turnaround["deliveries"]}.get("pacs")
+        assert pacs is None or (pacs["state"] != "delivered" and pacs["delivered_at"] is None)
         counts = turnaround_counts(client)
     assert counts[("wsi", "analysed")] == 1
     assert not any(stage.startswith("delivered") for _, stage in counts)

@@ -55,12 +55,12 @@ def test_a_critical_result_reaches_the_console_and_is_acknowledged(
     assert time.monotonic() - sent_at < 2.0, "the alert took 2 s or more to show"
     assert "SPC-UI1" in row.text and "severity-critical" in row.get_attribute("class")
     alert_id = row.get_attribute("data-alert-id")
-    browser.save_screenshot(str(shots / "lab-console.png"))
 
     row.click()
     values = _wait(browser).until(ec.visibility_of_element_located((By.ID, "labs-detail-values")))
     assert "7.4" in values.text and "3.5–5.1" in values.text  # the interval used
     assert "adult from 18 y · source: Mayo Clinic" in values.text  # which one, from where
+    browser.save_screenshot(str(shots / "lab-console.png"))  # the alert and its detail
     form = browser.find_element(By.ID, "labs-ack")
     form.find_element(By.NAME, "reason").send_keys("called ward 4, doctor informed")
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()

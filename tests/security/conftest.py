@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,16 @@ WSI_LIMIT_BYTES = 1 << 20
 class Server:
     host: str
     port: int
-    pid: int
+    process: subprocess.Popen[bytes]
     log: Path
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def rss_bytes(self) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -51,29 +56,42 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    var_dir = tmp_path_factory.mktemp("hostile")
+@contextmanager
+def serving(var_dir: Path, name: str, **settings: str) -> Iterator[Server]:
+    """A real `aidx serve` on `var_dir` with further AIDX_* `settings`, answering; its
+    output goes to `var_dir`/`name`.log. Stopped on exit (a test may have killed it)."""
     port = free_port()
-    env = aidx_env(
-        var_dir, port,
-        http_body_timeout_s=str(TIMEOUT_S), http_header_timeout_s=str(TIMEOUT_S),
-        http_keep_alive_timeout_s=str(TIMEOUT_S), wsi_max_upload_bytes=str(WSI_LIMIT_BYTES),
-        ct_max_compression_ratio="100",
-    )  # fmt: skip
-    log = var_dir / "server.log"
+    log = var_dir / f"{name}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "aidx.service", "serve", "--log-level", "info"],
-            env=env, stdout=sink, stderr=subprocess.STDOUT,
+            env=aidx_env(var_dir, port, **settings), stdout=sink, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    found = Server("127.0.0.1", port, process.pid, log)
+    found = Server("127.0.0.1", port, process, log)
     try:
-        wait_serving(f"{found.url}/readyz", process, what="aidx serve", timeout_s=300)
+        wait_serving(f"{found.url}/readyz", process, what=f"aidx serve ({name})", timeout_s=300)
         yield found
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+HOSTILE_SETTINGS = {
+    "http_body_timeout_s": str(TIMEOUT_S), "http_header_timeout_s": str(TIMEOUT_S),
+    "http_keep_alive_timeout_s": str(TIMEOUT_S), "wsi_max_upload_bytes": str(WSI_LIMIT_BYTES),
+    "ct_max_compression_ratio": "100",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The hostile-input server; a module that needs other settings passes them with
+    `pytest.mark.parametrize("server", [{...}], indirect=True)` and gets its own."""
+    settings: dict[str, str] = getattr(request, "param", HOSTILE_SETTINGS)
+    with serving(tmp_path_factory.mktemp("hostile"), "server", **settings) as found:
+        yield found
 
 
 def timed(call):  # type: ignore[no-untyped-def]

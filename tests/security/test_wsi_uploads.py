@@ -9,8 +9,6 @@ import gc
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,46 +19,25 @@ import pytest
 
 from aidx.inference.settings import Role
 
-from ..conftest import aidx_env, auth, free_port
-from ..waiting import wait_serving, wait_until
-from .conftest import Server, healthz_ms, timed
+from ..conftest import auth
+from ..waiting import wait_until
+from .conftest import Server, healthz_ms, serving, timed
 from .wire import connect, head, rss_peak
 
-pytestmark = pytest.mark.slow
 MIB = 1 << 20
+WSI_ONLY = '["wsi_tiles"]'
+pytestmark = [
+    pytest.mark.slow,
+    # this module's own server: the WSI tile model only, uploads of up to 1 GiB
+    pytest.mark.parametrize(
+        "server",
+        [{"enabled_models": WSI_ONLY, "wsi_max_upload_bytes": str(1 << 30)}],
+        ids=["wsi-uploads"],
+        indirect=True,
+    ),
+]
 UPLOAD_MIB = 320
 RSS_BOUND_BYTES = 64 * MIB
-
-
-def serve(var_dir: Path, name: str, **settings: str) -> tuple[subprocess.Popen[bytes], Server]:
-    """An `aidx serve` on `var_dir` that serves the WSI tile model, answering."""
-    port = free_port()
-    env = aidx_env(var_dir, port, enabled_models='["wsi_tiles"]', **settings)
-    log = var_dir / f"{name}.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "aidx.service", "serve", "--log-level", "info"],
-            env=env, stdout=sink, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    found = Server("127.0.0.1", port, process.pid, log)
-    try:
-        wait_serving(f"{found.url}/readyz", process, what=f"aidx serve ({name})", timeout_s=300)
-    except BaseException:
-        process.kill()
-        process.wait()
-        raise
-    return process, found
-
-
-@pytest.fixture(scope="module")
-def first(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen, Server]]:  # type: ignore[type-arg]
-    var_dir = tmp_path_factory.mktemp("wsi-uploads")
-    process, found = serve(var_dir, "first", wsi_max_upload_bytes=str(1 << 30))
-    try:
-        yield process, found
-    finally:
-        process.kill()  # the kill test may have killed it already
-        process.wait(timeout=30)
 
 
 @contextmanager
@@ -79,11 +56,7 @@ def uploads(server: Server) -> Path:
     return server.log.parent / "wsi" / "uploads"
 
 
-def test_healthz_answers_within_200_ms_while_a_large_slide_is_written(
-    first: tuple[subprocess.Popen, Server],  # type: ignore[type-arg]
-) -> None:
-    _, server = first
-
+def test_healthz_answers_within_200_ms_while_a_large_slide_is_written(server: Server) -> None:
     def chunks() -> Iterator[bytes]:
         for _ in range(UPLOAD_MIB):
             yield bytes(MIB)  # not a slide: refused once it is all on disk
@@ -121,10 +94,7 @@ def test_healthz_answers_within_200_ms_while_a_large_slide_is_written(
     assert list(uploads(server).iterdir()) == []  # a refused slide is not kept
 
 
-def test_an_upload_left_by_a_killed_replica_is_swept_by_the_next(
-    first: tuple[subprocess.Popen, Server],  # type: ignore[type-arg]
-) -> None:
-    process, server = first
+def test_an_upload_left_by_a_killed_replica_is_swept_by_the_next(server: Server) -> None:
     sock = connect(server)
     declared = {"Content-Length": str(64 * MIB), "Content-Type": "image/tiff"}
     sock.sendall(
@@ -136,19 +106,16 @@ def test_an_upload_left_by_a_killed_replica_is_swept_by_the_next(
         return [p for p in uploads(server).iterdir() if p.stat().st_size >= 4 * MIB]
 
     (partial,) = wait_until(partial_written, what="the partial upload on disk", timeout_s=30)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
+    os.kill(server.pid, signal.SIGKILL)
+    server.process.wait(timeout=30)
     sock.close()
     assert partial.exists()
 
     var_dir = server.log.parent
-    second, successor = serve(var_dir, "second", wsi_upload_stale_s="1", wsi_upload_sweep_s="1")
-    try:
+    sweeping = {"wsi_upload_stale_s": "1", "wsi_upload_sweep_s": "1"}
+    with serving(var_dir, "second", enabled_models=WSI_ONLY, **sweeping) as successor:
         wait_until(lambda: not partial.exists(), what="the sweep of the upload", timeout_s=30)
         metrics = httpx.get(f"{successor.url}/metrics").text
-    finally:
-        second.terminate()
-        second.wait(timeout=30)
     assert 'aidx_wsi_uploads_swept_total{reason="abandoned"} 1.0' in metrics
     entries = [json.loads(line) for line in (var_dir / "audit.log").read_text().splitlines()]
     sweeps = [e for e in entries if e["action"] == "wsi.upload.sweep"]

@@ -20,15 +20,11 @@ import io
 import itertools
 import json
 import os
-import platform
 import re
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,15 +34,12 @@ import onnxruntime as ort
 import pydicom
 import tritonclient.http.aio as triton_aio
 from pydicom.data import get_testdata_file
+from serving import DEV_KEY, REPOSITORY, ROOT, cell, machine, service  # benchmarks/serving.py
 from tritonclient.http import InferInput, InferRequestedOutput
 
 from aidx.gpu.providers import CPU, placements
 from aidx.inference.repository import load_entry
 from aidx.inference.runtime import session_options, threads_per_instance
-
-ROOT = Path(__file__).resolve().parents[1]
-REPOSITORY = Path(os.environ.get("AIDX_MODEL_REPOSITORY", ROOT / "models"))
-DEV_KEY = "benchmark-development-key-0123456789"
 
 
 @dataclass
@@ -321,52 +314,10 @@ async def sweep_v1(
     )
 
 
-@contextmanager
-def service(model: str, extra_env: dict[str, str] | None = None) -> Iterator[str]:
-    """`extra_env`: further AIDX_* settings (benchmarks/shadow.py turns a shadow on)."""
-    port = 18000 + os.getpid() % 1000
-    with tempfile.TemporaryDirectory() as var:
-        env = {
-            **os.environ,
-            "AIDX_MODE": "development",
-            "AIDX_DEV_API_KEY": DEV_KEY,
-            "AIDX_VAR_DIR": var,
-            "AIDX_PORT": str(port),
-            "AIDX_HOST": "127.0.0.1",
-            "AIDX_MODEL_REPOSITORY": str(REPOSITORY),
-            # RG1 is out of distribution for the demo model: `warn` still runs the model,
-            # which is what /v1/cxr end to end measures (not the not-assessed shortcut)
-            "AIDX_OOD_POLICY": "warn",
-            **(extra_env or {}),
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "aidx.service", "serve", "--log-level", "warning"], env=env
-        )
-        url = f"127.0.0.1:{port}"
-        try:
-            for _ in range(300):
-                try:
-                    if httpx.get(f"http://{url}/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.2)
-            else:
-                raise RuntimeError("the service did not become ready")
-            yield url
-        finally:
-            process.terminate()
-            process.wait(30)
-
-
 def max_queue_delay_us(model: str) -> int:
     text = (REPOSITORY / model / "config.pbtxt").read_text()
     match = re.search(r"max_queue_delay_microseconds:\s*(\d+)", text)
     return int(match.group(1)) if match else 0
-
-
-def _cpu_cell(row: Row, key: str) -> str:
-    value = row.extra.get(key)
-    return f"{value:>8.2f}" if value is not None else f"{'':>8}"
 
 
 def print_table(rows: list[Row]) -> None:
@@ -381,7 +332,7 @@ def print_table(rows: list[Row]) -> None:
         print(
             f"{r.path:34} {r.concurrency:>5} {r.requests:>6} {r.throughput_rps:>8.1f} "
             f"{r.p50_ms:>8.1f} {r.p95_ms:>8.1f} {r.p99_ms:>8.1f} {r.mean_batch:>6.1f} "
-            f"{_cpu_cell(r, server)} {_cpu_cell(r, 'client_cpu_ms_per_req')}"
+            f"{cell(r.extra.get(server))} {cell(r.extra.get('client_cpu_ms_per_req'))}"
         )
 
 
@@ -519,8 +470,8 @@ def main() -> None:
     if args.url:
         v2, v1 = asyncio.run(run_sweeps(args.url, args.key, args))
     else:
-        with service(args.model) as url:
-            v2, v1 = asyncio.run(run_sweeps(url, args.key, args))
+        with service() as served:
+            v2, v1 = asyncio.run(run_sweeps(served.url, args.key, args))
     inproc = [asyncio.run(sweep_batcher(args.model, c, args.seconds)) for c in args.concurrency]
     rows = raw + inproc + v2 + v1
     print_table(rows)
@@ -536,11 +487,7 @@ def main() -> None:
         json.dumps(
             {
                 "model": args.model,
-                "machine": {
-                    "cpu_count": os.cpu_count(),
-                    "platform": platform.platform(),
-                    "onnxruntime": ort.__version__,
-                },
+                "machine": machine(),
                 "seconds_per_point": args.seconds,
                 "rows": [asdict(r) for r in rows],
                 "summary": summary,

@@ -32,16 +32,13 @@ from pydicom.data import get_testdata_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from batching import (  # noqa: E402 - the sibling benchmark's helpers
-    DEV_KEY,
-    REPOSITORY,
-    ROOT,
     Row,
     closed_loop,
     percentiles,
     sample_input,
-    service,
     sweep_v1,
 )
+from serving import DEV_KEY, REPOSITORY, ROOT, service  # noqa: E402
 
 from aidx.inference.serving import ModelService  # noqa: E402
 from aidx.inference.settings import Settings  # noqa: E402
@@ -125,7 +122,8 @@ def end_to_end_rows(args: argparse.Namespace) -> list[Row]:
     rows = []
     for shadow in (None, args.shadow):
         env = {"AIDX_SHADOW_VERSIONS": json.dumps({args.model: shadow or 0})}
-        with service(args.model, env) as url:
+        with service(env) as served:
+            url = served.url
             for c in args.v1_concurrency:
                 before = shadow_counters(url)
                 row = asyncio.run(sweep_v1(url, DEV_KEY, args.model, dicom, c, args.seconds))

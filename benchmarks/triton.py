@@ -35,21 +35,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import httpx
-import numpy as np
-import onnxruntime as ort
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpc_aio
 import tritonclient.http.aio as triton_aio
@@ -58,20 +52,25 @@ from tritonclient.http import InferInput, InferRequestedOutput
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from batching import (  # noqa: E402  (a script beside this one)
-    DEV_KEY,
-    REPOSITORY,
     Row,
     closed_loop,
     cpu_per_request_ms,
     percentiles,
     sample_input,
     server_counters,
-    service,
     sweep_v1,
     sweep_v2,
 )
+from serving import (  # noqa: E402  (a script beside this one)
+    DEV_KEY,
+    REPOSITORY,
+    cell,
+    environment,
+    free_port,
+    machine,
+    service,
+)
 
-from tests.peers import free_port  # noqa: E402
 from tests.peers.triton import TritonPeer, pytriton_missing  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,20 +88,6 @@ def triton_counters(peer: TritonPeer, model: str) -> tuple[float, float]:
         elif line.startswith("nv_inference_exec_count{"):
             executions += float(line.split()[-1])
     return inferences, executions
-
-
-@contextmanager
-def environment(**values: str) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 async def sweep_triton_direct(
@@ -219,10 +204,8 @@ def print_table(rows: list[Row]) -> None:
         f"{'p99 ms':>8} {'batch':>6} {'triton batch':>12} {'srv cpu':>8}"
     )
     for r in rows:
-        triton_batch = r.extra.get("triton_mean_batch")
-        shown = f"{triton_batch:>12.1f}" if triton_batch is not None else f"{'':>12}"
-        cpu = r.extra.get("server_cpu_ms_per_req")
-        cpu_shown = f"{cpu:>8.2f}" if cpu is not None else f"{'':>8}"
+        shown = cell(r.extra.get("triton_mean_batch"), 12, 1)
+        cpu_shown = cell(r.extra.get("server_cpu_ms_per_req"))
         print(
             f"{r.path:50} {r.concurrency:>5} {r.requests:>6} {r.throughput_rps:>8.1f} "
             f"{r.p50_ms:>8.1f} {r.p95_ms:>8.1f} {r.p99_ms:>8.1f} {r.mean_batch:>6.1f} {shown} "
@@ -307,9 +290,11 @@ def densenet_rows(args: argparse.Namespace) -> list[Row]:
         try:
             with (
                 environment(AIDX_ENABLED_MODELS=json.dumps([XRV]), AIDX_GRPC_PORT=str(grpc_port)),
-                service(XRV, {"AIDX_MODEL_REPOSITORY": str(repository)}) as url,
+                service({"AIDX_MODEL_REPOSITORY": str(repository)}) as served,
             ):
-                local = asyncio.run(measure(url, grpc_url, "in-process", peer, args, None, XRV))
+                local = asyncio.run(
+                    measure(served.url, grpc_url, "in-process", peer, args, None, XRV)
+                )
             alone = triton_alone(peer, args, XRV)
         finally:
             peer.stop()
@@ -347,18 +332,18 @@ def main() -> None:
         with environment(
             AIDX_ENABLED_MODELS=json.dumps([args.model]), AIDX_GRPC_PORT=str(grpc_port)
         ):
-            with service(args.model) as url:
+            with service() as served:
                 local = asyncio.run(
-                    measure(url, grpc_url, "in-process", peer, args, dicom, args.model)
+                    measure(served.url, grpc_url, "in-process", peer, args, dicom, args.model)
                 )
             with (
                 environment(
                     AIDX_BACKEND="triton", AIDX_TRITON_URL=peer.url, AIDX_TRITON_POLL_S="1"
                 ),
-                service(args.model) as url,
+                service() as served,
             ):
                 remote = asyncio.run(
-                    measure(url, grpc_url, "→ Triton", peer, args, dicom, args.model)
+                    measure(served.url, grpc_url, "→ Triton", peer, args, dicom, args.model)
                 )
         alone = triton_alone(peer, args, args.model)
     finally:
@@ -377,13 +362,9 @@ def main() -> None:
             {
                 "model": args.model,
                 "models": [args.model, *([XRV] if args.densenet else [])],
-                "machine": {
-                    "cpu_count": os.cpu_count(),
-                    "platform": platform.platform(),
-                    "onnxruntime": ort.__version__,
-                    "numpy": np.__version__,
-                    "triton": "2.51 (nvidia-pytriton 0.7.0, Python backend + onnxruntime)",
-                },
+                "machine": machine(
+                    triton="2.51 (nvidia-pytriton 0.7.0, Python backend + onnxruntime)"
+                ),
                 "seconds_per_point": args.seconds,
                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "rows": [asdict(r) for r in rows],

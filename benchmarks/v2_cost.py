@@ -24,32 +24,24 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import httpx
-import numpy as np
-import onnxruntime as ort
 import tritonclient.http.aio as triton_aio
 from tritonclient.http import InferInput, InferRequestedOutput
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from batching import (  # noqa: E402  (a script beside this one)
-    DEV_KEY,
-    REPOSITORY,
     raw_onnxruntime,
     sample_input,
     server_counters,
 )
-
-from tests.peers import free_port  # noqa: E402
+from serving import DEV_KEY, REPOSITORY, machine, service  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -70,40 +62,6 @@ def process_cpu_s(pid: int) -> float:
     """utime + stime of a process, all its threads, in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S  # fields 14, 15 of stat(5)
-
-
-@contextmanager
-def server(model: str) -> Iterator[tuple[str, int]]:
-    """`aidx serve` on a free port: (host:port, pid)."""
-    port = free_port()
-    with tempfile.TemporaryDirectory() as var:
-        env = {
-            **os.environ,
-            "AIDX_MODE": "development",
-            "AIDX_DEV_API_KEY": DEV_KEY,
-            "AIDX_VAR_DIR": var,
-            "AIDX_PORT": str(port),
-            "AIDX_HOST": "127.0.0.1",
-            "AIDX_MODEL_REPOSITORY": str(REPOSITORY),
-            "AIDX_ENABLED_MODELS": json.dumps([model]),
-        }
-        command = [sys.executable, "-m", "aidx.service", "serve", "--log-level", "warning"]
-        process = subprocess.Popen(command, env=env)
-        url = f"127.0.0.1:{port}"
-        try:
-            for _ in range(300):
-                try:
-                    if httpx.get(f"http://{url}/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
-            else:
-                raise RuntimeError("the service did not become ready")
-            yield url, process.pid
-        finally:
-            process.terminate()
-            process.wait(30)
 
 
 async def drive(
@@ -165,7 +123,8 @@ def py_spy(pid: int, out: Path | None) -> Iterator[None]:
 
 def measure(args: argparse.Namespace) -> list[CostRow]:
     rows = []
-    with server(args.model) as (url, pid):
+    with service({"AIDX_ENABLED_MODELS": json.dumps([args.model])}) as served:
+        url, pid = served.url, served.pid
         for i, concurrency in enumerate(args.concurrency):
             last = i == len(args.concurrency) - 1
             with py_spy(pid, args.profile if last else None):
@@ -225,8 +184,7 @@ def main() -> None:
     out.write_text(json.dumps({
         "model": args.model,
         "label": args.label,
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "onnxruntime": ort.__version__, "numpy": np.__version__},
+        "machine": machine(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rows": [asdict(r) for r in rows],
     }, indent=2))  # fmt: skip

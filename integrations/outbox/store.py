@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,18 +173,31 @@ class OutboxStore:
             return False
         return True
 
-    def claim_due(self, *, lease_s: float, limit: int, now: float | None = None) -> list[Entry]:
-        """Pending entries that are due and not leased, each leased to the caller.
-        The conditional UPDATE makes a claim exclusive among workers and replicas; on
-        PostgreSQL the SELECT also locks its rows and skips rows another worker holds
-        (FOR UPDATE SKIP LOCKED), so concurrent claimers neither wait on nor deadlock
-        with each other. SQLite ignores the clause: it has one writer at a time."""
+    def claim_due(
+        self,
+        *,
+        lease_s: float,
+        limit: int,
+        now: float | None = None,
+        destination: str | None = None,
+        other_than: Collection[str] | None = None,
+    ) -> list[Entry]:
+        """Pending entries that are due and not leased, each leased to the caller;
+        only `destination`'s when given, only other destinations' than `other_than`
+        when given. The conditional UPDATE makes a claim exclusive among workers and
+        replicas; on PostgreSQL the SELECT also locks its rows and skips rows another
+        worker holds (FOR UPDATE SKIP LOCKED), so concurrent claimers neither wait on
+        nor deadlock with each other. SQLite ignores the clause: one writer at a time."""
         now = time.time() if now is None else now
         due = and_(
             outbox.c.state == State.pending.value,
             outbox.c.next_attempt_at <= now,
             outbox.c.lease_until <= now,
         )
+        if destination is not None:
+            due = and_(due, outbox.c.destination == destination)
+        if other_than is not None:
+            due = and_(due, outbox.c.destination.not_in(other_than))
         claimed: list[Entry] = []
         with self.engine.begin() as conn:
             ids = conn.execute(
@@ -203,6 +217,18 @@ class OutboxStore:
                     row = conn.execute(select(outbox).where(outbox.c.id == eid)).one()
                     claimed.append(_entry(row))
         return claimed
+
+    def release(self, ids: Collection[str]) -> None:
+        """Claimed entries given back untried (their worker is stopping): due again
+        for any worker at once instead of after the lease."""
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(ids), outbox.c.state == State.pending.value)
+                .values(lease_until=0.0)
+            )
 
     def mark_delivered(self, eid: str, *, now: float | None = None) -> None:
         now = time.time() if now is None else now

@@ -1,16 +1,19 @@
-"""The outbox worker: claims due entries, delivers each through its destination, and
-records the outcome. Failures back off exponentially (base * 2^(attempts-1), capped)
-until `max_attempts`, then the entry is dead until someone retries or drops it."""
+"""The outbox worker: one lane per destination claims that destination's due entries,
+delivers them in order, and records each outcome. Failures back off exponentially
+(base * 2^(attempts-1), capped) until `max_attempts`, then the entry is dead until
+someone retries or drops it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aidx.inference.settings_sections import OutboxSettings
 from aidx.integrations.outbox.destinations import (
@@ -22,6 +25,9 @@ from aidx.integrations.outbox.store import Entry, OutboxStore, OutgoingObject
 
 log = logging.getLogger(__name__)
 _DEFAULTS = OutboxSettings()  # one default per value: the settings' (AIDX_OUTBOX_*)
+T = TypeVar("T")
+R = TypeVar("R")
+UNCONFIGURED = None  # the lane of entries whose destination is no longer configured
 
 
 @dataclass(frozen=True)
@@ -65,62 +71,106 @@ class OutboxWorker:
         self.batch = batch
         self.audit = audit  # an AuditLog: each delivery of patient data is recorded
         self.on_delivered = on_delivered
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        # One lane per destination, each claiming and delivering on its own, so a slow
+        # peer (an EMR taking seconds per bundle) never holds back another; the lane
+        # UNCONFIGURED takes the entries of destinations no longer configured.
+        self._wakes: dict[str | None, asyncio.Event] = {
+            lane: asyncio.Event() for lane in [*self.destinations, UNCONFIGURED]
+        }
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = threading.Event()  # read by the lanes' delivery threads
+        self._threads: ThreadPoolExecutor | None = None  # the lanes' own, one each
 
     async def enqueue(self, objects: list[OutgoingObject]) -> int:
-        """Store objects durably (before the caller answers), then wake the worker."""
+        """Store objects durably (before the caller answers), then wake their lanes."""
         added = 0
         for obj in objects:
             if obj.destination not in self.destinations:
                 raise ValueError(f"no destination {obj.destination!r} is configured")
             added += await asyncio.to_thread(self.store.enqueue, obj)
-        self._wake.set()
+        for destination in {obj.destination for obj in objects}:
+            self._wakes[destination].set()
         return added
 
     def wake(self) -> None:
-        self._wake.set()
+        """Every lane looks for due entries now (a dead entry retried, say)."""
+        for event in self._wakes.values():
+            event.set()
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="outbox-worker")
+        if not self._tasks:
+            self._threads = ThreadPoolExecutor(len(self._wakes), thread_name_prefix="outbox")
+            self._tasks = [
+                asyncio.create_task(self._run(lane), name=f"outbox-{lane or 'unconfigured'}")
+                for lane in self._wakes
+            ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Every lane ends once the delivery in hand has ended; the entries it had
+        claimed but not tried are released for the next worker at once."""
+        self._stopping.set()
+        self.wake()
+        try:
+            await asyncio.gather(*self._tasks)
+        finally:
+            self._tasks = []
+            if self._threads is not None:  # idle now: joined at once
+                self._threads.shutdown()
+                self._threads = None
+            self._stopping.clear()
 
-    async def _run(self) -> None:
-        while True:
+    async def _run(self, lane: str | None) -> None:
+        wake = self._wakes[lane]
+        while not self._stopping.is_set():
+            wake.clear()  # a wake-up during the pass is kept for the next wait
             try:
-                delivered_any = await self.run_once()
-            except Exception:  # the store itself failed: keep the worker alive
-                log.exception("outbox: a pass failed")
+                delivered_any = await self._pass(lane)
+            except Exception:  # the store itself failed: keep the lane alive
+                log.exception("outbox: a pass failed (%s)", lane or "unconfigured")
                 delivered_any = False
-            if not delivered_any:
+            if delivered_any:  # a delivery may have queued others' entries (the build)
+                self._wake_others(lane)
+            else:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
-                self._wake.clear()
+                    await asyncio.wait_for(wake.wait(), timeout=self.poll_s)
+
+    def _wake_others(self, lane: str | None) -> None:
+        for other, event in self._wakes.items():
+            if other != lane:
+                event.set()
 
     async def run_once(self) -> bool:
-        """One pass: deliver every due entry (a batch at a time). True if any was due.
-        Each destination's entries go in order in a thread of their own, so a slow
-        peer (an EMR taking seconds per bundle) does not hold back the others."""
-        entries = await asyncio.to_thread(
-            self.store.claim_due, lease_s=self.lease_s, limit=self.batch
-        )
-        lanes: dict[str, list[Entry]] = {}
-        for entry in entries:
-            lanes.setdefault(entry.destination, []).append(entry)
-        await asyncio.gather(
-            *(asyncio.to_thread(self._deliver_in_order, lane) for lane in lanes.values())
-        )
+        """One pass of every lane, side by side: each claims a batch of its own
+        destination's due entries and delivers them in order. True if any was due."""
+        found = await asyncio.gather(*(self._pass(lane) for lane in self._wakes))
+        return any(found)
+
+    async def _pass(self, lane: str | None) -> bool:
+        entries = await self._in_thread(self._claim, lane)
+        if entries:
+            await self._in_thread(self._deliver_in_order, entries)
         return bool(entries)
 
+    def _in_thread(self, call: Callable[[T], R], arg: T) -> Awaitable[R]:
+        """`call(arg)` in the lanes' own threads while the worker runs (a blocked
+        delivery never takes one of the loop's default threads, which requests use);
+        in a default thread for a pass run alone (`run_once`)."""
+        if self._threads is None:
+            return asyncio.to_thread(call, arg)
+        return asyncio.get_running_loop().run_in_executor(self._threads, call, arg)
+
+    def _claim(self, lane: str | None) -> list[Entry]:
+        if lane is UNCONFIGURED:
+            return self.store.claim_due(
+                lease_s=self.lease_s, limit=self.batch, other_than=list(self.destinations)
+            )
+        return self.store.claim_due(lease_s=self.lease_s, limit=self.batch, destination=lane)
+
     def _deliver_in_order(self, entries: list[Entry]) -> None:
-        for entry in entries:
+        for done, entry in enumerate(entries):
+            if self._stopping.is_set():
+                self.store.release([e.id for e in entries[done:]])
+                return
             self._deliver(entry)
 
     def _deliver(self, entry: Entry) -> None:

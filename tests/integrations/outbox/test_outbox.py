@@ -18,7 +18,6 @@ from sqlalchemy import Engine
 from aidx.adapters.writeback import BUILD, BUILD_CXR, pack_headers
 from aidx.inference.settings import Role
 from aidx.inference.settings_sections import FhirSettings
-from aidx.inference.store import create_store, init_store
 from aidx.integrations.fhir.client import FhirDestination
 from aidx.integrations.outbox.destinations import FolderSink
 from aidx.integrations.outbox.store import OutboxStore, OutgoingObject, State
@@ -29,20 +28,10 @@ from ...conftest import auth, free_port, make_settings
 from ...peers import FhirPeer
 from ...waiting import wait_until
 from ..conftest import AnalysedCxr, cxr_headers, outbox
+from .conftest import obj
 
 pytestmark = pytest.mark.integration
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
-
-
-@pytest.fixture()
-def engine(tmp_path: Path) -> Engine:
-    engine = create_store(f"sqlite:///{tmp_path / 'aidx.db'}")
-    init_store(engine)
-    return engine
-
-
-def obj(key: str = "1.2.3", destination: str = "pacs", payload: bytes = b"x") -> OutgoingObject:
-    return OutgoingObject(destination, key, "test", "application/octet-stream", payload, None)
 
 
 def test_enqueue_is_idempotent_and_claims_are_exclusive(engine: Engine) -> None:

@@ -4,7 +4,6 @@ server's memory barely moves, and /healthz keeps answering meanwhile."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 import httpx
@@ -14,8 +13,8 @@ from aidx.inference.settings import Role
 
 from ..conftest import auth
 from .bombs import j2k_dicom, zeros_crc, zeros_deflate, zip_of
-from .conftest import Server, healthz_ms, timed
-from .wire import rss_peak
+from .conftest import Server, timed
+from .wire import while_probing
 
 pytestmark = pytest.mark.slow
 MIB = 1 << 20
@@ -25,23 +24,11 @@ RSS_BOUND_BYTES = 64 * MIB
 def refused_meanwhile(server: Server, send: Callable[[], httpx.Response]) -> tuple:  # type: ignore[type-arg]
     """Send the bomb while /healthz is asked again and again: (answer, seconds, RSS
     growth, slowest /healthz in ms)."""
-    result: dict[str, object] = {}
-
-    def bomb() -> None:
-        result["answer"], result["seconds"] = timed(send)
-
-    thread = threading.Thread(target=bomb)
-    probes: list[float] = []
-    with httpx.Client() as client, rss_peak(server) as rss:
-        healthz_ms(client, server)  # the connection is open before the bomb goes
-        thread.start()
-        while thread.is_alive() or not probes:
-            probes.append(healthz_ms(client, server))
-        thread.join()
-    answer = result["answer"]
-    print(f"\n{answer.status_code} {answer.json().get('code')} in {result['seconds']:.3f} s, "
-          f"RSS +{rss['growth'] / MIB:.1f} MiB, /healthz max {max(probes):.0f} ms")  # fmt: skip
-    return answer, result["seconds"], rss["growth"], max(probes)
+    probed = while_probing(server, send)
+    answer, growth, slowest_ms = probed.answer, probed.rss_growth_bytes, max(probed.probes_ms)
+    print(f"\n{answer.status_code} {answer.json().get('code')} in {probed.seconds:.3f} s, "
+          f"RSS +{growth / MIB:.1f} MiB, /healthz max {slowest_ms:.0f} ms")  # fmt: skip
+    return answer, probed.seconds, growth, slowest_ms
 
 
 def post_cxr(server: Server, data: bytes) -> httpx.Response:

@@ -9,7 +9,6 @@ import gc
 import json
 import os
 import signal
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +20,8 @@ from aidx.inference.settings import Role
 
 from ..conftest import auth
 from ..waiting import wait_until
-from .conftest import Server, healthz_ms, serving, timed
-from .wire import connect, head, rss_peak
+from .conftest import Server, serving
+from .wire import connect, head, while_probing
 
 MIB = 1 << 20
 WSI_ONLY = '["wsi_tiles"]'
@@ -63,34 +62,22 @@ def test_healthz_answers_within_200_ms_while_a_large_slide_is_written(server: Se
 
     headers = {**auth(Role.pathologist), "Content-Type": "image/tiff"}
     url = f"{server.url}/v1/wsi/jobs?filename=large.tiff"
-    result: dict[str, object] = {}
-
-    def send() -> None:
-        result["answer"], result["seconds"] = timed(
-            lambda: httpx.post(url, content=chunks(), headers=headers, timeout=300)
-        )
-
     warm_up = httpx.post(url, content=bytes(MIB), headers=headers, timeout=60)
     # the route's first call: something in it (not the write path: seen before this
     # change too) holds the loop for a few hundred ms once, then never again
     assert warm_up.status_code == 422
-    sender = threading.Thread(target=send)
-    probes: list[float] = []
-    with httpx.Client() as client, rss_peak(server) as rss, no_client_gc():
-        healthz_ms(client, server)  # the connection is open before the upload starts
-        sender.start()
-        while sender.is_alive() or not probes:
-            probes.append(healthz_ms(client, server))
-        sender.join()
-    answer = result["answer"]
-    assert isinstance(answer, httpx.Response)
+    with no_client_gc():
+        probed = while_probing(
+            server, lambda: httpx.post(url, content=chunks(), headers=headers, timeout=300)
+        )
+    answer, probes = probed.answer, probed.probes_ms
     print(f"\n{UPLOAD_MIB} MiB: {answer.status_code} {answer.json().get('code')} in "
-          f"{result['seconds']:.1f} s, {len(probes)} /healthz, max {max(probes):.0f} ms, "
-          f"RSS +{rss['growth'] / MIB:.1f} MiB")  # fmt: skip
+          f"{probed.seconds:.1f} s, {len(probes)} /healthz, max {max(probes):.0f} ms, "
+          f"RSS +{probed.rss_growth_bytes / MIB:.1f} MiB")  # fmt: skip
     assert 400 <= answer.status_code < 500 and answer.json()["code"], answer.text
     assert len(probes) > 10
     assert max(probes) < 200
-    assert rss["growth"] < RSS_BOUND_BYTES
+    assert probed.rss_growth_bytes < RSS_BOUND_BYTES
     assert list(uploads(server).iterdir()) == []  # a refused slide is not kept
 
 

@@ -8,12 +8,14 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from .conftest import Server
+import httpx
+
+from .conftest import Server, healthz_ms, timed
 
 
 @dataclass(frozen=True)
@@ -99,3 +101,30 @@ def rss_peak(server: Server, every_s: float = 0.005) -> Iterator[dict[str, int]]
     finally:
         done.set()
         sampler.join()
+
+
+@dataclass(frozen=True)
+class Probed:
+    answer: httpx.Response
+    seconds: float
+    rss_growth_bytes: int
+    probes_ms: list[float]  # each /healthz while the request ran
+
+
+def while_probing(server: Server, send: Callable[[], httpx.Response]) -> Probed:
+    """`send` in a thread while /healthz is asked again and again on an open
+    connection and the server's peak RSS is sampled."""
+    result: dict[str, Any] = {}
+
+    def sender() -> None:
+        result["answer"], result["seconds"] = timed(send)
+
+    thread = threading.Thread(target=sender)
+    probes: list[float] = []
+    with httpx.Client() as client, rss_peak(server) as rss:
+        healthz_ms(client, server)  # the connection is open before the request goes
+        thread.start()
+        while thread.is_alive() or not probes:
+            probes.append(healthz_ms(client, server))
+        thread.join()
+    return Probed(result["answer"], result["seconds"], rss["growth"], probes)

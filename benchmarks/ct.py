@@ -32,7 +32,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from baseline import checkout, environment  # benchmarks/ is the script's folder
@@ -65,6 +67,46 @@ def write_phantom(directory: Path, size: str, seed: int) -> dict:  # type: ignor
     return {"files": len(files), "write_s": round(time.perf_counter() - t0, 1), "truth": truth}
 
 
+# The pipeline's step functions, by stage (as its timings group them), looked up by name
+# at call time: each is wrapped to add the process's CPU seconds while it runs.
+CPU_STAGES = {
+    "decode": [("pipeline", "decode")],
+    "preprocess": [("pipeline", "preprocess"), ("pipeline", "find_lungs"), ("content", "screen")],
+    "inference": [("pipeline", "probability_map")],
+    "postprocess": [("pipeline", "build_report"), ("pipeline", "not_assessed_report")],
+}
+
+
+def meter_cpu() -> dict[str, float]:
+    """Process CPU seconds per stage (time.process_time: every thread of the process,
+    the batcher's and onnxruntime's included; one series at a time, so the process's
+    CPU during a step is that step's). On a loaded machine these, not the wall-clock
+    columns, show what a change saved."""
+    import functools
+
+    from aidx.pipelines.ct import content, pipeline
+
+    modules = {"pipeline": pipeline, "content": content}
+    spent = dict.fromkeys(CPU_STAGES, 0.0)
+
+    def timed(stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            c0 = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[stage] += time.process_time() - c0
+
+        return call
+
+    for stage, names in CPU_STAGES.items():
+        for module, name in names:
+            if hasattr(modules[module], name):
+                setattr(modules[module], name, timed(stage, getattr(modules[module], name)))
+    return spent
+
+
 async def _measure(directory: Path, runs: int, threads: int) -> dict:  # type: ignore[type-arg]
     from aidx.inference.cpu_stage import CpuStage
     from aidx.inference.reports import ReportStore
@@ -86,12 +128,14 @@ async def _measure(directory: Path, runs: int, threads: int) -> dict:  # type: i
     cpu.start()
     pipeline = CtPipeline(service, ReportStore(settings.reports_dir), cpu)
     rss_loaded = peak_rss_mb()
+    cpu_s = meter_cpu()
     rows = []
     for run in range(runs):
         blobs = [p.read_bytes() for p in sorted(directory.glob("*.dcm"))]
-        t0 = time.perf_counter()
+        cpu_s.update(dict.fromkeys(cpu_s, 0.0))
+        c0, t0 = time.process_time(), time.perf_counter()
         report = await pipeline.analyze(blobs)
-        wall = time.perf_counter() - t0
+        wall, total_cpu = time.perf_counter() - t0, time.process_time() - c0
         del blobs
         t = report.timings
         rows.append(
@@ -107,6 +151,8 @@ async def _measure(directory: Path, runs: int, threads: int) -> dict:  # type: i
                 "lesions": len(report.lesions),
                 "lesion_ml": [x.volume_ml for x in report.lesions],
                 "peak_rss_mb": round(peak_rss_mb(), 0),
+                "total_cpu_s": round(total_cpu, 2),
+                **{f"{stage}_cpu_s": round(spent, 2) for stage, spent in cpu_s.items()},
             }
         )
     await cpu.stop()
@@ -253,7 +299,9 @@ def print_summary(before: dict, after: dict) -> None:  # type: ignore[type-arg]
         return float(np.median([row[key] for row in rows]))
 
     print("\n| median | before | after | speed-up |\n|---|---|---|---|")
-    for key in ("total_s", "decode_s", "preprocess_s", "inference_s", "postprocess_s"):
+    keys = ["total_s", "decode_s", "preprocess_s", "inference_s", "postprocess_s"]
+    keys += [key for key in CPU_KEYS if key in before["runs"][0]]  # an older baseline: none
+    for key in keys:
         b, a = median(before["runs"], key), median(after["runs"], key)
         print(f"| {key} | {b:.2f} | {a:.2f} | {b / a if a else float('nan'):.1f}x |")
     pre_post = [median(r["runs"], "preprocess_s") + median(r["runs"], "postprocess_s")
@@ -264,6 +312,9 @@ def print_summary(before: dict, after: dict) -> None:  # type: ignore[type-arg]
     print(f"| peak_rss_mb | {b:.0f} | {a:.0f} | |")
 
 
+CPU_KEYS = ["total_cpu_s", *(f"{stage}_cpu_s" for stage in CPU_STAGES)]
+
+
 def print_table(size: str, measured: dict) -> None:  # type: ignore[type-arg]
     keys = ["total_s", "decode_s", "preprocess_s", "inference_s", "model_compute_s"]
     keys += ["queue_s", "postprocess_s", "lesions", "peak_rss_mb"]
@@ -272,6 +323,10 @@ def print_table(size: str, measured: dict) -> None:  # type: ignore[type-arg]
     print("|---" * (len(keys) + 1) + "|")
     for row in measured["runs"]:
         print(f"| {row['run']} | " + " | ".join(str(row[k]) for k in keys) + " |")
+    print("\nprocess CPU seconds (all threads) per stage")
+    print("| run | " + " | ".join(CPU_KEYS) + " |\n" + "|---" * (len(CPU_KEYS) + 1) + "|")
+    for row in measured["runs"]:
+        print(f"| {row['run']} | " + " | ".join(str(row.get(k, "-")) for k in CPU_KEYS) + " |")
     http = measured.get("http")
     if http:
         print(

@@ -175,8 +175,9 @@ def measure(
         axis=1,
     )  # fmt: skip
     mean_hu = np.bincount(which, grid.hu.ravel()[inside], minlength=n + 1)[1:] / counts
-    peak = np.atleast_1d(ndimage.maximum(probability, labels, np.arange(1, n + 1)))
     boxes = ndimage.find_objects(labels, max_label=n)
+    peak = [float(probability[box][labels[box] == i].max()) if box is not None else 0.0
+            for i, box in enumerate(boxes, 1)]  # fmt: skip
     out = []
     for i, box in enumerate(boxes):
         assert box is not None  # every kept label has voxels

@@ -40,6 +40,7 @@ GAP_FACTOR = 1.5  # a step this many times the median step means a missing slice
 UNIFORM_REL_TOL = 0.05  # steps may differ from the median by 5 % (at least 0.1 mm)
 TILT_TOL_MM = 0.5  # in-plane drift of the slice origins (gantry tilt / shear)
 AXIAL_MIN_COS = 0.8  # |normal . z| below this (about 37 degrees) is not axial
+NATIVE_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # implicit, explicit VR
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,42 @@ class Frame:
         return str(self.dataset.get("SeriesInstanceUID", ""))
 
     def pixels(self) -> np.ndarray:
-        array = decode_pixels(self.dataset, self.limits, instance=self.instance)
+        array = native_pixels(self.dataset) if self.frame_index is None else None
+        if array is None:
+            array = decode_pixels(self.dataset, self.limits, instance=self.instance)
         return array if self.frame_index is None else array[self.frame_index]
+
+    def fill_hu(self, out: np.ndarray) -> None:
+        """Write this plane's HU (float32) into `out`: stored value x slope + intercept."""
+        stored = self.pixels()
+        if self.slope == 1.0:  # the usual CT case: exact in float32, one pass
+            np.add(stored, np.float32(self.intercept), out=out, dtype=np.float32)
+            return
+        np.multiply(stored, self.slope, out=out, casting="unsafe")  # float64, then rounded
+        out += np.float32(self.intercept)
+
+
+def native_pixels(ds: Dataset) -> np.ndarray | None:
+    """A single-frame, uncompressed little-endian 16-bit monochrome image read straight
+    from its PixelData, as pydicom's pixel_array gives it (unused high bits masked or
+    sign-extended), without pydicom's per-call set-up; None for anything else
+    (the caller decodes it through pydicom)."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    header = (ds.get("BitsAllocated"), ds.get("SamplesPerPixel", 1), ds.get("NumberOfFrames", 1))
+    if syntax not in NATIVE_LITTLE_ENDIAN or header != (16, 1, 1) or "PixelData" not in ds:
+        return None
+    bits = ds.get("BitsStored")
+    signed = ds.get("PixelRepresentation")
+    data = ds.PixelData
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    if bits not in range(1, 17) or signed not in (0, 1) or len(data) != 2 * rows * columns:
+        return None
+    array = np.frombuffer(data, dtype="<i2" if signed else "<u2").reshape(rows, columns)
+    if bits == 16:
+        return array
+    shift = 16 - int(bits)  # pydicom's correct_unused_bits
+    return np.right_shift(np.left_shift(array, shift), shift)
 
 
 @dataclass
@@ -308,8 +343,7 @@ def assemble(
     affine[:3, 3] = first.position_mm
     hu = np.empty((len(frames), first.rows, first.columns), dtype=np.float32)
     for k, frame in enumerate(frames):
-        np.multiply(frame.pixels(), frame.slope, out=hu[k], casting="unsafe")
-        hu[k] += frame.intercept
+        frame.fill_hu(hu[k])
     return CtVolume(
         hu=hu,
         affine_lps=affine,

@@ -51,8 +51,11 @@ def label_map_on_series(labels_xyz: np.ndarray, volume: CtVolume, grid: ModelGri
         model_axes.append(model_axis)
         targets.append(np.flatnonzero(hit))
         picks.append(index[hit])
-    if all(t.size for t in targets):
-        out[np.ix_(*targets)] = labels.transpose(model_axes)[np.ix_(*picks)]
+    if all(t.size for t in targets):  # each a run of consecutive series indices
+        picked = labels.transpose(model_axes)
+        for axis, pick in enumerate(picks):  # one gather per axis: no 3-D fancy index
+            picked = picked.take(pick, axis=axis)
+        out[tuple(slice(t[0], t[-1] + 1) for t in targets)] = picked
     return out
 
 

@@ -57,7 +57,7 @@ def _npy_header(shape: tuple[int, ...], dtype: str) -> bytes:
 def _npy(array: np.ndarray) -> bytes:
     """The bytes np.save writes for a C-ordered array, built with one copy."""
     array = np.ascontiguousarray(array)
-    return _npy_header(array.shape, np.lib.format.dtype_to_descr(array.dtype)) + array.data
+    return _npy_header(array.shape, array.dtype.str) + array.data
 
 
 def hu_npy(hu: np.ndarray) -> bytes:

@@ -29,9 +29,14 @@ from aidx.inference.drift import Value
 from aidx.inference.errors import Unprocessable
 from aidx.inference.reports import SourceRef
 from aidx.inference.settings_sections import ImageLimits
-from aidx.pipelines.cxr.content import Projection, projection_from_header, stored_spread
+from aidx.pipelines.cxr.content import (
+    Projection,
+    percentiles_of_counts,
+    projection_from_header,
+    stored_spread,
+)
 from aidx.pipelines.cxr.drift import acquisition
-from aidx.pipelines.cxr.full_image import FullImage, full_image
+from aidx.pipelines.cxr.full_image import FullImage, FullSource, full_image
 
 RADIOGRAPH_MODALITIES = {"CR", "DX"}
 CHEST_BODY_PARTS = {"CHEST", "THORAX", "LUNG", "PORTABLE CHEST"}
@@ -50,7 +55,8 @@ class Radiograph:
     stored_spread: float = 1.0  # the stored values' robust spread / bit range
     # manufacturer, station, kVp, pixel spacing: drift monitoring's (drift.py)
     acquisition: Mapping[str, Value] = field(default_factory=dict)
-    full: FullImage | None = None  # full resolution, before the window (the workspace's)
+    # full resolution, before the window (the workspace's): its makings, or itself
+    full: FullSource | FullImage | None = None
 
 
 def check_radiograph(ds: pydicom.Dataset) -> None:
@@ -105,22 +111,6 @@ def _displayed(ds: pydicom.Dataset, values: np.ndarray, lo: float, hi: float) ->
     return image01.astype(np.float32)
 
 
-def _percentiles(values: np.ndarray, counts: np.ndarray, q: tuple[float, ...]) -> list[float]:
-    """np.percentile (linear) of an image given as its distinct `values` and each
-    one's pixel count: the same order statistics and numpy's interpolation."""
-    order = np.argsort(values, kind="stable")
-    ranked, cumulative = values[order], np.cumsum(counts[order])
-    n = int(cumulative[-1])
-    out = []
-    for virtual in (n - 1) * (np.asarray(q, dtype=np.float64) / 100):
-        below = int(np.floor(virtual))
-        a, b = (ranked[np.searchsorted(cumulative, r, side="right")]
-                for r in (below, min(below + 1, n - 1)))  # fmt: skip
-        gamma = virtual - below  # numpy's _lerp, kept exactly
-        out.append(float(b - (b - a) * (1 - gamma) if gamma >= 0.5 else a + (b - a) * gamma))
-    return out
-
-
 def to_display(ds: pydicom.Dataset, stored: np.ndarray) -> np.ndarray:
     """Stored values -> float32 [0, 1], bright = dense. Integer pixels of up to 16
     bits go through a lookup table of every possible stored value, computed by the
@@ -140,7 +130,7 @@ def to_display(ds: pydicom.Dataset, stored: np.ndarray) -> np.ndarray:
     else:  # no VOI given: a robust window over the image's own values
         counts = np.bincount(keys.ravel(), minlength=codes.size)
         seen = counts > 0
-        lo, hi = _percentiles(code_values[seen], counts[seen], ROBUST_WINDOW_PCT)
+        lo, hi = percentiles_of_counts(code_values[seen], counts[seen], ROBUST_WINDOW_PCT)
     return _displayed(ds, code_values, lo, hi)[keys]
 
 

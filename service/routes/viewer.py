@@ -4,6 +4,8 @@ GET /v1/reports/{id}/radiograph16.json   the full-resolution radiograph's size, 
                                          range, default window and inversion
 GET /v1/reports/{id}/radiograph16.raw    its pixels: little-endian uint16, row-major,
                                          modality values quantised over that range
+                                         (both made from the analysis's stored values
+                                         on first use, then cached)
 GET /v1/ct/reports/{id}/slices/{k}.png?window=lung|mediastinum|bone
                                          axial slice k (0-based, position order) with
                                          every lesion of the label map outlined
@@ -22,7 +24,7 @@ from fastapi.responses import FileResponse
 
 from aidx.inference.settings import Role
 from aidx.pipelines.ct.slices import Window, slice_png
-from aidx.pipelines.cxr.full_image import FULL_META_FILE, FULL_PIXELS_FILE
+from aidx.pipelines.cxr.full_image import FULL_META_FILE, FULL_PIXELS_FILE, full_image_file
 from aidx.service.auth import Principal, require
 from aidx.service.container import Services, services
 from aidx.service.responses import AUTHED, errors, file_of
@@ -47,7 +49,8 @@ async def _radiograph_file(
     with evidence_read(
         request, svc, who, rid, kind="cxr", action="report.radiograph_full", code=NOT_OF_KIND
     ):
-        path: FilePath = svc.reports.file(rid, name)  # 404 for a report analysed before
+        # made on the CPU stage on first use; 404 for a report analysed before
+        path: FilePath = await svc.cpu.run(full_image_file, svc.reports, rid, name)
     return path
 
 

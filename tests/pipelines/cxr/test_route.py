@@ -15,7 +15,7 @@ from PIL import Image
 
 from aidx.inference.settings import Role
 from aidx.pipelines.cxr.evidence import OVERLAY_FILE, OVERLAY_INPUTS_FILE
-from aidx.pipelines.cxr.full_image import FULL_META_FILE, FULL_PIXELS_FILE
+from aidx.pipelines.cxr.full_image import SOURCE_FILES
 from aidx.service.app import create_app
 from tests.conftest import auth, dicom_bytes, make_settings
 
@@ -54,12 +54,12 @@ def test_right_after_post_a_report_has_the_overlay_inputs_not_the_png(
 ) -> None:
     report = analyse(api)
     directory = var / "reports" / report["id"]
-    # (and the full-resolution radiograph the workspace windows: no rendering either)
+    # (and what the full-resolution radiograph the workspace windows is made from: no
+    # rendering either)
     assert {p.name for p in directory.iterdir()} == {
         "report.json",
         OVERLAY_INPUTS_FILE,
-        FULL_PIXELS_FILE,
-        FULL_META_FILE,
+        *SOURCE_FILES,
     }
     pneumonia = next(f for f in report["findings"] if f["concept"]["code"] == PNEUMONIA)
     with np.load(directory / OVERLAY_INPUTS_FILE) as npz:

@@ -83,7 +83,10 @@ def test_cxr_decode_benchmark_runs_before_and_after(tmp_path: Path) -> None:
     """With the baseline built from this repository's HEAD: the same pixels twice."""
     saved = smoke("cxr_decode.py", tmp_path / "cxr_decode.json", "--baseline", "HEAD")
     assert saved["before"]["sha256"] == saved["after"]["sha256"]
-    assert set(saved["after"]["ms"]) == {"decode_radiograph", "to_display"}
+    assert saved["before"]["viewer_sha256"] == saved["after"]["viewer_sha256"]
+    assert set(saved["after"]["ms"]) == {
+        "decode_radiograph", "to_display", "save_full_image", "viewer_first_get"
+    }  # fmt: skip
 
 
 def test_shadow_benchmark_runs(tmp_path: Path) -> None:

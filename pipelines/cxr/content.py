@@ -115,6 +115,7 @@ def projection_from_header(ds: pydicom.Dataset) -> Projection:
 
 
 SPREAD_SAMPLE_PX = 1 << 18  # a regular subsample of this many pixels is enough
+_COUNT_CHUNK = 1 << 16  # pixels counted at a time
 
 
 def percentiles_of_counts(
@@ -138,19 +139,37 @@ def percentiles_of_counts(
 def robust_spread(values: np.ndarray) -> float:
     """The span of the middle 98% of `values` (1st to 99th percentile), on a regular
     subsample of about SPREAD_SAMPLE_PX pixels. Integers of up to 16 bits are
-    counted (a histogram, not a partial sort): the same percentiles, in a third of
-    the time."""
+    counted (a histogram, not a partial sort): the same percentiles, faster."""
     step = max(1, int(np.sqrt(values.size / SPREAD_SAMPLE_PX)))
     sample = values[::step, ::step]
     if sample.dtype.kind in "iu" and sample.dtype.itemsize <= 2:
-        offsets = sample.ravel().astype(np.intp)
-        low = int(offsets.min())
-        counts = np.bincount(offsets - low)
-        seen = np.flatnonzero(counts)
-        lo, hi = percentiles_of_counts((seen + low).astype(np.float64), counts[seen], (1.0, 99.0))
+        lo, hi = _counted_percentiles(sample, (1.0, 99.0))
     else:
         lo, hi = np.percentile(sample, (1.0, 99.0))
     return float(hi - lo)
+
+
+def code_counts(codes: np.ndarray, size: int) -> np.ndarray:
+    """np.bincount(codes.ravel(), minlength=size) of a 2-D array of unsigned codes,
+    counted a block of rows at a time: bincount's copy of its input, in machine
+    integers, stays small (a whole image's would be 8 bytes a pixel, freshly paged)."""
+    counts = np.zeros(size, dtype=np.intp)
+    rows = max(1, _COUNT_CHUNK // max(1, codes.shape[1]))
+    for start in range(0, codes.shape[0], rows):
+        counts += np.bincount(codes[start : start + rows].ravel(), minlength=size)
+    return counts
+
+
+def _counted_percentiles(sample: np.ndarray, q: tuple[float, ...]) -> list[float]:
+    """np.percentile of a 2-D sample of integers of up to 16 bits, from their
+    histogram. Signed values are counted by their bits with the sign bit flipped:
+    the same order."""
+    unsigned = np.dtype(f"u{sample.itemsize}")
+    offset = 1 << (8 * sample.itemsize - 1) if sample.dtype.kind == "i" else 0
+    codes = sample.view(unsigned) ^ unsigned.type(offset) if offset else sample.view(unsigned)
+    counts = code_counts(codes, 1 << (8 * sample.itemsize))
+    seen = np.flatnonzero(counts)
+    return percentiles_of_counts((seen - offset).astype(np.float64), counts[seen], q)
 
 
 def stored_spread(stored: np.ndarray, bits_stored: int) -> float:

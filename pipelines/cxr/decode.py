@@ -31,6 +31,7 @@ from aidx.inference.reports import SourceRef
 from aidx.inference.settings_sections import ImageLimits
 from aidx.pipelines.cxr.content import (
     Projection,
+    code_counts,
     percentiles_of_counts,
     projection_from_header,
     stored_spread,
@@ -97,17 +98,20 @@ def _voi_range(ds: pydicom.Dataset) -> tuple[float, float]:
 
 
 def _modality(ds: pydicom.Dataset, stored: np.ndarray) -> np.ndarray:
-    return np.asarray(apply_modality_lut(stored, ds)).astype(np.float64)
+    return np.asarray(apply_modality_lut(stored, ds)).astype(np.float64, copy=False)
 
 
 def _displayed(ds: pydicom.Dataset, values: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Modality values -> [0, 1] display values, element by element."""
+    """Modality values -> [0, 1] display values, element by element (in place on one
+    new array: the same arithmetic as (values - lo) / span, clip, 1 - x)."""
     if "WindowCenter" in ds or "VOILUTSequence" in ds:
-        values = apply_voi_lut(values, ds).astype(np.float64)
+        values = np.asarray(apply_voi_lut(values, ds)).astype(np.float64, copy=False)
     span = hi - lo if hi > lo else 1.0
-    image01 = np.clip((values - lo) / span, 0.0, 1.0)
+    image01 = values - lo
+    image01 /= span
+    np.clip(image01, 0.0, 1.0, out=image01)
     if ds.PhotometricInterpretation == "MONOCHROME1":
-        image01 = 1.0 - image01
+        np.subtract(1.0, image01, out=image01)
     return image01.astype(np.float32)
 
 
@@ -128,7 +132,7 @@ def to_display(ds: pydicom.Dataset, stored: np.ndarray) -> np.ndarray:
     if has_voi:
         lo, hi = _voi_range(ds)
     else:  # no VOI given: a robust window over the image's own values
-        counts = np.bincount(keys.ravel(), minlength=codes.size)
+        counts = code_counts(keys, codes.size)
         seen = counts > 0
         lo, hi = percentiles_of_counts(code_values[seen], counts[seen], ROBUST_WINDOW_PCT)
     return _displayed(ds, code_values, lo, hi)[keys]

@@ -27,6 +27,7 @@ from pydicom.pixels import apply_modality_lut
 
 from aidx.inference.errors import NotFound
 from aidx.inference.reports import ReportStore
+from aidx.pipelines.cxr.content import code_counts
 
 FULL_PIXELS_FILE = "radiograph16.raw"
 FULL_META_FILE = "radiograph16.json"
@@ -76,7 +77,7 @@ class FullSource:
     def image(self) -> FullImage:
         """Every code's level from the table (quantised over the codes the image has),
         then one gather over the image."""
-        seen = self.table[np.bincount(self.codes.ravel(), minlength=self.table.size) > 0]
+        seen = self.table[code_counts(self.codes, self.table.size) > 0]
         lo, span = _range(seen)
         pixels = _to_levels(self.table, lo, span)[self.codes]
         return FullImage(pixels, lo, lo + span, self.window, self.invert)

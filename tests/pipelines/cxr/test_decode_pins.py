@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from aidx.inference.reports import ReportStore
-from aidx.pipelines.cxr.content import SPREAD_SAMPLE_PX, robust_spread
+from aidx.pipelines.cxr.content import SPREAD_SAMPLE_PX, code_counts, robust_spread
 from aidx.pipelines.cxr.decode import decode_radiograph
 from aidx.pipelines.cxr.full_image import (
     FULL_META_FILE,
@@ -94,3 +94,11 @@ def test_the_counted_spread_of_integers_is_numpys_percentile(dtype: type) -> Non
         step = max(1, int(np.sqrt(image.size / SPREAD_SAMPLE_PX)))
         lo, hi = np.percentile(image[::step, ::step], (1.0, 99.0))
         assert robust_spread(image) == float(hi - lo), (shape, i % 4)
+
+
+def test_codes_counted_in_blocks_are_bincounts() -> None:
+    rng = np.random.default_rng(7)
+    for shape in [(1955, 1841), (1, 300_000), (300_000, 1), (3, 5)]:
+        codes = rng.integers(0, 1 << 15, shape).astype(np.uint16)
+        expected = np.bincount(codes.ravel(), minlength=1 << 16)
+        np.testing.assert_array_equal(code_counts(codes, 1 << 16), expected)

@@ -138,6 +138,30 @@ def to_display(ds: pydicom.Dataset, stored: np.ndarray) -> np.ndarray:
     return _displayed(ds, code_values, lo, hi)[keys]
 
 
+def stored_values(ds: pydicom.Dataset, limits: ImageLimits = DEFAULT_IMAGE_LIMITS) -> np.ndarray:
+    """decode_pixels' stored values. Uncompressed little-endian pixels come as a
+    read-only view of the pixel data: pydicom's clearing of the unused high bits
+    (Bits Stored < Bits Allocated) copies the image and makes two passes over it,
+    though it changes nothing unless those bits are set; only then is it done here,
+    by the same shifts."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or syntax.is_encapsulated or not syntax.is_little_endian:
+        return decode_pixels(ds, limits)
+    ds.pixel_array_options(view_only=True, correct_unused_bits=False)
+    raw = decode_pixels(ds, limits)
+    shift = int(ds.BitsAllocated) - int(ds.BitsStored)
+    if raw.dtype.kind not in "iu" or shift <= 0 or raw.size == 0:
+        return raw
+    half = 1 << (int(ds.BitsStored) - 1)
+    low, high = (-half, half - 1) if raw.dtype.kind == "i" else (0, 2 * half - 1)
+    if (raw.dtype.kind == "u" or int(raw.min()) >= low) and int(raw.max()) <= high:
+        return raw  # the unused bits are clear (or a sign extension): nothing to clear
+    stored = raw.copy()
+    np.left_shift(stored, shift, out=stored)
+    np.right_shift(stored, shift, out=stored)
+    return stored
+
+
 def source_of(ds: pydicom.Dataset) -> SourceRef:
     def text(keyword: str) -> str | None:
         value = ds.get(keyword)
@@ -172,7 +196,7 @@ def decode_radiograph(data: bytes, limits: ImageLimits = DEFAULT_IMAGE_LIMITS) -
 
 def _radiograph(ds: pydicom.Dataset, limits: ImageLimits) -> Radiograph:
     check_radiograph(ds)
-    stored = decode_pixels(ds, limits)
+    stored = stored_values(ds, limits)
     if stored.shape != (int(ds.Rows), int(ds.Columns)):
         raise dicom_error(DicomCode.malformed, "decoded pixels do not match Rows x Columns")
     return Radiograph(

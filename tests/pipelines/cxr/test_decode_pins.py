@@ -8,15 +8,17 @@ without it, rescaled, and as MONOCHROME2."""
 from __future__ import annotations
 
 import hashlib
+import io
 import uuid
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 
 from aidx.inference.reports import ReportStore
 from aidx.pipelines.cxr.content import SPREAD_SAMPLE_PX, code_counts, robust_spread
-from aidx.pipelines.cxr.decode import decode_radiograph
+from aidx.pipelines.cxr.decode import decode_radiograph, stored_values
 from aidx.pipelines.cxr.full_image import (
     FULL_META_FILE,
     FULL_PIXELS_FILE,
@@ -102,3 +104,53 @@ def test_codes_counted_in_blocks_are_bincounts() -> None:
         codes = rng.integers(0, 1 << 15, shape).astype(np.uint16)
         expected = np.bincount(codes.ravel(), minlength=1 << 16)
         np.testing.assert_array_equal(code_counts(codes, 1 << 16), expected)
+
+
+def _with_unused_bits_set(name: str, **changes: object) -> bytes:
+    """pydicom-data's `name` with the bits above Bits Stored set in every 7th pixel."""
+    ds = pydicom.dcmread(io.BytesIO(edited(name, **changes)))
+    raw = np.frombuffer(ds.PixelData, dtype=f"<u{ds.BitsAllocated // 8}").copy()
+    unused = ~((1 << int(ds.BitsStored)) - 1) & ((1 << int(ds.BitsAllocated)) - 1)
+    raw[::7] |= raw.dtype.type(unused)
+    ds.PixelData = raw.tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "changes"),
+    [
+        ("RG1_UNCR.dcm", {}),  # unsigned, 15 of 16 bits
+        ("CT_small.dcm", {"BitsStored": 12, "HighBit": 11}),  # signed, 12 of 16 bits
+        ("RG1_J2KR.dcm", {}),  # compressed: pydicom's own path
+    ],
+)
+@pytest.mark.parametrize("unused_bits_set", [False, True])
+def test_stored_values_are_pydicoms(
+    name: str, changes: dict[str, object], unused_bits_set: bool
+) -> None:
+    """The stored values the decode works on are pydicom's, unused high bits cleared
+    (or the sign extended), whether those bits were clear in the file or not."""
+    compressed = "J2K" in name
+    data = (
+        _with_unused_bits_set(name, **changes)
+        if unused_bits_set and not compressed
+        else edited(name, **changes)
+    )
+    expected = pydicom.dcmread(io.BytesIO(data)).pixel_array
+    stored = stored_values(pydicom.dcmread(io.BytesIO(data)))
+    assert stored.dtype == expected.dtype
+    np.testing.assert_array_equal(stored, expected)
+    if unused_bits_set and not compressed:
+        assert not np.array_equal(
+            np.frombuffer(pydicom.dcmread(io.BytesIO(data)).PixelData, expected.dtype),
+            expected.ravel(),
+        )
+
+
+def test_a_radiograph_with_unused_bits_set_decodes_as_if_they_were_clear() -> None:
+    clean = decode_radiograph(edited("RG1_UNCR.dcm"))
+    dirty = decode_radiograph(_with_unused_bits_set("RG1_UNCR.dcm"))
+    np.testing.assert_array_equal(dirty.image01, clean.image01)
+    assert dirty.stored_spread == clean.stored_spread

@@ -1,19 +1,33 @@
-"""What one KServe v2 request over HTTP costs the server beyond the model, in core-ms.
+"""What one KServe v2 request costs the server beyond the model, in core-ms, over HTTP
+and over gRPC, and how far that lets /v2 come to raw onnxruntime on these cores.
 
     python benchmarks/v2_cost.py                    # 3000 requests at c=8 and at c=32
+    python benchmarks/v2_cost.py --densenet         # also DenseNet-121 (needs aidx[xrv])
     python benchmarks/v2_cost.py --smoke            # seconds; proves it still works
-    python benchmarks/v2_cost.py --profile v2.txt   # also py-spy's collapsed stacks of
+    python benchmarks/v2_cost.py --protocol http --profile v2.txt
+                                                    # also py-spy's collapsed stacks of
                                                     # the server during the last sweep
 
 Starts `aidx serve` (development mode, the demo cxr_pneumonia model), drives
-`/v2/models/{m}/infer` with tritonclient.http (binary tensors) in a closed loop, and
-reads the server process's CPU time (utime + stime of /proc/<pid>/stat, every thread)
-before and after a fixed number of requests: CPU time, not wall time, so it holds on a
-machine whose cores are shared. The model's own cost is raw onnxruntime's CPU per item
-at the batch size the server's batcher reached (the service's session options), so
+`/v2/models/{m}/infer` with tritonclient.http (binary tensors) and ModelInfer with
+tritonclient.grpc.aio in a closed loop, and reads the server process's CPU time (utime
++ stime of /proc/<pid>/stat, every thread) and this client's before and after a fixed
+number of requests: CPU time, not wall time, so it holds on a machine whose cores are
+shared. The model's own cost is raw onnxruntime's CPU per item at the batch size the
+server's batcher reached (the service's session options), so
 
     beyond the model = server core-ms per request - model core-ms per item.
 
+Raw onnxruntime's best batch (items/s and CPU per item) is measured in the same run.
+`% of raw` is the throughput seen here over that best; on a shared machine it is noisy.
+`bound % of raw` is not: when server and client share the cores and the model is
+CPU-bound, /v2 can serve at most cores / (server + client core-ms per request) requests
+a second, raw onnxruntime cores / (its core-ms per item at its best batch), so
+
+    bound % of raw = raw core-ms per item (best batch) / (server + client core-ms per req).
+
+A model whose compute dwarfs the front end (DenseNet-121) comes near 100%; the demo
+model (under 1 core-ms per item) is bounded by the front ends' CPU.
 Prints a table and saves JSON (benchmarks/results/v2_cost.json; with --smoke only
 when --out is given).
 """
@@ -24,31 +38,72 @@ import argparse
 import asyncio
 import json
 import os
+import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import httpx
+import numpy as np
+import onnxruntime as ort
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpc_aio
 import tritonclient.http.aio as triton_aio
 from tritonclient.http import InferInput, InferRequestedOutput
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from batching import (  # noqa: E402  (a script beside this one)
+    DEV_KEY,
+    REPOSITORY,
     raw_onnxruntime,
     sample_input,
     server_counters,
 )
-from serving import DEV_KEY, REPOSITORY, machine, service  # noqa: E402
+
+from tests.peers import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+XRV = "xrv_densenet"
+RAW_BATCHES = [1, 4, 8, 16, 32]
+Sender = Callable[[], Awaitable[None]]
+Closer = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Urls:
+    http: str
+    grpc: str
+
+
+@dataclass(frozen=True)
+class Sweep:
+    server_s: float
+    client_s: float
+    batch_sum: float
+    batch_count: float
+    wall_s: float
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Raw onnxruntime at its best batch: the ceiling."""
+
+    batch: int
+    items_per_s: float
+    cpu_ms_per_item: float
 
 
 @dataclass
 class CostRow:
+    model: str
+    protocol: str
     concurrency: int
     requests: int
     mean_batch: float
@@ -56,6 +111,10 @@ class CostRow:
     model_cpu_ms_per_item: float
     beyond_model_cpu_ms_per_req: float
     client_cpu_ms_per_req: float
+    throughput_rps: float
+    raw_best_items_per_s: float
+    pct_of_raw: float
+    bound_pct_of_raw: float
 
 
 def process_cpu_s(pid: int) -> float:
@@ -64,10 +123,42 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S  # fields 14, 15 of stat(5)
 
 
-async def drive(
-    url: str, model: str, concurrency: int, requests: int, pid: int
-) -> tuple[float, float, float, float]:
-    """(server CPU s, client CPU s, batch sum, batch count) over `requests` requests."""
+@contextmanager
+def server(model: str, repository: Path = REPOSITORY) -> Iterator[tuple[str, int]]:
+    """`aidx serve` on a free port: (host:port, pid)."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as var:
+        env = {
+            **os.environ,
+            "AIDX_MODE": "development",
+            "AIDX_DEV_API_KEY": DEV_KEY,
+            "AIDX_VAR_DIR": var,
+            "AIDX_PORT": str(port),
+            "AIDX_HOST": "127.0.0.1",
+            "AIDX_MODEL_REPOSITORY": str(repository),
+            "AIDX_ENABLED_MODELS": json.dumps([model]),
+        }
+        command = [sys.executable, "-m", "aidx.service", "serve", "--log-level", "warning"]
+        process = subprocess.Popen(command, env=env)
+        url = f"127.0.0.1:{port}"
+        try:
+            for _ in range(300):
+                try:
+                    if httpx.get(f"http://{url}/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
+            else:
+                raise RuntimeError("the service did not become ready")
+            yield url, process.pid
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+async def http_sender(url: str, model: str, concurrency: int) -> tuple[Sender, Closer]:
+    """tritonclient.http.aio with binary tensors, `concurrency` connections."""
     client = triton_aio.InferenceServerClient(url=url, conn_limit=concurrency)
     headers = {"Authorization": f"Bearer {DEV_KEY}"}
     meta = await client.get_model_metadata(model, headers=headers)
@@ -77,30 +168,69 @@ async def drive(
     tensor.set_data_from_numpy(x, binary_data=True)
     names = [o["name"] for o in meta["outputs"]]
     outputs = [InferRequestedOutput(n, binary_data=True) for n in names]
+
+    async def send() -> None:
+        result = await client.infer(model, [tensor], outputs=outputs, headers=headers)
+        result.as_numpy(names[0])
+
+    return send, client.close
+
+
+async def grpc_sender(url: str, model: str, concurrency: int) -> tuple[Sender, Closer]:
+    """tritonclient.grpc.aio on one channel (HTTP/2 streams, as perf_analyzer's gRPC mode)."""
+    client = grpc_aio.InferenceServerClient(url=url)
+    headers = {"authorization": f"Bearer {DEV_KEY}"}
+    meta = await client.get_model_metadata(model, headers=headers, as_json=True)
+    (spec,) = meta["inputs"]
+    x = sample_input([int(d) for d in spec["shape"][1:]], 1, seed=1)
+    tensor = grpcclient.InferInput(spec["name"], list(x.shape), spec["datatype"])
+    tensor.set_data_from_numpy(x)
+    names = [o["name"] for o in meta["outputs"]]
+    outputs = [grpcclient.InferRequestedOutput(n) for n in names]
+
+    async def send() -> None:
+        result = await client.infer(model, [tensor], outputs=outputs, headers=headers)
+        result.as_numpy(names[0])
+
+    return send, client.close
+
+
+async def drive(
+    urls: Urls, protocol: str, model: str, concurrency: int, requests: int, pid: int
+) -> Sweep:
+    """Server and client CPU, batches and wall time over `requests` requests."""
+    make = grpc_sender if protocol == "grpc" else http_sender
+    send, close = await make(urls.grpc if protocol == "grpc" else urls.http, model, concurrency)
     left = 4 * concurrency  # warm the connections and the batcher first
 
     async def worker() -> None:
         nonlocal left
         while left > 0:
             left -= 1
-            result = await client.infer(model, [tensor], outputs=outputs, headers=headers)
-            result.as_numpy(names[0])
+            await send()
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     left = requests
-    before = server_counters(url, model)
-    server0, client0 = process_cpu_s(pid), time.process_time()
+    before = server_counters(urls.http, model)
+    server0, client0, wall0 = process_cpu_s(pid), time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall_s = time.perf_counter() - wall0
     server_s, client_s = process_cpu_s(pid) - server0, time.process_time() - client0
-    after = server_counters(url, model)
-    await client.close()
+    after = server_counters(urls.http, model)
+    await close()
     batches = after.batch_count - before.batch_count
-    return server_s, client_s, after.batch_sum - before.batch_sum, batches
+    return Sweep(server_s, client_s, after.batch_sum - before.batch_sum, batches, wall_s)
 
 
-def model_cpu_ms_per_item(model: str, batch: int, seconds: float) -> float:
-    (row,) = raw_onnxruntime(REPOSITORY / model / "1" / "model.onnx", [batch], seconds)
+def model_cpu_ms_per_item(path: Path, batch: int, seconds: float) -> float:
+    (row,) = raw_onnxruntime(path, [batch], seconds)
     return row.extra["cpu_ms_per_item"]
+
+
+def raw_best(path: Path, seconds: float) -> Raw:
+    rows = raw_onnxruntime(path, RAW_BATCHES, seconds)
+    best = max(rows, key=lambda r: r.throughput_rps)  # items/s: one request is a batch
+    return Raw(int(best.mean_batch), best.throughput_rps, best.extra["cpu_ms_per_item"])
 
 
 @contextmanager
@@ -121,39 +251,56 @@ def py_spy(pid: int, out: Path | None) -> Iterator[None]:
         spy.wait(60)
 
 
-def measure(args: argparse.Namespace) -> list[CostRow]:
+def measure(args: argparse.Namespace, model: str, repository: Path, requests: int) -> list[CostRow]:
+    sweeps = []
+    os.environ["AIDX_GRPC_PORT"] = str(free_port())  # server() passes the environment on
+    with server(model, repository) as (url, pid):
+        urls = Urls(url, f"127.0.0.1:{os.environ['AIDX_GRPC_PORT']}")
+        last = (args.protocol[-1], args.concurrency[-1])
+        for protocol in args.protocol:
+            for concurrency in args.concurrency:
+                profile = args.profile if (protocol, concurrency) == last else None
+                with py_spy(pid, profile):
+                    sweep = asyncio.run(drive(urls, protocol, model, concurrency, requests, pid))
+                sweeps.append((protocol, concurrency, sweep))
+    onnx = repository / model / "1" / "model.onnx"
+    raw = raw_best(onnx, args.raw_seconds)
     rows = []
-    with service({"AIDX_ENABLED_MODELS": json.dumps([args.model])}) as served:
-        url, pid = served.url, served.pid
-        for i, concurrency in enumerate(args.concurrency):
-            last = i == len(args.concurrency) - 1
-            with py_spy(pid, args.profile if last else None):
-                server_s, client_s, batch_sum, batch_count = asyncio.run(
-                    drive(url, args.model, concurrency, args.requests, pid)
-                )
-            mean_batch = batch_sum / max(batch_count, 1)
-            rows.append((concurrency, server_s, client_s, mean_batch))
-    costs = []
-    for concurrency, server_s, client_s, mean_batch in rows:
-        model_ms = model_cpu_ms_per_item(args.model, max(round(mean_batch), 1), args.raw_seconds)
-        server_ms = server_s / args.requests * 1e3
-        costs.append(CostRow(
-            concurrency, args.requests, mean_batch, server_ms, model_ms, server_ms - model_ms,
-            client_s / args.requests * 1e3,
+    for protocol, concurrency, sweep in sweeps:
+        mean_batch = sweep.batch_sum / max(sweep.batch_count, 1)
+        model_ms = model_cpu_ms_per_item(onnx, max(round(mean_batch), 1), args.raw_seconds)
+        server_ms, client_ms = sweep.server_s / requests * 1e3, sweep.client_s / requests * 1e3
+        throughput = requests / sweep.wall_s
+        rows.append(CostRow(
+            model, protocol, concurrency, requests, mean_batch, server_ms, model_ms,
+            server_ms - model_ms, client_ms, throughput, raw.items_per_s,
+            100 * throughput / raw.items_per_s, 100 * raw.cpu_ms_per_item / (server_ms + client_ms),
         ))  # fmt: skip
-    return costs
+    return rows
+
+
+def densenet_repository(folder: str) -> Path:
+    """DenseNet-121 exported into a temporary repository (`aidx models export-xrv`), in a
+    process of its own (torch is heavy; this one stays small)."""
+    export = [sys.executable, "-m", "aidx.service", "models", "export-xrv"]
+    subprocess.run([*export, "--repository", folder, "--name", XRV], check=True, cwd=ROOT)
+    return Path(folder)
 
 
 def print_table(rows: list[CostRow]) -> None:
     print(
-        f"\n{'conc':>5} {'reqs':>6} {'batch':>6} {'server core-ms/req':>19} "
-        f"{'model core-ms/item':>19} {'beyond model':>13} {'client core-ms/req':>19}"
+        f"\n{'model':14} {'proto':5} {'conc':>4} {'reqs':>5} {'batch':>5} {'server':>7} "
+        f"{'model':>7} {'beyond':>7} {'client':>7} {'req/s':>7} {'raw/s':>7} "
+        f"{'% raw':>6} {'bound %':>7}\n{'':14} {'':5} {'':>4} {'':>5} {'':>5} "
+        f"{'ms/req':>7} {'ms/item':>7} {'ms/req':>7} {'ms/req':>7}   (core-ms; raw: best batch)"
     )
     for r in rows:
         print(
-            f"{r.concurrency:>5} {r.requests:>6} {r.mean_batch:>6.1f} "
-            f"{r.server_cpu_ms_per_req:>19.3f} {r.model_cpu_ms_per_item:>19.3f} "
-            f"{r.beyond_model_cpu_ms_per_req:>13.3f} {r.client_cpu_ms_per_req:>19.3f}"
+            f"{r.model:14} {r.protocol:5} {r.concurrency:>4} {r.requests:>5} "
+            f"{r.mean_batch:>5.1f} {r.server_cpu_ms_per_req:>7.2f} "
+            f"{r.model_cpu_ms_per_item:>7.2f} {r.beyond_model_cpu_ms_per_req:>7.2f} "
+            f"{r.client_cpu_ms_per_req:>7.2f} {r.throughput_rps:>7.0f} "
+            f"{r.raw_best_items_per_s:>7.0f} {r.pct_of_raw:>6.1f} {r.bound_pct_of_raw:>7.1f}"
         )
 
 
@@ -162,10 +309,15 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--model", default="cxr_pneumonia")
-    parser.add_argument("--requests", type=int, default=3000, help="per concurrency")
+    parser.add_argument("--requests", type=int, default=3000, help="per point")
     parser.add_argument(
         "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[8, 32]
     )
+    parser.add_argument(
+        "--protocol", type=lambda s: s.split(","), default=["http", "grpc"], help="http,grpc"
+    )
+    parser.add_argument("--densenet", action="store_true", help="also DenseNet-121 (aidx[xrv])")
+    parser.add_argument("--densenet-requests", type=int, default=300, help="per point")
     parser.add_argument("--raw-seconds", type=float, default=3.0, help="raw onnxruntime")
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks (last sweep)")
     parser.add_argument("--label", default="", help="a name for this run in the JSON")
@@ -173,9 +325,16 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="a few seconds, to prove it runs")
     args = parser.parse_args()
     if args.smoke:
-        args.requests, args.concurrency, args.raw_seconds = 50, [8], 0.3
+        args.requests, args.densenet_requests, args.concurrency = 50, 10, [8]
+        args.raw_seconds = 0.3
     out = args.out or (None if args.smoke else ROOT / "benchmarks" / "results" / "v2_cost.json")
-    rows = measure(args)
+    rows = measure(args, args.model, REPOSITORY, args.requests)
+    if args.densenet:
+        folder = tempfile.mkdtemp(prefix="aidx-xrv-")
+        try:
+            rows += measure(args, XRV, densenet_repository(folder), args.densenet_requests)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
     print_table(rows)
     if out is None:
         print("\n(--smoke: nothing saved; give --out to save)")
@@ -183,8 +342,10 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "model": args.model,
+        "models": [args.model, *([XRV] if args.densenet else [])],
         "label": args.label,
-        "machine": machine(),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "onnxruntime": ort.__version__, "numpy": np.__version__},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rows": [asdict(r) for r in rows],
     }, indent=2))  # fmt: skip

@@ -234,14 +234,15 @@ def raw_best(path: Path, seconds: float) -> Raw:
 
 
 @contextmanager
-def py_spy(pid: int, out: Path | None) -> Iterator[None]:
+def py_spy(pid: int, out: Path | None, native: bool = False) -> Iterator[None]:
     """py-spy's collapsed stacks of the server while the block runs (`out` None: none)."""
     if out is None:
         yield
         return
     spy = subprocess.Popen([
         str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
-        "--format", "raw", "--rate", "250", "--output", str(out), "--nonblocking",
+        "--format", "raw", "--rate", "250", "--output", str(out),
+        *(["--native"] if native else ["--nonblocking"]),  # native frames need a pause
     ])  # fmt: skip
     time.sleep(1.0)  # py-spy attaches
     try:
@@ -260,7 +261,7 @@ def measure(args: argparse.Namespace, model: str, repository: Path, requests: in
         for protocol in args.protocol:
             for concurrency in args.concurrency:
                 profile = args.profile if (protocol, concurrency) == last else None
-                with py_spy(pid, profile):
+                with py_spy(pid, profile, args.native):
                     sweep = asyncio.run(drive(urls, protocol, model, concurrency, requests, pid))
                 sweeps.append((protocol, concurrency, sweep))
     onnx = repository / model / "1" / "model.onnx"
@@ -320,6 +321,7 @@ def main() -> None:
     parser.add_argument("--densenet-requests", type=int, default=300, help="per point")
     parser.add_argument("--raw-seconds", type=float, default=3.0, help="raw onnxruntime")
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks (last sweep)")
+    parser.add_argument("--native", action="store_true", help="py-spy with native frames")
     parser.add_argument("--label", default="", help="a name for this run in the JSON")
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/v2_cost.json")
     parser.add_argument("--smoke", action="store_true", help="a few seconds, to prove it runs")

@@ -75,9 +75,10 @@ class _Pending:
 
 
 def _signature(inputs: Tensors, batched: bool) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
-    """Requests can share a batch only if every input matches beyond axis 0."""
+    """Requests can share a batch only if every input matches beyond axis 0 (dtypes by
+    their `.str`, '<f4': str(dtype) runs Python code in numpy 2, on every request)."""
     return tuple(
-        (name, str(arr.dtype), tuple(arr.shape[1:] if batched else arr.shape))
+        (name, arr.dtype.str, tuple(arr.shape[1:] if batched else arr.shape))
         for name, arr in sorted(inputs.items())
     )
 

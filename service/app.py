@@ -82,6 +82,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lambda app: _lifespan(services),
         description="AI diagnostic assist. Demo weights are not for clinical use.",
+        # aidx's metrics are Prometheus' (/metrics); FastAPI's OpenTelemetry hooks would
+        # only ask, on every request, whether a provider has been configured
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.services = services
     install_error_handlers(app)

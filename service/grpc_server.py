@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from prometheus_client import Counter
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
@@ -82,7 +83,7 @@ def rpc(handler: Handler[Servicer]) -> Handler[Servicer]:
             log.exception("unhandled error on %s", route)
             await context.abort(code, "internal error; see the server log")
         finally:
-            self.svc.metrics.requests.labels(route, code.name).inc()
+            self._counter(route, code).inc()
 
     return guarded
 
@@ -106,6 +107,14 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     def __init__(self, svc: Services) -> None:
         self.svc = svc
+        self._counters: dict[tuple[str, Code], Counter] = {}  # labels() per call costs
+
+    def _counter(self, route: str, code: Code) -> Counter:
+        counter = self._counters.get((route, code))
+        if counter is None:
+            counter = self.svc.metrics.requests.labels(route, code.name)
+            self._counters[(route, code)] = counter
+        return counter
 
     def _authorize(self, context: grpc.aio.ServicerContext, rpc_name: str) -> Principal:
         """The same gate as HTTP: wrong keys throttled per client address, refusals audited."""

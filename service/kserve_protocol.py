@@ -7,6 +7,7 @@ happen here, once, so both protocols validate and refuse alike."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -66,32 +67,59 @@ def model_metadata(served: ServedModel) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class _InputSpec:
+    datatype: str
+    dims: tuple[int, ...]
+
+
+# The inputs each model config declares, read from the protobuf once: enum names and
+# repeated fields cost more to read than the check itself on every request. Keyed by
+# the config's id, with the config held so that the id is not reused while cached.
+_input_specs: dict[int, tuple[Any, dict[str, _InputSpec]]] = {}
+
+
+def _inputs_of(config: Any) -> dict[str, _InputSpec]:
+    cached = _input_specs.get(id(config))
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    specs = {
+        s.name: _InputSpec(
+            config_to_kserve(model_config_pb2.DataType.Name(s.data_type)), tuple(s.dims)
+        )
+        for s in config.input
+    }
+    if len(_input_specs) > 256:  # models reloaded many times: forget the old configs
+        _input_specs.clear()
+    _input_specs[id(config)] = (config, specs)
+    return specs
+
+
 def check_inputs(served: ServedModel, inputs: dict[str, np.ndarray]) -> None:
     config = served.entry.config
     batched = config.max_batch_size > 0
-    expected = {s.name: s for s in config.input}
-    if set(inputs) != set(expected):
+    expected = _inputs_of(config)
+    if inputs.keys() != expected.keys():
         raise BadRequest(
             f"model {served.name!r} expects inputs {sorted(expected)}, got {sorted(inputs)}",
             code="input_mismatch",
         )
     for name, array in inputs.items():
         spec = expected[name]
-        datatype = config_to_kserve(model_config_pb2.DataType.Name(spec.data_type))
-        if kserve_of(array) != datatype:
+        if kserve_of(array) != spec.datatype:
             raise BadRequest(
-                f"input {name!r} must be {datatype}, got {kserve_of(array)}",
+                f"input {name!r} must be {spec.datatype}, got {kserve_of(array)}",
                 code="input_datatype_mismatch",
             )
         shape = array.shape[1:] if batched else array.shape
-        dims = list(spec.dims)
+        dims = spec.dims
         fits = len(shape) == len(dims) and all(
             d in (-1, s) for d, s in zip(dims, shape, strict=True)
         )
         if not fits or (batched and array.ndim == 0):
             raise BadRequest(
                 f"input {name!r} has shape {list(array.shape)}; expected "
-                f"{([-1] if batched else []) + dims}",
+                f"{([-1] if batched else []) + list(dims)}",
                 code="input_shape_mismatch",
             )
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -89,6 +90,7 @@ class Sweep:
     batch_sum: float
     batch_count: float
     wall_s: float
+    loop_s: float = 0.0  # the event loop's thread
 
 
 @dataclass(frozen=True)
@@ -117,9 +119,12 @@ class CostRow:
     bound_pct_of_raw: float
 
 
-def process_cpu_s(pid: int) -> float:
-    """utime + stime of a process, all its threads, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+def process_cpu_s(pid: int, thread: int | None = None) -> float:
+    """utime + stime of a process, all its threads, in seconds; with `thread`, of that
+    thread alone (the main thread, `pid`, runs the event loop: every HTTP front-end
+    step and the gRPC handlers, none of the model's work)."""
+    stat = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
+    fields = stat.read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S  # fields 14, 15 of stat(5)
 
 
@@ -213,13 +218,15 @@ async def drive(
     left = requests
     before = server_counters(urls.http, model)
     server0, client0, wall0 = process_cpu_s(pid), time.process_time(), time.perf_counter()
+    loop0 = process_cpu_s(pid, pid)
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall_s = time.perf_counter() - wall0
     server_s, client_s = process_cpu_s(pid) - server0, time.process_time() - client0
+    loop_s = process_cpu_s(pid, pid) - loop0
     after = server_counters(urls.http, model)
     await close()
     batches = after.batch_count - before.batch_count
-    return Sweep(server_s, client_s, after.batch_sum - before.batch_sum, batches, wall_s)
+    return Sweep(server_s, client_s, after.batch_sum - before.batch_sum, batches, wall_s, loop_s)
 
 
 def model_cpu_ms_per_item(path: Path, batch: int, seconds: float) -> float:
@@ -305,6 +312,52 @@ def print_table(rows: list[CostRow]) -> None:
         )
 
 
+def against(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """This checkout and the build installed in `args.against` (`pip install --target
+    DIR` of another commit, e.g. main), both serving at once and driven in turn, a
+    sweep of each per round, alternating which goes first: load from other work on
+    the machine falls on both alike. Core-ms per request, summed over the rounds."""
+    totals: dict[str, list[float]] = {}
+    site = str(args.against)
+    with contextlib.ExitStack() as stack:
+        servers = {}
+        for name in ("against", "this"):
+            os.environ["AIDX_GRPC_PORT"] = str(free_port())
+            if name == "against":
+                os.environ["PYTHONPATH"] = site  # ahead of the editable install's path
+            url, pid = stack.enter_context(server(args.model))
+            os.environ.pop("PYTHONPATH", None)
+            servers[name] = (Urls(url, f"127.0.0.1:{os.environ['AIDX_GRPC_PORT']}"), pid)
+        for protocol in args.protocol:
+            for round_ in range(args.rounds):
+                order = ("against", "this") if round_ % 2 == 0 else ("this", "against")
+                for name in order:
+                    urls, pid = servers[name]
+                    c = args.concurrency[-1]
+                    sweep = asyncio.run(drive(urls, protocol, args.model, c, args.requests, pid))
+                    total = totals.setdefault(f"{name} {protocol}", [0.0] * 5)
+                    values = (sweep.server_s, sweep.loop_s, sweep.client_s, sweep.wall_s, 1)
+                    for i, value in enumerate(values):
+                        total[i] += value
+    n = args.requests
+    result = {}
+    print(f"\n{'build':8} {'proto':5} {'server ms/req':>13} {'loop ms/req':>12} "
+          f"{'client ms/req':>13} {'req/s':>7}")  # fmt: skip
+    for key, (server_s, loop_s, client_s, wall_s, rounds) in totals.items():
+        row = {
+            "server_cpu_ms_per_req": server_s / (n * rounds) * 1e3,
+            "loop_cpu_ms_per_req": loop_s / (n * rounds) * 1e3,
+            "client_cpu_ms_per_req": client_s / (n * rounds) * 1e3,
+            "throughput_rps": n * rounds / wall_s,
+        }
+        result[key] = row
+        build, protocol = key.split()
+        print(f"{build:8} {protocol:5} {row['server_cpu_ms_per_req']:>13.3f} "
+              f"{row['loop_cpu_ms_per_req']:>12.3f} {row['client_cpu_ms_per_req']:>13.3f} "
+              f"{row['throughput_rps']:>7.0f}")  # fmt: skip
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -321,6 +374,10 @@ def main() -> None:
     parser.add_argument("--densenet-requests", type=int, default=300, help="per point")
     parser.add_argument("--raw-seconds", type=float, default=3.0, help="raw onnxruntime")
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks (last sweep)")
+    parser.add_argument(
+        "--against", type=Path, help="a build (pip install --target) to compare, interleaved"
+    )
+    parser.add_argument("--rounds", type=int, default=6, help="with --against")
     parser.add_argument("--native", action="store_true", help="py-spy with native frames")
     parser.add_argument("--label", default="", help="a name for this run in the JSON")
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/v2_cost.json")
@@ -330,6 +387,11 @@ def main() -> None:
         args.requests, args.densenet_requests, args.concurrency = 50, 10, [8]
         args.raw_seconds = 0.3
     out = args.out or (None if args.smoke else ROOT / "benchmarks" / "results" / "v2_cost.json")
+    if args.against is not None:
+        compared = against(args)
+        if args.out is not None:
+            args.out.write_text(json.dumps({"against": str(args.against), "rows": compared}))
+        return
     rows = measure(args, args.model, REPOSITORY, args.requests)
     if args.densenet:
         folder = tempfile.mkdtemp(prefix="aidx-xrv-")

@@ -107,9 +107,10 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     def __init__(self, svc: Services) -> None:
         self.svc = svc
-        self._counters: dict[tuple[str, Code], Counter] = {}  # labels() per call costs
+        # a counter per (method, status), found once: labels() on every call costs
+        self._counters: dict[tuple[str, grpc.StatusCode], Counter] = {}
 
-    def _counter(self, route: str, code: Code) -> Counter:
+    def _counter(self, route: str, code: grpc.StatusCode) -> Counter:
         counter = self._counters.get((route, code))
         if counter is None:
             counter = self.svc.metrics.requests.labels(route, code.name)

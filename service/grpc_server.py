@@ -50,6 +50,7 @@ GRPC_STATUS: dict[ErrorKind, grpc.StatusCode] = {
     ErrorKind.deadline_exceeded: Code.DEADLINE_EXCEEDED,
 }
 
+_MODEL_ROLES = frozenset(kserve_protocol.MODEL_ROLES)
 Servicer = TypeVar("Servicer", bound="KServeServicer")
 Handler = Callable[[Servicer, Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
@@ -123,7 +124,7 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         client, resource = peer_host(context.peer()), f"gRPC {rpc_name}"
         gate = self.svc.access
         who = gate.authenticate_key(key_in(metadata), client, resource)
-        gate.authorize_call(who, frozenset(kserve_protocol.MODEL_ROLES), client, resource)
+        gate.authorize_call(who, _MODEL_ROLES, client, resource)
         return who
 
     @rpc

@@ -4,23 +4,32 @@ and over gRPC, and how far that lets /v2 come to raw onnxruntime on these cores.
     python benchmarks/v2_cost.py                    # 3000 requests at c=8 and at c=32
     python benchmarks/v2_cost.py --densenet         # also DenseNet-121 (needs aidx[xrv])
     python benchmarks/v2_cost.py --smoke            # seconds; proves it still works
-    python benchmarks/v2_cost.py --protocol http --profile v2.txt
+    python benchmarks/v2_cost.py --protocol http --profile v2.txt [--native]
                                                     # also py-spy's collapsed stacks of
                                                     # the server during the last sweep
+    python benchmarks/v2_cost.py --against DIR --concurrency 32
+                                                    # this checkout against another build
+                                                    # (`pip install --no-deps --target DIR`
+                                                    # of `git archive main`), both serving,
+                                                    # driven in alternating rounds: a
+                                                    # before/after that holds on a busy
+                                                    # machine
 
 Starts `aidx serve` (development mode, the demo cxr_pneumonia model), drives
 `/v2/models/{m}/infer` with tritonclient.http (binary tensors) and ModelInfer with
 tritonclient.grpc.aio in a closed loop, and reads the server process's CPU time (utime
 + stime of /proc/<pid>/stat, every thread) and this client's before and after a fixed
 number of requests: CPU time, not wall time, so it holds on a machine whose cores are
-shared. The model's own cost is raw onnxruntime's CPU per item at the batch size the
-server's batcher reached (the service's session options), so
+shared; `loop` is the event loop's thread alone (every HTTP front-end step and the gRPC
+handlers; none of the model's work). The model's own cost is raw onnxruntime's CPU per
+item at the batch size the server's batcher reached (the service's session options), so
 
     beyond the model = server core-ms per request - model core-ms per item.
 
 Raw onnxruntime's best batch (items/s and CPU per item) is measured in the same run.
 `% of raw` is the throughput seen here over that best; on a shared machine it is noisy.
-`bound % of raw` is not: when server and client share the cores and the model is
+`bound % of raw` is steadier (CPU times, measured in the same run; still inflated alike
+on a busy machine): when server and client share the cores and the model is
 CPU-bound, /v2 can serve at most cores / (server + client core-ms per request) requests
 a second, raw onnxruntime cores / (its core-ms per item at its best batch), so
 
@@ -113,6 +122,7 @@ class CostRow:
     model_cpu_ms_per_item: float
     beyond_model_cpu_ms_per_req: float
     client_cpu_ms_per_req: float
+    loop_cpu_ms_per_req: float
     throughput_rps: float
     raw_best_items_per_s: float
     pct_of_raw: float
@@ -281,7 +291,8 @@ def measure(args: argparse.Namespace, model: str, repository: Path, requests: in
         throughput = requests / sweep.wall_s
         rows.append(CostRow(
             model, protocol, concurrency, requests, mean_batch, server_ms, model_ms,
-            server_ms - model_ms, client_ms, throughput, raw.items_per_s,
+            server_ms - model_ms, client_ms, sweep.loop_s / requests * 1e3, throughput,
+            raw.items_per_s,
             100 * throughput / raw.items_per_s, 100 * raw.cpu_ms_per_item / (server_ms + client_ms),
         ))  # fmt: skip
     return rows
@@ -298,14 +309,14 @@ def densenet_repository(folder: str) -> Path:
 def print_table(rows: list[CostRow]) -> None:
     print(
         f"\n{'model':14} {'proto':5} {'conc':>4} {'reqs':>5} {'batch':>5} {'server':>7} "
-        f"{'model':>7} {'beyond':>7} {'client':>7} {'req/s':>7} {'raw/s':>7} "
-        f"{'% raw':>6} {'bound %':>7}\n{'':14} {'':5} {'':>4} {'':>5} {'':>5} "
+        f"{'loop':>7} {'model':>7} {'beyond':>7} {'client':>7} {'req/s':>7} {'raw/s':>7} "
+        f"{'% raw':>6} {'bound %':>7}\n{'':14} {'':5} {'':>4} {'':>5} {'':>5} {'ms/req':>7} "
         f"{'ms/req':>7} {'ms/item':>7} {'ms/req':>7} {'ms/req':>7}   (core-ms; raw: best batch)"
     )
     for r in rows:
         print(
             f"{r.model:14} {r.protocol:5} {r.concurrency:>4} {r.requests:>5} "
-            f"{r.mean_batch:>5.1f} {r.server_cpu_ms_per_req:>7.2f} "
+            f"{r.mean_batch:>5.1f} {r.server_cpu_ms_per_req:>7.2f} {r.loop_cpu_ms_per_req:>7.2f} "
             f"{r.model_cpu_ms_per_item:>7.2f} {r.beyond_model_cpu_ms_per_req:>7.2f} "
             f"{r.client_cpu_ms_per_req:>7.2f} {r.throughput_rps:>7.0f} "
             f"{r.raw_best_items_per_s:>7.0f} {r.pct_of_raw:>6.1f} {r.bound_pct_of_raw:>7.1f}"
@@ -390,7 +401,13 @@ def main() -> None:
     if args.against is not None:
         compared = against(args)
         if args.out is not None:
-            args.out.write_text(json.dumps({"against": str(args.against), "rows": compared}))
+            args.out.write_text(json.dumps({
+                "against": str(args.against), "model": args.model,
+                "concurrency": args.concurrency[-1], "requests_per_sweep": args.requests,
+                "rounds": args.rounds, "machine": {"cpu_count": os.cpu_count()},
+                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "rows": compared,
+            }, indent=2))  # fmt: skip
         return
     rows = measure(args, args.model, REPOSITORY, args.requests)
     if args.densenet:

@@ -40,8 +40,11 @@ def test_batching_benchmark_runs(tmp_path: Path) -> None:
 
 def test_v2_cost_benchmark_runs(tmp_path: Path) -> None:
     saved = smoke("v2_cost.py", tmp_path / "v2_cost.json")
-    (row,) = saved["rows"]
-    assert row["requests"] > 0 and row["server_cpu_ms_per_req"] > 0 < row["model_cpu_ms_per_item"]
+    assert [row["protocol"] for row in saved["rows"]] == ["http", "grpc"]
+    for row in saved["rows"]:
+        assert row["requests"] > 0
+        assert row["server_cpu_ms_per_req"] > 0 < row["model_cpu_ms_per_item"]
+        assert row["client_cpu_ms_per_req"] > 0 < row["bound_pct_of_raw"]
 
 
 def test_labs_benchmark_runs(tmp_path: Path) -> None:

@@ -48,7 +48,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -59,9 +58,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import httpx
-import numpy as np
-import onnxruntime as ort
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpc_aio
 import tritonclient.http.aio as triton_aio
@@ -69,12 +65,11 @@ from tritonclient.http import InferInput, InferRequestedOutput
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from batching import (  # noqa: E402  (a script beside this one)
-    DEV_KEY,
-    REPOSITORY,
     raw_onnxruntime,
     sample_input,
     server_counters,
 )
+from serving import DEV_KEY, REPOSITORY, machine, service  # noqa: E402
 
 from tests.peers import free_port  # noqa: E402
 
@@ -138,38 +133,13 @@ def process_cpu_s(pid: int, thread: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S  # fields 14, 15 of stat(5)
 
 
-@contextmanager
-def server(model: str, repository: Path = REPOSITORY) -> Iterator[tuple[str, int]]:
-    """`aidx serve` on a free port: (host:port, pid)."""
-    port = free_port()
-    with tempfile.TemporaryDirectory() as var:
-        env = {
-            **os.environ,
-            "AIDX_MODE": "development",
-            "AIDX_DEV_API_KEY": DEV_KEY,
-            "AIDX_VAR_DIR": var,
-            "AIDX_PORT": str(port),
-            "AIDX_HOST": "127.0.0.1",
-            "AIDX_MODEL_REPOSITORY": str(repository),
-            "AIDX_ENABLED_MODELS": json.dumps([model]),
-        }
-        command = [sys.executable, "-m", "aidx.service", "serve", "--log-level", "warning"]
-        process = subprocess.Popen(command, env=env)
-        url = f"127.0.0.1:{port}"
-        try:
-            for _ in range(300):
-                try:
-                    if httpx.get(f"http://{url}/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
-            else:
-                raise RuntimeError("the service did not become ready")
-            yield url, process.pid
-        finally:
-            process.terminate()
-            process.wait(30)
+def serving_env(model: str, repository: Path) -> dict[str, str]:
+    """The service's settings here: one model, from `repository`, and a gRPC port."""
+    return {
+        "AIDX_ENABLED_MODELS": json.dumps([model]),
+        "AIDX_MODEL_REPOSITORY": str(repository),
+        "AIDX_GRPC_PORT": str(free_port()),
+    }
 
 
 async def http_sender(url: str, model: str, concurrency: int) -> tuple[Sender, Closer]:
@@ -271,9 +241,10 @@ def py_spy(pid: int, out: Path | None, native: bool = False) -> Iterator[None]:
 
 def measure(args: argparse.Namespace, model: str, repository: Path, requests: int) -> list[CostRow]:
     sweeps = []
-    os.environ["AIDX_GRPC_PORT"] = str(free_port())  # server() passes the environment on
-    with server(model, repository) as (url, pid):
-        urls = Urls(url, f"127.0.0.1:{os.environ['AIDX_GRPC_PORT']}")
+    env = serving_env(model, repository)
+    with service(env) as served:
+        url, pid = served.url, served.pid
+        urls = Urls(url, f"127.0.0.1:{env['AIDX_GRPC_PORT']}")
         last = (args.protocol[-1], args.concurrency[-1])
         for protocol in args.protocol:
             for concurrency in args.concurrency:
@@ -333,12 +304,12 @@ def against(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     with contextlib.ExitStack() as stack:
         servers = {}
         for name in ("against", "this"):
-            os.environ["AIDX_GRPC_PORT"] = str(free_port())
+            env = serving_env(args.model, REPOSITORY)
             if name == "against":
-                os.environ["PYTHONPATH"] = site  # ahead of the editable install's path
-            url, pid = stack.enter_context(server(args.model))
-            os.environ.pop("PYTHONPATH", None)
-            servers[name] = (Urls(url, f"127.0.0.1:{os.environ['AIDX_GRPC_PORT']}"), pid)
+                env["PYTHONPATH"] = site  # ahead of the editable install's path
+            served = stack.enter_context(service(env))
+            urls = Urls(served.url, f"127.0.0.1:{env['AIDX_GRPC_PORT']}")
+            servers[name] = (urls, served.pid)
         for protocol in args.protocol:
             for round_ in range(args.rounds):
                 order = ("against", "this") if round_ % 2 == 0 else ("this", "against")
@@ -425,8 +396,7 @@ def main() -> None:
         "model": args.model,
         "models": [args.model, *([XRV] if args.densenet else [])],
         "label": args.label,
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "onnxruntime": ort.__version__, "numpy": np.__version__},
+        "machine": machine(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rows": [asdict(r) for r in rows],
     }, indent=2))  # fmt: skip

@@ -10,6 +10,7 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -96,6 +97,11 @@ def test_uploads_are_kept_when_retention_says_keep(slides: Slides, tmp_path: Pat
     assert stat.S_IMODE(kept.parent.stat().st_mode) == 0o700
 
 
+def _analysis(report: dict[str, Any]) -> dict[str, Any]:
+    """The report without its turnaround, whose deliveries go on after the analysis."""
+    return {key: value for key, value in report.items() if key != "turnaround"}
+
+
 def test_other_parameters_are_another_report_and_earlier_results_stay(api: TestClient) -> None:
     first = wait_for(api, submit(api, "tumour.svs", max_regions=1).json()["id"], {"succeeded"})
     geojson = api.get(first["links"]["geojson"], headers=PATHOLOGIST).content
@@ -103,7 +109,7 @@ def test_other_parameters_are_another_report_and_earlier_results_stay(api: TestC
     assert second["report"]["id"] != first["report"]["id"]
     assert len(first["report"]["findings"][0]["regions"]) == 1
     again = api.get(f"/v1/wsi/jobs/{first['id']}", headers=PATHOLOGIST).json()
-    assert again["report"] == first["report"]
+    assert _analysis(again["report"]) == _analysis(first["report"])
     assert api.get(first["links"]["geojson"], headers=PATHOLOGIST).content == geojson
     same = wait_for(api, submit(api, "tumour.svs", max_regions=1).json()["id"], {"succeeded"})
     assert same["report"]["id"] == first["report"]["id"]

@@ -15,13 +15,15 @@ import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpc_aio
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -102,3 +104,27 @@ def machine(**extra: str) -> dict[str, object]:
         "numpy": np.__version__,
         **extra,
     }
+
+
+async def grpc_call(
+    client: grpc_aio.InferenceServerClient,
+    model: str,
+    headers: dict[str, str] | None,
+    make_input: Callable[[list[int]], np.ndarray],
+) -> Callable[[], Awaitable[None]]:
+    """One call of `model` through tritonclient.grpc.aio: the input made by
+    `make_input(shape without the batch)` from the model's metadata, every output asked
+    for, the first one read back."""
+    meta = await client.get_model_metadata(model, headers=headers, as_json=True)
+    (spec,) = meta["inputs"]
+    x = make_input([int(d) for d in spec["shape"][1:]])
+    tensor = grpcclient.InferInput(spec["name"], list(x.shape), spec["datatype"])
+    tensor.set_data_from_numpy(x)
+    names = [o["name"] for o in meta["outputs"]]
+    outputs = [grpcclient.InferRequestedOutput(n) for n in names]
+
+    async def call() -> None:
+        result = await client.infer(model, [tensor], outputs=outputs, headers=headers)
+        result.as_numpy(names[0])
+
+    return call

@@ -44,7 +44,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import httpx
-import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpc_aio
 import tritonclient.http.aio as triton_aio
 from pydicom.data import get_testdata_file
@@ -67,6 +66,7 @@ from serving import (  # noqa: E402  (a script beside this one)
     cell,
     environment,
     free_port,
+    grpc_call,
     machine,
     service,
 )
@@ -140,17 +140,10 @@ async def sweep_grpc(
     batch and CPU counters) or Triton's gRPC port."""
     client = grpc_aio.InferenceServerClient(url=url)
     headers = {"authorization": f"Bearer {key}"} if key else None
-    meta = await client.get_model_metadata(model, headers=headers, as_json=True)
-    (spec,) = meta["inputs"]
-    x = sample_input([int(d) for d in spec["shape"][1:]], 1, seed=1)
-    tensor = grpcclient.InferInput(spec["name"], list(x.shape), spec["datatype"])
-    tensor.set_data_from_numpy(x)
-    names = [o["name"] for o in meta["outputs"]]
-    outputs = [grpcclient.InferRequestedOutput(n) for n in names]
+    call = await grpc_call(client, model, headers, lambda shape: sample_input(shape, 1, seed=1))
 
     async def send() -> dict[str, float]:
-        result = await client.infer(model, [tensor], outputs=outputs, headers=headers)
-        result.as_numpy(names[0])
+        await call()
         return {}
 
     await send()

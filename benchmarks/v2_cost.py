@@ -58,7 +58,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpc_aio
 import tritonclient.http.aio as triton_aio
 from tritonclient.http import InferInput, InferRequestedOutput
@@ -69,7 +68,7 @@ from batching import (  # noqa: E402  (a script beside this one)
     sample_input,
     server_counters,
 )
-from serving import DEV_KEY, REPOSITORY, machine, service  # noqa: E402
+from serving import DEV_KEY, REPOSITORY, grpc_call, machine, service  # noqa: E402
 
 from tests.peers import free_port  # noqa: E402
 
@@ -165,18 +164,7 @@ async def grpc_sender(url: str, model: str, concurrency: int) -> tuple[Sender, C
     """tritonclient.grpc.aio on one channel (HTTP/2 streams, as perf_analyzer's gRPC mode)."""
     client = grpc_aio.InferenceServerClient(url=url)
     headers = {"authorization": f"Bearer {DEV_KEY}"}
-    meta = await client.get_model_metadata(model, headers=headers, as_json=True)
-    (spec,) = meta["inputs"]
-    x = sample_input([int(d) for d in spec["shape"][1:]], 1, seed=1)
-    tensor = grpcclient.InferInput(spec["name"], list(x.shape), spec["datatype"])
-    tensor.set_data_from_numpy(x)
-    names = [o["name"] for o in meta["outputs"]]
-    outputs = [grpcclient.InferRequestedOutput(n) for n in names]
-
-    async def send() -> None:
-        result = await client.infer(model, [tensor], outputs=outputs, headers=headers)
-        result.as_numpy(names[0])
-
+    send = await grpc_call(client, model, headers, lambda shape: sample_input(shape, 1, seed=1))
     return send, client.close
 
 

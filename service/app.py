@@ -88,8 +88,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
-    # routes are matched in order: the hot ones (/v2, slide viewer tiles) come first
-    routers = (health.router, models.router, v2.router, deepzoom.router, cxr.router)
+    # routes are matched in order: the hot ones (/v2 infer, slide viewer tiles) come first
+    v2.add_infer_routes(app)
+    routers = (v2.router, health.router, models.router, deepzoom.router, cxr.router)
     for router in (*routers, reports.router, wsi.router, labs.router, outbox.router, ct.router):
         app.include_router(router)
     app.include_router(studies.router)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.routing import APIRoute
 from google.protobuf import json_format
 
@@ -27,6 +27,51 @@ _served = kserve_protocol.served_model
 # The model routes: a key, and a model (and version) in service.
 MODEL_ROUTE = {**AUTHED, **errors(404)}
 INFER_ROUTE = {**MODEL_ROUTE, **ANALYSIS, **errors(502)}
+
+
+async def infer(
+    request: Request,
+    name: str,
+    version: str | None = None,
+    who: Principal = Depends(engineers),
+) -> Response:
+    """An engineer's direct use of a model: recorded in the audit log."""
+    svc = await services(request)
+    with svc.audit.access(
+        actor=who.name, role=who.role.value, action="v2.infer", resource=f"model/{name}"
+    ):
+        return await _infer(request, _served(svc, name, version), svc)
+
+
+class InferRoute(APIRoute):
+    """The infer route, called as FastAPI would call it, without its per-request
+    dependency solving (about a tenth of the front end's CPU on this, the hottest route):
+    the parameters' strings as they are and the caller from the same `engineers`
+    dependency the signature declares (and the schema shows); its refusals and the
+    endpoint's errors go to the app's handlers as any route's."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        async def handler(request: Request) -> Response:
+            path = request.path_params
+            # `version`: in the path, or (the unversioned path) a query parameter
+            version = path.get("version") or request.query_params.get("version")
+            return await infer(request, path["name"], version, await engineers(request))
+
+        return handler
+
+
+def add_infer_routes(app: FastAPI) -> None:
+    """The infer routes on the app's own router, before any router is included: routes
+    are matched in order, each passed on the way costs (twice: FastAPI matches, then
+    selects), and an included router adds its own layers of matching and handling."""
+    for path in ("/models/{name}/infer", "/models/{name}/versions/{version}/infer"):
+        app.router.add_api_route(
+            router.prefix + path,
+            infer,
+            methods=["POST"],
+            responses=INFER_ROUTE,
+            route_class_override=InferRoute,
+        )
 
 
 @router.get("")
@@ -95,43 +140,6 @@ async def model_ready(
 ) -> Response:
     ready = kserve_protocol.model_ready(_served(svc, name, version))
     return Response(status_code=200 if ready else 400)
-
-
-async def infer(
-    request: Request,
-    name: str,
-    version: str | None = None,
-    who: Principal = Depends(engineers),
-) -> Response:
-    """An engineer's direct use of a model: recorded in the audit log."""
-    svc = await services(request)
-    with svc.audit.access(
-        actor=who.name, role=who.role.value, action="v2.infer", resource=f"model/{name}"
-    ):
-        return await _infer(request, _served(svc, name, version), svc)
-
-
-class InferRoute(APIRoute):
-    """The infer route, called as FastAPI would call it, without its per-request
-    dependency solving (about a tenth of the front end's CPU on this, the hottest route):
-    the parameters' strings as they are and the caller from the same `engineers`
-    dependency the signature declares (and the schema shows); its refusals and the
-    endpoint's errors go to the app's handlers as any route's."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        async def handler(request: Request) -> Response:
-            path = request.path_params
-            # `version`: in the path, or (the unversioned path) a query parameter
-            version = path.get("version") or request.query_params.get("version")
-            return await infer(request, path["name"], version, await engineers(request))
-
-        return handler
-
-
-for _path in ("/models/{name}/infer", "/models/{name}/versions/{version}/infer"):
-    router.add_api_route(
-        _path, infer, methods=["POST"], responses=INFER_ROUTE, route_class_override=InferRoute
-    )
 
 
 async def _infer(request: Request, served: ServedModel, svc: Services) -> Response:

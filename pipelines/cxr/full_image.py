@@ -11,8 +11,9 @@ Quantising takes passes over every pixel, which the analysis does not need. So f
 integer pixels of up to 16 bits (every CR and DX in practice) the analysis saves the
 stored values as decoded, with each possible code's modality value (FullSource), and
 the viewer's image is made from them when it is first asked for (full_image_file),
-by the same arithmetic as before, so its pixels are the same. Other pixels (floats,
-32 bits) are quantised at once (FullImage), as they always were.
+by the same arithmetic as before, so its pixels are the same; the source is then
+removed. Other pixels (floats, 32 bits) are quantised at once (FullImage), as they
+always were.
 """
 
 from __future__ import annotations
@@ -155,17 +156,24 @@ def _image_files(image: FullImage) -> dict[str, bytes]:
 
 def full_image_file(store: ReportStore, rid: str, name: str) -> Path:
     """Report `rid`'s viewer file `name` (FULL_PIXELS_FILE or FULL_META_FILE), made
-    from its source and cached on first use. Concurrent first uses each write the
-    same bytes atomically, so a reader never sees half a file. A report without
-    either (analysed before the workspace had it) answers NotFound."""
+    from its source on first use; the source is then removed (the viewer's files hold
+    all the workspace reads, and a report should not keep the radiograph twice).
+    Concurrent first uses each write the same bytes atomically, so a reader never sees
+    half a file, and one that finds the source gone finds the files it was made into.
+    A report without either (analysed before the workspace had it) answers NotFound."""
     try:
         return store.file(rid, name)
     except NotFound as missing:
         try:
             data, meta = (store.file(rid, part).read_bytes() for part in SOURCE_FILES)
-        except NotFound:
-            raise missing from None
+        except (NotFound, FileNotFoundError):
+            try:  # a concurrent first use made the files and removed the source
+                return store.file(rid, name)
+            except NotFound:
+                raise missing from None
     files = _image_files(FullSource.from_files(data, meta).image())
     for written, content in files.items():
         store.put(rid, written, content)
+    for part in SOURCE_FILES:
+        store.discard(rid, part)
     return store.file(rid, name)

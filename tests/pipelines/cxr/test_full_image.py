@@ -49,7 +49,7 @@ def test_the_first_get_makes_the_viewer_files_and_the_next_reads_them(tmp_path: 
     save_full_image(store, rid, radiograph.full)
     assert _files(store, rid) == set(SOURCE_FILES)  # nothing made at analysis
     meta = json.loads(full_image_file(store, rid, FULL_META_FILE).read_bytes())
-    assert _files(store, rid) == {*SOURCE_FILES, FULL_PIXELS_FILE, FULL_META_FILE}
+    assert _files(store, rid) == {FULL_PIXELS_FILE, FULL_META_FILE}  # the source removed
     made = full_image_file(store, rid, FULL_PIXELS_FILE)
     stamp = made.stat().st_mtime_ns
     assert full_image_file(store, rid, FULL_PIXELS_FILE).stat().st_mtime_ns == stamp  # cached
@@ -92,3 +92,36 @@ def test_a_report_without_the_full_image_is_not_found(tmp_path: Path) -> None:
     with pytest.raises(NotFound, match=FULL_PIXELS_FILE) as raised:
         full_image_file(store, rid, FULL_PIXELS_FILE)
     assert raised.value.code == "evidence_not_found"
+
+
+class _LateStore(ReportStore):
+    """A store in which another first use makes the viewer's files and removes the
+    source between this use's first look and its read of the source."""
+
+    def __init__(self, root: Path, made: dict[str, bytes]) -> None:
+        super().__init__(root)
+        self.made = made
+
+    def file(self, rid: str, name: str) -> Path:
+        if name in SOURCE_FILES and self.made:
+            for written, content in self.made.items():
+                self.put(rid, written, content)
+            for part in SOURCE_FILES:
+                self.discard(rid, part)
+            self.made = {}
+        return super().file(rid, name)
+
+
+def test_a_first_use_that_finds_the_source_gone_answers_the_files_made_of_it(
+    tmp_path: Path,
+) -> None:
+    radiograph = decode_radiograph(dicom_bytes("RG1_UNCR.dcm"))
+    assert isinstance(radiograph.full, FullSource)
+    reference, first = ReportStore(tmp_path / "reference"), str(uuid.uuid4())
+    save_full_image(reference, first, radiograph.full)
+    made = {name: full_image_file(reference, first, name).read_bytes()
+            for name in (FULL_PIXELS_FILE, FULL_META_FILE)}  # fmt: skip
+    store, rid = _LateStore(tmp_path / "store", made), str(uuid.uuid4())
+    save_full_image(store, rid, radiograph.full)
+    assert full_image_file(store, rid, FULL_PIXELS_FILE).read_bytes() == made[FULL_PIXELS_FILE]
+    assert _files(store, rid) == {FULL_PIXELS_FILE, FULL_META_FILE}

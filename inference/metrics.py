@@ -20,6 +20,7 @@ _TIME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._by_model: dict[str, tuple[Gauge, Histogram, Histogram, Histogram]] = {}
         r = self.registry
         # process_cpu_seconds_total, resident memory, open fds: what an operator sizes
         # replicas by, and what benchmarks/batching.py divides by requests served.
@@ -116,17 +117,30 @@ class ServiceMetrics:
         ood = report.ood.status.value if report.ood is not None else "none"
         self.reports.labels(report.pipeline, report.model.name, outcome, ood).inc()
 
-    # BatchObserver
+    # BatchObserver: called twice per request and once per batch, so each model's
+    # children are looked up once (labels() validates and locks on every call)
     def queue_depth(self, model: str, depth: int) -> None:
-        self.queue_depth_gauge.labels(model).set(depth)
+        self._batcher_children(model)[0].set(depth)
 
     def batch_done(
         self, model: str, size: int, compute_s: float, queue_waits_s: list[float]
     ) -> None:
-        self.batch_size.labels(model).observe(size)
-        self.compute.labels(model).observe(compute_s)
+        _, batch_size, compute, queue_wait = self._batcher_children(model)
+        batch_size.observe(size)
+        compute.observe(compute_s)
         for wait in queue_waits_s:
-            self.queue_wait.labels(model).observe(wait)
+            queue_wait.observe(wait)
+
+    def _batcher_children(self, model: str) -> tuple[Gauge, Histogram, Histogram, Histogram]:
+        children = self._by_model.get(model)
+        if children is None:
+            children = self._by_model[model] = (
+                self.queue_depth_gauge.labels(model),
+                self.batch_size.labels(model),
+                self.compute.labels(model),
+                self.queue_wait.labels(model),
+            )
+        return children
 
     # ShadowObserver (inference/shadow.py)
     def shadow_ran(self, batch: ShadowBatch) -> None:

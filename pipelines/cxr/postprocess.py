@@ -112,10 +112,11 @@ def overlay_grey(image01: np.ndarray) -> np.ndarray:
     return np.asarray(grey)
 
 
-def _heat_on_overlay(
+def _heat_patch(
     cam: np.ndarray | None, geometry: CropGeometry, scale: float, shape: tuple[int, int]
-) -> np.ndarray:
-    """The normalised map resized onto the model's crop, zero outside it."""
+) -> tuple[np.ndarray, int, int]:
+    """The normalised map resized onto the model's crop (as much of it as lies inside
+    an overlay of `shape`), and the overlay row and column of its corner."""
     if cam is None:
         cam = np.zeros((1, 1), np.float32)
     side = max(1, round(geometry.side_px * scale))
@@ -123,11 +124,49 @@ def _heat_on_overlay(
         (side, side), Image.Resampling.BILINEAR
     )
     rows, cols = shape
-    heat = np.zeros((rows, cols), np.float32)
     r0, c0 = round(geometry.row0 * scale), round(geometry.col0 * scale)
-    patch = np.asarray(heat_img, dtype=np.float32)[: rows - r0, : cols - c0]
+    return np.asarray(heat_img, dtype=np.float32)[: rows - r0, : cols - c0], r0, c0
+
+
+def _heat_on_overlay(
+    cam: np.ndarray | None, geometry: CropGeometry, scale: float, shape: tuple[int, int]
+) -> np.ndarray:
+    """The normalised map resized onto the model's crop, zero outside it."""
+    patch, r0, c0 = _heat_patch(cam, geometry, scale, shape)
+    heat = np.zeros(shape, np.float32)
     heat[r0 : r0 + patch.shape[0], c0 : c0 + patch.shape[1]] = patch
     return heat
+
+
+def _opacity(heat: np.ndarray, probability: float) -> np.ndarray:
+    """The heat's opacity, 0..0.6: below HEAT_FLOOR the map stays transparent (a tinted
+    lung everywhere hides detail), above it scaled by the probability."""
+    visible = np.clip((heat - HEAT_FLOOR) / (1.0 - HEAT_FLOOR), 0.0, 1.0)
+    return 0.6 * probability * visible
+
+
+def _nonzero_box(values: np.ndarray) -> tuple[slice, slice] | None:
+    """The smallest box of rows and columns that holds every non-zero value."""
+    rows = np.flatnonzero(values.any(axis=1))
+    if not rows.size:
+        return None
+    cols = np.flatnonzero(values.any(axis=0))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def _blend(region: np.ndarray, heat: np.ndarray, alpha: np.ndarray) -> None:
+    """`region` (grey RGB uint8) blended in place with the heat's colours at `alpha`:
+    grey * (1 - alpha) + colour * alpha in float32, truncated to uint8. The grey term
+    is the same in the three channels, so it is computed once; the colour, a channel
+    at a time from the ramp's column."""
+    index = (np.clip(heat, 0.0, 1.0) * 255).astype(np.uint8)
+    grey_part = region[..., 0].astype(np.float32)
+    grey_part *= 1 - alpha
+    for channel in range(3):
+        blended = JET[:, channel].take(index)
+        blended *= alpha
+        blended += grey_part
+        region[..., channel] = np.clip(blended, 0, 255, out=blended)  # truncated, as astype
 
 
 def render_overlay_rgb(
@@ -145,14 +184,17 @@ def render_overlay_rgb(
     Opacity scales with the probability, so a confident negative shows almost no
     colour instead of a misleading relative hot spot.
     """
-    base = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
-    heat = _heat_on_overlay(cam, geometry, scale, (int(grey.shape[0]), int(grey.shape[1])))
-    # Below HEAT_FLOOR the map stays transparent: a tinted lung everywhere hides detail.
-    visible = np.clip((heat - HEAT_FLOOR) / (1.0 - HEAT_FLOOR), 0.0, 1.0)
-    alpha = (0.6 * probability * visible)[..., None]
-    colour = JET[(np.clip(heat, 0.0, 1.0) * 255).astype(np.uint8)]
-    blended = base * (1 - alpha) + colour * alpha
-    out = Image.fromarray(blended.clip(0, 255).astype(np.uint8))
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    patch, r0, c0 = _heat_patch(cam, geometry, scale, (int(grey.shape[0]), int(grey.shape[1])))
+    alpha = _opacity(patch, probability)
+    # Blended only in the box around the colour: where the opacity is 0 the float
+    # blend gives the grey back exactly, so outside that box the image is the grey.
+    tinted = _nonzero_box(alpha)
+    if tinted is not None:
+        rows, cols = tinted
+        region = rgb[r0 : r0 + patch.shape[0], c0 : c0 + patch.shape[1]][rows, cols]
+        _blend(region, patch[rows, cols], alpha[rows, cols])
+    out = Image.fromarray(rgb)
     draw = ImageDraw.Draw(out)
     for box in boxes_px:
         draw.rectangle([float(v) * scale for v in box], outline=(255, 255, 255), width=2)

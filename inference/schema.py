@@ -40,7 +40,6 @@ outbox = Table(
     Column("kind", String(32), nullable=False),  # dicom, fhir-bundle, hl7v2
     Column("media_type", String(100), nullable=False),
     Column("report_id", String(36)),
-    Column("payload", LargeBinary, nullable=False),
     Column("state", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", Float, nullable=False),
@@ -52,6 +51,14 @@ outbox = Table(
     Index("ix_outbox_due", "state", "next_attempt_at"),
     Index("ix_outbox_destination", "destination", "state"),
     Index("ix_outbox_report", "report_id"),  # a report's deliveries (its turnaround)
+)
+# Each outbox entry's payload (a secondary capture is megabytes), beside its row: on
+# SQLite an update rewrites the whole row, so a lease or a delivery would rewrite it.
+outbox_payloads = Table(
+    "outbox_payloads",
+    metadata,
+    Column("id", String(36), primary_key=True),  # the outbox entry's
+    Column("payload", LargeBinary, nullable=False),
 )
 
 # pipelines/labs/store.py: one result per patient, analyte and specimen.

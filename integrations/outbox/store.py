@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from aidx.inference.errors import AidxError, ErrorKind, NotFound
-from aidx.inference.schema import outbox
+from aidx.inference.schema import outbox, outbox_payloads
 
 _NAMESPACE = uuid.UUID("5d0f3e8e-7b7c-4c52-9d0e-3f1d2b6a9c44")
 MAX_ERROR_CHARS = 2000
@@ -124,6 +124,16 @@ def _newest_first(
     return query.order_by(outbox.c.created_at.desc(), outbox.c.id).limit(limit)
 
 
+def _with_payloads(query: Select[Any]) -> Select[Any]:
+    """`query` (of outbox columns) reading each entry's payload from its own table."""
+    return query.add_columns(outbox_payloads.c.payload).join_from(
+        outbox, outbox_payloads, outbox_payloads.c.id == outbox.c.id
+    )
+
+
+_ENTRIES = _with_payloads(select(outbox))
+
+
 def _entry(row: object) -> Entry:
     m = row._mapping  # type: ignore[attr-defined]
     return Entry(
@@ -158,7 +168,6 @@ class OutboxStore:
             "kind": obj.kind,
             "media_type": obj.media_type,
             "report_id": obj.report_id,
-            "payload": obj.payload,
             "state": State.pending.value,
             "attempts": 0,
             "next_attempt_at": now,
@@ -167,8 +176,9 @@ class OutboxStore:
             "updated_at": now,
         }
         try:
-            with self.engine.begin() as conn:
+            with self.engine.begin() as conn:  # the entry and its payload, or neither
                 conn.execute(insert(outbox).values(**values))
+                conn.execute(insert(outbox_payloads).values(id=values["id"], payload=obj.payload))
         except IntegrityError:
             return False
         return True
@@ -198,25 +208,28 @@ class OutboxStore:
             due = and_(due, outbox.c.destination == destination)
         if other_than is not None:
             due = and_(due, outbox.c.destination.not_in(other_than))
-        claimed: list[Entry] = []
         with self.engine.begin() as conn:
-            ids = conn.execute(
-                select(outbox.c.id)
-                .where(due)
-                .order_by(outbox.c.next_attempt_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
+            ids = list(
+                conn.execute(
+                    select(outbox.c.id)
+                    .where(due)
+                    .order_by(outbox.c.next_attempt_at)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                ).scalars()
+            )
+            if not ids:
+                return []
+            # One conditional UPDATE for them all; the rows it won, read with their payloads.
+            won = conn.execute(
+                update(outbox)
+                .where(and_(outbox.c.id.in_(ids), due))
+                .values(lease_until=now + lease_s)
+                .returning(outbox.c.id)
             ).scalars()
-            for eid in list(ids):
-                won = conn.execute(
-                    update(outbox)
-                    .where(and_(outbox.c.id == eid, due))
-                    .values(lease_until=now + lease_s)
-                ).rowcount
-                if won:
-                    row = conn.execute(select(outbox).where(outbox.c.id == eid)).one()
-                    claimed.append(_entry(row))
-        return claimed
+            rows = conn.execute(_ENTRIES.where(outbox.c.id.in_(list(won)))).all()
+        order = {eid: i for i, eid in enumerate(ids)}
+        return sorted((_entry(row) for row in rows), key=lambda e: order[e.id])
 
     def release(self, ids: Collection[str]) -> None:
         """Claimed entries given back untried (their worker is stopping): due again
@@ -265,7 +278,7 @@ class OutboxStore:
 
     def get(self, eid: str) -> Entry:
         with self.engine.connect() as conn:
-            row = conn.execute(select(outbox).where(outbox.c.id == eid)).first()
+            row = conn.execute(_ENTRIES.where(outbox.c.id == eid)).first()
         if row is None:
             raise NotFound(f"no outbox entry {eid!r}", code="outbox_entry_not_found")
         return _entry(row)
@@ -275,16 +288,23 @@ class OutboxStore:
     ) -> list[dict[str, object]]:
         """`list` as the API shows it (`Entry.summary`), without reading the payloads:
         a secondary capture is megabytes, and a listing must not read them all."""
-        columns = [c for c in outbox.c if c.name not in ("payload", "lease_until")]
-        size = func.length(outbox.c.payload).label("size_bytes")
-        query = _newest_first(select(*columns, size), state, destination, limit)
+        columns = [c for c in outbox.c if c.name != "lease_until"]
+        size = func.length(outbox_payloads.c.payload).label("size_bytes")
+        query = _newest_first(
+            select(*columns, size).join_from(
+                outbox, outbox_payloads, outbox_payloads.c.id == outbox.c.id
+            ),
+            state,
+            destination,
+            limit,
+        )
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
     def list(
         self, *, state: State | None = None, destination: str | None = None, limit: int = 100
     ) -> list[Entry]:
-        query = _newest_first(select(outbox), state, destination, limit)
+        query = _newest_first(_ENTRIES, state, destination, limit)
         with self.engine.connect() as conn:
             return [_entry(r) for r in conn.execute(query)]
 
@@ -357,6 +377,8 @@ class OutboxStore:
             changed = conn.execute(
                 outbox.delete().where(outbox.c.id == eid, outbox.c.state == State.failed.value)
             ).rowcount
+            if changed:
+                conn.execute(outbox_payloads.delete().where(outbox_payloads.c.id == eid))
         if not changed:
             self._refuse(eid, "dropped")
 

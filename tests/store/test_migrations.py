@@ -90,3 +90,34 @@ def test_jobs_of_the_first_revision_gain_an_owner_column_and_count_as_stale(
     assert jobs.fail_stale(stale_s=30) == 1
     assert jobs.get(job.id).state is JobState.failed
     engine.dispose()
+
+
+def test_outbox_payloads_of_revision_0009_move_to_their_own_table(store_url: str) -> None:
+    """A store at 0009 with entries (their payloads in the outbox's rows): the upgrade
+    keeps every entry with its payload, and the entries work as before."""
+    from alembic import command
+    from sqlalchemy import LargeBinary, bindparam, text
+
+    from aidx.inference.store import alembic_config
+    from aidx.integrations.outbox.store import entry_id
+
+    engine = create_store(store_url)
+    payloads = {"1.2.3": b"\x00SR" * 1000, "1.2.4": b"SC"}
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0009")
+        insert_old = text(
+            "INSERT INTO outbox (id, destination, object_key, kind, media_type, payload,"
+            " state, attempts, next_attempt_at, lease_until, created_at, updated_at)"
+            " VALUES (:id, 'pacs', :key, 'dicom', 'application/dicom', :payload,"
+            " 'pending', 0, 0, 0, 0, 0)"
+        ).bindparams(bindparam("payload", type_=LargeBinary))
+        for key, payload in payloads.items():
+            conn.execute(insert_old, {"id": entry_id("pacs", key), "key": key, "payload": payload})
+    init_store(engine)
+    store = OutboxStore(engine)
+    claimed = store.claim_due(lease_s=60, limit=10)
+    assert {e.object_key: e.payload for e in claimed} == payloads
+    assert {s["object_key"]: s["size_bytes"] for s in store.summaries()} == {
+        k: len(p) for k, p in payloads.items()
+    }
+    engine.dispose()

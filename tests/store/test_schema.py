@@ -10,10 +10,10 @@ import textwrap
 from pathlib import Path
 
 TABLES = {
-    "outbox", "lab_history", "lab_alerts", "wsi_jobs", "report_feedback", "report_index",
-    "ui_sessions", "report_shares", "drift_observations", "shadow_batches",
+    "outbox", "outbox_payloads", "lab_history", "lab_alerts", "wsi_jobs", "report_feedback",
+    "report_index", "ui_sessions", "report_shares", "drift_observations", "shadow_batches",
     "shadow_labels",
-}
+}  # fmt: skip
 
 _PROBE = textwrap.dedent(
     """

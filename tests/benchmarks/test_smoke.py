@@ -102,3 +102,11 @@ def test_shadow_benchmark_runs(tmp_path: Path) -> None:
         "/v1/cxr, shadow v2",
     }
     assert all(row["requests"] > 0 for row in saved["rows"])
+
+
+def test_cxr_cost_benchmark_runs(tmp_path: Path) -> None:
+    """`aidx serve`, 3 /v1/cxr posts each with its write-back drained: ~40 s."""
+    saved = smoke("cxr_cost.py", tmp_path / "cxr_cost.json")
+    (summary,) = saved["summary"].values()
+    assert summary["request_cpu_ms"] > 0 < summary["outbox_cpu_ms"]
+    assert len(saved["raw"]["this"]["rows"]["request"]) == 3

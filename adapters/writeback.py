@@ -287,8 +287,8 @@ class Writeback:
     def start(self) -> None:
         self.worker.start()
 
-    async def stop(self) -> None:
-        await self.worker.stop()
+    async def stop(self, grace_s: float | None = None) -> None:
+        await self.worker.stop(grace_s)
 
     async def submit(
         self, report: Report, sources: Sequence[bytes], priority: int | None = None

@@ -130,7 +130,7 @@ async def _lifespan(s: Services) -> AsyncIterator[None]:
     await kserve_grpc.stop()
     if s.dicom_scp is not None:
         await s.dicom_scp.stop()
-    await s.writeback.stop()
+    await s.writeback.stop(s.settings.shutdown_timeout_s)  # within the container's grace
     await s.labs.stop()
     await s.wsi_jobs.stop()
     await s.cpu.stop()

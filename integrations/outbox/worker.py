@@ -105,19 +105,33 @@ class OutboxWorker:
                 for lane in self._wakes
             ]
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float | None = None) -> bool:
         """Every lane ends once the delivery in hand has ended; the entries it had
-        claimed but not tried are released for the next worker at once."""
+        claimed but not tried are released for the next worker at once. Past `grace_s`
+        (the service's shutdown timeout; None: no limit) stop no longer waits: a
+        delivery still in hand keeps its lease, and its entry is claimed again once
+        the lease ends (delivery is at least once). True if every lane ended."""
         self._stopping.set()
         self.wake()
+        late: set[asyncio.Task[None]] = set()
         try:
-            await asyncio.gather(*self._tasks)
+            if self._tasks:
+                _, late = await asyncio.wait(self._tasks, timeout=grace_s)
+            if late:
+                log.warning(
+                    "outbox: %d lane(s) still delivering after %.0f s; their entries are "
+                    "claimed again when their lease ends", len(late), grace_s or 0)  # fmt: skip
+                for task in late:
+                    task.cancel()
+            return not late
         finally:
             self._tasks = []
-            if self._threads is not None:  # idle now: joined at once
-                self._threads.shutdown()
+            if self._threads is not None:  # idle: joined at once; else left to finish
+                self._threads.shutdown(wait=not late)
                 self._threads = None
-            self._stopping.clear()
+            # a new flag for a next start: a late delivery's thread keeps the one it
+            # read, still set, and releases its batch's untried entries when it returns
+            self._stopping = threading.Event()
 
     async def _run(self, lane: str | None) -> None:
         wake = self._wakes[lane]
@@ -167,8 +181,9 @@ class OutboxWorker:
         return self.store.claim_due(lease_s=self.lease_s, limit=self.batch, destination=lane)
 
     def _deliver_in_order(self, entries: list[Entry]) -> None:
+        stopping = self._stopping  # this start's flag, even if stop gives up waiting
         for done, entry in enumerate(entries):
-            if self._stopping.is_set():
+            if stopping.is_set():
                 self.store.release([e.id for e in entries[done:]])
                 return
             self._deliver(entry)

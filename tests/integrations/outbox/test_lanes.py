@@ -111,3 +111,29 @@ def test_an_entry_for_a_destination_no_longer_configured_is_a_failed_attempt(
     gone = store.get(entry_id("ris", "1.2.3"))
     assert gone.state is State.pending and gone.attempts == 1
     assert gone.last_error == "no destination 'ris' is configured"
+
+
+def test_stop_gives_up_waiting_after_its_grace_and_the_late_delivery_still_ends_well(
+    engine: Engine,
+) -> None:
+    store = OutboxStore(engine)
+    emr = Blocking()
+    worker = OutboxWorker(store, {"emr": emr}, lease_s=600)
+
+    async def scenario() -> None:
+        worker.start()
+        await worker.enqueue([obj(f"bundle-{n}", "emr") for n in range(3)])
+        await started_delivering(emr)
+        ended = await asyncio.wait_for(worker.stop(grace_s=0.2), timeout=5)
+        assert ended is False and emr.delivered == []  # it did not wait for the peer
+        # the service's next start (a new process, or here the same worker) takes over
+        worker.start()
+        emr.let_go.set()  # the late delivery ends: recorded; its batch's rest given back
+        await wait_until_async(
+            lambda: len(emr.delivered) == 3, what="every bundle delivered", timeout_s=30
+        )
+        assert await worker.stop(grace_s=5) is True
+
+    asyncio.run(scenario())
+    assert emr.delivered == ["bundle-0", "bundle-1", "bundle-2"]  # each once, in order
+    assert {e.state for e in store.list()} == {State.delivered}

@@ -81,7 +81,8 @@ def label_map_npz(labels_kji: np.ndarray, volume: CtVolume, segments: list[dict]
 def key_slice_png(volume: CtVolume, labels_kji: np.ndarray, k: int, label: int) -> bytes:
     """Axial slice k in the lung window; all lesions tinted red, `label` outlined yellow."""
     lo, hi = OVERLAY_WINDOW_HU
-    gray = np.clip((volume.hu[k] - lo) / (hi - lo) * 255.0, 0, 255).astype(np.uint8)
+    hu = volume.hu[k].astype(np.float32, copy=False)  # float32 arithmetic, whatever its dtype
+    gray = np.clip((hu - lo) / (hi - lo) * 255.0, 0, 255).astype(np.uint8)
     rgb = np.repeat(gray[:, :, None], 3, axis=2).astype(np.float32)
     lesion = labels_kji[k] > 0
     rgb[lesion] = 0.55 * rgb[lesion] + 0.45 * np.array([255.0, 0.0, 0.0])

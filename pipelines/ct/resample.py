@@ -21,6 +21,7 @@ from scipy import sparse
 
 GAUSS_TRUNCATE = 4.0  # scipy.ndimage's default kernel radius, in sigmas
 AXIS_TOL = 1e-6  # off-axis terms of the index map (an exact permutation)
+BLOCK_VOXELS = 1 << 21  # series voxels made float32 at a time (8 MB)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,25 @@ def support(matrix: sparse.csr_matrix) -> tuple[int, int]:
     return int(used.min()), int(used.max()) + 1
 
 
+def across_slices(
+    volume: np.ndarray, matrix: sparse.csr_matrix, k0: int, rows: tuple[int, int]
+) -> np.ndarray:
+    """`matrix` (output planes x slices k0..) applied along the slices of `volume`'s
+    rows j0..j1: float32 [planes, j1 - j0, columns]. The slab is made float32 a block
+    of rows at a time (an int16 series is never copied whole); each output voxel is
+    the same sparse sum, in the same order, as over the whole slab at once."""
+    j0, j1 = rows
+    n_slices, columns = matrix.shape[1], volume.shape[2]
+    out = np.empty((matrix.shape[0], j1 - j0, columns), dtype=np.float32)
+    step = max(1, BLOCK_VOXELS // (n_slices * columns))
+    for j in range(j0, j1, step):
+        stop = min(j + step, j1)
+        block = np.ascontiguousarray(volume[k0 : k0 + n_slices, j:stop], dtype=np.float32)
+        product = matrix @ block.reshape(n_slices, -1)
+        out[:, j - j0 : stop - j0] = product.reshape(-1, stop - j, columns)
+    return out
+
+
 def resample(
     volume: np.ndarray,
     maps: list[AxisMap],
@@ -105,12 +125,11 @@ def resample(
         coords = m.coordinates(int(sl.start), int(sl.stop))
         w[m.source_axis] = weights(coords, volume.shape[m.source_axis], sigma).astype(np.float32)
     (k0, k1), (j0, j1) = support(w[0]), support(w[1])
-    # Slices first: a sparse product streaming over whole slices (a contiguous slab,
-    # no copy), then rows per slice, then columns as one dense product on what is left.
-    slab = np.ascontiguousarray(volume[k0:k1], dtype=np.float32).reshape(k1 - k0, -1)
-    planes = (w[0][:, k0:k1] @ slab).reshape(-1, *volume.shape[1:])
+    # Slices first (a sparse product over the rows the row weights read), then rows
+    # per slice, then columns as one dense product on what is left.
+    planes = across_slices(volume, w[0][:, k0:k1], k0, (j0, j1))
     rows = w[1][:, j0:j1]
-    kj = np.stack([rows @ plane[j0:j1] for plane in planes])
+    kj = np.stack([rows @ plane for plane in planes])
     kji = (kj.reshape(-1, kj.shape[-1]) @ w[2].T.toarray()).reshape(*kj.shape[:2], -1)
     order = [m.source_axis for m in maps]  # model axes x, y, z <- array axes
     return np.ascontiguousarray(kji.transpose(order), dtype=np.float32)

@@ -59,6 +59,13 @@ class Frame:
     image_type: tuple[str, ...]
     instance: int | None = None  # the instance's 1-based position in the upload
     limits: ImageLimits = DEFAULT_IMAGE_LIMITS  # checked before its pixels are decoded
+    stored_range: tuple[int, int] | None = None  # BitsStored's values; None: not integers
+
+    @property
+    def whole_hu(self) -> bool:
+        """Whether this plane's HU are whole numbers: integer stored values under the
+        usual CT rescale (slope 1, a whole intercept)."""
+        return self.stored_range is not None and self.slope == 1.0 and self.intercept.is_integer()
 
     @property
     def sop_instance_uid(self) -> str:
@@ -74,14 +81,58 @@ class Frame:
             array = decode_pixels(self.dataset, self.limits, instance=self.instance)
         return array if self.frame_index is None else array[self.frame_index]
 
-    def fill_hu(self, out: np.ndarray) -> None:
-        """Write this plane's HU (float32) into `out`: stored value x slope + intercept."""
+    def fill_hu(self, out: np.ndarray) -> bool:
+        """Write this plane's HU into `out`: stored value x slope + intercept. An int16
+        `out` takes them only when `whole_hu` and they fit (exact); else nothing is
+        written and False says so."""
         stored = self.pixels()
+        if out.dtype == np.int16:
+            if not (self.whole_hu and _fits_int16(stored, self)):
+                return False
+            np.add(stored, np.int32(self.intercept), out=out, casting="unsafe")  # in range
+            return True
         if self.slope == 1.0:  # the usual CT case: exact in float32, one pass
             np.add(stored, np.float32(self.intercept), out=out, dtype=np.float32)
-            return
+            return True
         np.multiply(stored, self.slope, out=out, casting="unsafe")  # float64, then rounded
         out += np.float32(self.intercept)
+        return True
+
+
+def _fits_int16(stored: np.ndarray, frame: Frame) -> bool:
+    """Whether stored + intercept stays within int16: by the header's range when that
+    suffices, else by the plane's own values."""
+    info, shift = np.iinfo(np.int16), int(frame.intercept)
+    low, high = frame.stored_range or (0, 0)
+    if low + shift >= info.min and high + shift <= info.max:
+        return True
+    return bool(int(stored.min()) + shift >= info.min and int(stored.max()) + shift <= info.max)
+
+
+def stored_range(ds: Dataset) -> tuple[int, int] | None:
+    """The stored values BitsStored and PixelRepresentation allow (integer pixel data
+    of at most 16 bits, as pydicom and `native_pixels` give it), else None."""
+    allocated, bits = ds.get("BitsAllocated"), ds.get("BitsStored")
+    signed = ds.get("PixelRepresentation")
+    if allocated not in (8, 16) or bits not in range(1, allocated + 1) or signed not in (0, 1):
+        return None
+    bits = int(bits)
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
+def volume_hu(frames: list[Frame]) -> np.ndarray:
+    """The planes' HU [k, j, i]: int16 when they are whole numbers that fit (the usual
+    CT series: half the memory of float32, the same values), else float32. A plane
+    that int16 cannot hold turns the volume float32 from there on (whole numbers of
+    int16 are exact in float32)."""
+    first = frames[0]
+    whole = all(frame.whole_hu for frame in frames)
+    hu = np.empty((len(frames), first.rows, first.columns), np.int16 if whole else np.float32)
+    for k, frame in enumerate(frames):
+        if not frame.fill_hu(hu[k]):
+            hu = hu.astype(np.float32)
+            frame.fill_hu(hu[k])
+    return hu
 
 
 def native_pixels(ds: Dataset) -> np.ndarray | None:
@@ -110,7 +161,8 @@ def native_pixels(ds: Dataset) -> np.ndarray | None:
 @dataclass
 class CtVolume:
     """HU voxels indexed [slice k, row j, column i]; `affine_lps` maps (i, j, k, 1)
-    to patient coordinates (DICOM LPS, mm)."""
+    to patient coordinates (DICOM LPS, mm). The HU are int16 where they are whole
+    numbers that fit (`volume_hu`: the usual CT rescale), float32 otherwise."""
 
     hu: np.ndarray
     affine_lps: np.ndarray
@@ -195,6 +247,7 @@ def _make_frame(
         image_type=tuple(str(t).strip().upper() for t in kinds),
         instance=instance,
         limits=limits,
+        stored_range=stored_range(ds),
     )
 
 
@@ -341,11 +394,8 @@ def assemble(
     affine[:3, 1] = first.orientation[3:] * row_mm  # j: down a column (next row)
     affine[:3, 2] = normal * step
     affine[:3, 3] = first.position_mm
-    hu = np.empty((len(frames), first.rows, first.columns), dtype=np.float32)
-    for k, frame in enumerate(frames):
-        frame.fill_hu(hu[k])
     return CtVolume(
-        hu=hu,
+        hu=volume_hu(frames),
         affine_lps=affine,
         spacing_mm=(col_mm, row_mm, step),
         source=_source(first.dataset, first),

@@ -73,6 +73,23 @@ class Analysis:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
+def timings(
+    stats: InferenceStats, decode_ms: float, preprocess_ms: float, post_t0: float, started: float
+) -> Timings:
+    """The postprocess from `post_t0`, the total from `started` (perf_counter), both
+    until now: the evidence files are saved after."""
+    now = time.perf_counter()
+    return Timings(
+        decode_ms=round(decode_ms, 2),
+        preprocess_ms=round(preprocess_ms, 2),
+        queue_ms=round(stats.queue_s * 1e3, 2),
+        compute_ms=round(stats.compute_s * 1e3, 2),
+        postprocess_ms=round((now - post_t0) * 1e3, 2),
+        total_ms=round((now - started) * 1e3, 2),
+        batch_size=stats.max_batch,
+    )
+
+
 def window_config(served: ServedModel) -> tuple[WindowConfig, float]:
     """The sliding window and the minimum lesion volume, from the card's `ct` section
     (read from config.pbtxt `parameters` and input dims when the model was loaded)."""
@@ -179,9 +196,17 @@ def model_ref(served: ServedModel) -> ModelRef:
 
 def evidence_files(
     volume: CtVolume, labels_kji: np.ndarray, lesions: list[Lesion], rid: str
+) -> tuple[list[Evidence], dict[str, bytes]]:  # every file of a report, its HU included
+    evidences, files = report_files(volume, labels_kji, lesions, rid)
+    return evidences, {**files, slices.HU_FILE: slices.hu_npy(volume.hu)}
+
+
+def report_files(
+    volume: CtVolume, labels_kji: np.ndarray, lesions: list[Lesion], rid: str
 ) -> tuple[list[Evidence], dict[str, bytes]]:
-    """The label map (first) and the key-slice overlays of the largest lesions: their
-    references and their bytes by file name. Sets each drawn lesion's overlay_url."""
+    """The label map (first), the key-slice overlays of the largest lesions and the
+    slice view's labels (its HU are saved apart: `slices.save_hu`): their references
+    and their bytes by file name. Sets each drawn lesion's overlay_url."""
     files: dict[str, bytes] = {}
     evidences = [Evidence(kind="label_map", media_type="application/x-npz",
                           url=f"{EVIDENCE_PREFIX}/{rid}/{LABEL_MAP_FILE}")]  # fmt: skip
@@ -193,7 +218,7 @@ def evidence_files(
     segments = [{"label": x.number, "description": f"lesion {x.number}, {x.side} {x.zone}"}
                 for x in lesions]  # fmt: skip
     files[LABEL_MAP_FILE] = evidence.label_map_npz(labels_kji, volume, segments)
-    files.update(slices.series_files(volume, labels_kji))  # the workspace's slice view
+    files[slices.LABELS_FILE] = slices.labels_npy(labels_kji)  # the workspace's slice view
     return evidences, files
 
 
@@ -245,7 +270,7 @@ def build_report(
     rid = report_id(PIPELINE, content_sha256, ref)  # min_lesion_ml is the card's (model)
     lesions = lesion_entries(volume, grid, measures)
     labels_kji = evidence.label_map_on_series(labels_xyz, volume, grid)
-    evidences, files = evidence_files(volume, labels_kji, lesions, rid)
+    evidences, files = report_files(volume, labels_kji, lesions, rid)
     report = CtReport(
         id=rid,
         pipeline=PIPELINE,
@@ -274,9 +299,9 @@ def not_assessed_report(
     content_sha256: str,
 ) -> tuple[CtReport, dict[str, bytes]]:
     """The report of a series the model cannot judge (too little lung, out of
-    distribution): the finding
-    not assessed, no lesions, each lung's measured volume with its involvement not
-    assessed, and an empty label map (the write-back reads one for every CT report)."""
+    distribution): the finding not assessed, no lesions, each lung's measured volume
+    with its involvement not assessed, and an empty label map (the write-back reads
+    one for every CT report); its HU are saved apart (`slices.save_hu`)."""
     card = served.entry.card
     assert card is not None and card.labels  # a model without a card never reaches ready
     label = card.labels[0]
@@ -312,7 +337,7 @@ def not_assessed_report(
         spacing_mm=_r(volume.spacing_mm, 4),
     )
     files = {LABEL_MAP_FILE: evidence.label_map_npz(empty, volume, [])}
-    return report, {**files, **slices.series_files(volume, empty)}
+    return report, {**files, slices.LABELS_FILE: slices.labels_npy(empty)}
 
 
 class CtPipeline:
@@ -360,43 +385,37 @@ class CtPipeline:
         volume, decode_ms, digest = await self.cpu.run(
             decode, blobs, self.image_limits, priority=priority
         )
-        grid, preprocess_ms = await self.cpu.run(
-            preprocess, volume, window.spacing_mm, priority=priority
-        )
-        lungs, lungs_ms = await self.cpu.run(find_lungs, grid, priority=priority)
-        observed = await self.cpu.run(drift.observed, blobs[0], volume, grid, priority=priority)
-        screening, screen_ms = await self._screen(served, grid, lungs, priority)
-        stats = InferenceStats()
-        if screening.not_assessed is None:
-            predict = self._predictor(served, stats, started, timeout_s, priority)
-            t0 = time.perf_counter()
-            probability = await asyncio.to_thread(probability_map, grid.image, predict, window)
-            stats.wall_s = time.perf_counter() - t0
-            analysis = Analysis(volume, grid, probability, lungs)
-            t1 = time.perf_counter()
-            report, files = await self.cpu.run(
-                build_report, served, analysis, min_lesion_ml, digest, priority=priority
+        rid = report_id(PIPELINE, digest, model_ref(served))
+        async with slices.hu_written(self.store, rid, volume):  # while the model runs
+            grid, preprocess_ms = await self.cpu.run(
+                preprocess, volume, window.spacing_mm, priority=priority
             )
-        else:  # no lungs or out of distribution: the model does not run
-            t1 = time.perf_counter()
-            report, files = await self.cpu.run(
-                not_assessed_report, served, volume, grid, lungs, screening.not_assessed,
-                digest, priority=priority,
-            )  # fmt: skip
-        post_ms = (time.perf_counter() - t1) * 1e3
-        report.ood = screening.ood
-        report.observe_inputs(observed)  # for drift monitoring, with what the model said
-        report.warnings[:0] = screening.warnings  # the gate's word first
-        report.timings = Timings(
-            decode_ms=round(decode_ms, 2),
-            preprocess_ms=round(preprocess_ms + lungs_ms + screen_ms, 2),
-            queue_ms=round(stats.queue_s * 1e3, 2),
-            compute_ms=round(stats.compute_s * 1e3, 2),
-            postprocess_ms=round(post_ms, 2),
-            total_ms=round((time.perf_counter() - started) * 1e3, 2),
-            batch_size=stats.max_batch,
-        )
-        report.inference_ms = round(stats.wall_s * 1e3, 2)
+            lungs, lungs_ms = await self.cpu.run(find_lungs, grid, priority=priority)
+            observed = await self.cpu.run(drift.observed, blobs[0], volume, grid, priority=priority)
+            screening, screen_ms = await self._screen(served, grid, lungs, priority)
+            stats = InferenceStats()
+            if screening.not_assessed is None:
+                predict = self._predictor(served, stats, started, timeout_s, priority)
+                t0 = time.perf_counter()
+                probability = await asyncio.to_thread(probability_map, grid.image, predict, window)
+                stats.wall_s = time.perf_counter() - t0
+                analysis = Analysis(volume, grid, probability, lungs)
+                t1 = time.perf_counter()
+                report, files = await self.cpu.run(
+                    build_report, served, analysis, min_lesion_ml, digest, priority=priority
+                )
+            else:  # no lungs or out of distribution: the model does not run
+                t1 = time.perf_counter()
+                report, files = await self.cpu.run(
+                    not_assessed_report, served, volume, grid, lungs, screening.not_assessed,
+                    digest, priority=priority,
+                )  # fmt: skip
+            report.ood = screening.ood
+            report.observe_inputs(observed)  # for drift monitoring, with what the model said
+            report.warnings[:0] = screening.warnings  # the gate's word first
+            pre_ms = preprocess_ms + lungs_ms + screen_ms
+            report.timings = timings(stats, decode_ms, pre_ms, t1, started)
+            report.inference_ms = round(stats.wall_s * 1e3, 2)
         await asyncio.to_thread(self.store.save_evidence, report.id, files)
         return report  # the report itself is saved by the analysis step
 

@@ -9,7 +9,10 @@ first request and kept beside the report: a report is immutable, so are its slic
 
 from __future__ import annotations
 
+import asyncio
 import io
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from enum import StrEnum
 from pathlib import Path
 
@@ -61,29 +64,62 @@ def _npy(array: np.ndarray) -> bytes:
 
 
 def hu_npy(hu: np.ndarray) -> bytes:
-    """np.save of clip(rint(hu), HU_RANGE) as int16. Whole-number int16 HU (the usual
-    series) are written as they are when they lie in the range (one copy), else
-    clipped; float HU are converted slice by slice straight into the file's buffer (a
-    whole-volume rint, clip and cast took three passes over 300 MB)."""
-    if hu.dtype == np.int16:
-        low, high = HU_RANGE
-        inside = hu.size == 0 or (int(hu.min()) >= low and int(hu.max()) <= high)
-        return _npy(hu.astype("<i2", copy=False) if inside else np.clip(hu, low, high))
+    """np.save of clip(rint(hu), HU_RANGE) as int16, written slice by slice straight
+    into the file's one buffer (a whole-volume rint, clip and cast took three passes
+    over 300 MB, and np.save into a BytesIO two more copies). Whole-number int16 HU
+    (the usual series) are only clipped."""
     header = _npy_header(hu.shape, "<i2")
-    buffer = bytearray(len(header) + 2 * hu.size)
-    buffer[: len(header)] = header
-    out = np.frombuffer(buffer, dtype="<i2", offset=len(header)).reshape(hu.shape)
-    scratch = np.empty(hu.shape[1:], dtype=np.result_type(hu.dtype, np.float32))
-    for k in range(hu.shape[0]):  # clip then round: the same, the bounds being integers
-        np.clip(hu[k], *HU_RANGE, out=scratch)
-        np.rint(scratch, out=out[k], casting="unsafe")
-    return bytes(buffer)
+    stream = io.BytesIO()
+    stream.seek(len(header) + 2 * hu.size - 1)
+    stream.write(b"\0")  # sizes the buffer once
+    stream.seek(0)
+    stream.write(header)
+    with stream.getbuffer() as view:
+        out = np.frombuffer(view, dtype="<i2", offset=len(header)).reshape(hu.shape)
+        if hu.dtype == np.int16:
+            np.clip(hu, *HU_RANGE, out=out)
+        else:
+            scratch = np.empty(hu.shape[1:], dtype=np.result_type(hu.dtype, np.float32))
+            for k in range(hu.shape[0]):  # clip then round: the same (integer bounds)
+                np.clip(hu[k], *HU_RANGE, out=scratch)
+                np.rint(scratch, out=out[k], casting="unsafe")
+        del out  # the view's export ends here
+    return stream.getvalue()  # the buffer itself, not a copy
 
 
-def series_files(volume: CtVolume, labels_kji: np.ndarray) -> dict[str, bytes]:
-    """The voxels and the label map as the CT view reads them, by file name."""
-    labels = labels_kji.astype(np.uint8, copy=False)
-    return {HU_FILE: hu_npy(volume.hu), LABELS_FILE: _npy(labels)}
+def labels_npy(labels_kji: np.ndarray) -> bytes:
+    return _npy(labels_kji.astype(np.uint8, copy=False))
+
+
+def save_hu(store: ReportStore, rid: str, volume: CtVolume) -> bool:
+    """Write report `rid`'s HU file (it depends on the series alone, so it can be
+    written while the model runs); True when there was none before, so a failed
+    analysis can take back what it wrote and only that. Blocking."""
+    try:
+        store.file(rid, HU_FILE)
+        existed = True
+    except NotFound:
+        existed = False
+    store.put(rid, HU_FILE, hu_npy(volume.hu))
+    return not existed
+
+
+@asynccontextmanager
+async def hu_written(store: ReportStore, rid: str, volume: CtVolume) -> AsyncIterator[None]:
+    """Report `rid`'s HU file written in a worker thread while the block runs; a block
+    that fails takes the file back if this wrote it."""
+    saving = asyncio.ensure_future(asyncio.to_thread(save_hu, store, rid, volume))
+    try:
+        yield
+    except BaseException:
+        try:
+            wrote = await saving
+        except Exception:  # its own failure: nothing written
+            wrote = False
+        if wrote:
+            await asyncio.to_thread(store.discard, rid, HU_FILE)
+        raise
+    await saving
 
 
 def slice_file_name(k: int, window: Window) -> str:

@@ -8,9 +8,9 @@ overlays -> CtReport. Each step is a function tested on its own."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +45,7 @@ from aidx.pipelines.ct.report import (
     Lesion,
     LungInvolvement,
 )
-from aidx.pipelines.ct.series import CtVolume, assemble_bytes
+from aidx.pipelines.ct.series import CtVolume, assemble_bytes, upload_sha256
 
 PIPELINE = "ct"
 LABEL_MAP_FILE = "labelmap.npz"
@@ -76,8 +76,7 @@ class Analysis:
 def timings(
     stats: InferenceStats, decode_ms: float, preprocess_ms: float, post_t0: float, started: float
 ) -> Timings:
-    """The postprocess from `post_t0`, the total from `started` (perf_counter), both
-    until now: the evidence files are saved after."""
+    """Postprocess from `post_t0`, total from `started` (perf_counter), both until now."""
     now = time.perf_counter()
     return Timings(
         decode_ms=round(decode_ms, 2),
@@ -118,11 +117,10 @@ def decode(
     blobs: Sequence[bytes], limits: ImageLimits = DEFAULT_IMAGE_LIMITS
 ) -> tuple[CtVolume, float, str]:
     t0 = time.perf_counter()
-    digest = hashlib.sha256()  # of every instance, whatever order they came in
-    for instance in sorted(hashlib.sha256(blob).digest() for blob in blobs):
-        digest.update(instance)
-    volume = assemble_bytes(blobs, limits=limits)
-    return volume, (time.perf_counter() - t0) * 1e3, digest.hexdigest()
+    with ThreadPoolExecutor(1) as pool:  # hashing releases the GIL: beside the parse
+        digest = pool.submit(upload_sha256, blobs)
+        volume = assemble_bytes(blobs, limits=limits)
+    return volume, (time.perf_counter() - t0) * 1e3, digest.result()
 
 
 def preprocess(volume: CtVolume, spacing_mm: float) -> tuple[ModelGrid, float]:
@@ -204,21 +202,23 @@ def evidence_files(
 def report_files(
     volume: CtVolume, labels_kji: np.ndarray, lesions: list[Lesion], rid: str
 ) -> tuple[list[Evidence], dict[str, bytes]]:
-    """The label map (first), the key-slice overlays of the largest lesions and the
-    slice view's labels (its HU are saved apart: `slices.save_hu`): their references
-    and their bytes by file name. Sets each drawn lesion's overlay_url."""
+    """The label map (first), the largest lesions' key-slice overlays and the slice view's
+    labels (HU apart: `slices.save_hu`), by file name. Sets the overlay_urls."""
     files: dict[str, bytes] = {}
     evidences = [Evidence(kind="label_map", media_type="application/x-npz",
                           url=f"{EVIDENCE_PREFIX}/{rid}/{LABEL_MAP_FILE}")]  # fmt: skip
-    for lesion in lesions[:MAX_KEY_SLICES]:
-        name = f"keyslice_{lesion.number}.png"
-        files[name] = evidence.key_slice_png(volume, labels_kji, lesion.key_slice_k, lesion.number)
-        lesion.overlay_url = f"{EVIDENCE_PREFIX}/{rid}/{name}"
-        evidences.append(Evidence(kind="overlay", media_type="image/png", url=lesion.overlay_url))
     segments = [{"label": x.number, "description": f"lesion {x.number}, {x.side} {x.zone}"}
                 for x in lesions]  # fmt: skip
-    files[LABEL_MAP_FILE] = evidence.label_map_npz(labels_kji, volume, segments)
-    files[slices.LABELS_FILE] = slices.labels_npy(labels_kji)  # the workspace's slice view
+    with ThreadPoolExecutor(1) as pool:  # deflate releases the GIL: beside the overlays
+        npz = pool.submit(evidence.label_map_npz, labels_kji, volume, segments)
+        for x in lesions[:MAX_KEY_SLICES]:
+            name = f"keyslice_{x.number}.png"
+            files[name] = evidence.key_slice_png(volume, labels_kji, x.key_slice_k, x.number)
+            x.overlay_url = f"{EVIDENCE_PREFIX}/{rid}/{name}"
+            evidences.append(Evidence(kind="overlay", media_type="image/png", url=x.overlay_url))
+        labels = slices.labels_npy(labels_kji)  # the workspace's slice view
+        files[LABEL_MAP_FILE] = npz.result()
+    files[slices.LABELS_FILE] = labels
     return evidences, files
 
 

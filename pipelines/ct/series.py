@@ -9,6 +9,7 @@ cannot make one regular axial volume is refused with a 422 and a code that says 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -402,6 +403,14 @@ def assemble(
         sop_instance_uids=[f.sop_instance_uid for f in frames],
         frame_numbers=[None if f.frame_index is None else f.frame_index + 1 for f in frames],
     )
+
+
+def upload_sha256(blobs: Iterable[bytes]) -> str:
+    """The SHA-256 of every instance's SHA-256, whatever order they came in."""
+    digest = hashlib.sha256()
+    for instance in sorted(hashlib.sha256(blob).digest() for blob in blobs):
+        digest.update(instance)
+    return digest.hexdigest()
 
 
 def assemble_bytes(

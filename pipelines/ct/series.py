@@ -90,7 +90,7 @@ class Frame:
         if out.dtype == np.int16:
             if not (self.whole_hu and _fits_int16(stored, self)):
                 return False
-            np.add(stored, np.int32(self.intercept), out=out, casting="unsafe")  # in range
+            _add_whole(stored, int(self.intercept), out)
             return True
         if self.slope == 1.0:  # the usual CT case: exact in float32, one pass
             np.add(stored, np.float32(self.intercept), out=out, dtype=np.float32)
@@ -98,6 +98,15 @@ class Frame:
         np.multiply(stored, self.slope, out=out, casting="unsafe")  # float64, then rounded
         out += np.float32(self.intercept)
         return True
+
+
+def _add_whole(stored: np.ndarray, intercept: int, out: np.ndarray) -> None:
+    """out = stored + intercept, the sum known to fit int16. 16-bit words add in int16
+    arithmetic (one pass): modulo 2**16, which is exact for a sum that fits."""
+    if stored.dtype.itemsize == 2 and stored.dtype.kind in "iu":
+        np.add(stored.view(np.int16), np.int16((intercept + 32768) % 65536 - 32768), out=out)
+    else:
+        np.add(stored, np.int64(intercept), out=out, casting="unsafe")
 
 
 def _fits_int16(stored: np.ndarray, frame: Frame) -> bool:

@@ -145,3 +145,18 @@ def test_the_hu_file_is_written_and_taken_back_on_failure(tmp_path: Path) -> Non
     with pytest.raises(RuntimeError):
         asyncio.run(_fail_inside(store, kept, volume))
     assert store.file(kept, slices.HU_FILE).read_bytes() == slices.hu_npy(volume.hu)
+
+
+def test_unsigned_words_add_modulo_to_the_exact_sum(small_blobs: list[bytes]) -> None:
+    """Unsigned 16-bit values past int16 with an intercept that brings them back
+    (-32768): the int16 sum wraps to the exact HU, the extremes included."""
+    ds = read_dicom(small_blobs[0])
+    words = np.random.default_rng(4).integers(0, 1 << 16, ds.Rows * ds.Columns).astype("<u2")
+    words[:4] = [0, 32767, 32768, 65535]
+    edit = {"PixelRepresentation": 0, "BitsStored": 16, "HighBit": 15,
+            "RescaleIntercept": -32768, "PixelData": words.tobytes()}  # fmt: skip
+    blobs = _rewritten(small_blobs, edit)
+    volume = assemble_bytes(blobs)
+    assert volume.hu.dtype == np.int16
+    assert np.array_equal(volume.hu, _float32_hu(blobs, volume.sop_instance_uids))
+    assert volume.hu.min() == -32768 and volume.hu.max() == 32767

@@ -81,7 +81,9 @@ def meter_cpu() -> dict[str, float]:
     """Process CPU seconds per stage (time.process_time: every thread of the process,
     the batcher's and onnxruntime's included; one series at a time, so the process's
     CPU during a step is that step's). On a loaded machine these, not the wall-clock
-    columns, show what a change saved."""
+    columns, show what a change saved. The series' HU file is written by a worker
+    thread from the end of the decode on (slices.hu_written), beside the preprocess
+    and the model: its CPU falls in those stages (mostly preprocess)."""
     import functools
 
     from aidx.pipelines.ct import content, pipeline

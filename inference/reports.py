@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -236,6 +237,10 @@ class ReportStore:
     def put(self, rid: str, name: str, data: bytes) -> None:
         """Write one evidence file of report `rid` atomically (readers never see half)."""
         atomic_write(self._dir(rid) / name, data)
+
+    def rename(self, rid: str, name: str, to: str) -> None:
+        """Put evidence file `name` in place as `to`, atomically (replacing any)."""
+        os.replace(self._dir(rid) / name, self._dir(rid) / to)
 
     def discard(self, rid: str, name: str) -> None:
         (self._dir(rid) / name).unlink(missing_ok=True)

@@ -10,7 +10,9 @@ first request and kept beside the report: a report is immutable, so are its slic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from enum import StrEnum
@@ -91,35 +93,28 @@ def labels_npy(labels_kji: np.ndarray) -> bytes:
     return _npy(labels_kji.astype(np.uint8, copy=False))
 
 
-def save_hu(store: ReportStore, rid: str, volume: CtVolume) -> bool:
-    """Write report `rid`'s HU file (it depends on the series alone, so it can be
-    written while the model runs); True when there was none before, so a failed
-    analysis can take back what it wrote and only that. Blocking."""
-    try:
-        store.file(rid, HU_FILE)
-        existed = True
-    except NotFound:
-        existed = False
-    store.put(rid, HU_FILE, hu_npy(volume.hu))
-    return not existed
+def save_hu(store: ReportStore, rid: str, volume: CtVolume) -> str:
+    """Write report `rid`'s HU file under a name of this analysis' own (the file
+    depends on the series alone, so it is written while the model runs); its name.
+    Blocking."""
+    partial = f"{HU_FILE}.{uuid.uuid4().hex}.partial"
+    store.put(rid, partial, hu_npy(volume.hu))
+    return partial
 
 
 @asynccontextmanager
 async def hu_written(store: ReportStore, rid: str, volume: CtVolume) -> AsyncIterator[None]:
-    """Report `rid`'s HU file written in a worker thread while the block runs; a block
-    that fails takes the file back if this wrote it."""
+    """Report `rid`'s HU file written in a worker thread while the block runs, and put
+    in place when the block ends well; a block that fails removes only its own copy
+    (the same series analysed at once by another request, or before, keeps its file)."""
     saving = asyncio.ensure_future(asyncio.to_thread(save_hu, store, rid, volume))
     try:
         yield
     except BaseException:
-        try:
-            wrote = await saving
-        except Exception:  # its own failure: nothing written
-            wrote = False
-        if wrote:
-            await asyncio.to_thread(store.discard, rid, HU_FILE)
+        with contextlib.suppress(Exception):  # its own failure: nothing to remove
+            await asyncio.to_thread(store.discard, rid, await saving)
         raise
-    await saving
+    await asyncio.to_thread(store.rename, rid, await saving, HU_FILE)
 
 
 def slice_file_name(k: int, window: Window) -> str:

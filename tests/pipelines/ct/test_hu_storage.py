@@ -141,10 +141,29 @@ def test_the_hu_file_is_written_and_taken_back_on_failure(tmp_path: Path) -> Non
         asyncio.run(_fail_inside(store, failed, volume))
     with pytest.raises(NotFound):
         store.file(failed, slices.HU_FILE)
+    assert list((tmp_path / failed).iterdir()) == []  # no partial copy left either
     # a report saved before (the same series sent again) keeps its file
     with pytest.raises(RuntimeError):
         asyncio.run(_fail_inside(store, kept, volume))
     assert store.file(kept, slices.HU_FILE).read_bytes() == slices.hu_npy(volume.hu)
+
+
+def test_a_failure_beside_a_success_on_the_same_series_keeps_its_file(tmp_path: Path) -> None:
+    """Two analyses of one series at once (one report id): one fails while the other
+    has put its file in place; the file stays."""
+    store, rid = ReportStore(tmp_path), str(uuid.uuid4())
+    volume = _volume(np.ones((2, 3, 4), dtype=np.int16))
+
+    async def both() -> None:
+        async with slices.hu_written(store, rid, volume):
+            async with slices.hu_written(store, rid, volume):
+                pass  # the other analysis ends well first
+            raise RuntimeError("this one's model failed")
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(both())
+    assert store.file(rid, slices.HU_FILE).read_bytes() == slices.hu_npy(volume.hu)
+    assert [p.name for p in (tmp_path / rid).iterdir()] == [slices.HU_FILE]
 
 
 def test_unsigned_words_add_modulo_to_the_exact_sum(small_blobs: list[bytes]) -> None:

@@ -10,8 +10,9 @@ this curve for its cap: batch sizes are grouped in powers of two up to the maxim
 each group keeps a moving mean of compute seconds per item, and the knee is the
 smallest group within `tolerance` of the cheapest. Until a larger group has been
 measured as no cheaper than the knee, batches may grow to the maximum (Triton's
-behaviour); once capped, every `explore_every`-th batch may reach the next group up,
-so the curve keeps being measured as the load and the machine change.
+behaviour). Every `explore_every`-th batch is cut one group above or below the
+current cap, in turn, so the curve keeps being measured as the load and the machine
+change (and a steady load that always fills the maximum still finds the knee).
 """
 
 from __future__ import annotations
@@ -89,10 +90,15 @@ class BatchKnee:
         return knee if knee < max(curve) else None
 
     def limit(self) -> int:
-        """The largest batch to cut next (the same until the next `observe`)."""
+        """The largest batch to cut next (the same until the next `observe`). Every
+        `explore_every`-th batch tries a neighbour group instead, up and down in turn
+        (down only from the maximum), so the curve around the cap stays measured."""
         knee = self.knee()
-        if knee is None:
-            return self.max_batch_size
-        if self.batches_seen % self.explore_every == self.explore_every - 1:
-            return self.bounds[self.bounds.index(knee) + 1]  # knee < max(curve): one exists
-        return knee
+        at = knee if knee is not None else self.bounds[-1]
+        if self.batches_seen % self.explore_every != self.explore_every - 1:
+            return at
+        i = self.bounds.index(at)
+        up = (self.batches_seen // self.explore_every) % 2 == 0
+        if up and i + 1 < len(self.bounds):
+            return self.bounds[i + 1]
+        return self.bounds[i - 1] if i > 0 else at

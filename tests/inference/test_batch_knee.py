@@ -59,16 +59,28 @@ def test_sizes_between_bounds_count_in_the_group_above() -> None:
     assert knee.knee() == 8
 
 
-def test_every_nth_batch_may_reach_the_next_group_up() -> None:
+def test_every_nth_batch_tries_the_group_above_or_below_the_cap_in_turn() -> None:
     knee = BatchKnee(32, explore_every=4)
     feed(knee, 2, 0.010)
     feed(knee, 32, 0.020)
     limits = []
-    for _ in range(8):
+    for _ in range(16):
         limits.append(knee.limit())
         knee.observe(2, 0.020)
-    assert sorted(set(limits)) == [2, 4]
-    assert limits.count(4) == 2
+    assert knee.knee() == 2
+    assert limits.count(2) == 12
+    assert sorted(n for n in limits if n != 2) == [1, 1, 4, 4]
+
+
+def test_a_load_that_always_fills_the_maximum_still_measures_the_group_below() -> None:
+    knee = BatchKnee(32, explore_every=4)
+    feed(knee, 32, 0.020)
+    limits = [knee.limit()]
+    for _ in range(15):
+        knee.observe(limits[-1], 0.020 * limits[-1] if limits[-1] == 32 else 0.010 * 16)
+        limits.append(knee.limit())
+    assert 16 in limits
+    assert knee.knee() == 16  # measured cheaper per item: the cap from now on
 
 
 def test_the_knee_moves_up_when_the_group_above_measures_cheaper() -> None:

@@ -41,7 +41,7 @@ class BatchKnee:
         self,
         max_batch_size: int,
         *,
-        tolerance: float = 0.03,
+        tolerance: float = 0.02,
         min_samples: int = 3,
         explore_every: int = 8,
         smoothing: float = 0.25,

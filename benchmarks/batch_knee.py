@@ -2,6 +2,7 @@
 
     python benchmarks/batch_knee.py                      # exports DenseNet-121 first
     python benchmarks/batch_knee.py --model path/to/model.onnx --seconds 10 --rounds 3
+    python benchmarks/batch_knee.py --smoke --out x.json   # seconds, on the demo model
 
 C closed-loop clients (default 32) each send one 1x1x224x224 image through a
 DynamicBatcher with xrv_densenet's config (max_batch_size 32, 20 ms delay) over one
@@ -99,7 +100,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/batch_knee.json")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds, to prove it runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.rounds, args.clients = 0.3, 1, 4
+        args.model = args.model or ROOT / "models" / "cxr_pneumonia" / "2" / "model.onnx"
     with tempfile.TemporaryDirectory() as folder:
         path = args.model or export(folder)
         session = ort.InferenceSession(

@@ -6,6 +6,11 @@ batch (`max_batch_size`) of shape-compatible requests is queued, or when the old
 queued request has waited `max_queue_delay_us`. The gathered requests' inputs are
 concatenated along axis 0, run once, and the outputs are split back by each
 request's own batch size, checking that the sizes add up (PyTriton's `@batch`).
+
+One addition to Triton's rules: where config.pbtxt names no `preferred_batch_size`,
+batches are capped at the knee of the model's own batch curve as measured while it
+serves (inference/batch_knee.py), never above `max_batch_size`; `cut_at_knee=False`
+cuts at the maximum exactly as Triton does.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
+from aidx.inference.batch_knee import BatchKnee
 from aidx.inference.errors import AidxError, BadRequest, DeadlineExceeded, QueueFull
 
 Tensors = Mapping[str, np.ndarray]
@@ -54,6 +60,9 @@ class BatcherConfig:
     # Triton's preferred_batch_size: cut a batch as soon as one of these sizes can form
     # (e.g. where a CPU model is most efficient), instead of waiting for the maximum.
     preferred_batch_sizes: tuple[int, ...] = ()
+    # With no preferred sizes: cap batches where bigger ones stopped being cheaper per
+    # item on this machine (batch_knee.py), instead of always filling the maximum.
+    cut_at_knee: bool = True
 
 
 @dataclass(frozen=True)
@@ -119,10 +128,18 @@ class DynamicBatcher:
         )
         self._mean_compute_s = 0.05
         self.batches_run = 0
+        self.knee: BatchKnee | None = None
+        if config.cut_at_knee and config.max_batch_size > 1 and not config.preferred_batch_sizes:
+            self.knee = BatchKnee(config.max_batch_size)
 
     @property
     def batched(self) -> bool:
         return self.config.max_batch_size > 0
+
+    @property
+    def batch_limit(self) -> int:
+        """The largest batch the next cut may take: the knee's cap or the maximum."""
+        return self.knee.limit() if self.knee is not None else self.config.max_batch_size
 
     @property
     def depth(self) -> int:
@@ -248,7 +265,7 @@ class DynamicBatcher:
             if not self.batched:
                 return self._take(head, 1)
             available = self._compatible_size(head)
-            limit = self.config.max_batch_size
+            limit = self.batch_limit
             preferred = [n for n in self.config.preferred_batch_sizes if n <= available]
             if preferred:  # Triton: a preferred size wins over the maximum
                 return self._take(head, max(preferred))
@@ -325,6 +342,8 @@ class DynamicBatcher:
         waits = [started - p.enqueued_at for p in batch]
         self._mean_compute_s = 0.8 * self._mean_compute_s + 0.2 * compute_s
         self.batches_run += 1
+        if self.knee is not None:
+            self.knee.observe(size, compute_s)
         for p, out, wait in zip(batch, outputs, waits, strict=True):
             if not p.future.done():
                 p.future.set_result(BatchResult(out, wait, compute_s, size))

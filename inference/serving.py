@@ -98,6 +98,7 @@ def batcher_config(
         default_priority=int(dynamic.default_priority_level) or levels,
         instance_count=instances,
         preferred_batch_sizes=tuple(sorted(int(n) for n in dynamic.preferred_batch_size)),
+        cut_at_knee=triton is None,  # Triton forms its own batches from what we pass
     )
 
 

@@ -72,6 +72,12 @@ def test_triton_benchmark_runs(tmp_path: Path) -> None:
     assert all(row["requests"] > 0 for row in saved["rows"])
 
 
+def test_batch_knee_benchmark_runs(tmp_path: Path) -> None:
+    saved = smoke("batch_knee.py", tmp_path / "batch_knee.json")
+    assert [run["cut_at_knee"] for run in saved["runs"]] == [False, True]
+    assert all(run["items"] > 0 for run in saved["runs"])
+
+
 def test_soak_benchmark_runs(tmp_path: Path) -> None:
     """Mixed load on a real server with real Orthanc and FHIR peers, a kill -9 half-way:
     nothing lost, nothing twice (~30 s on a quiet machine; the 10-minute run is manual)."""

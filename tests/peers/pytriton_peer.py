@@ -6,8 +6,9 @@ Runs with the interpreter of `.peers/pytriton` (made by `make peers`: nvidia-pyt
 CPU onnxruntime); it does not import aidx. Every model in the repository that aidx's
 in-process backend would serve (a folder with a config.pbtxt and <version>/model.onnx)
 is bound as a PyTriton model under the same name, version, input/output names,
-datatypes, dims and max_batch_size, with Triton's dynamic batcher on (the delay from
-config.pbtxt). Inside, an onnxruntime session runs the batch Triton formed.
+datatypes, dims and max_batch_size, with Triton's dynamic batcher on (the delay and
+preferred batch sizes from config.pbtxt). Inside, an onnxruntime session runs the
+batch Triton formed.
 
     .peers/pytriton/bin/python tests/peers/pytriton_peer.py --models models \
         --http-port 8000 --grpc-port 8001 --metrics-port 8002 [--model cxr_pneumonia ...]
@@ -123,7 +124,8 @@ def bind_all(triton: Any, root: Path, only: list[str] | None, threads: int) -> l
             ]
 
         batching = config.max_batch_size > 0
-        delay = config.dynamic_batching.max_queue_delay_microseconds
+        dynamic = config.dynamic_batching
+        delay = dynamic.max_queue_delay_microseconds
         triton.bind(
             model_name=config.name or directory.name,
             model_version=version,
@@ -133,7 +135,11 @@ def bind_all(triton: Any, root: Path, only: list[str] | None, threads: int) -> l
             config=ModelConfig(
                 batching=batching,
                 max_batch_size=max(int(config.max_batch_size), 1) if batching else 0,
-                batcher=DynamicBatcher(max_queue_delay_microseconds=int(delay)),
+                # the same config.pbtxt as aidx: its delay and preferred sizes
+                batcher=DynamicBatcher(
+                    max_queue_delay_microseconds=int(delay),
+                    preferred_batch_size=[int(n) for n in dynamic.preferred_batch_size] or None,
+                ),
             ),
             strict=True,
         )

@@ -240,9 +240,12 @@ class DynamicBatcher:
         return sum(p.size for q in self._queues for p in q if p.signature == head.signature)
 
     def _take(self, head: _Pending, limit: int) -> list[_Pending]:
-        """Cut a batch: priority order, FIFO within a level, same signature, <= limit."""
+        """Cut a batch: priority order, FIFO within a level, same signature, <= limit.
+        The head always goes: a request larger than a preferred size or the knee's cap
+        (a slide's chunk of 16 tiles, say) runs alone or with what fits beside it."""
         taken: list[_Pending] = []
         total = 0
+        limit = max(limit, head.size)
         for queue in self._queues:
             for p in list(queue):
                 if p.signature == head.signature and total + p.size <= limit:

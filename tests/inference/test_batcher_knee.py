@@ -93,3 +93,37 @@ def test_a_model_that_gains_from_every_batch_size_is_never_capped() -> None:
     batcher = asyncio.run(scenario())
     assert batcher.knee is not None and batcher.knee.knee() is None
     assert batcher.batch_limit == 16
+
+
+def test_a_request_larger_than_the_knee_still_runs() -> None:
+    """A request of 8 items (a slide's chunk of tiles) once the knee caps batches at 4:
+    it runs (alone), never waits forever for a batch it cannot fit in."""
+    model = KneeAtFour()
+    config = BatcherConfig(max_batch_size=16, max_queue_delay_us=5000)
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher("m", model, config)
+        batcher.start()
+        await rounds(batcher, 4, 3)
+        await rounds(batcher, 16, 3)
+        assert batcher.knee is not None and batcher.knee.knee() == 4
+        chunk = {"x": np.arange(24, dtype=np.float32).reshape(8, 3)}
+        result = await asyncio.wait_for(batcher.infer(chunk), timeout=10)
+        assert np.array_equal(result.outputs["y"], chunk["x"] * 2)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_request_larger_than_a_preferred_size_still_runs() -> None:
+    config = BatcherConfig(max_batch_size=16, max_queue_delay_us=5000, preferred_batch_sizes=(4,))
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher("m", KneeAtFour(), config)
+        batcher.start()
+        chunk = {"x": np.arange(24, dtype=np.float32).reshape(8, 3)}
+        result = await asyncio.wait_for(batcher.infer(chunk), timeout=10)
+        assert result.batch_size == 8 and np.array_equal(result.outputs["y"], chunk["x"] * 2)
+        await batcher.stop()
+
+    asyncio.run(scenario())

@@ -91,7 +91,11 @@ def support(matrix: sparse.csr_matrix) -> tuple[int, int]:
 
 
 def across_slices(
-    volume: np.ndarray, matrix: sparse.csr_matrix, k0: int, rows: tuple[int, int]
+    volume: np.ndarray,
+    matrix: sparse.csr_matrix,
+    k0: int,
+    rows: tuple[int, int],
+    block_voxels: int = BLOCK_VOXELS,
 ) -> np.ndarray:
     """`matrix` (output planes x slices k0..) applied along the slices of `volume`'s
     rows j0..j1: float32 [planes, j1 - j0, columns]. The slab is made float32 a block
@@ -100,7 +104,7 @@ def across_slices(
     j0, j1 = rows
     n_slices, columns = matrix.shape[1], volume.shape[2]
     out = np.empty((matrix.shape[0], j1 - j0, columns), dtype=np.float32)
-    step = max(1, BLOCK_VOXELS // (n_slices * columns))
+    step = max(1, block_voxels // (n_slices * columns))
     for j in range(j0, j1, step):
         stop = min(j + step, j1)
         block = np.ascontiguousarray(volume[k0 : k0 + n_slices, j:stop], dtype=np.float32)

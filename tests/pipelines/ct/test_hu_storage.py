@@ -91,18 +91,22 @@ def test_the_grid_is_the_same_from_int16_or_float32(small_blobs: list[bytes]) ->
     assert np.array_equal(as_int16.image, as_float32.image)
 
 
-def test_slices_in_blocks_are_the_whole_slab_product(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_slices_in_blocks_are_the_whole_slab_product() -> None:
     """Each output voxel is the same sparse sum, block by block or all at once (one
     row a block here, against one block of every row)."""
     rng = np.random.default_rng(3)
     volume = rng.integers(-1024, 3000, (30, 20, 24)).astype(np.int16)
     affine = np.diag([0.7, 0.7, 1.0, 1.0])
     _, shape, model_to_ijk = model_geometry(volume.shape, affine, 3.0)
-    whole = tuple(slice(0, n) for n in shape)
     maps = resample.axis_maps(model_to_ijk)
-    at_once = resample.resample(volume, maps, whole)  # type: ignore[arg-type]
-    monkeypatch.setattr(resample, "BLOCK_VOXELS", 1)
-    assert np.array_equal(resample.resample(volume, maps, whole), at_once)  # type: ignore[arg-type]
+    axis = next(i for i, m in enumerate(maps) if m.source_axis == 0)  # the model's slice axis
+    coords = maps[axis].coordinates(0, shape[axis])
+    matrix = resample.weights(coords, volume.shape[0], maps[axis].sigma).astype(np.float32)
+    k0, k1 = resample.support(matrix)
+    whole_rows = (0, volume.shape[1])
+    at_once = resample.across_slices(volume, matrix[:, k0:k1], k0, whole_rows, block_voxels=1 << 30)
+    by_row = resample.across_slices(volume, matrix[:, k0:k1], k0, whole_rows, block_voxels=1)
+    assert np.array_equal(by_row, at_once)
 
 
 @pytest.mark.parametrize("clipped", [False, True])

@@ -7,6 +7,9 @@ and over gRPC, and how far that lets /v2 come to raw onnxruntime on these cores.
     python benchmarks/v2_cost.py --protocol http --profile v2.txt [--native]
                                                     # also py-spy's collapsed stacks of
                                                     # the server during the last sweep
+    python benchmarks/v2_cost.py --floor            # also do-nothing servers of each
+                                                    # protocol (transport_floor.py): the
+                                                    # most any server could reach here
     python benchmarks/v2_cost.py --against DIR --concurrency 32
                                                     # this checkout against another build
                                                     # (`pip install --no-deps --target DIR`
@@ -69,6 +72,7 @@ from batching import (  # noqa: E402  (a script beside this one)
     server_counters,
 )
 from serving import DEV_KEY, REPOSITORY, grpc_call, machine, service  # noqa: E402
+from transport_floor import FloorRow, measure_floor  # noqa: E402
 
 from tests.peers import free_port  # noqa: E402
 
@@ -282,6 +286,33 @@ def print_table(rows: list[CostRow]) -> None:
         )
 
 
+def floor_rows(args: argparse.Namespace, rows: list[CostRow]) -> list[dict[str, float | str]]:
+    """Each protocol's do-nothing server at the last concurrency, beside aidx's row:
+    the bound with aidx's front end costing nothing beyond the transport."""
+    found = []
+    for row in rows:
+        if row.model != args.model or row.concurrency != args.concurrency[-1]:
+            continue
+        floor: FloorRow = measure_floor(row.protocol, row.model, row.concurrency, args.requests)
+        raw_cpu_ms = row.bound_pct_of_raw * (row.server_cpu_ms_per_req + row.client_cpu_ms_per_req)
+        floor_total = row.model_cpu_ms_per_item + floor.server_cpu_ms_per_req
+        floor_total += floor.client_cpu_ms_per_req
+        found.append({
+            **asdict(floor),
+            "aidx_beyond_model_cpu_ms_per_req": row.beyond_model_cpu_ms_per_req,
+            "aidx_bound_pct_of_raw": row.bound_pct_of_raw,
+            "floor_bound_pct_of_raw": raw_cpu_ms / floor_total,
+        })  # fmt: skip
+    print(f"\n{'floor':5} {'conc':>4} {'server':>7} {'client':>7} {'req/s':>7} "
+          f"{'aidx beyond':>11} {'aidx bound %':>12} {'floor bound %':>13}")  # fmt: skip
+    for f in found:
+        aidx = f"{f['aidx_beyond_model_cpu_ms_per_req']:>11.2f} {f['aidx_bound_pct_of_raw']:>12.1f}"
+        print(f"{f['protocol']:5} {f['concurrency']:>4} {f['server_cpu_ms_per_req']:>7.3f} "
+              f"{f['client_cpu_ms_per_req']:>7.3f} {f['throughput_rps']:>7.0f} "
+              f"{aidx} {f['floor_bound_pct_of_raw']:>13.1f}")  # fmt: skip
+    return found
+
+
 def against(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """This checkout and the build installed in `args.against` (`pip install --target
     DIR` of another commit, e.g. main), both serving at once and driven in turn, a
@@ -349,6 +380,7 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=6, help="with --against")
     parser.add_argument("--native", action="store_true", help="py-spy with native frames")
+    parser.add_argument("--floor", action="store_true", help="also do-nothing servers")
     parser.add_argument("--label", default="", help="a name for this run in the JSON")
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/v2_cost.json")
     parser.add_argument("--smoke", action="store_true", help="a few seconds, to prove it runs")
@@ -376,6 +408,7 @@ def main() -> None:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     print_table(rows)
+    floors = floor_rows(args, rows) if args.floor else []
     if out is None:
         print("\n(--smoke: nothing saved; give --out to save)")
         return
@@ -387,6 +420,7 @@ def main() -> None:
         "machine": machine(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rows": [asdict(r) for r in rows],
+        "floor": floors,
     }, indent=2))  # fmt: skip
     print(f"\nsaved {out}")
 

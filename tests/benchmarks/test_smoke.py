@@ -39,12 +39,17 @@ def test_batching_benchmark_runs(tmp_path: Path) -> None:
 
 
 def test_v2_cost_benchmark_runs(tmp_path: Path) -> None:
-    saved = smoke("v2_cost.py", tmp_path / "v2_cost.json")
+    saved = smoke("v2_cost.py", tmp_path / "v2_cost.json", "--floor")
     assert [row["protocol"] for row in saved["rows"]] == ["http", "grpc"]
     for row in saved["rows"]:
         assert row["requests"] > 0
         assert row["server_cpu_ms_per_req"] > 0 < row["model_cpu_ms_per_item"]
         assert row["client_cpu_ms_per_req"] > 0 < row["bound_pct_of_raw"]
+    # the do-nothing servers answered every request, and cost less than aidx's front end
+    assert [floor["protocol"] for floor in saved["floor"]] == ["http", "grpc"]
+    for floor in saved["floor"]:
+        assert floor["requests"] > 0 < floor["throughput_rps"]
+        assert floor["floor_bound_pct_of_raw"] > floor["aidx_bound_pct_of_raw"]
 
 
 def test_labs_benchmark_runs(tmp_path: Path) -> None:

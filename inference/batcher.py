@@ -284,9 +284,7 @@ class DynamicBatcher:
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._next_batch()
-            if not batch:
-                continue
+            batch = await self._next_batch()  # never empty: the head always goes
             started = loop.time()
             try:
                 outputs, compute_s = await loop.run_in_executor(

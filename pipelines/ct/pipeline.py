@@ -192,13 +192,6 @@ def model_ref(served: ServedModel) -> ModelRef:
     )
 
 
-def evidence_files(
-    volume: CtVolume, labels_kji: np.ndarray, lesions: list[Lesion], rid: str
-) -> tuple[list[Evidence], dict[str, bytes]]:  # every file of a report, its HU included
-    evidences, files = report_files(volume, labels_kji, lesions, rid)
-    return evidences, {**files, slices.HU_FILE: slices.hu_npy(volume.hu)}
-
-
 def report_files(
     volume: CtVolume, labels_kji: np.ndarray, lesions: list[Lesion], rid: str
 ) -> tuple[list[Evidence], dict[str, bytes]]:

@@ -293,7 +293,9 @@ def floor_rows(args: argparse.Namespace, rows: list[CostRow]) -> list[dict[str, 
     for row in rows:
         if row.model != args.model or row.concurrency != args.concurrency[-1]:
             continue
-        floor: FloorRow = measure_floor(row.protocol, row.model, row.concurrency, args.requests)
+        # at least 1000 requests: a do-nothing server's CPU is a few 10 ms clock ticks
+        requests = max(args.requests, 1000)
+        floor: FloorRow = measure_floor(row.protocol, row.model, row.concurrency, requests)
         raw_cpu_ms = row.bound_pct_of_raw * (row.server_cpu_ms_per_req + row.client_cpu_ms_per_req)
         floor_total = row.model_cpu_ms_per_item + floor.server_cpu_ms_per_req
         floor_total += floor.client_cpu_ms_per_req

@@ -7,6 +7,7 @@ and role), the client's address where there is one, and the resource by opaque i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -79,12 +80,16 @@ class AuditLog:
     def access(
         self, *, actor: str, role: str, action: str, resource: str, client: str | None = None
     ) -> Iterator[None]:
-        """Record an access to patient data with its outcome (ok, or the error code)."""
+        """Record an access to patient data with its outcome (ok, the error code, or
+        cancelled)."""
         where = {"actor": actor, "role": role, "action": action, "resource": resource}
         try:
             yield
         except Exception as exc:
             self.record(**where, outcome=str(getattr(exc, "code", "error")), client=client)
+            raise
+        except asyncio.CancelledError:  # not an Exception; the data was received all the same
+            self.record(**where, outcome="cancelled", client=client)
             raise
         self.record(**where, outcome="ok", client=client)
 

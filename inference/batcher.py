@@ -169,11 +169,26 @@ class DynamicBatcher:
         try:
             return await asyncio.wait_for(asyncio.shield(pending.future), timeout_s)
         except TimeoutError:
-            pending.future.cancel()  # a worker skips it if it is still queued
+            self._withdraw(pending)
             raise DeadlineExceeded(
                 f"no result from {self.model} within the deadline of {timeout_s or 0:.3f} s",
                 model=self.model,
             ) from None
+        except asyncio.CancelledError:  # the caller went away (gRPC cancel, HTTP disconnect)
+            self._withdraw(pending)
+            raise
+
+    def _withdraw(self, pending: _Pending) -> None:
+        """Forget a request nobody waits for any more. Cancelling its future makes a
+        running batch drop its share of the outputs; taking it out of its queue now (not
+        at the next cut) keeps it out of the depth, the queue-full check and the batch
+        the worker cuts next."""
+        pending.future.cancel()
+        for queue in self._queues:
+            if pending in queue:
+                queue.remove(pending)
+                self._report_depth()
+                return
 
     def _enqueue(self, inputs: Tensors, priority: int | None, timeout_s: float | None) -> _Pending:
         level = self.config.default_priority if priority is None else int(priority)

@@ -71,6 +71,12 @@ def decode_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
     for index, tensor in enumerate(request.inputs):
         if tensor.name in inputs:
             raise BadRequest(f"input {tensor.name!r} is given twice", code="input_mismatch")
+        if raw and tensor.HasField("contents"):  # as Triton: never guess which one was meant
+            raise BadRequest(
+                f"input {tensor.name!r} has typed contents as well as raw_input_contents; "
+                "send one or the other",
+                code="invalid_infer_request",
+            )
         inputs[tensor.name] = (
             decode_tensor(_spec(tensor), memoryview(raw[index])) if raw else _typed(tensor)
         )

@@ -20,6 +20,11 @@ from aidx.inference.dtypes import KSERVE_TO_NUMPY, kserve_of
 from aidx.inference.errors import BadRequest
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+# A tensor's shape is refused past these before numpy sees it: a few bytes of JSON
+# must not ask for more dimensions than numpy has, or for a size it cannot hold
+# (a zero dimension beside huge ones passes an element count of 0).
+MAX_DIMS = 32
+MAX_ELEMENTS = 2**40
 
 
 @dataclass(frozen=True)
@@ -34,9 +39,14 @@ def _bad(message: str, code: str = "invalid_infer_request") -> BadRequest:
     return BadRequest(message, code=code)
 
 
-def _decode_bytes_tensor(raw: bytes) -> list[bytes]:
-    items, offset = [], 0
+def _decode_bytes_tensor(raw: bytes, count: int) -> list[bytes]:
+    """The elements of a length-prefixed BYTES tensor; stops past `count` elements, so
+    a message of many empty elements cannot build a list far larger than itself."""
+    items: list[bytes] = []
+    offset = 0
     while offset < len(raw):
+        if len(items) == count:
+            raise _bad(f"BYTES tensor holds more than the {count} elements its shape says")
         if offset + 4 > len(raw):
             raise _bad("BYTES tensor ends inside a length prefix")
         (length,) = struct.unpack_from("<I", raw, offset)
@@ -63,10 +73,19 @@ def raw_tensor(array: np.ndarray) -> bytes:
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
+def _is_count(value: Any) -> bool:
+    """A non-negative integer, JSON's `true` excluded (Python counts it as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _shape_of(spec: dict[str, Any]) -> tuple[int, ...]:
-    shape = spec.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise _bad(f"input {spec.get('name')!r} needs a shape of non-negative integers")
+    name, shape = spec.get("name"), spec.get("shape")
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+        raise _bad(f"input {name!r} needs a shape of non-negative integers")
+    if len(shape) > MAX_DIMS:
+        raise _bad(f"input {name!r} has {len(shape)} dimensions; at most {MAX_DIMS}")
+    if math.prod(d for d in shape if d) > MAX_ELEMENTS:
+        raise _bad(f"input {name!r} has a shape too large for any tensor: {shape}")
     return tuple(shape)
 
 
@@ -78,7 +97,7 @@ def decode_tensor(spec: dict[str, Any], blob: memoryview | None) -> np.ndarray:
     count = math.prod(shape)
     if datatype == "BYTES":
         if blob is not None:
-            values: list[Any] = _decode_bytes_tensor(bytes(blob))
+            values: list[Any] = _decode_bytes_tensor(bytes(blob), count)
         else:
             values = [v.encode() if isinstance(v, str) else v for v in _flat(spec.get("data"))]
         if len(values) != count:
@@ -94,7 +113,7 @@ def decode_tensor(spec: dict[str, Any], blob: memoryview | None) -> np.ndarray:
         return np.frombuffer(blob, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
     try:
         array = np.asarray(_flat(spec.get("data")), dtype=dtype)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: 1000 as INT8
         raise _bad(f"input {name!r} has data that is not {datatype}") from None
     if array.size != count:
         raise _bad(f"input {name!r} has {array.size} elements, shape says {count}")
@@ -112,32 +131,65 @@ def _flat(data: Any) -> list[Any]:
     return out
 
 
+def _parameters(owner: dict[str, Any], what: str) -> dict[str, Any]:
+    parameters = owner.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise _bad(f"the parameters of {what} must be a JSON object")
+    return parameters
+
+
+def _header(body: bytes, json_end: int) -> dict[str, Any]:
+    try:
+        header = json.loads(body[:json_end])
+    # ValueError: besides bad JSON, an integer of more digits than Python converts;
+    # RecursionError: arrays nested thousands deep
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise _bad("the inference request header is not valid JSON") from None
+    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
+        raise _bad("an inference request needs an 'inputs' list")
+    return header
+
+
+def _requested_outputs(header: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The outputs asked for, each {name, parameters}; None (none named): every one."""
+    outputs = header.get("outputs")
+    if outputs is None or outputs == []:
+        return None
+    if not isinstance(outputs, list):
+        raise _bad("'outputs' must be a list of {name, parameters} objects")
+    for output in outputs:
+        if not isinstance(output, dict) or not isinstance(output.get("name"), str):
+            raise _bad("each requested output needs a name")
+        _parameters(output, f"output {output['name']!r}")
+    return outputs
+
+
 def parse_request(body: bytes, header_length: int | None) -> InferRequest:
     json_end = len(body) if header_length is None else header_length
     if json_end < 0 or json_end > len(body):
         raise _bad(f"{HEADER_LENGTH} is outside the body")
-    try:
-        header = json.loads(body[:json_end])
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise _bad("the inference request header is not valid JSON") from None
-    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
-        raise _bad("an inference request needs an 'inputs' list")
+    header = _header(body, json_end)
     binary = memoryview(body)[json_end:]
     offset, inputs = 0, {}
     for spec in header["inputs"]:
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
             raise _bad("each input needs a name")
-        size = (spec.get("parameters") or {}).get("binary_data_size")
+        name = spec["name"]
+        if name in inputs:
+            raise _bad(f"input {name!r} is given twice", "input_mismatch")
+        size = _parameters(spec, f"input {name!r}").get("binary_data_size")
         blob = None
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise _bad(f"input {spec['name']!r}: binary_data_size runs past the body")
+            if not _is_count(size) or offset + size > len(binary):
+                raise _bad(f"input {name!r}: binary_data_size runs past the body")
             blob, offset = binary[offset : offset + size], offset + size
-        inputs[spec["name"]] = decode_tensor(spec, blob)
+        inputs[name] = decode_tensor(spec, blob)
     if offset != len(binary):
         raise _bad("the body holds more binary data than the inputs claim")
-    outputs = header.get("outputs")
-    return InferRequest(header.get("id"), inputs, dict(header.get("parameters") or {}), outputs)
+    parameters = _parameters(header, "the request")
+    return InferRequest(header.get("id"), inputs, dict(parameters), _requested_outputs(header))
 
 
 def encode_response(

@@ -21,7 +21,7 @@ from aidx.service.container import Services
 
 SERVER_NAME = "aidx"
 SERVER_VERSION = "0.1.0"
-EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics")
+EXTENSIONS = ("binary_tensor_data", "model_configuration")  # statistics: /metrics instead
 # Who may use the model routes and RPCs (admin may use everything); health is open.
 MODEL_ROLES = (Role.engineer,)
 
@@ -125,15 +125,31 @@ def check_inputs(served: ServedModel, inputs: dict[str, np.ndarray]) -> None:
 
 
 def int_parameter(parameters: dict[str, Any], name: str) -> int | None:
-    """Triton's request parameters `priority` and `timeout` (us): integers or absent."""
+    """Triton's request parameters `priority` and `timeout` (us): unsigned 64-bit
+    integers, as its proto has them, or absent."""
     value = parameters.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
         raise BadRequest(
-            f"parameter {name!r} must be a non-negative integer", code="invalid_parameter"
+            f"parameter {name!r} must be an integer from 0 to 2^64-1", code="invalid_parameter"
         )
     return value
+
+
+def check_outputs(served: ServedModel, wanted: list[str] | None) -> None:
+    """Refuse unknown or repeated output names before the model runs for them."""
+    if wanted is None:
+        return
+    runtime = served.runtime  # what the model really returns; else what its config lists
+    known = set(runtime.output_names if runtime else (o.name for o in served.entry.config.output))
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise BadRequest(
+            f"model {served.name!r} has no output {unknown[0]!r}", code="unknown_output"
+        )
+    if len(set(wanted)) != len(wanted):
+        raise BadRequest("an output is requested twice", code="invalid_infer_request")
 
 
 def request_timeout_s(parameters: dict[str, Any], deadline_s: float | None) -> float | None:
@@ -157,6 +173,7 @@ async def infer(
     `wanted` (None: every output), in that order. `deadline_s`: the time the
     transport leaves (a gRPC deadline) as the batcher's timeout."""
     check_inputs(served, inputs)
+    check_outputs(served, wanted)
     result = await svc.models.infer(
         served.name,
         inputs,

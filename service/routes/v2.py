@@ -142,13 +142,21 @@ async def model_ready(
     return Response(status_code=200 if ready else 400)
 
 
+def _header_length(value: str | None) -> int | None:
+    """The JSON header's length in bytes: ASCII digits, at most the body's size in
+    digits (int() takes '²' or thousands of digits only to fail)."""
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
+        raise BadRequest(f"{kserve.HEADER_LENGTH} must be an integer", code="invalid_infer_request")
+    return int(value)
+
+
 async def _infer(request: Request, served: ServedModel, svc: Services) -> Response:
     body = await read_body(request, svc.settings.max_upload_bytes)
     length = request.headers.get(kserve.HEADER_LENGTH)
-    if length is not None and not length.isdigit():
-        raise BadRequest(f"{kserve.HEADER_LENGTH} must be an integer", code="invalid_infer_request")
-    parsed = kserve.parse_request(body, int(length) if length is not None else None)
-    wanted = None if parsed.outputs is None else [o.get("name") for o in parsed.outputs]
+    parsed = kserve.parse_request(body, _header_length(length))
+    wanted = None if parsed.outputs is None else [o["name"] for o in parsed.outputs]
     outputs = await kserve_protocol.infer(svc, served, parsed.inputs, parsed.parameters, wanted)
     content, header_length = kserve.encode_response(
         served.name, str(served.entry.version), parsed, outputs

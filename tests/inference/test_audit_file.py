@@ -1,11 +1,15 @@
 """The audit log's file: held open between entries, yet every entry lands in the file
-at its path, 0600, even after the file was removed or moved away (log rotation)."""
+at its path, 0600, even after the file was removed or moved away (log rotation); and
+an access leaves its entry however it ends."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 from pathlib import Path
+
+import pytest
 
 from aidx.inference.audit import AuditLog
 
@@ -35,3 +39,28 @@ def test_entries_follow_the_path_through_removal_and_rotation(tmp_path: Path) ->
     assert _actors(path) == ["d"]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_a_cancelled_access_is_recorded_as_cancelled(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    log = AuditLog(path)
+
+    async def scenario() -> None:
+        inside = asyncio.Event()
+
+        async def access() -> None:
+            with log.access(actor="a", role="engineer", action="v2.infer", resource="model/m"):
+                inside.set()  # the data was received
+                await asyncio.Event().wait()  # the client goes away before the answer
+
+        task = asyncio.ensure_future(access())
+        await inside.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):  # cancellation still propagates
+            await task
+
+    asyncio.run(scenario())
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(e["actor"], e["resource"], e["outcome"]) for e in entries] == [
+        ("a", "model/m", "cancelled")
+    ]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from aidx.inference.batcher import BatcherConfig, DynamicBatcher
+from aidx.inference.batcher import BatcherConfig, BatchResult, DynamicBatcher
 from aidx.inference.errors import AidxError, BadRequest, DeadlineExceeded, QueueFull
 from aidx.service.handlers import http_status
 
@@ -245,3 +246,84 @@ def test_a_preferred_batch_size_is_cut_without_waiting_for_the_maximum() -> None
 
     run(scenario())
     assert [len(b) for b in model.batches] == [4, 4]
+
+
+class DepthLog:
+    """An observer that keeps each queue depth the batcher reports."""
+
+    def __init__(self) -> None:
+        self.depths: list[int] = []
+
+    def queue_depth(self, model: str, depth: int) -> None:
+        self.depths.append(depth)
+
+    def batch_done(
+        self, model: str, size: int, compute_s: float, queue_waits_s: list[float]
+    ) -> None:
+        pass
+
+
+def collect_loop_errors() -> list[dict]:
+    """What the running loop would log: an InvalidStateError in a callback, a future's
+    exception never retrieved (collected before the loop closes, to be seen)."""
+    errors: list[dict] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+    return errors
+
+
+def test_a_cancelled_request_leaves_the_queue_at_once_and_is_never_run() -> None:
+    gate = threading.Event()
+    model = Recorder(gate=gate)
+    depths = DepthLog()
+
+    async def scenario() -> list[BatchResult]:
+        errors = collect_loop_errors()
+        config = BatcherConfig(max_batch_size=8, max_queue_delay_us=0, cut_at_knee=False)
+        batcher = DynamicBatcher("m", model, config, observer=depths)
+        batcher.start()
+        blocker = asyncio.ensure_future(batcher.infer(one(0)))
+        await wait_until_async(model.entered.is_set, what="the blocker to run")
+        waiting = {i: asyncio.ensure_future(batcher.infer(one(i))) for i in range(1, 7)}
+        await wait_until_async(lambda: batcher.depth == 6, what="six requests queued")
+        gone = [waiting.pop(i) for i in (2, 4, 6)]  # their callers went away
+        for task in gone:
+            task.cancel()
+        for task in gone:
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert batcher.depth == 3 and depths.depths[-1] == 3  # not counted while the model runs
+        gate.set()
+        kept = await asyncio.gather(blocker, *waiting.values())
+        await batcher.stop()
+        gc.collect()
+        assert errors == []
+        return kept
+
+    kept = run(scenario())
+    assert model.batches == [[0], [1, 3, 5]]
+    for value, result in zip((0, 1, 3, 5), kept, strict=True):
+        np.testing.assert_array_equal(result.outputs["y"], np.full((1, 3), 2.0 * value))
+
+
+def test_a_request_cancelled_while_its_batch_runs_is_dropped_and_serving_goes_on() -> None:
+    gate = threading.Event()
+    model = Recorder(gate=gate)
+
+    async def scenario() -> None:
+        errors = collect_loop_errors()
+        batcher = DynamicBatcher("m", model, BatcherConfig(max_batch_size=1, max_queue_delay_us=0))
+        batcher.start()
+        gone = asyncio.ensure_future(batcher.infer(one(1)))
+        await wait_until_async(model.entered.is_set, what="its batch to run")
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        gate.set()
+        after = await batcher.infer(one(2), timeout_s=5)  # the worker outlived the drop
+        assert (after.outputs["y"] == 4).all()
+        await batcher.stop()
+        gc.collect()
+        assert errors == []
+
+    run(scenario())
+    assert model.batches == [[1], [2]]

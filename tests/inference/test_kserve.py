@@ -120,3 +120,77 @@ def test_binary_outputs_are_framed_after_the_json_header() -> None:
 def test_malformed_requests_are_400(body: bytes, length: int | None) -> None:
     with pytest.raises(BadRequest):
         parse_request(body, length)
+
+
+def _one_input(**spec: object) -> bytes:
+    return json.dumps({"inputs": [{"name": "x", "datatype": "FP32", **spec}]}).encode()
+
+
+BYTES_MANY_EMPTY = struct.pack("<I", 0) * 1000  # 1000 empty elements for a shape of 1
+
+
+@pytest.mark.parametrize(
+    "body, length",
+    [
+        # values that do not fit the datatype (numpy's OverflowError)
+        (_one_input(datatype="INT8", shape=[1], data=[1000]), None),
+        (_one_input(datatype="UINT8", shape=[1], data=[-1]), None),
+        (_one_input(datatype="INT64", shape=[1], data=[2**70]), None),
+        # shapes numpy cannot make, though their element count is small
+        (_one_input(shape=[0, 2**62, 2**62], data=[]), None),
+        (_one_input(shape=[2**62, 2**62, 0], data=[]), None),
+        (_one_input(shape=[1] * 65, data=[1.0]), None),
+        (_one_input(shape=[True], data=[1.0]), None),
+        # JSON of the wrong kinds
+        (_one_input(shape=[1], data=[1.0], parameters=[1]), None),
+        framed(
+            {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "datatype": "INT8",
+                        "shape": [1],
+                        "parameters": {"binary_data_size": True},
+                    }
+                ]
+            },
+            b"\0",
+        ),  # fmt: skip
+        (json.dumps({"inputs": [], "parameters": [1]}).encode(), None),
+        (json.dumps({"inputs": [], "parameters": "ab"}).encode(), None),
+        (json.dumps({"inputs": [], "outputs": ["logits"]}).encode(), None),
+        (json.dumps({"inputs": [], "outputs": "x"}).encode(), None),
+        (json.dumps({"inputs": [], "outputs": [{"name": ["logits"]}]}).encode(), None),
+        (json.dumps({"inputs": [], "outputs": [{"name": "y", "parameters": [1]}]}).encode(), None),
+        # JSON Python refuses to convert: an integer of 5000 digits, arrays nested deep
+        (b'{"inputs": [], "id": ' + b"9" * 5000 + b"}", None),
+        (b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None),
+    ],
+)
+def test_inputs_numpy_or_json_refuse_are_400(body: bytes, length: int | None) -> None:
+    with pytest.raises(BadRequest) as refused:
+        parse_request(body, length)
+    assert refused.value.code == "invalid_infer_request"
+
+
+def test_an_input_named_twice_is_refused() -> None:
+    spec = {"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}
+    with pytest.raises(BadRequest) as refused:
+        parse_request(json.dumps({"inputs": [spec, spec]}).encode(), None)
+    assert refused.value.code == "input_mismatch"
+
+
+def test_bytes_elements_past_the_shape_stop_the_parse() -> None:
+    """A small message of many empty BYTES elements is refused at the shape's count,
+    before it has built a list of all of them."""
+    header = {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [1],
+                          "parameters": {"binary_data_size": len(BYTES_MANY_EMPTY)}}]}  # fmt: skip
+    body, length = framed(header, BYTES_MANY_EMPTY)
+    with pytest.raises(BadRequest, match="more than the 1 elements"):
+        parse_request(body, length)
+
+
+def test_no_outputs_named_means_every_output() -> None:
+    """Triton answers every output when none is named, an empty list included."""
+    parsed = parse_request(_one_input(shape=[1], data=[1.0])[:-1] + b', "outputs": []}', None)
+    assert parsed.outputs is None

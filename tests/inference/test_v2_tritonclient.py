@@ -77,3 +77,34 @@ def test_a_malformed_priority_parameter_is_400_not_500(live_server: str) -> None
         headers=auth(Role.engineer),
     )
     assert response.status_code == 400 and response.json()["code"] == "invalid_parameter"
+
+
+@pytest.mark.parametrize(
+    "header_length, parameters, code",
+    [
+        ("\u00b2", {}, "invalid_infer_request"),  # a digit to str.isdigit(), not to int()
+        ("9" * 5000, {}, "invalid_infer_request"),  # past int()'s digit limit
+        (None, {"timeout": 10**400}, "invalid_parameter"),  # past a float
+        (None, {"priority": 2**64}, "invalid_parameter"),  # past Triton's uint64
+    ],
+)
+def test_out_of_range_framing_and_parameters_are_400(
+    live_server: str, header_length: str | None, parameters: dict, code: str
+) -> None:
+    import json
+
+    import httpx
+
+    image = {"name": "image", "datatype": "FP32", "shape": [1, 1, 224, 224]}
+    body = json.dumps(
+        {"inputs": [{**image, "data": [0.0] * (224 * 224)}], "parameters": parameters}
+    )
+    headers = auth(Role.engineer)
+    if header_length is not None:
+        headers["Inference-Header-Content-Length"] = header_length
+    response = httpx.post(
+        f"http://{live_server}/v2/models/{MODEL}/infer",
+        content=body.encode(),
+        headers={k: v.encode() for k, v in headers.items()},
+    )
+    assert response.status_code == 400 and response.json()["code"] == code

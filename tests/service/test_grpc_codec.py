@@ -49,6 +49,15 @@ def test_malformed_tensors_are_bad_requests() -> None:
             decode_inputs(request)
 
 
+def test_raw_and_typed_contents_on_one_input_are_refused() -> None:
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    both = request_with(x, "FP32", raw=True)
+    both.inputs[0].contents.fp32_contents.extend(x.ravel().tolist())
+    with pytest.raises(BadRequest, match="'x'.*raw_input_contents") as caught:
+        decode_inputs(both)
+    assert caught.value.code == "invalid_infer_request"
+
+
 def test_parameters_become_plain_values() -> None:
     request = service_pb2.ModelInferRequest()
     request.parameters["priority"].uint64_param = 1

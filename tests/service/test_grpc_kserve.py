@@ -176,3 +176,38 @@ def test_a_taken_grpc_port_fails_the_start(tmp_path: Path) -> None:
         settings = make_settings(tmp_path, enabled_models=["labs_anomaly"], grpc_port=port)
         with pytest.raises(RuntimeError, match="Failed to bind"), TestClient(create_app(settings)):
             pass
+
+
+def _batches_run(live_servers: LiveServer) -> float:
+    text = httpx.get(f"http://{live_servers.http}/metrics").text
+    wanted = f'aidx_batch_size_count{{model="{CXR}"}}'
+    return next(
+        float(line.rpartition(" ")[2]) for line in text.splitlines() if line.startswith(wanted)
+    )
+
+
+def test_outputs_are_checked_before_the_model_runs(
+    client: grpcclient.InferenceServerClient, live_servers: LiveServer
+) -> None:
+    """An unknown or repeated output name, an out-of-range parameter: INVALID_ARGUMENT,
+    and no batch computed for a request whose answer could not be given."""
+    image = _image([1, 1, 224, 224])
+    before = _batches_run(live_servers)
+    for outputs in (["nope"], ["logits", "logits"]):
+        wanted = [grpcclient.InferRequestedOutput(name) for name in outputs]
+        call = lambda w=wanted: client.infer(CXR, [image], outputs=w, headers=ENGINEER)  # noqa: E731
+        assert refusal(call).status() == "StatusCode.INVALID_ARGUMENT", outputs
+    assert _batches_run(live_servers) == before
+
+
+def test_typed_values_out_of_their_datatype_are_invalid_argument(live_servers: LiveServer) -> None:
+    """1000 as UINT8 (numpy's OverflowError) is the client's mistake, not INTERNAL."""
+    request = service_pb2.ModelInferRequest(model_name="wsi_tiles")
+    tensor = request.inputs.add(name="tile", datatype="UINT8", shape=[1])
+    tensor.contents.uint_contents.append(1000)
+    with grpc.insecure_channel(live_servers.grpc) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(request, metadata=tuple(ENGINEER.items()), timeout=60)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not UINT8" in (refused.value.details() or "")

@@ -1,22 +1,33 @@
 """Issue 16 made a `/v1/cxr` request and its write-back cheaper; these pin what they
-give, byte for byte, to what they gave before (sha256 prefixes recorded on the code
-before the change, commit c3744fb), on two real radiographs (pydicom-data's chest CR,
-and its extremity CR with the body part edited to the chest): the report, the overlay
-PNG and the workspace's two layers, the secondary capture (its pixels, and the whole
-object), the SR and the FHIR bundle. What differs by design from one analysis to the
-next (the report's timings and times; the objects' dates and times) is removed first.
+give to what they gave before (recorded on the code before the change, commit c3744fb),
+on two real radiographs (pydicom-data's chest CR, and its extremity CR with the body
+part edited to the chest): the report, the overlay PNG and the workspace's two layers,
+the secondary capture (its pixels, and the rest of the object), the SR and the FHIR
+bundle. What differs by design from one analysis to the next (the report's timings and
+times; the objects' dates and times) is removed first.
+
+Byte for byte (sha256 prefixes) where the output does not depend on the model's
+floating-point heat map. The images drawn from the heat map (overlay, heat-map layer,
+SC pixels) are compared as a fingerprint instead (each channel's mean over an 8 x 8 grid
+of blocks, within a quarter grey level): onnxruntime picks its kernels by the CPU's
+instruction set, so the heat map's last bits, and a few pixels at a colour boundary,
+differ from one CPU to another (AVX2 vs AVX-512 machines gave different PNG bytes),
+while a changed colour map, opacity or geometry moves the block means by far more.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from aidx.adapters.writeback import dicom_bytes
 from aidx.inference.settings import Role
@@ -28,6 +39,10 @@ from tests.waiting import wait_until
 
 HEADERS = {**auth(Role.radiologist), "Content-Type": "application/dicom"}
 IMAGES = ("overlay.png", "radiograph.png", "heatmap.png")
+FROM_THE_HEAT_MAP = {"overlay.png", "heatmap.png", "sc_pixels"}
+FINGERPRINTS = Path(__file__).with_name("cxr_writeback_fingerprints.json")
+GRID = 8
+TOLERANCE = 0.25  # grey levels, on a block's mean
 # The report's parts that are the request's own, not the analysis': when and how long.
 REPORT_VOLATILE = {"timings", "created_at", "turnaround"}
 # FHIR elements stamped with the build's time
@@ -37,21 +52,15 @@ RADIOGRAPHS = {"RG1": ("RG1_UNCR.dcm", {}), "RG3": ("RG3_UNCR.dcm", {"BodyPartEx
 PINNED = {
     "RG1": {
         "report": "99d35c27222403f1",
-        "overlay.png": "14f4302f49b8f129",
         "radiograph.png": "65f54cb11d271fbe",
-        "heatmap.png": "e0cf68917f8a3488",
-        "sc": "005d0ddc1eb58dc7",
-        "sc_pixels": "29b26e60edafd0b5",
+        "sc": "af8d1fb1b37fbd56",
         "sr": "ce95ffb8dee51512",
         "fhir": "8b7b42b19f7d6d1b",
     },
     "RG3": {
         "report": "2188aeacd7f3594e",
-        "overlay.png": "bd491153a46e6155",
         "radiograph.png": "2dabfd8df0466641",
-        "heatmap.png": "8ff05224babf0a42",
-        "sc": "90138dedccac9248",
-        "sc_pixels": "47e7e5e5fc7fe943",
+        "sc": "15bf5c27fd53f00d",
         "sr": "718f590be4cd4b9f",
         "fhir": "07e65d51cb1834c4",
     },
@@ -75,19 +84,37 @@ def _json_digest(value: object, volatile: set[str]) -> str:
 
 
 def _dicom_digest(path: Path) -> str:
-    """The object's bytes with its dates and times blanked (DA, TM, DT, anywhere)."""
+    """The object's bytes with its dates and times blanked (DA, TM, DT, anywhere) and
+    without its pixels (fingerprinted apart)."""
     ds = pydicom.dcmread(path)
     for element in ds.iterall():
         if element.VR in ("DA", "TM", "DT"):
             element.value = ""
+    if "PixelData" in ds:
+        del ds.PixelData
     return _digest(dicom_bytes(ds))
 
 
+def fingerprint(pixels: np.ndarray) -> list[list[list[float]]]:
+    """Each channel's mean over a GRID x GRID split of the image (rows, columns)."""
+    image = pixels.astype(np.float64).reshape(*pixels.shape[:2], -1)
+    rows = np.array_split(image, GRID, axis=0)
+    return [
+        [np.round(block.mean(axis=(0, 1)), 3).tolist() for block in np.array_split(r, GRID, 1)]
+        for r in rows
+    ]
+
+
+def _png_pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
 @pytest.fixture(scope="module")
-def outputs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[str, str]]]:
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[str, object]]]:
+    """Per radiograph: a digest, or a fingerprint for what is drawn from the heat map."""
     var = tmp_path_factory.mktemp("cxr-pins")
     settings = make_settings(var, enabled_models=["cxr_pneumonia"])
-    found: dict[str, dict[str, str]] = {}
+    found: dict[str, dict[str, object]] = {}
     with TestClient(create_app(settings)) as api:
         for key, (name, changes) in RADIOGRAPHS.items():
             response = api.post("/v1/cxr", content=edited(name, **changes), headers=HEADERS)
@@ -97,12 +124,15 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict
             for image in IMAGES:
                 got = api.get(f"/v1/reports/{report['id']}/{image}", headers=HEADERS)
                 assert got.status_code == 200, got.text
-                found[key][image] = _digest(got.content)
+                drawn = image in FROM_THE_HEAT_MAP
+                found[key][image] = (
+                    fingerprint(_png_pixels(got.content)) if drawn else _digest(got.content)
+                )
             found[key].update(_written_back(var, report["id"]))
     yield found
 
 
-def _written_back(var: Path, rid: str) -> dict[str, str]:
+def _written_back(var: Path, rid: str) -> dict[str, object]:
     pacs, emr = var / "outbox" / "pacs", var / "outbox" / "emr"
 
     files = {
@@ -117,13 +147,20 @@ def _written_back(var: Path, rid: str) -> dict[str, str]:
     return {
         "sr": _dicom_digest(files["sr"]),
         "sc": _dicom_digest(files["sc"]),
-        "sc_pixels": _digest(pydicom.dcmread(files["sc"]).PixelData),
+        "sc_pixels": fingerprint(pydicom.dcmread(files["sc"]).pixel_array),
         "fhir": _json_digest(json.loads(files["fhir"].read_bytes()), FHIR_VOLATILE),
     }
 
 
 @pytest.mark.parametrize("key", sorted(RADIOGRAPHS))
 def test_the_request_and_its_write_back_give_what_they_gave_before(
-    outputs: dict[str, dict[str, str]], key: str
+    outputs: dict[str, dict[str, object]], key: str
 ) -> None:
-    assert outputs[key] == PINNED[key]
+    exact = {name: value for name, value in outputs[key].items() if name not in FROM_THE_HEAT_MAP}
+    assert exact == PINNED[key]
+    pinned = json.loads(FINGERPRINTS.read_text())[key]
+    for name in sorted(FROM_THE_HEAT_MAP):
+        got, want = np.array(outputs[key][name]), np.array(pinned[name])
+        assert got.shape == want.shape, name
+        worst = float(np.abs(got - want).max())
+        assert worst <= TOLERANCE, f"{name}: a block's mean moved by {worst:.3f} grey levels"

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from aidx.inference.dtypes import KSERVE_TO_NUMPY, kserve_of
-from aidx.inference.errors import BadRequest
+from aidx.inference.errors import BadRequest, PayloadTooLarge
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # A tensor's shape is refused past these before numpy sees it: a few bytes of JSON
@@ -25,6 +25,11 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 # (a zero dimension beside huge ones passes an element count of 0).
 MAX_DIMS = 32
 MAX_ELEMENTS = 2**40
+# json.loads makes a Python object of every number: a tensor sent as JSON takes about
+# ten times its text in memory while it is decoded. The binary extension has no such
+# cost, so the JSON header stays bounded even where AIDX_MAX_UPLOAD_BYTES is raised
+# for whole CT series.
+MAX_JSON_HEADER_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,12 @@ def _parameters(owner: dict[str, Any], what: str) -> dict[str, Any]:
 
 
 def _header(body: bytes, json_end: int) -> dict[str, Any]:
+    if json_end > MAX_JSON_HEADER_BYTES:
+        raise PayloadTooLarge(
+            f"the inference request's JSON is {json_end} bytes; at most "
+            f"{MAX_JSON_HEADER_BYTES} (send tensors as binary data: {HEADER_LENGTH})",
+            code="infer_header_too_large",
+        )
     try:
         header = json.loads(body[:json_end])
     # ValueError: besides bad JSON, an integer of more digits than Python converts;

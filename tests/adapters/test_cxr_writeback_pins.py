@@ -11,7 +11,7 @@ floating-point heat map. The images drawn from the heat map (overlay, heat-map l
 SC pixels) are compared as a fingerprint instead (each channel's mean over an 8 x 8 grid
 of blocks, within a quarter grey level): onnxruntime picks its kernels by the CPU's
 instruction set, so the heat map's last bits, and a few pixels at a colour boundary,
-differ from one CPU to another (AVX2 vs AVX-512 machines gave different PNG bytes),
+differ from one CPU to another (an AVX-512 machine gave other PNG bytes than the CI ones),
 while a changed colour map, opacity or geometry moves the block means by far more.
 """
 

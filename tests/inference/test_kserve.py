@@ -8,8 +8,8 @@ import struct
 import numpy as np
 import pytest
 
-from aidx.inference.errors import BadRequest
-from aidx.service.kserve import encode_response, parse_request
+from aidx.inference.errors import BadRequest, PayloadTooLarge
+from aidx.service.kserve import MAX_JSON_HEADER_BYTES, encode_response, parse_request
 
 
 def framed(header: dict, *blobs: bytes) -> tuple[bytes, int]:
@@ -194,3 +194,14 @@ def test_no_outputs_named_means_every_output() -> None:
     """Triton answers every output when none is named, an empty list included."""
     parsed = parse_request(_one_input(shape=[1], data=[1.0])[:-1] + b', "outputs": []}', None)
     assert parsed.outputs is None
+
+
+def test_a_json_header_past_its_bound_is_413_before_it_is_decoded() -> None:
+    """A tensor as JSON costs ~10x its text while decoded: the header has its own bound,
+    whatever the upload limit; the same numbers as binary data are welcome."""
+    header = _one_input(shape=[1], data=[1.0])
+    padded = header[:-1] + b" " * MAX_JSON_HEADER_BYTES + b"}"
+    with pytest.raises(PayloadTooLarge) as refused:
+        parse_request(padded, None)
+    assert refused.value.code == "infer_header_too_large"
+    assert parse_request(header, None).inputs["x"].tolist() == [1.0]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
-from aidx.inference.dtypes import kserve_of
+from aidx.inference.dtypes import KSERVE_TO_NUMPY, kserve_of
 from aidx.inference.errors import BadRequest
 from aidx.service.kserve import decode_tensor, raw_tensor
 
@@ -55,7 +55,20 @@ def _typed(tensor: pb.ModelInferRequest.InferInputTensor) -> np.ndarray:
             f"input {tensor.name!r}: {tensor.datatype} needs raw_input_contents",
             code="invalid_infer_request",
         )
-    return decode_tensor({**_spec(tensor), "data": list(getattr(tensor.contents, field))}, None)
+    values = getattr(tensor.contents, field)
+    if tensor.datatype == "BYTES":
+        return decode_tensor({**_spec(tensor), "data": list(values)}, None)
+    # Straight into an array: a list would hold a Python object per number, ~8x the
+    # message, whatever size the upload limit lets a message have.
+    dtype = np.dtype(KSERVE_TO_NUMPY[tensor.datatype]).newbyteorder("<")
+    try:
+        flat = np.fromiter(values, dtype=dtype, count=len(values))
+    except (TypeError, ValueError, OverflowError):  # OverflowError: 1000 as UINT8
+        raise BadRequest(
+            f"input {tensor.name!r} has data that is not {tensor.datatype}",
+            code="invalid_infer_request",
+        ) from None
+    return decode_tensor(_spec(tensor), flat.data.cast("B"))  # checks the shape and count
 
 
 def decode_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:

@@ -88,3 +88,33 @@ def test_the_batcher_gets_the_sooner_of_timeout_and_deadline() -> None:
     assert request_timeout_s({}, 0.25) == 0.25
     with pytest.raises(BadRequest):
         request_timeout_s({"timeout": -1}, None)
+
+
+@pytest.mark.parametrize(
+    ("datatype", "field", "values", "dtype"),
+    [
+        ("UINT8", "uint_contents", [0, 7, 255], np.uint8),
+        ("BOOL", "bool_contents", [True, False, True], np.bool_),
+        ("INT64", "int64_contents", [-(2**62), 0, 2**62], np.int64),
+        ("FP64", "fp64_contents", [0.5, -1e300, 3.0], np.float64),
+    ],
+)
+def test_typed_contents_of_each_datatype(
+    datatype: str, field: str, values: list, dtype: type
+) -> None:
+    request = service_pb2.ModelInferRequest(model_name="m")
+    getattr(request.inputs.add(name="x", datatype=datatype, shape=[1, 3]).contents, field).extend(
+        values
+    )
+    (got,) = decode_inputs(request).values()
+    assert got.dtype == np.dtype(dtype) and got.tolist() == [values]
+
+
+@pytest.mark.parametrize(("values", "says"), [([1000], "not UINT8"), ([1, 2], "elements|bytes")])
+def test_typed_contents_out_of_range_or_count_are_refused(values: list, says: str) -> None:
+    """1000 is a valid uint32 in the proto but not a UINT8; two values for a shape of one."""
+    request = service_pb2.ModelInferRequest(model_name="m")
+    request.inputs.add(name="x", datatype="UINT8", shape=[1]).contents.uint_contents.extend(values)
+    with pytest.raises(BadRequest, match=says) as caught:
+        decode_inputs(request)
+    assert caught.value.code == "invalid_infer_request"

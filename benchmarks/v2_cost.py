@@ -123,6 +123,7 @@ class CostRow:
     loop_cpu_ms_per_req: float
     throughput_rps: float
     raw_best_items_per_s: float
+    raw_best_cpu_ms_per_item: float
     pct_of_raw: float
     bound_pct_of_raw: float
 
@@ -255,7 +256,7 @@ def measure(args: argparse.Namespace, model: str, repository: Path, requests: in
         rows.append(CostRow(
             model, protocol, concurrency, requests, mean_batch, server_ms, model_ms,
             server_ms - model_ms, client_ms, sweep.loop_s / requests * 1e3, throughput,
-            raw.items_per_s,
+            raw.items_per_s, raw.cpu_ms_per_item,
             100 * throughput / raw.items_per_s, 100 * raw.cpu_ms_per_item / (server_ms + client_ms),
         ))  # fmt: skip
     return rows
@@ -296,14 +297,13 @@ def floor_rows(args: argparse.Namespace, rows: list[CostRow]) -> list[dict[str, 
         # at least 1000 requests: a do-nothing server's CPU is a few 10 ms clock ticks
         requests = max(args.requests, 1000)
         floor: FloorRow = measure_floor(row.protocol, row.model, row.concurrency, requests)
-        raw_cpu_ms = row.bound_pct_of_raw * (row.server_cpu_ms_per_req + row.client_cpu_ms_per_req)
         floor_total = row.model_cpu_ms_per_item + floor.server_cpu_ms_per_req
         floor_total += floor.client_cpu_ms_per_req
         found.append({
             **asdict(floor),
             "aidx_beyond_model_cpu_ms_per_req": row.beyond_model_cpu_ms_per_req,
             "aidx_bound_pct_of_raw": row.bound_pct_of_raw,
-            "floor_bound_pct_of_raw": raw_cpu_ms / floor_total,
+            "floor_bound_pct_of_raw": 100 * row.raw_best_cpu_ms_per_item / floor_total,
         })  # fmt: skip
     print(f"\n{'floor':5} {'conc':>4} {'server':>7} {'client':>7} {'req/s':>7} "
           f"{'aidx beyond':>11} {'aidx bound %':>12} {'floor bound %':>13}")  # fmt: skip

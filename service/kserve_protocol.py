@@ -182,6 +182,8 @@ async def infer(
     )
     if wanted is None:
         return result.outputs
+    # checked above; asked again as a reload between the check and the run can have
+    # put a version with other outputs in service
     unknown = [name for name in wanted if name not in result.outputs]
     if unknown:
         raise BadRequest(

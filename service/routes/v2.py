@@ -143,8 +143,8 @@ async def model_ready(
 
 
 def _header_length(value: str | None) -> int | None:
-    """The JSON header's length in bytes: ASCII digits, at most the body's size in
-    digits (int() takes '²' or thousands of digits only to fail)."""
+    """The JSON header's length in bytes: at most 18 ASCII digits (str.isdigit() also
+    takes '²', and int() fails on either that or thousands of digits)."""
     if value is None:
         return None
     if not (value.isascii() and value.isdigit() and len(value) <= 18):
